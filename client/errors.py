@@ -1,0 +1,136 @@
+"""Errors of the protocol (§12) and of the client.
+
+Every spec errcode has one ``ProtocolError`` subclass carrying it as a class
+attribute, so rules raise e.g. ``IdentityTaken`` and the server maps the class
+to an HTTP status in one table. The client raises the same classes when a
+server answers with that errcode, plus ``TransportError`` (the bytes did not
+arrive) and ``VerificationError`` (they arrived but must not be trusted).
+"""
+
+from __future__ import annotations
+
+
+class ProtocolError(Exception):
+    """A request broke a rule of the protocol; ``errcode`` names which."""
+
+    errcode = "BAD_REQUEST"
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        #: HTTP status when the error came from a server's answer.
+        self.status = status
+
+
+class BadRequest(ProtocolError):
+    errcode = "BAD_REQUEST"
+
+
+class InvalidMessage(ProtocolError):
+    errcode = "INVALID_MESSAGE"
+
+
+class InvalidIdentity(ProtocolError):
+    errcode = "INVALID_IDENTITY"
+
+
+class InvalidSignature(ProtocolError):
+    errcode = "INVALID_SIGNATURE"
+
+
+class StaleLastentry(ProtocolError):
+    errcode = "STALE_LASTENTRY"
+
+
+class InvalidValidity(ProtocolError):
+    errcode = "INVALID_VALIDITY"
+
+
+class TokenRequired(ProtocolError):
+    errcode = "TOKEN_REQUIRED"
+
+
+class TokenInvalid(ProtocolError):
+    errcode = "TOKEN_INVALID"
+
+
+class TokenSpent(ProtocolError):
+    errcode = "TOKEN_SPENT"
+
+
+class DomainNotServed(ProtocolError):
+    errcode = "DOMAIN_NOT_SERVED"
+
+
+class ReservedIdentity(ProtocolError):
+    errcode = "RESERVED_IDENTITY"
+
+
+class VoucherInvalid(ProtocolError):
+    errcode = "VOUCHER_INVALID"
+
+
+class NotFound(ProtocolError):
+    errcode = "NOT_FOUND"
+
+
+class NoKeyinit(ProtocolError):
+    errcode = "NO_KEYINIT"
+
+
+class IdentityTaken(ProtocolError):
+    errcode = "IDENTITY_TAKEN"
+
+
+class MsgcountMismatch(ProtocolError):
+    errcode = "MSGCOUNT_MISMATCH"
+
+
+class KeyInUse(ProtocolError):
+    errcode = "KEY_IN_USE"
+
+
+class KeyinitLimit(ProtocolError):
+    errcode = "KEYINIT_LIMIT"
+
+
+class TooLarge(ProtocolError):
+    errcode = "TOO_LARGE"
+
+
+class RateLimited(ProtocolError):
+    errcode = "RATE_LIMITED"
+
+
+class Unavailable(ProtocolError):
+    errcode = "UNAVAILABLE"
+
+
+#: errcode -> class, for turning a server's answer back into a typed exception.
+BY_ERRCODE: dict[str, type[ProtocolError]] = {
+    cls.errcode: cls for cls in ProtocolError.__subclasses__()
+}
+
+
+class ClientError(Exception):
+    """Base of the errors that only a client raises."""
+
+
+class TransportError(ClientError):
+    """The answer did not arrive whole: network, timeout, size limit, unparseable reply."""
+
+
+class VerificationError(ClientError):
+    """Data from a server failed verification (chain link, signature, key validity).
+
+    Never retried silently, and nothing it concerns is stored.
+    """
+
+    def __init__(self, message: str, *, position: int | None = None):
+        super().__init__(message)
+        #: Chain position of the first bad entry, when the failure is in the chain.
+        self.position = position
+
+
+class ChainError(VerificationError):
+    """A hashchain entry is malformed or does not link to its predecessor."""

@@ -1,0 +1,98 @@
+"""Moving bytes: one abstract ``_fetch`` and size-bounded public calls.
+
+Every foreign exception becomes ``TransportError``; an error answer from the
+server becomes the ``ProtocolError`` subclass of its errcode, so callers only
+ever see the protocol's own exception families.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass, field
+
+import requests
+
+from .errors import BY_ERRCODE, ProtocolError, TransportError
+
+#: Largest error body read from a server.
+MAX_ERROR_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+@dataclass
+class Request:
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+
+
+class Fetcher(abc.ABC):
+    """Performs HTTP requests; subclasses implement ``_fetch`` only."""
+
+    @abc.abstractmethod
+    def _fetch(self, request: Request, max_length: int) -> Response:
+        """Return the response, reading at most ``max_length`` body bytes (raise if more)."""
+
+    def fetch(self, request: Request, max_length: int) -> Response:
+        """Like ``_fetch`` but any failure to get the bytes is ``TransportError``,
+        and a non-2xx answer is raised as the errcode's ``ProtocolError``."""
+        try:
+            response = self._fetch(request, max_length)
+        except (TransportError, ProtocolError):
+            raise
+        except Exception as exc:
+            raise TransportError(f"{request.method} {request.url}: {exc}") from exc
+        if response.status >= 400:
+            raise error_from_response(request, response)
+        return response
+
+    def get_bytes(self, url: str, max_length: int, headers: dict[str, str] | None = None) -> bytes:
+        return self.fetch(Request("GET", url, headers or {}), max_length).body
+
+
+def error_from_response(request: Request, response: Response) -> ProtocolError:
+    try:
+        body = json.loads(response.body[:MAX_ERROR_BYTES])
+        errcode, message = body["errcode"], body["error"]
+    except (ValueError, KeyError, TypeError):
+        errcode, message = "", response.body[:200].decode("utf-8", "replace")
+    cls = BY_ERRCODE.get(errcode, ProtocolError)
+    error = cls(f"{request.method} {request.url}: {response.status} {errcode} {message}",
+                status=response.status)
+    if cls is ProtocolError:
+        error.errcode = errcode or f"HTTP_{response.status}"
+    return error
+
+
+class RequestsFetcher(Fetcher):
+    """The real fetcher: one pooled ``requests`` session, timeouts, size limits."""
+
+    def __init__(self, timeout: float = 30.0):
+        self.session = requests.Session()
+        self.timeout = timeout
+
+    def _fetch(self, request: Request, max_length: int) -> Response:
+        with self.session.request(request.method, request.url, headers=request.headers,
+                                  data=request.body, timeout=self.timeout,
+                                  stream=True) as answer:
+            limit = max_length if answer.status_code < 400 else MAX_ERROR_BYTES
+            declared = answer.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise TransportError(f"{request.url}: answer of {declared} bytes exceeds {limit}")
+            body = answer.raw.read(limit + 1, decode_content=True)
+            if len(body) > limit:
+                raise TransportError(f"{request.url}: answer exceeds {limit} bytes")
+            return Response(answer.status_code, {k.lower(): v for k, v in answer.headers.items()},
+                            body)

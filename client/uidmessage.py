@@ -1,0 +1,210 @@
+"""UIDMessages (§4) and their encrypted storage form (§5).
+
+Building and signing live here so that the CLI, the server's own identity
+(§7.2) and the load generator all produce messages the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import nacl.bindings
+import nacl.exceptions
+import nacl.signing
+
+from .encoding import (b64decode, b64encode, canonical_json, require_fields, require_int,
+                       require_str, sha256)
+from .errors import InvalidMessage, VerificationError
+from .keys import ED25519, X25519, KeyEntry, ed25519_entry, parse_key_entry, sign_detached
+
+VERSION = "1"
+NONCE_SIZE = 24
+FORWARDSEC = ("strict", "mandatory", "optional")
+CONTENT_FIELDS = frozenset({
+    "version", "identity", "msgcount", "not_before_ts", "not_after_ts", "sigkey",
+    "sigescrow", "pubkeys", "mixaddress", "nymaddress", "repouris", "preferences",
+    "lastentry", "chainlink",
+})
+MESSAGE_FIELDS = frozenset({"content", "selfsignature", "usersignature", "escrowsignature"})
+
+
+@dataclass(frozen=True)
+class UIDMessage:
+    """A UIDMessage whose shape and encodings have been checked (not its rules)."""
+
+    raw: dict
+    identity: str
+    msgcount: int
+    not_before_ts: int
+    not_after_ts: int
+    sigkey: KeyEntry
+    sigescrow: KeyEntry | None
+    pubkeys: tuple[KeyEntry, ...]
+    mixaddress: str
+    nymaddress: bytes
+    repouris: tuple[str, ...]
+    forwardsec: str
+    ciphersuites: tuple[str, ...]
+    lastentry: bytes
+    selfsignature: bytes
+    usersignature: bytes
+    escrowsignature: bytes
+
+    @property
+    def content_bytes(self) -> bytes:
+        """What every signature of the message covers."""
+        return canonical_json(self.raw["content"])
+
+    @property
+    def key_hashes(self) -> tuple[bytes, ...]:
+        """Hashes of sigkey and sigescrow: each may belong to one identity only (§4)."""
+        return (self.sigkey.hash,) + ((self.sigescrow.hash,) if self.sigescrow else ())
+
+
+def _str_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise InvalidMessage(f"{what}: must be a list")
+    return tuple(require_str(item, f"{what}[{i}]") for i, item in enumerate(value))
+
+
+def _signature(value: Any, what: str, allow_empty: bool) -> bytes:
+    return b64decode(value, what, length=64, allow_empty=allow_empty)
+
+
+def parse_uid_message(obj: Any) -> UIDMessage:
+    """Check shape and encodings (§4): every field present, none unknown, exact
+    base64 lengths, valid keys, ``sigkey != sigescrow``; else ``InvalidMessage``."""
+    require_fields(obj, MESSAGE_FIELDS, "uid_message")
+    content = require_fields(obj["content"], CONTENT_FIELDS, "content")
+    if content["version"] != VERSION:
+        raise InvalidMessage(f"content.version: must be {VERSION!r}")
+    if content["chainlink"] is not None:
+        raise InvalidMessage("content.chainlink: must be null in version 1")
+    preferences = require_fields(content["preferences"], {"forwardsec", "ciphersuites"},
+                                 "content.preferences")
+    if preferences["forwardsec"] not in FORWARDSEC:
+        raise InvalidMessage(f"content.preferences.forwardsec: one of {', '.join(FORWARDSEC)}")
+    if not isinstance(content["pubkeys"], list):
+        raise InvalidMessage("content.pubkeys: must be a list")
+    sigkey = parse_key_entry(content["sigkey"], "content.sigkey", ED25519)
+    sigescrow = (None if content["sigescrow"] is None
+                 else parse_key_entry(content["sigescrow"], "content.sigescrow", ED25519))
+    if sigescrow == sigkey:
+        raise InvalidMessage("content.sigescrow: must differ from content.sigkey")
+    return UIDMessage(
+        raw=obj,
+        identity=require_str(content["identity"], "content.identity"),
+        msgcount=require_int(content["msgcount"], "content.msgcount"),
+        not_before_ts=require_int(content["not_before_ts"], "content.not_before_ts"),
+        not_after_ts=require_int(content["not_after_ts"], "content.not_after_ts"),
+        sigkey=sigkey,
+        sigescrow=sigescrow,
+        pubkeys=tuple(parse_key_entry(key, f"content.pubkeys[{i}]", X25519)
+                      for i, key in enumerate(content["pubkeys"])),
+        mixaddress=require_str(content["mixaddress"], "content.mixaddress"),
+        nymaddress=b64decode(content["nymaddress"], "content.nymaddress", allow_empty=True),
+        repouris=_str_list(content["repouris"], "content.repouris"),
+        forwardsec=preferences["forwardsec"],
+        ciphersuites=_str_list(preferences["ciphersuites"], "content.preferences.ciphersuites"),
+        lastentry=b64decode(content["lastentry"], "content.lastentry", length=32),
+        selfsignature=_signature(obj["selfsignature"], "selfsignature", False),
+        usersignature=_signature(obj["usersignature"], "usersignature", True),
+        escrowsignature=_signature(obj["escrowsignature"], "escrowsignature", True),
+    )
+
+
+def build_uid_content(
+    identity: str,
+    sigkey: KeyEntry,
+    *,
+    msgcount: int,
+    not_before_ts: int,
+    not_after_ts: int,
+    lastentry: bytes,
+    sigescrow: KeyEntry | None = None,
+    pubkeys: Iterable[KeyEntry] = (),
+    repouris: Iterable[str] = (),
+    forwardsec: str = "strict",
+    ciphersuites: Iterable[str] = (),
+    mixaddress: str = "",
+    nymaddress: bytes = b"",
+) -> dict:
+    """A UIDContent with every field present, as §4 requires."""
+    return {
+        "version": VERSION,
+        "identity": identity,
+        "msgcount": msgcount,
+        "not_before_ts": not_before_ts,
+        "not_after_ts": not_after_ts,
+        "sigkey": sigkey.to_json(),
+        "sigescrow": sigescrow.to_json() if sigescrow else None,
+        "pubkeys": [key.to_json() for key in pubkeys],
+        "mixaddress": mixaddress,
+        "nymaddress": b64encode(nymaddress),
+        "repouris": list(repouris),
+        "preferences": {"forwardsec": forwardsec, "ciphersuites": list(ciphersuites)},
+        "lastentry": b64encode(lastentry),
+        "chainlink": None,
+    }
+
+
+def sign_uid_content(
+    content: dict,
+    sigkey: nacl.signing.SigningKey,
+    *,
+    previous_sigkey: nacl.signing.SigningKey | None = None,
+    escrow_key: nacl.signing.SigningKey | None = None,
+) -> dict:
+    """Sign ``content`` into a UIDMessage.
+
+    ``previous_sigkey`` signs an update (usersignature); ``escrow_key`` proves
+    possession of the escrow key on create, or authorizes a recovery on update.
+    """
+    assert content["sigkey"] == ed25519_entry(sigkey).to_json(), "content.sigkey must be sigkey"
+    data = canonical_json(content)
+
+    def signature(key: nacl.signing.SigningKey | None) -> str:
+        return b64encode(sign_detached(key, data)) if key is not None else ""
+
+    return {
+        "content": content,
+        "selfsignature": signature(sigkey),
+        "usersignature": signature(previous_sigkey),
+        "escrowsignature": signature(escrow_key),
+    }
+
+
+def uid_hash(message: dict) -> bytes:
+    """UIDHash = SHA256(canonical(UIDMessage)); the key that opens its stored form."""
+    return sha256(canonical_json(message))
+
+
+def seal(data: bytes, key: bytes, nonce: bytes | None = None) -> bytes:
+    """SHA256(key) || nonce || crypto_secretbox(data): UIDMessageEncrypted's layout (§5)."""
+    nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
+    return sha256(key) + nonce + nacl.bindings.crypto_secretbox(data, nonce, key)
+
+
+def encrypt_uid_message(message: dict) -> tuple[bytes, bytes]:
+    """Return ``(UIDHash, UIDMessageEncrypted)``; only who knows UIDHash can open it."""
+    data = canonical_json(message)
+    key = sha256(data)
+    return key, seal(data, key)
+
+
+def decrypt_uid_message(encrypted: bytes, key: bytes) -> dict:
+    """Open UIDMessageEncrypted with its UIDHash and check that the plaintext hashes
+    to it (§7.3); anything else is a ``VerificationError``."""
+    if len(encrypted) < 32 + NONCE_SIZE + 16 or encrypted[:32] != sha256(key):
+        raise VerificationError("encrypted UIDMessage does not belong to this UIDHash")
+    try:
+        data = nacl.bindings.crypto_secretbox_open(encrypted[56:], encrypted[32:56], key)
+        message = json.loads(data)
+    except (nacl.exceptions.CryptoError, ValueError):
+        raise VerificationError("encrypted UIDMessage does not open") from None
+    if not isinstance(message, dict) or sha256(canonical_json(message)) != key:
+        raise VerificationError("UIDMessage does not hash to its UIDHash")
+    return message

@@ -1,0 +1,49 @@
+"""Default configuration. ``<instance>/config.py`` overrides it, ``KEYSERVER_<KEY>``
+environment variables override both (values parsed as JSON when they are JSON).
+
+Durations are integer milliseconds, like every time in the protocol.
+"""
+
+HOUR_MS = 3600 * 1000
+DAY_MS = 24 * HOUR_MS
+
+#: The server's DNS name (no port); its own identity is keyserver@KEYSERVER_NAME.
+#: Not Flask's SERVER_NAME, which would change how Flask routes requests.
+KEYSERVER_NAME = "localhost"
+#: Public base URL of this server, as clients reach it.
+BASE_URL = "http://127.0.0.1:5000"
+#: Domains whose identities this server registers.
+DOMAINS = ["localhost"]
+#: Localparts nobody may register (§2).
+RESERVED_LOCALPARTS = [
+    "keyserver", "root", "admin", "administrator", "postmaster", "hostmaster",
+    "webmaster", "abuse", "security", "support", "noreply",
+]
+#: Non-empty mixaddress values a UIDMessage may carry (§4.1); empty: none allowed.
+ALLOWED_MIXADDRESSES: list = []
+#: URIs of this server's KeyInit repository (§9); empty means [BASE_URL].
+KEYINIT_REPOSITORY_URIS: list = []
+
+#: Paths inside the instance folder unless absolute.
+DATABASE = "keyserver.sqlite"
+SIGNING_KEY_FILE = "signing.key"
+#: SQLite ``synchronous`` level: FULL makes every commit durable (fsync).
+SQLITE_SYNCHRONOUS = "FULL"
+
+#: Largest request body accepted (413 TOO_LARGE above it).
+MAX_REQUEST_BYTES = 256 * 1024
+#: Hashchain chunk sizes (§12).
+DEFAULT_CHUNK = 1000
+MAX_CHUNK = 10000
+
+MAX_UID_LIFETIME = 365 * DAY_MS
+RECLAIM_GRACE = 365 * DAY_MS
+LASTENTRY_MAX_AGE = 24 * HOUR_MS
+MAX_KEYINIT_LIFETIME = 30 * DAY_MS
+MAX_KEYINITS_PER_IDENTITY = 100
+MAX_KEYINITS_PER_REQUEST = 50
+
+#: Tokens charged per operation (0 or 1, §10).
+TOKEN_PRICES = {"create_uid": 1, "update_uid": 1, "add_keyinit": 1}
+#: Whether GET /v1/users/<identity> answers (it reveals who is looked up).
+LOOKUP_ENABLED = True

@@ -1,0 +1,81 @@
+"""One place that turns every failure into ``{"errcode", "error"}`` (§1, §12).
+
+Rules raise ``client.errors.ProtocolError`` subclasses; this module owns the
+errcode → HTTP status table and the handlers, so no view builds an error body.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from flask import Flask, Response, current_app, jsonify
+from werkzeug.exceptions import HTTPException
+
+from client.errors import BY_ERRCODE, ProtocolError
+
+STATUS: dict[str, int] = {
+    "BAD_REQUEST": 400,
+    "INVALID_MESSAGE": 400,
+    "INVALID_IDENTITY": 400,
+    "INVALID_SIGNATURE": 400,
+    "STALE_LASTENTRY": 400,
+    "INVALID_VALIDITY": 400,
+    "TOKEN_REQUIRED": 401,
+    "TOKEN_INVALID": 401,
+    "TOKEN_SPENT": 401,
+    "DOMAIN_NOT_SERVED": 403,
+    "RESERVED_IDENTITY": 403,
+    "VOUCHER_INVALID": 403,
+    "NOT_FOUND": 404,
+    "NO_KEYINIT": 404,
+    "IDENTITY_TAKEN": 409,
+    "MSGCOUNT_MISMATCH": 409,
+    "KEY_IN_USE": 409,
+    "KEYINIT_LIMIT": 409,
+    "TOO_LARGE": 413,
+    "RATE_LIMITED": 429,
+    "UNAVAILABLE": 503,
+}
+assert STATUS.keys() == BY_ERRCODE.keys()
+
+# Werkzeug's own failures (routing, method, size) in the protocol's vocabulary.
+_HTTP_ERRCODE = {404: "NOT_FOUND", 413: "TOO_LARGE", 429: "RATE_LIMITED", 503: "UNAVAILABLE"}
+
+
+def error_response(errcode: str, message: str, status: int) -> Response:
+    response = jsonify(errcode=errcode, error=message)
+    response.status_code = status
+    return response
+
+
+def handle_protocol_error(exc: ProtocolError) -> Response:
+    return error_response(exc.errcode, exc.message, STATUS[exc.errcode])
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    response = error_response(_HTTP_ERRCODE.get(status, "BAD_REQUEST"),
+                              exc.description or exc.name, status)
+    if status == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def handle_busy(exc: sqlite3.OperationalError) -> Response:
+    if "locked" in str(exc) or "busy" in str(exc):
+        response = error_response("UNAVAILABLE", "the server is busy, retry shortly", 503)
+        response.headers["Retry-After"] = "1"
+        return response
+    return handle_unexpected(exc)
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    current_app.logger.exception("unhandled error", exc_info=exc)
+    return error_response("UNAVAILABLE", "internal server error", 500)
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(ProtocolError, handle_protocol_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(sqlite3.OperationalError, handle_busy)
+    app.register_error_handler(Exception, handle_unexpected)

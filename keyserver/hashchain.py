@@ -1,0 +1,64 @@
+"""Hashchain endpoints (§12): chunked download in JSON or msgpack, and the head."""
+
+from __future__ import annotations
+
+import msgpack
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from client.encoding import b64encode
+
+from . import chainstore
+from .db import get_db
+from .params import MSGPACK, query_int, wants_msgpack
+
+bp = Blueprint("hashchain", __name__, url_prefix="/v1/hashchain")
+
+#: A complete chunk never changes: let every cache keep it.
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@bp.get("")
+def fetch_hashchain() -> Response:
+    start = query_int("start", 0)
+    count = query_int("count", current_app.config["DEFAULT_CHUNK"], minimum=1,
+                      maximum=current_app.config["MAX_CHUNK"])
+    use_msgpack = wants_msgpack()
+    db = get_db()
+    entries = chainstore.read_entries(db, start, count)
+    complete = len(entries) == count
+    etag = None
+    if complete:
+        # The last entry's hash commits to the whole chunk (and all before it).
+        etag = f"{entries[-1][:16].hex()}-{start}-{count}-{'m' if use_msgpack else 'j'}"
+        if etag in request.if_none_match:
+            response = Response(status=304)
+            _cache_headers(response, etag)
+            return response
+    head = chainstore.head(db)
+    body = {"first_pos": start, "head_pos": head.pos}
+    if use_msgpack:
+        body["entries"] = entries
+        response = Response(msgpack.packb(body, use_bin_type=True), mimetype=MSGPACK)
+    else:
+        body["entries"] = [b64encode(entry) for entry in entries]
+        response = jsonify(body)
+    if complete:
+        _cache_headers(response, etag)
+    else:
+        response.headers["Cache-Control"] = "no-cache"
+    response.vary.add("Accept")
+    return response
+
+
+def _cache_headers(response: Response, etag: str) -> None:
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = IMMUTABLE
+    response.vary.add("Accept")
+
+
+@bp.get("/head")
+def fetch_head() -> Response:
+    head = chainstore.head(get_db())
+    response = jsonify(pos=head.pos, entry=b64encode(head.entry), ts=head.ts)
+    response.headers["Cache-Control"] = "no-cache"
+    return response

@@ -1,0 +1,67 @@
+"""Synthetic load: real UIDMessages for generated identities, appended through
+the same ``repository.store_uid_message`` path as a registration, in large
+transactions, so benchmarks and tests can build big chains quickly.
+
+Building and signing the messages is the clients' share of the work; it runs in
+a process pool beside the appending process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import secrets
+from typing import Callable
+
+import nacl.signing
+
+from client.encoding import now_ms
+from client.keys import ed25519_entry
+from client.uidmessage import build_uid_content, parse_uid_message, sign_uid_content
+
+from . import chainstore, db, repository
+
+_ALPHABET = "abcdefghiklmnopqrstuvwxyz23456789"  # no j, 0, 1: they normalize away
+DAY_MS = 24 * 3600 * 1000
+
+
+def synthetic_identity(prefix: str, number: int, domain: str) -> str:
+    digits = ""
+    while True:
+        number, rest = divmod(number, len(_ALPHABET))
+        digits = _ALPHABET[rest] + digits
+        if number == 0:
+            return f"{prefix}-{digits}@{domain}"
+
+
+def _build(args: tuple[str, str, int, int, bytes, int]) -> list[dict]:
+    prefix, domain, first, count, lastentry, now = args
+    messages = []
+    for number in range(first, first + count):
+        key = nacl.signing.SigningKey.generate()
+        content = build_uid_content(
+            synthetic_identity(prefix, number, domain), ed25519_entry(key), msgcount=0,
+            not_before_ts=now, not_after_ts=now + 300 * DAY_MS, lastentry=lastentry,
+        )
+        messages.append(sign_uid_content(content, key))
+    return messages
+
+
+def load(database, count: int, domain: str, *, batch: int = 2000,
+         progress: Callable[[int], None] = lambda done: None) -> int:
+    """Append ``count`` new identities; return the new chain length."""
+    prefix = "load" + "".join(secrets.choice(_ALPHABET[:25]) for _ in range(6))
+    workers = max(1, (os.cpu_count() or 1))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        now = now_ms()
+        lastentry = chainstore.head(database).hash
+        jobs = [(prefix, domain, first, min(batch, count - first), lastentry, now)
+                for first in range(0, count, batch)]
+        for messages in pool.imap(_build, jobs):
+            now = now_ms()
+            parsed = [parse_uid_message(message) for message in messages]
+            with db.transaction(database):
+                for message in parsed:
+                    repository.store_uid_message(database, message, now)
+            progress(len(parsed))
+    return chainstore.head(database).pos + 1

@@ -1,0 +1,46 @@
+"""Parsing of request parameters and bodies at the HTTP edge (§1, §12)."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask, current_app, request
+
+from client.encoding import parse_json_object
+from client.errors import BadRequest, TooLarge
+
+_INT = re.compile(r"^(0|[1-9][0-9]{0,15})$")
+MSGPACK = "application/msgpack"
+
+
+def query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """An integer query parameter (``^(0|[1-9][0-9]{0,15})$``) within bounds, else 400."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not _INT.fullmatch(raw):
+        raise BadRequest(f"{name} must be a non-negative decimal integer")
+    value = int(raw)
+    if value < minimum or (maximum is not None and value > maximum):
+        raise BadRequest(f"{name} must be between {minimum} and {maximum}")
+    return value
+
+
+def wants_msgpack() -> bool:
+    return request.accept_mimetypes.best_match(["application/json", MSGPACK]) == MSGPACK
+
+
+def json_body() -> dict:
+    """The request body as a strict JSON object (§1)."""
+    return parse_json_object(request.get_data(cache=False))
+
+
+def limit_body() -> None:
+    """Refuse a declared oversize body before routing (Werkzeug only checks on read)."""
+    limit = current_app.config["MAX_REQUEST_BYTES"]
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"request body over {limit} bytes")
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(limit_body)

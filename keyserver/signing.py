@@ -1,0 +1,99 @@
+"""The server's Ed25519 signing keys (§11), kept in ``<instance>/signing.key``.
+
+The file uses Synapse's format, one key a line: ``ed25519 <version> <b64 seed>``;
+the last line is the key that signs new objects. It is written atomically with
+mode 0600 and read once per process.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from dataclasses import dataclass
+
+import nacl.signing
+from flask import Flask, current_app
+
+from client.encoding import b64decode, b64encode
+from client.keys import KeyEntry, ed25519_entry
+from client.signedjson import KEY_ID, sign_json
+
+_VERSION_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True)
+class ServerKey:
+    key_id: str
+    signing_key: nacl.signing.SigningKey
+
+    @property
+    def entry(self) -> KeyEntry:
+        return ed25519_entry(self.signing_key)
+
+    @property
+    def pubkey_b64(self) -> str:
+        return b64encode(bytes(self.signing_key.verify_key))
+
+
+def generate_key() -> ServerKey:
+    version = "a_" + "".join(secrets.choice(_VERSION_ALPHABET) for _ in range(4))
+    return ServerKey(f"ed25519:{version}", nacl.signing.SigningKey.generate())
+
+
+def format_keys(keys: list[ServerKey]) -> str:
+    return "".join(
+        f"ed25519 {key.key_id.split(':', 1)[1]} {b64encode(bytes(key.signing_key))}\n"
+        for key in keys
+    )
+
+
+def parse_keys(text: str) -> list[ServerKey]:
+    keys = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != "ed25519" or not KEY_ID.fullmatch(f"ed25519:{parts[1]}"):
+            raise ValueError(f"signing key file, line {number}: expected 'ed25519 <version> <seed>'")
+        seed = b64decode(parts[2], f"signing key file, line {number}", length=32, error=ValueError)
+        keys.append(ServerKey(f"ed25519:{parts[1]}", nacl.signing.SigningKey(seed)))
+    if not keys:
+        raise ValueError("signing key file holds no key")
+    return keys
+
+
+def write_keys(path: str, keys: list[ServerKey]) -> None:
+    """Replace the key file atomically; the secret never exists with a looser mode."""
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(format_keys(keys))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def key_file_path(app: Flask) -> str:
+    return os.path.join(app.instance_path, app.config["SIGNING_KEY_FILE"])
+
+
+def server_keys() -> list[ServerKey]:
+    """All keys in the file, loaded once per process and lazily, so the factory
+    works before ``keyserver init`` has written them."""
+    keys = current_app.extensions.get("keyserver.signing_keys")
+    if keys is None:
+        with open(key_file_path(current_app)) as handle:
+            keys = parse_keys(handle.read())
+        current_app.extensions["keyserver.signing_keys"] = keys
+    return keys
+
+
+def current_key() -> ServerKey:
+    return server_keys()[-1]
+
+
+def sign(obj: dict) -> dict:
+    """Sign ``obj`` as this server with its current key."""
+    key = current_key()
+    return sign_json(obj, current_app.config["KEYSERVER_NAME"], key.key_id, key.signing_key)

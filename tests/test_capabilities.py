@@ -1,0 +1,49 @@
+"""``GET /v1/capabilities`` (§12): complete, signed by the current key."""
+
+from freezegun import freeze_time
+
+from client.encoding import b64decode
+from client.signedjson import verify_signed_json
+from keyserver import signing
+
+FIELDS = {"server_name", "version", "methods", "domains", "keyrepository_uris",
+          "keyinitrepository_uris", "hashchain_uris", "hashchain_head", "sigpubkeys",
+          "token_keys", "token_prices", "limits", "ts", "signatures"}
+LIMITS = {"max_chunk", "max_uid_lifetime_ms", "reclaim_grace_ms", "lastentry_max_age_ms",
+          "max_keyinit_lifetime_ms", "max_keyinits_per_identity", "max_keyinits_per_request",
+          "max_request_bytes"}
+
+
+def test_capabilities_are_complete_and_signed(app, client):
+    with freeze_time("2026-11-22 12:00:00"):
+        body = client.get("/v1/capabilities").json
+    assert set(body) == FIELDS
+    assert set(body["limits"]) == LIMITS
+    assert body["server_name"] == "example.org" and body["domains"] == ["example.org"]
+    assert body["ts"] == 1795348800000
+    with app.app_context():
+        key = signing.current_key()
+    assert body["sigpubkeys"] == {key.key_id: key.pubkey_b64}
+    verify_signed_json(body, "example.org", key.key_id, b64decode(key.pubkey_b64))
+    head = client.get("/v1/hashchain/head").json
+    assert body["hashchain_head"] == {"pos": head["pos"], "entry": head["entry"]}
+
+
+def test_limits_follow_configuration(instance):
+    from keyserver import create_app
+
+    app = create_app({"MAX_CHUNK": 500, "MAX_KEYINITS_PER_IDENTITY": 7},
+                     instance_path=str(instance))
+    limits = app.test_client().get("/v1/capabilities").json["limits"]
+    assert limits["max_chunk"] == 500 and limits["max_keyinits_per_identity"] == 7
+
+
+def test_environment_overrides_config_file(instance, monkeypatch):
+    from keyserver import create_app
+
+    monkeypatch.setenv("KEYSERVER_DOMAINS", '["example.org", "other.org"]')
+    monkeypatch.setenv("KEYSERVER_MAX_CHUNK", "123")
+    app = create_app(instance_path=str(instance))
+    assert app.config["DOMAINS"] == ["example.org", "other.org"]
+    assert app.config["MAX_CHUNK"] == 123
+    assert app.config["KEYSERVER_NAME"] == "example.org"  # from the instance's config.py

@@ -1,0 +1,61 @@
+"""Identity normalization and validation (§2)."""
+
+import pytest
+
+from client.errors import InvalidIdentity
+from client.identity import check_server_name, normalize_identity, parse_identity
+
+
+def test_spec_vectors(vectors):
+    for case in vectors["identity_normalization"]:
+        if "normalized" in case:
+            assert normalize_identity(case["input"]) == case["normalized"], case
+        else:
+            with pytest.raises(InvalidIdentity):
+                normalize_identity(case["input"])
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("J0HN1@Example.org", "iohnl@example.org"),
+    ("a@b", "a@b"),
+    ("x" * 64 + "@example.org", "x" * 64 + "@example.org"),
+    ("ab-c.d2@example.org", "ab-c.d2@example.org"),
+    ("user@exa0mple1.org", "user@exa0mple1.org"),   # the domain keeps its digits
+    ("USER@EXAMPLE.ORG", "user@example.org"),
+    ("jo@a-b.c0", "io@a-b.c0"),
+])
+def test_normalizes(text, expected):
+    assert normalize_identity(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "", "@", "alice@", "@example.org", "alice", "a@b@c",
+    "x" * 65 + "@example.org",          # localpart over 64
+    "a" * 64 + "@" + ".".join(["b" * 63] * 3) + ".cc",  # over 254 in total
+    ".alice@example.org", "alice.@example.org", "a..b@example.org",
+    "-a@example.org", "a-@example.org", "al ice@example.org", "al+ice@example.org",
+    "alice@example..org", "alice@.example.org", "alice@example.org.", "alice@-x.org",
+    "alice@x-.org", "alice@exa_mple.org", "alice@" + "b" * 64 + ".org",
+    "älice@example.org", "alice@exämple.org", "alice\n@example.org",
+])
+def test_rejects(text):
+    with pytest.raises(InvalidIdentity):
+        normalize_identity(text)
+
+
+def test_parse_requires_normalized_form():
+    assert parse_identity("alice@example.org") == ("alice", "example.org")
+    for text in ("Alice@example.org", "bob1@example.org", "jo@example.org"):
+        with pytest.raises(InvalidIdentity, match="not normalized"):
+            parse_identity(text)
+
+
+@pytest.mark.parametrize("name", ["example.org", "localhost", "a-b.c0"])
+def test_server_names(name):
+    assert check_server_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["Example.org", "example.org:8080", "", "exa mple", "-a.org"])
+def test_bad_server_names(name):
+    with pytest.raises(InvalidIdentity):
+        check_server_name(name)

@@ -1,0 +1,115 @@
+"""UIDMessage shape (§4) and its encrypted storage layout (§5)."""
+
+import copy
+import json
+
+import nacl.bindings
+import nacl.signing
+import pytest
+
+from client.encoding import b64encode, canonical_json, sha256
+from client.errors import InvalidMessage
+from client.keys import ed25519_entry
+from client.uidmessage import (build_uid_content, encrypt_uid_message, parse_uid_message,
+                               seal, sign_uid_content, uid_hash)
+
+
+def test_encrypted_layout_vector(vectors):
+    case = vectors["uid_message_encrypted"]
+    message = json.loads(case["canonical_message_utf8"])
+    data = canonical_json(message)
+    assert data.decode() == case["canonical_message_utf8"]
+    encrypted = seal(data, bytes.fromhex(case["uid_hash"]), bytes.fromhex(case["nonce"]))
+    assert encrypted.hex() == case["uid_message_encrypted"]
+    assert len(encrypted) == case["length"]
+
+
+def test_encrypted_opens_with_uid_hash():
+    message = {"content": {"identity": "x@y"}}
+    key, encrypted = encrypt_uid_message(message)
+    assert encrypted[:32] == sha256(key) and key == uid_hash(message)
+    assert nacl.bindings.crypto_secretbox_open(encrypted[56:], encrypted[32:56], key) == \
+        canonical_json(message)
+
+
+@pytest.fixture
+def keys():
+    return nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+
+
+@pytest.fixture
+def message(keys):
+    sigkey, escrow = keys
+    content = build_uid_content("alice@example.org", ed25519_entry(sigkey), msgcount=0,
+                                not_before_ts=1, not_after_ts=2, lastentry=bytes(32),
+                                sigescrow=ed25519_entry(escrow), repouris=["https://k.example"])
+    return sign_uid_content(content, sigkey, escrow_key=escrow)
+
+
+def test_parse_round_trip(message, keys):
+    parsed = parse_uid_message(message)
+    assert parsed.identity == "alice@example.org"
+    assert parsed.sigkey == ed25519_entry(keys[0]) and parsed.sigescrow == ed25519_entry(keys[1])
+    assert parsed.usersignature == b"" and len(parsed.escrowsignature) == 64
+    assert parsed.key_hashes == (sha256(bytes(keys[0].verify_key)),
+                                 sha256(bytes(keys[1].verify_key)))
+    assert parsed.content_bytes == canonical_json(message["content"])
+
+
+def mutate(message, path, value):
+    message = copy.deepcopy(message)
+    target = message
+    for part in path[:-1]:
+        target = target[part]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return message
+
+
+@pytest.mark.parametrize("path,value", [
+    (("extra",), 1),
+    (("content", "extra"), 1),
+    (("content", "chainlink"), KeyError),
+    (("selfsignature",), KeyError),
+    (("content", "version"), "2"),
+    (("content", "version"), 1),
+    (("content", "chainlink"), {}),
+    (("content", "msgcount"), -1),
+    (("content", "msgcount"), 1.0),
+    (("content", "msgcount"), True),
+    (("content", "not_after_ts"), 2**53),
+    (("content", "identity"), 5),
+    (("content", "pubkeys"), {}),
+    (("content", "pubkeys"), [{"function": "ed25519", "pubkey": "A" * 43}]),
+    (("content", "repouris"), [1]),
+    (("content", "preferences", "forwardsec"), "sometimes"),
+    (("content", "preferences", "extra"), 1),
+    (("content", "preferences", "ciphersuites"), "x"),
+    (("content", "lastentry"), b64encode(bytes(31))),
+    (("content", "lastentry"), ""),
+    (("content", "nymaddress"), "QR"),
+    (("content", "mixaddress"), None),
+    (("content", "sigkey", "function"), "x25519"),
+    (("content", "sigescrow"), ""),
+    (("selfsignature",), ""),
+    (("usersignature",), b64encode(bytes(63))),
+    (("escrowsignature",), None),
+    (("content",), []),
+])
+def test_malformed_messages_rejected(message, path, value):
+    with pytest.raises(InvalidMessage):
+        parse_uid_message(mutate(message, path, value))
+
+
+def test_sigkey_equal_to_sigescrow_rejected(message):
+    bad = mutate(message, ("content", "sigescrow"), message["content"]["sigkey"])
+    with pytest.raises(InvalidMessage, match="differ"):
+        parse_uid_message(bad)
+
+
+def test_null_escrow_and_empty_lists_accepted(message):
+    ok = mutate(mutate(message, ("content", "sigescrow"), None), ("escrowsignature",), "")
+    parsed = parse_uid_message(ok)
+    assert parsed.sigescrow is None and len(parsed.key_hashes) == 1

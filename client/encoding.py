@@ -25,8 +25,11 @@ _B64_URL = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
 def now_ms() -> int:
-    """The current time in protocol units (ms since the epoch); freezegun patches it."""
-    return int(time.time() * 1000)
+    """The current time in protocol units (ms since the epoch); freezegun patches it.
+
+    Rounded, not truncated: ``time.time()`` is a float, and truncation would turn a
+    frozen ``...001`` ms into ``...000``."""
+    return round(time.time() * 1000)
 
 
 def sha256(data: bytes) -> bytes:

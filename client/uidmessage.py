@@ -177,6 +177,26 @@ def sign_uid_content(
     }
 
 
+_KEEP: Any = object()
+
+
+def update_uid_content(previous: UIDMessage, sigkey: KeyEntry, *, not_before_ts: int,
+                       not_after_ts: int, lastentry: bytes, sigescrow: KeyEntry | None = _KEEP,
+                       pubkeys: Iterable[KeyEntry] | None = None,
+                       repouris: Iterable[str] | None = None) -> dict:
+    """The content of the next message of an identity (msgcount + 1): a new validity
+    and lastentry, optionally new keys; everything else carried over."""
+    return build_uid_content(
+        previous.identity, sigkey, msgcount=previous.msgcount + 1,
+        not_before_ts=not_before_ts, not_after_ts=not_after_ts, lastentry=lastentry,
+        sigescrow=previous.sigescrow if sigescrow is _KEEP else sigescrow,
+        pubkeys=previous.pubkeys if pubkeys is None else pubkeys,
+        repouris=previous.repouris if repouris is None else repouris,
+        forwardsec=previous.forwardsec, ciphersuites=previous.ciphersuites,
+        mixaddress=previous.mixaddress, nymaddress=previous.nymaddress,
+    )
+
+
 def uid_hash(message: dict) -> bytes:
     """UIDHash = SHA256(canonical(UIDMessage)); the key that opens its stored form."""
     return sha256(canonical_json(message))

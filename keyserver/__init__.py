@@ -30,7 +30,7 @@ def create_app(test_config: Mapping[str, Any] | None = None,
     app.json.ensure_ascii = False
     app.json.compact = True
 
-    from . import capabilities, cli, db, errors, hashchain, params
+    from . import capabilities, cli, db, errors, hashchain, params, users
 
     db.init_app(app)
     errors.init_app(app)
@@ -38,4 +38,5 @@ def create_app(test_config: Mapping[str, Any] | None = None,
     cli.init_app(app)
     app.register_blueprint(capabilities.bp)
     app.register_blueprint(hashchain.bp)
+    app.register_blueprint(users.bp)
     return app

@@ -15,6 +15,10 @@ METHODS = [
     "KeyRepository.Capabilities",
     "KeyHashchain.FetchHashChain",
     "KeyHashchain.FetchLastHashChain",
+    "KeyHashchain.LookupUID",
+    "KeyRepository.CreateUID",
+    "KeyRepository.UpdateUID",
+    "KeyRepository.FetchUID",
 ]
 
 

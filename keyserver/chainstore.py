@@ -42,8 +42,9 @@ def append(db: sqlite_utils.Database, identity: str, uid_hash: bytes, now: int) 
         nonce = os.urandom(8)
         entry = format_entry(prev, nonce, identity, uid_hash)
         try:
-            db.conn.execute("INSERT INTO chain (pos, entry, nonce, ts) VALUES (?, ?, ?, ?)",
-                            (pos, entry, nonce, now))
+            db.conn.execute(
+                "INSERT INTO chain (pos, entry, hash, nonce, ts) VALUES (?, ?, ?, ?, ?)",
+                (pos, entry, entry[:32], nonce, now))
         except sqlite3.IntegrityError:
             continue  # the nonce is already in the chain (§7.1: unique); draw another
         return Head(pos, entry, now)
@@ -59,6 +60,11 @@ def entry_at(db: sqlite_utils.Database, pos: int) -> Head | None:
     return Head(*row) if row else None
 
 
+def position_of(db: sqlite_utils.Database, entry_hash: bytes) -> int | None:
+    row = db.conn.execute("SELECT pos FROM chain WHERE hash = ?", (entry_hash,)).fetchone()
+    return row[0] if row else None
+
+
 def verify_stored(db: sqlite_utils.Database, batch: int = 100_000) -> int:
     """Recompute every link of the stored chain; return its length or raise
     ``ChainError`` naming the first bad position (gaps in positions included)."""
@@ -69,8 +75,8 @@ def verify_stored(db: sqlite_utils.Database, batch: int = 100_000) -> int:
             (expected, batch)).fetchall()
         if not rows:
             return expected
-        for offset, (pos, _) in enumerate(rows):
-            if pos != expected + offset:
-                raise ChainError(f"entry {expected + offset} is missing", position=expected + offset)
+        for missing, (pos, _) in enumerate(rows, expected):
+            if pos != missing:
+                raise ChainError(f"entry {missing} is missing", position=missing)
         prev = verify_entries([entry for _, entry in rows], prev, expected)
         expected += len(rows)

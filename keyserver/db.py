@@ -20,9 +20,11 @@ SCHEMA_VERSION = 1
 
 SCHEMA = """
 -- The public hashchain (§7): dense positions from 0, append time for §7.4.
+-- hash (= H[pos], the entry's first 32 bytes) finds the entry a lastentry names.
 CREATE TABLE IF NOT EXISTS chain (
     pos INTEGER PRIMARY KEY,
     entry BLOB NOT NULL,
+    hash BLOB NOT NULL UNIQUE,
     nonce BLOB NOT NULL UNIQUE,
     ts INTEGER NOT NULL
 );

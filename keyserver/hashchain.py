@@ -56,9 +56,12 @@ def _cache_headers(response: Response, etag: str) -> None:
     response.vary.add("Accept")
 
 
+def format_head(head: chainstore.Head) -> dict:
+    return {"pos": head.pos, "entry": b64encode(head.entry), "ts": head.ts}
+
+
 @bp.get("/head")
 def fetch_head() -> Response:
-    head = chainstore.head(get_db())
-    response = jsonify(pos=head.pos, entry=b64encode(head.entry), ts=head.ts)
+    response = jsonify(format_head(chainstore.head(get_db())))
     response.headers["Cache-Control"] = "no-cache"
     return response

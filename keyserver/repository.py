@@ -1,18 +1,51 @@
-"""The key repository (§5, §6): encrypted UIDMessages, their signed replies, and
-the private indexes, all written by ``store_uid_message`` in the caller's
-transaction together with the chain entry.
+"""The key repository (§4, §5, §6): accepting UIDMessages, storing them encrypted
+with their signed replies, and the private indexes.
+
+``put_uid_message`` runs the checks in the order of §4.2.1 and does every write
+(token spend, chain entry, repository, indexes) in one transaction, so a
+failed request changes nothing and a successful one is whole.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Callable
 
 import sqlite_utils
+from flask import Flask
 
-from client.encoding import b64encode
-from client.uidmessage import UIDMessage, encrypt_uid_message
+from client.encoding import b64encode, require_fields
+from client.errors import KeyInUse
+from client.keys import ED25519, KeyEntry
+from client.uidmessage import UIDMessage, encrypt_uid_message, parse_uid_message
+from client.uidrules import (Latest, Limits, check_identity, check_lastentry,
+                             check_preferences, check_signatures, check_state, check_validity)
 
 from . import chainstore, signing
+from .db import transaction
+
+#: Called inside the write transaction with the operation's name ("create_uid" or
+#: "update_uid"); raises to refuse, and whatever it writes commits with the write.
+Charge = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The server configuration the rules consult."""
+
+    domains: frozenset[str]
+    reserved: frozenset[str]
+    allowed_mixaddresses: frozenset[str]
+    limits: Limits
+
+    @classmethod
+    def from_app(cls, app: Flask) -> "Policy":
+        config = app.config
+        return cls(frozenset(config["DOMAINS"]), frozenset(config["RESERVED_LOCALPARTS"]),
+                   frozenset(config["ALLOWED_MIXADDRESSES"]),
+                   Limits(config["MAX_UID_LIFETIME"], config["RECLAIM_GRACE"],
+                          config["LASTENTRY_MAX_AGE"]))
 
 
 def format_reply(encrypted: bytes, entry: bytes, pos: int, ts: int) -> dict:
@@ -21,9 +54,62 @@ def format_reply(encrypted: bytes, entry: bytes, pos: int, ts: int) -> dict:
                       "hashchain_pos": pos, "ts": ts}}
 
 
-def store_uid_message(db: sqlite_utils.Database, message: UIDMessage, now: int) -> dict:
-    """Encrypt and store an accepted UIDMessage, append its chain entry, update
-    the indexes, and return the signed UIDMessageReply. Runs in ``transaction``."""
+def latest(db: sqlite_utils.Database, identity: str) -> Latest | None:
+    row = db.conn.execute(
+        "SELECT msgcount, sigkey, sigescrow, not_before_ts, not_after_ts FROM identities"
+        " WHERE identity = ?", (identity,)).fetchone()
+    if row is None:
+        return None
+    msgcount, sigkey, sigescrow, not_before_ts, not_after_ts = row
+    return Latest(msgcount, KeyEntry(ED25519, sigkey),
+                  KeyEntry(ED25519, sigescrow) if sigescrow else None, not_before_ts,
+                  not_after_ts)
+
+
+def check_keys_free(db: sqlite_utils.Database, message: UIDMessage) -> None:
+    """A sigkey or sigescrow belongs to one identity forever (§4: ``KEY_IN_USE``)."""
+    for keyhash in message.key_hashes:
+        row = db.conn.execute("SELECT identity FROM keyhashes WHERE keyhash = ?",
+                              (keyhash,)).fetchone()
+        if row is not None and row[0] != message.identity:
+            raise KeyInUse("this key is already used by another identity: generate a new one")
+
+
+def check_lastentry_fresh(db: sqlite_utils.Database, lastentry: bytes, now: int,
+                          max_age_ms: int) -> None:
+    position = chainstore.position_of(db, lastentry)
+    head = chainstore.head(db)
+    successor = chainstore.entry_at(db, position + 1) if position is not None else None
+    check_lastentry(position, head.pos, successor.ts if successor else None, now, max_age_ms)
+
+
+def put_uid_message(db: sqlite_utils.Database, path_identity: str, body: dict, now: int,
+                    policy: Policy, charge: Charge) -> tuple[dict, bool]:
+    """CreateUID/UpdateUID: return the signed reply and whether it created the identity."""
+    require_fields(body, {"uid_message"}, "request body")
+    message = parse_uid_message(body["uid_message"])
+    check_preferences(message, policy.allowed_mixaddresses)
+    check_identity(message, path_identity, policy.domains, policy.reserved)
+    with transaction(db):
+        previous = latest(db, message.identity)
+        charge("create_uid" if message.msgcount == 0 else "update_uid")
+        create = check_state(message, previous, now, policy.limits.reclaim_grace_ms)
+        check_keys_free(db, message)
+        check_validity(message, now, policy.limits.max_uid_lifetime_ms)
+        check_signatures(message, previous, create)
+        check_lastentry_fresh(db, message.lastentry, now, policy.limits.lastentry_max_age_ms)
+        reply = store_uid_message(db, message, now, previous)
+    return reply, create
+
+
+def store_uid_message(db: sqlite_utils.Database, message: UIDMessage, now: int,
+                      previous: Latest | None = None) -> dict:
+    """Encrypt and store an accepted UIDMessage, append its chain entry, update the
+    indexes, and return the signed UIDMessageReply. Runs in ``transaction``.
+
+    ``previous`` is the identity's latest message the checks saw; the index update
+    is conditional on it, so a racing writer can never be silently overwritten.
+    """
     identity = message.identity
     uid_hash, encrypted = encrypt_uid_message(message.raw)
     head = chainstore.append(db, identity, uid_hash, now)
@@ -31,28 +117,62 @@ def store_uid_message(db: sqlite_utils.Database, message: UIDMessage, now: int) 
     db.conn.execute(
         "INSERT INTO uids (pos, uid_index, encrypted, ts, signatures) VALUES (?, ?, ?, ?, ?)",
         (head.pos, encrypted[:32], encrypted, now, json.dumps(reply["signatures"])))
-    row = db.conn.execute("SELECT history_len FROM identities WHERE identity = ?",
-                          (identity,)).fetchone()
-    seq = row[0] if row else 0
+    values = (message.msgcount, message.sigkey.pubkey,
+              message.sigescrow.pubkey if message.sigescrow else None,
+              message.not_before_ts, message.not_after_ts, head.pos)
+    if previous is None:
+        db.conn.execute(
+            "INSERT INTO identities (msgcount, sigkey, sigescrow, not_before_ts, not_after_ts,"
+            " pos, history_len, identity) VALUES (?, ?, ?, ?, ?, ?, 1, ?)", values + (identity,))
+    else:
+        changed = db.conn.execute(
+            "UPDATE identities SET msgcount = ?, sigkey = ?, sigescrow = ?, not_before_ts = ?,"
+            " not_after_ts = ?, pos = ?, history_len = history_len + 1"
+            " WHERE identity = ? AND msgcount = ?",
+            values + (identity, previous.msgcount)).rowcount
+        if changed != 1:
+            raise RuntimeError(f"index of {identity} changed under a write transaction")
     db.conn.execute(
-        "INSERT OR REPLACE INTO identities (identity, msgcount, sigkey, sigescrow,"
-        " not_before_ts, not_after_ts, pos, history_len) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (identity, message.msgcount, message.sigkey.pubkey,
-         message.sigescrow.pubkey if message.sigescrow else None,
-         message.not_before_ts, message.not_after_ts, head.pos, seq + 1))
-    db.conn.execute("INSERT INTO history (identity, seq, pos) VALUES (?, ?, ?)",
-                    (identity, seq, head.pos))
+        "INSERT INTO history (identity, seq, pos)"
+        " SELECT identity, history_len - 1, ? FROM identities WHERE identity = ?",
+        (head.pos, identity))
     for keyhash in message.key_hashes:
-        db.conn.execute("INSERT OR REPLACE INTO keyhashes (keyhash, identity) VALUES (?, ?)",
+        db.conn.execute("INSERT OR IGNORE INTO keyhashes (keyhash, identity) VALUES (?, ?)",
                         (keyhash, identity))
     return reply
 
 
-def fetch_reply(db: sqlite_utils.Database, uid_index: bytes) -> dict | None:
-    row = db.conn.execute(
-        "SELECT u.encrypted, c.entry, u.pos, u.ts, u.signatures FROM uids u"
-        " JOIN chain c ON c.pos = u.pos WHERE u.uid_index = ?", (uid_index,)).fetchone()
-    if row is None:
-        return None
+def _reply_of(row: tuple) -> dict:
     encrypted, entry, pos, ts, signatures = row
     return {**format_reply(encrypted, entry, pos, ts), "signatures": json.loads(signatures)}
+
+
+_REPLY_SQL = ("SELECT u.encrypted, c.entry, u.pos, u.ts, u.signatures FROM uids u"
+              " JOIN chain c ON c.pos = u.pos")
+
+
+def fetch_reply(db: sqlite_utils.Database, uid_index: bytes) -> dict | None:
+    """FetchUID: the stored UIDMessageReply under its UIDIndex."""
+    row = db.conn.execute(f"{_REPLY_SQL} WHERE u.uid_index = ?", (uid_index,)).fetchone()
+    return _reply_of(row) if row else None
+
+
+def latest_reply(db: sqlite_utils.Database, identity: str) -> dict | None:
+    row = db.conn.execute(
+        f"{_REPLY_SQL} JOIN identities i ON i.pos = u.pos WHERE i.identity = ?",
+        (identity,)).fetchone()
+    return _reply_of(row) if row else None
+
+
+def history(db: sqlite_utils.Database, identity: str, start: int,
+            page_size: int) -> tuple[list[dict], int | None] | None:
+    """A page of the identity's replies, oldest first, and the next start (or None)."""
+    row = db.conn.execute("SELECT history_len FROM identities WHERE identity = ?",
+                          (identity,)).fetchone()
+    if row is None:
+        return None
+    rows = db.conn.execute(
+        f"{_REPLY_SQL} JOIN history h ON h.pos = u.pos WHERE h.identity = ? AND h.seq >= ?"
+        " ORDER BY h.seq LIMIT ?", (identity, start, page_size)).fetchall()
+    following = start + page_size
+    return [_reply_of(r) for r in rows], following if following < row[0] else None

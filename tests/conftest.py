@@ -3,6 +3,7 @@ and ``live_server`` (a real ``keyserver run`` process on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from freezegun import freeze_time
 
 from keyserver import create_app
 from keyserver.instance import init_instance
@@ -111,3 +113,92 @@ def live_server(tmp_path):
     server = LiveServer(path, port)
     yield server
     server.stop()
+
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def at(ms: int):
+    """Freeze the clock at exactly ``ms`` milliseconds since the epoch."""
+    seconds, millis = divmod(ms, 1000)
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return freeze_time(moment + datetime.timedelta(milliseconds=millis))
+
+
+class Account:
+    """A registered identity with its private keys and latest message."""
+
+    def __init__(self, identity, sigkey, escrow, message, reply):
+        self.identity, self.sigkey, self.escrow = identity, sigkey, escrow
+        self.message, self.reply = message, reply
+
+
+class UserActions:
+    """Builds, signs and sends UIDMessages through a Flask test client or a base URL."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def lastentry(self) -> bytes:
+        from client.encoding import b64decode
+
+        return b64decode(self.client.get("/v1/hashchain/head").json["entry"])[:32]
+
+    def create_message(self, identity, *, sigkey=None, escrow="new", now=None,
+                       not_before_ts=None, not_after_ts=None, lastentry=None, **options):
+        import nacl.signing
+
+        from client.encoding import now_ms
+        from client.keys import ed25519_entry
+        from client.uidmessage import build_uid_content, sign_uid_content
+
+        now = now_ms() if now is None else now
+        sigkey = sigkey or nacl.signing.SigningKey.generate()
+        if escrow == "new":
+            escrow = nacl.signing.SigningKey.generate()
+        content = build_uid_content(
+            identity, ed25519_entry(sigkey), msgcount=0,
+            not_before_ts=now if not_before_ts is None else not_before_ts,
+            not_after_ts=now + 300 * DAY_MS if not_after_ts is None else not_after_ts,
+            lastentry=self.lastentry() if lastentry is None else lastentry,
+            sigescrow=ed25519_entry(escrow) if escrow else None, **options)
+        return sign_uid_content(content, sigkey, escrow_key=escrow or None), sigkey, escrow
+
+    def update_message(self, account, *, new_sigkey=None, by="sigkey", now=None,
+                       not_after_ts=None, lastentry=None, **changes):
+        import nacl.signing
+
+        from client.encoding import now_ms
+        from client.keys import ed25519_entry
+        from client.uidmessage import parse_uid_message, sign_uid_content, update_uid_content
+
+        now = now_ms() if now is None else now
+        new_sigkey = new_sigkey or nacl.signing.SigningKey.generate()
+        content = update_uid_content(
+            parse_uid_message(account.message), ed25519_entry(new_sigkey), not_before_ts=now,
+            not_after_ts=now + 300 * DAY_MS if not_after_ts is None else not_after_ts,
+            lastentry=self.lastentry() if lastentry is None else lastentry, **changes)
+        signer = {"sigkey": {"previous_sigkey": account.sigkey},
+                  "escrow": {"escrow_key": account.escrow}}[by]
+        return sign_uid_content(content, new_sigkey, **signer), new_sigkey
+
+    def put(self, identity, message, path_identity=None, **kwargs):
+        return self.client.put(f"/v1/users/{path_identity or identity}",
+                               json={"uid_message": message}, **kwargs)
+
+    def register(self, identity, **options) -> Account:
+        message, sigkey, escrow = self.create_message(identity, **options)
+        response = self.put(identity, message)
+        assert response.status_code == 201, response.json
+        return Account(identity, sigkey, escrow, message, response.json)
+
+    def update(self, account, **options) -> Account:
+        message, sigkey = self.update_message(account, **options)
+        response = self.put(account.identity, message)
+        assert response.status_code == 200, response.json
+        return Account(account.identity, sigkey, account.escrow, message, response.json)
+
+
+@pytest.fixture
+def users(client):
+    return UserActions(client)

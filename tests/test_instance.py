@@ -1,6 +1,5 @@
 """``keyserver init``: the instance folder and chain entry 0 (§7.2)."""
 
-import json
 import os
 import stat
 

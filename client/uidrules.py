@@ -1,0 +1,184 @@
+"""The acceptance rules of UIDMessages (§4), shared by the server (which applies
+them to a request) and the client (which re-applies them to every message it
+finds on the chain, §7.3). Pure functions: parsed messages and ``now_ms`` in,
+return or raise the errcode's ``ProtocolError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Collection, Sequence
+
+from .errors import (DomainNotServed, IdentityTaken, InvalidIdentity, InvalidMessage,
+                     InvalidSignature, InvalidValidity, MsgcountMismatch, ReservedIdentity,
+                     StaleLastentry, VerificationError)
+from .identity import parse_identity
+from .keys import KeyEntry, verify_detached
+from .uidmessage import UIDMessage
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The time limits of §4 (capabilities' ``limits`` carry them as ``*_ms``)."""
+
+    max_uid_lifetime_ms: int
+    reclaim_grace_ms: int
+    lastentry_max_age_ms: int
+
+    @classmethod
+    def from_capabilities(cls, limits: dict) -> "Limits":
+        return cls(limits["max_uid_lifetime_ms"], limits["reclaim_grace_ms"],
+                   limits["lastentry_max_age_ms"])
+
+
+@dataclass(frozen=True)
+class Latest:
+    """What the rules need of an identity's latest accepted UIDMessage (``L``)."""
+
+    msgcount: int
+    sigkey: KeyEntry
+    sigescrow: KeyEntry | None
+    not_before_ts: int
+    not_after_ts: int
+
+    @classmethod
+    def of(cls, message: UIDMessage) -> "Latest":
+        return cls(message.msgcount, message.sigkey, message.sigescrow,
+                   message.not_before_ts, message.not_after_ts)
+
+
+def check_preferences(message: UIDMessage, allowed_mixaddresses: Collection[str]) -> None:
+    """mixaddress/nymaddress only with forwardsec "optional", and only allowed mixaddresses.
+
+    Content errors, so ``INVALID_MESSAGE`` and checked with the shape (§4.2.1).
+    """
+    if message.forwardsec != "optional" and (message.mixaddress or message.nymaddress):
+        raise InvalidMessage('mixaddress and nymaddress must be "" unless '
+                             'preferences.forwardsec is "optional"')
+    if message.mixaddress and message.mixaddress not in allowed_mixaddresses:
+        raise InvalidMessage(f"mixaddress {message.mixaddress!r} is not allowed on this server")
+
+
+def check_identity(message: UIDMessage, path_identity: str, domains: Collection[str],
+                   reserved: Collection[str], own_identity: str | None = None) -> None:
+    """Identity form, path match, served domain, reserved localpart (§2, §4.2.1)."""
+    localpart, domain = parse_identity(message.identity)
+    if path_identity != message.identity:
+        raise InvalidIdentity(f"the path names {path_identity!r} but the message is for "
+                              f"{message.identity!r}")
+    if message.identity == own_identity:
+        return
+    if domain not in domains:
+        raise DomainNotServed(f"this server does not serve {domain!r} "
+                              f"(it serves {', '.join(sorted(domains))})")
+    if localpart in reserved:
+        raise ReservedIdentity(f"the name {localpart!r} is reserved on this server")
+
+
+def is_held(latest: Latest | None, now_ms: int, reclaim_grace_ms: int) -> bool:
+    """Held (only its owner may write) until ``not_after_ts + RECLAIM_GRACE`` (§4.3);
+    reclaimable once strictly past it, the same boundary clients use (§7.3)."""
+    return latest is not None and now_ms <= latest.not_after_ts + reclaim_grace_ms
+
+
+def is_current(latest: Latest, now_ms: int) -> bool:
+    """Current while ``not_before_ts <= now < not_after_ts`` (§4.3)."""
+    return latest.not_before_ts <= now_ms < latest.not_after_ts
+
+
+def check_state(message: UIDMessage, latest: Latest | None, now_ms: int,
+                reclaim_grace_ms: int) -> bool:
+    """``IDENTITY_TAKEN`` / ``MSGCOUNT_MISMATCH``; return True when this is a create."""
+    if message.msgcount == 0:
+        if is_held(latest, now_ms, reclaim_grace_ms):
+            raise IdentityTaken(f"{message.identity} is already registered")
+        return True
+    if latest is None:
+        raise MsgcountMismatch(f"{message.identity} is not registered: a first message "
+                               "must have msgcount 0")
+    if message.msgcount != latest.msgcount + 1:
+        raise MsgcountMismatch(f"msgcount must be {latest.msgcount + 1} "
+                               f"(the latest accepted is {latest.msgcount})")
+    return False
+
+
+def check_validity(message: UIDMessage, now_ms: int, max_uid_lifetime_ms: int) -> None:
+    """``not_before < not_after``, ``now < not_after <= now + MAX_UID_LIFETIME`` (§4.1)."""
+    if message.not_before_ts >= message.not_after_ts:
+        raise InvalidValidity("not_before_ts must be before not_after_ts")
+    if message.not_after_ts <= now_ms:
+        raise InvalidValidity("not_after_ts is not in the future")
+    if message.not_after_ts > now_ms + max_uid_lifetime_ms:
+        raise InvalidValidity(f"not_after_ts is more than {max_uid_lifetime_ms} ms ahead")
+
+
+def _verify(key: KeyEntry, message: UIDMessage, signature: bytes, what: str) -> None:
+    if not verify_detached(key.pubkey, message.content_bytes, signature):
+        raise InvalidSignature(f"{what} does not verify")
+
+
+def check_signatures(message: UIDMessage, latest: Latest | None, create: bool) -> None:
+    """The signature rules of a create (§4.1) or an update (§4.2)."""
+    _verify(message.sigkey, message, message.selfsignature, "selfsignature (by content.sigkey)")
+    if create:
+        if message.usersignature:
+            raise InvalidSignature("usersignature must be empty when creating")
+        if message.sigescrow is None:
+            if message.escrowsignature:
+                raise InvalidSignature("escrowsignature must be empty without a sigescrow")
+        else:
+            _verify(message.sigescrow, message, message.escrowsignature,
+                    "escrowsignature (by content.sigescrow, proving you hold the escrow key)")
+        return
+    assert latest is not None
+    if bool(message.usersignature) == bool(message.escrowsignature):
+        raise InvalidSignature("an update carries exactly one of usersignature "
+                               "(old sigkey) and escrowsignature (escrow key)")
+    if message.usersignature:
+        if latest.sigescrow is not None and message.sigescrow != latest.sigescrow:
+            raise InvalidSignature("changing sigescrow needs an escrowsignature by the old "
+                                   "escrow key")
+        _verify(latest.sigkey, message, message.usersignature,
+                "usersignature (by the previous sigkey)")
+    else:
+        if latest.sigescrow is None:
+            raise InvalidSignature("no escrow key was registered, so escrowsignature "
+                                   "cannot authorize this update")
+        _verify(latest.sigescrow, message, message.escrowsignature,
+                "escrowsignature (by the registered escrow key)")
+
+
+def check_lastentry(position: int | None, head_pos: int, successor_ts: int | None,
+                    now_ms: int, max_age_ms: int) -> None:
+    """``lastentry`` names the head, or an entry whose successor was appended at most
+    ``LASTENTRY_MAX_AGE`` ago (§7.4). ``position`` is where lastentry's hash is found."""
+    if position is None:
+        raise StaleLastentry("lastentry is not the hash of any entry of this chain")
+    if position == head_pos:
+        return
+    assert successor_ts is not None
+    if now_ms - successor_ts > max_age_ms:
+        raise StaleLastentry(f"lastentry (position {position}) is too old: sync the chain "
+                             "and use a recent entry")
+
+
+def verify_sequence(messages: Sequence[tuple[UIDMessage, int]], limits: Limits) -> Latest:
+    """Check that an identity's messages, each with its reply's ``entry.ts``, form a
+    valid create/update sequence (§7.3); return the last one's ``Latest``.
+
+    Time rules are evaluated at each ``entry.ts``; a new msgcount 0 is a new owner
+    and only valid once the previous message's reclaim grace has passed.
+    """
+    latest: Latest | None = None
+    for index, (message, ts) in enumerate(messages):
+        try:
+            create = check_state(message, latest, ts, limits.reclaim_grace_ms)
+            check_validity(message, ts, limits.max_uid_lifetime_ms)
+            check_signatures(message, latest, create)
+        except (IdentityTaken, MsgcountMismatch, InvalidValidity, InvalidSignature) as exc:
+            raise VerificationError(f"{message.identity}, message {index} "
+                                    f"(msgcount {message.msgcount}): {exc}") from None
+        latest = Latest.of(message)
+    if latest is None:
+        raise VerificationError("no messages")
+    return latest

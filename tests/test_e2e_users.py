@@ -1,0 +1,122 @@
+"""Races against a real server process (§4, §6): the database decides, exactly once."""
+
+import sqlite3
+import subprocess
+import threading
+
+import nacl.signing
+import requests
+
+from client.encoding import b64decode
+from client.keys import ed25519_entry
+from client.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
+                               update_uid_content)
+from client.encoding import now_ms
+from conftest import DAY_MS, keyserver_command
+
+RACERS = 20
+
+
+def head_hash(url):
+    return b64decode(requests.get(url + "/v1/hashchain/head").json()["entry"])[:32]
+
+
+def new_message(url, identity):
+    sigkey, escrow = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    now = now_ms()
+    content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,
+                                not_after_ts=now + 30 * DAY_MS, lastentry=head_hash(url),
+                                sigescrow=ed25519_entry(escrow))
+    return sign_uid_content(content, sigkey, escrow_key=escrow), sigkey
+
+
+def race(url, identity, messages):
+    """PUT every message at once (one thread each); return the answers."""
+    barrier = threading.Barrier(len(messages))
+    answers = [None] * len(messages)
+
+    def put(index):
+        session = requests.Session()
+        barrier.wait()
+        response = session.put(f"{url}/v1/users/{identity}", json={"uid_message": messages[index]})
+        answers[index] = (response.status_code, response.json())
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(len(messages))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return answers
+
+
+def check_consistent(server, identity, expected_positions):
+    verified = subprocess.run(keyserver_command("chain", "verify", "--instance",
+                                                str(server.instance)),
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
+    conn = sqlite3.connect(server.instance / "keyserver.sqlite")
+    chain_len = conn.execute("SELECT count(*) FROM chain").fetchone()[0]
+    assert conn.execute("SELECT count(*) FROM uids").fetchone()[0] == chain_len
+    assert conn.execute("SELECT max(pos) + 1 FROM chain").fetchone()[0] == chain_len
+    positions = [row[0] for row in conn.execute(
+        "SELECT pos FROM history WHERE identity = ? ORDER BY seq", (identity,))]
+    assert positions == expected_positions
+    history_len, pos = conn.execute("SELECT history_len, pos FROM identities WHERE identity = ?",
+                                    (identity,)).fetchone()
+    assert history_len == len(expected_positions) and pos == expected_positions[-1]
+
+
+def test_racing_creates_exactly_one_wins(live_server):
+    url = live_server.url
+    messages = [new_message(url, "alice@example.org")[0] for _ in range(RACERS)]
+    answers = race(url, "alice@example.org", messages)
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [201] + [409] * (RACERS - 1), answers
+    assert {body["errcode"] for status, body in answers if status == 409} == {"IDENTITY_TAKEN"}
+    [winner] = [body for status, body in answers if status == 201]
+    assert winner["entry"]["hashchain_pos"] == 1
+    check_consistent(live_server, "alice@example.org", [1])
+
+
+def test_racing_updates_with_same_msgcount_exactly_one_wins(live_server):
+    url = live_server.url
+    first, sigkey = new_message(url, "alice@example.org")
+    assert requests.put(f"{url}/v1/users/alice@example.org",
+                        json={"uid_message": first}).status_code == 201
+    previous = parse_uid_message(first)
+    updates = []
+    for _ in range(RACERS):
+        new_key = nacl.signing.SigningKey.generate()
+        now = now_ms()
+        content = update_uid_content(previous, ed25519_entry(new_key), not_before_ts=now,
+                                     not_after_ts=now + 30 * DAY_MS, lastentry=head_hash(url))
+        updates.append(sign_uid_content(content, new_key, previous_sigkey=sigkey))
+    answers = race(url, "alice@example.org", updates)
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] + [409] * (RACERS - 1), answers
+    assert {body["errcode"] for status, body in answers if status == 409} == {"MSGCOUNT_MISMATCH"}
+    check_consistent(live_server, "alice@example.org", [1, 2])
+
+
+def test_racing_different_identities_all_win_with_dense_positions(live_server):
+    url = live_server.url
+    identities = [f"user{letter}@example.org" for letter in "abcdefghiklmnopqrstuvwxyz"[:RACERS]]
+    barrier = threading.Barrier(RACERS)
+    results = {}
+
+    def register(identity):
+        message, _ = new_message(url, identity)
+        barrier.wait()
+        response = requests.put(f"{url}/v1/users/{identity}", json={"uid_message": message})
+        results[identity] = response.status_code, response.json()
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in identities]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(status == 201 for status, _ in results.values()), results
+    positions = sorted(body["entry"]["hashchain_pos"] for _, body in results.values())
+    assert positions == list(range(1, RACERS + 1))
+    for identity in identities:
+        check_consistent(live_server, identity, [results[identity][1]["entry"]["hashchain_pos"]])

@@ -1,0 +1,98 @@
+"""The client's re-check of an identity's messages found on the chain (§7.3)."""
+
+import nacl.signing
+import pytest
+
+from client.errors import VerificationError
+from client.keys import ed25519_entry
+from client.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
+                               update_uid_content)
+from client.uidrules import Limits, is_current, is_held, verify_sequence
+
+DAY = 24 * 3600 * 1000
+T0 = 1_800_000_000_000
+LIMITS = Limits(max_uid_lifetime_ms=365 * DAY, reclaim_grace_ms=30 * DAY,
+                lastentry_max_age_ms=DAY)
+
+
+def create(now, escrow=True, lifetime=100 * DAY):
+    sigkey = nacl.signing.SigningKey.generate()
+    escrow_key = nacl.signing.SigningKey.generate() if escrow else None
+    content = build_uid_content("alice@example.org", ed25519_entry(sigkey), msgcount=0,
+                                not_before_ts=now, not_after_ts=now + lifetime,
+                                lastentry=bytes(32),
+                                sigescrow=ed25519_entry(escrow_key) if escrow_key else None)
+    message = parse_uid_message(sign_uid_content(content, sigkey, escrow_key=escrow_key))
+    return message, sigkey, escrow_key
+
+
+def update(previous, old_key, now, *, escrow_key=None, **changes):
+    new_key = nacl.signing.SigningKey.generate()
+    content = update_uid_content(previous, ed25519_entry(new_key), not_before_ts=now,
+                                 not_after_ts=now + 100 * DAY, lastentry=bytes(32), **changes)
+    signers = {"escrow_key": escrow_key} if escrow_key else {"previous_sigkey": old_key}
+    return parse_uid_message(sign_uid_content(content, new_key, **signers)), new_key
+
+
+def test_create_update_recover_sequence():
+    first, key, escrow = create(T0)
+    second, key2 = update(first, key, T0 + DAY)
+    third, key3 = update(second, key2, T0 + 2 * DAY, escrow_key=escrow)
+    latest = verify_sequence([(first, T0), (second, T0 + DAY), (third, T0 + 2 * DAY)], LIMITS)
+    assert latest.sigkey == ed25519_entry(key3) and latest.msgcount == 2
+
+
+def test_time_rules_evaluated_at_entry_ts():
+    first, _, _ = create(T0, lifetime=DAY)
+    verify_sequence([(first, T0 + DAY - 1)], LIMITS)
+    with pytest.raises(VerificationError, match="not in the future"):
+        verify_sequence([(first, T0 + DAY)], LIMITS)
+
+
+def test_update_signed_by_other_key_rejected():
+    first, key, _ = create(T0)
+    forged, _ = update(first, nacl.signing.SigningKey.generate(), T0 + 1)
+    with pytest.raises(VerificationError, match="usersignature"):
+        verify_sequence([(first, T0), (forged, T0 + 1)], LIMITS)
+
+
+def test_escrow_change_without_escrow_rejected():
+    first, key, _ = create(T0)
+    changed, _ = update(first, key, T0 + 1,
+                        sigescrow=ed25519_entry(nacl.signing.SigningKey.generate()))
+    with pytest.raises(VerificationError, match="sigescrow"):
+        verify_sequence([(first, T0), (changed, T0 + 1)], LIMITS)
+
+
+def test_skipped_msgcount_rejected():
+    first, key, _ = create(T0)
+    second, key2 = update(first, key, T0 + 1)
+    third, _ = update(second, key2, T0 + 2)
+    with pytest.raises(VerificationError, match="msgcount"):
+        verify_sequence([(first, T0), (third, T0 + 2)], LIMITS)
+
+
+def test_new_owner_only_after_reclaim_grace():
+    first, _, _ = create(T0, lifetime=DAY)
+    released = T0 + DAY + LIMITS.reclaim_grace_ms
+    early, _, _ = create(released, lifetime=DAY)
+    with pytest.raises(VerificationError, match="already registered"):
+        verify_sequence([(first, T0), (early, released)], LIMITS)
+    late, _, _ = create(released + 1, lifetime=DAY)
+    assert verify_sequence([(first, T0), (late, released + 1)], LIMITS).sigkey == late.sigkey
+
+
+def test_empty_sequence_rejected():
+    with pytest.raises(VerificationError):
+        verify_sequence([], LIMITS)
+
+
+def test_current_and_held_boundaries():
+    first, _, _ = create(T0, lifetime=DAY)
+    from client.uidrules import Latest
+
+    latest = Latest.of(first)
+    assert is_current(latest, T0) and is_current(latest, T0 + DAY - 1)
+    assert not is_current(latest, T0 - 1) and not is_current(latest, T0 + DAY)
+    assert is_held(latest, T0 + DAY + 5, 5) and not is_held(latest, T0 + DAY + 6, 5)
+    assert not is_held(None, T0, 5)

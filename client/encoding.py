@@ -96,6 +96,9 @@ def _reject_constant(name: str) -> Any:
     raise BadRequest(f"{name} is not JSON")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _check_strings(value: Any) -> None:
     """Reject lone surrogates, which ``json`` lets through from ``\\ud800`` escapes."""
     if isinstance(value, str):
@@ -129,7 +132,8 @@ def parse_json_object(body: bytes) -> dict:
         raise BadRequest(f"request body is not JSON: {exc}") from None
     except RecursionError:
         raise BadRequest("JSON nested too deeply") from None
-    _check_strings(obj)
+    if _SURROGATE_ESCAPE.search(text):  # only escapes can make surrogates: walk rarely
+        _check_strings(obj)
     if not isinstance(obj, dict):
         raise BadRequest("request body must be a JSON object")
     return obj

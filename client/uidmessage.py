@@ -6,6 +6,7 @@ Building and signing live here so that the CLI, the server's own identity
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -53,9 +54,10 @@ class UIDMessage:
     usersignature: bytes
     escrowsignature: bytes
 
-    @property
+    @functools.cached_property
     def content_bytes(self) -> bytes:
-        """What every signature of the message covers."""
+        """What every signature of the message covers (computed once: it is hashed
+        up to three times per request)."""
         return canonical_json(self.raw["content"])
 
     @property

@@ -148,6 +148,22 @@ def check_signatures(message: UIDMessage, latest: Latest | None, create: bool) -
                 "escrowsignature (by the registered escrow key)")
 
 
+def signature_error(message: UIDMessage, latest: Latest | None) -> InvalidSignature | None:
+    """The signature verdict for ``message`` if ``latest`` is the identity's latest
+    message, computed ahead so the server can verify outside its write lock.
+
+    None also when no verdict is possible (an update of an unknown identity, which
+    the state check refuses first)."""
+    create = message.msgcount == 0
+    if not create and latest is None:
+        return None
+    try:
+        check_signatures(message, latest, create)
+    except InvalidSignature as exc:
+        return exc
+    return None
+
+
 def check_lastentry(position: int | None, head_pos: int, successor_ts: int | None,
                     now_ms: int, max_age_ms: int) -> None:
     """``lastentry`` names the head, or an entry whose successor was appended at most

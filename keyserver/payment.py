@@ -13,10 +13,10 @@ from typing import Callable
 import sqlite_utils
 
 
-def charger(db: sqlite_utils.Database, authorization: str | None) -> Callable[[str], None]:
+def charger(authorization: str | None) -> Callable[[sqlite_utils.Database, str], None]:
     """The charge function for one request (its ``Authorization`` header)."""
 
-    def charge(operation: str) -> None:
+    def charge(db: sqlite_utils.Database, operation: str) -> None:
         """Redeem the request's token for ``operation``: free until tokens land."""
 
     return charge

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, TypeVar
 
 import sqlite_utils
 from flask import Flask
@@ -20,14 +20,17 @@ from client.errors import KeyInUse
 from client.keys import ED25519, KeyEntry
 from client.uidmessage import UIDMessage, encrypt_uid_message, parse_uid_message
 from client.uidrules import (Latest, Limits, check_identity, check_lastentry,
-                             check_preferences, check_signatures, check_state, check_validity)
+                             check_preferences, check_state, check_validity, signature_error)
 
 from . import chainstore, signing
-from .db import transaction
+
+T = TypeVar("T")
 
 #: Called inside the write transaction with the operation's name ("create_uid" or
 #: "update_uid"); raises to refuse, and whatever it writes commits with the write.
-Charge = Callable[[str], None]
+Charge = Callable[[sqlite_utils.Database, str], None]
+#: Runs a job as one atomic write (``db.write`` in requests).
+Write = Callable[[Callable[[sqlite_utils.Database], T]], T]
 
 
 @dataclass(frozen=True)
@@ -83,35 +86,49 @@ def check_lastentry_fresh(db: sqlite_utils.Database, lastentry: bytes, now: int,
     check_lastentry(position, head.pos, successor.ts if successor else None, now, max_age_ms)
 
 
-def put_uid_message(db: sqlite_utils.Database, path_identity: str, body: dict, now: int,
-                    policy: Policy, charge: Charge) -> tuple[dict, bool]:
-    """CreateUID/UpdateUID: return the signed reply and whether it created the identity."""
+def put_uid_message(db: sqlite_utils.Database, write: Write, path_identity: str, body: dict,
+                    now: int, policy: Policy, charge: Charge) -> tuple[dict, bool]:
+    """CreateUID/UpdateUID: return the signed reply and whether it created the identity.
+
+    The checks that need no state run first. The signatures (the costly part) are
+    verified before the write lock against the latest message as read now, and
+    only verified again inside if a racing write changed it; their verdict is
+    still given at its place in the order of checks."""
     require_fields(body, {"uid_message"}, "request body")
     message = parse_uid_message(body["uid_message"])
     check_preferences(message, policy.allowed_mixaddresses)
     check_identity(message, path_identity, policy.domains, policy.reserved)
-    with transaction(db):
+    seen = latest(db, message.identity)
+    seen_error = signature_error(message, seen)
+    sealed = encrypt_uid_message(message.raw)
+
+    def accept(db: sqlite_utils.Database) -> tuple[dict, bool]:
         previous = latest(db, message.identity)
-        charge("create_uid" if message.msgcount == 0 else "update_uid")
+        charge(db, "create_uid" if message.msgcount == 0 else "update_uid")
         create = check_state(message, previous, now, policy.limits.reclaim_grace_ms)
         check_keys_free(db, message)
         check_validity(message, now, policy.limits.max_uid_lifetime_ms)
-        check_signatures(message, previous, create)
+        error = seen_error if previous == seen else signature_error(message, previous)
+        if error is not None:
+            raise error
         check_lastentry_fresh(db, message.lastentry, now, policy.limits.lastentry_max_age_ms)
-        reply = store_uid_message(db, message, now, previous)
-    return reply, create
+        return store_uid_message(db, message, now, previous, sealed), create
+
+    return write(accept)
 
 
 def store_uid_message(db: sqlite_utils.Database, message: UIDMessage, now: int,
-                      previous: Latest | None = None) -> dict:
+                      previous: Latest | None = None,
+                      sealed: tuple[bytes, bytes] | None = None) -> dict:
     """Encrypt and store an accepted UIDMessage, append its chain entry, update the
     indexes, and return the signed UIDMessageReply. Runs in ``transaction``.
 
     ``previous`` is the identity's latest message the checks saw; the index update
     is conditional on it, so a racing writer can never be silently overwritten.
+    ``sealed`` is ``encrypt_uid_message(message.raw)`` if already computed.
     """
     identity = message.identity
-    uid_hash, encrypted = encrypt_uid_message(message.raw)
+    uid_hash, encrypted = sealed or encrypt_uid_message(message.raw)
     head = chainstore.append(db, identity, uid_hash, now)
     reply = signing.sign(format_reply(encrypted, head.entry, head.pos, now))
     db.conn.execute(

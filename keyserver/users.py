@@ -9,7 +9,7 @@ from client.errors import NotFound
 from client.identity import parse_identity
 
 from . import chainstore, repository
-from .db import get_db
+from .db import get_db, write
 from .hashchain import format_head
 from .params import json_body, query_int
 from .payment import charger
@@ -20,10 +20,9 @@ bp = Blueprint("users", __name__, url_prefix="/v1")
 @bp.put("/users/<identity>")
 def put_user(identity: str) -> Response:
     """Create (201) or update (200) an identity with a signed UIDMessage."""
-    db = get_db()
     reply, created = repository.put_uid_message(
-        db, identity, json_body(), now_ms(), repository.Policy.from_app(current_app),
-        charger(db, request.headers.get("Authorization")))
+        get_db(), write, identity, json_body(), now_ms(), repository.Policy.from_app(current_app),
+        charger(request.headers.get("Authorization")))
     return jsonify(reply), 201 if created else 200
 
 

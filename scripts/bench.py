@@ -3,12 +3,17 @@ starts the production server setup (gunicorn) on a free local port, measures,
 and prints figures to paste into docs/benchmarks.md.
 
     scripts/bench chain -n 1000000      download + verify the whole chain over HTTP
+    scripts/bench create -n 5000        CreateUID throughput, 8 concurrent clients
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
+import shutil
+import tempfile
+import threading
 import socket
 import statistics
 import subprocess
@@ -46,12 +51,12 @@ def chain_instance(n: int) -> Path:
 
 
 @contextlib.contextmanager
-def gunicorn(instance: Path, workers: int):
+def gunicorn(instance: Path, workers: int, threads: int = 1):
     port = free_port()
     env = {**os.environ, "KEYSERVER_INSTANCE": str(instance)}
     process = subprocess.Popen(
-        [BIN / "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}", "--log-level",
-         "warning", "keyserver:create_app()"], env=env)
+        [BIN / "gunicorn", "-w", str(workers), "--threads", str(threads), "-b",
+         f"127.0.0.1:{port}", "--log-level", "warning", "keyserver:create_app()"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -111,6 +116,108 @@ def chain(entries: int, chunk: int, use_json: bool, runs: int, workers: int) -> 
                f"{statistics.median(times):.2f} s over {runs} runs "
                f"({entries / min(times):,.0f} entries/s); server workers RSS "
                f"{memory['VmRSS'] / 1024:.0f} MiB, peak {memory['VmHWM'] / 1024:.0f} MiB")
+
+
+def _registration(args: tuple[int, bytes, int]) -> dict:
+    """One client's signed create message (with escrow, as keyclient register sends)."""
+    import nacl.signing
+
+    from client.keys import ed25519_entry
+    from client.uidmessage import build_uid_content, sign_uid_content
+    from keyserver.loadgen import synthetic_identity
+
+    number, lastentry, now = args
+    sigkey, escrow = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    content = build_uid_content(
+        synthetic_identity("bench", number, "bench.example"), ed25519_entry(sigkey),
+        msgcount=0, not_before_ts=now, not_after_ts=now + 30 * 24 * 3600 * 1000,
+        lastentry=lastentry, sigescrow=ed25519_entry(escrow))
+    return sign_uid_content(content, sigkey, escrow_key=escrow)
+
+
+def hammer(url: str, requests_: list[tuple[str, str, bytes]], clients: int) -> tuple[float, dict]:
+    """Send (method, path, body) requests from ``clients`` threads; return the wall time
+    and a count of answers by status."""
+    pending = iter(requests_)
+    lock = threading.Lock()
+    statuses: dict[int, int] = {}
+
+    host, port = url.removeprefix("http://").split(":")
+
+    def client() -> None:
+        # http.client, not requests: the load generator shares the machine's two
+        # cores with the server, and requests costs several times more CPU per call.
+        connection = http.client.HTTPConnection(host, int(port))
+        while True:
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                connection.close()
+                return
+            method, path, body = item
+            connection.request(method, path, body=body,
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            with lock:
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started, statuses
+
+
+@main.command()
+@click.option("-n", "count", default=6000, show_default=True, help="Registrations per run.")
+@click.option("--clients", default=8, show_default=True, help="Concurrent clients.")
+@click.option("--workers", default=2, show_default=True, help="gunicorn workers.")
+@click.option("--threads", default=1, show_default=True, help="Threads per gunicorn worker.")
+@click.option("--runs", default=3, show_default=True)
+def create(count: int, clients: int, workers: int, threads: int, runs: int) -> None:
+    """CreateUID throughput over HTTP against gunicorn, durable commits (each run
+    on a fresh instance; messages are signed before the clock starts)."""
+    rates = []
+    for _ in range(runs):
+        elapsed, statuses, verified = _create_run(count, clients, workers, threads)
+        rates.append(count / elapsed)
+        click.echo(f"  {count} registrations in {elapsed:.2f} s = {rates[-1]:,.0f}/s; "
+                   f"answers {statuses}; {verified}")
+    synchronous = os.environ.get("KEYSERVER_SQLITE_SYNCHRONOUS", "FULL")
+    click.echo(f"CreateUID: {clients} clients, gunicorn -w {workers} --threads {threads}, "
+               f"SQLite synchronous={synchronous}: median {statistics.median(rates):,.0f} "
+               f"registrations/s (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+
+
+def _create_run(count: int, clients: int, workers: int, threads: int) -> tuple[float, dict, str]:
+    import json
+    import multiprocessing
+
+    from client.encoding import b64decode, now_ms
+
+    BENCH.mkdir(exist_ok=True)
+    instance = Path(tempfile.mkdtemp(dir=BENCH, prefix="create-")) / "instance"
+    try:
+        subprocess.run([BIN / "keyserver", "init", "--instance", instance, "--server-name",
+                        "bench.example", "--url", "http://127.0.0.1"], check=True,
+                       capture_output=True)
+        with gunicorn(instance, workers, threads) as (url, _):
+            head = b64decode(requests.get(url + "/v1/hashchain/head").json()["entry"])[:32]
+            now = now_ms()
+            with multiprocessing.get_context("fork").Pool() as pool:
+                messages = pool.map(_registration, [(i, head, now) for i in range(count)],
+                                    chunksize=250)
+            work = [("PUT", f"/v1/users/{m['content']['identity']}",
+                     json.dumps({"uid_message": m}).encode()) for m in messages]
+            elapsed, statuses = hammer(url, work, clients)
+        verified = subprocess.run([BIN / "keyserver", "chain", "verify", "--instance", instance],
+                                  capture_output=True, text=True).stdout.strip()
+    finally:
+        shutil.rmtree(instance.parent)
+    return elapsed, statuses, verified
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ def parse_keys(text: str) -> list[ServerKey]:
         parts = line.split()
         if (len(parts) != 3 or parts[0] != "ed25519"
                 or not KEY_ID.fullmatch(f"ed25519:{parts[1]}")):
-            raise ValueError(f"signing key file, line {number}: expected 'ed25519 <version> <seed>'")
+            raise ValueError(
+                f"signing key file, line {number}: expected 'ed25519 <version> <seed>'")
         seed = b64decode(parts[2], f"signing key file, line {number}", length=32, error=ValueError)
         keys.append(ServerKey(f"ed25519:{parts[1]}", nacl.signing.SigningKey(seed)))
     if not keys:

@@ -6,6 +6,7 @@ import json
 from typing import Iterator
 
 from .chainstate import MSGPACK, ChainState, Chunk, parse_chunk
+from .encoding import b64encode
 from .errors import TransportError
 from .fetcher import Fetcher, Request, RequestsFetcher
 
@@ -21,15 +22,25 @@ class KeyserverAPI:
         self.base_url = base_url.rstrip("/")
         self.fetcher = fetcher or RequestsFetcher()
 
-    def _get_json(self, path: str, max_length: int = MAX_JSON_BYTES) -> dict:
-        body = self.fetcher.get_bytes(self.base_url + path, max_length)
+    def _json(self, method: str, path: str, body: dict | None = None,
+              headers: dict[str, str] | None = None, max_length: int = MAX_JSON_BYTES) -> dict:
+        headers = dict(headers or {})
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        response = self.fetcher.fetch(Request(method, self.base_url + path, headers, data),
+                                      max_length)
         try:
-            obj = json.loads(body)
+            obj = json.loads(response.body)
         except ValueError as exc:
             raise TransportError(f"{path}: answer is not JSON") from exc
         if not isinstance(obj, dict):
             raise TransportError(f"{path}: answer is not a JSON object")
         return obj
+
+    def _get_json(self, path: str, max_length: int = MAX_JSON_BYTES) -> dict:
+        return self._json("GET", path, max_length=max_length)
 
     def capabilities(self) -> dict:
         """KeyRepository.Capabilities (signature checked by the caller's keyring)."""
@@ -47,6 +58,25 @@ class KeyserverAPI:
     def fetch_head(self) -> dict:
         """KeyHashchain.FetchLastHashChain."""
         return self._get_json("/v1/hashchain/head")
+
+    def _put_uid(self, message: dict, authorization: str | None) -> dict:
+        identity = message["content"]["identity"]
+        headers = {"Authorization": authorization} if authorization else {}
+        return self._json("PUT", f"/v1/users/{identity}", {"uid_message": message}, headers)
+
+    def create_uid(self, message: dict, authorization: str | None = None) -> dict:
+        """KeyRepository.CreateUID: the signed UIDMessageReply (not yet verified)."""
+        return self._put_uid(message, authorization)
+
+    def update_uid(self, message: dict, authorization: str | None = None) -> dict:
+        """KeyRepository.UpdateUID: the signed UIDMessageReply (not yet verified)."""
+        return self._put_uid(message, authorization)
+
+    def issue_tokens(self, voucher: str, token_key_id: bytes, blinded: list[bytes]) -> dict:
+        """Exchange a voucher for blind signatures (§10.3)."""
+        return self._json("POST", "/v1/tokens/issue", {
+            "voucher": voucher, "token_key_id": b64encode(token_key_id),
+            "blinded": [b64encode(item) for item in blinded]})
 
 
 def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10000,

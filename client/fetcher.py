@@ -58,9 +58,6 @@ class Fetcher(abc.ABC):
             raise error_from_response(request, response)
         return response
 
-    def get_bytes(self, url: str, max_length: int, headers: dict[str, str] | None = None) -> bytes:
-        return self.fetch(Request("GET", url, headers or {}), max_length).body
-
 
 def error_from_response(request: Request, response: Response) -> ProtocolError:
     try:

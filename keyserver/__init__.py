@@ -30,7 +30,7 @@ def create_app(test_config: Mapping[str, Any] | None = None,
     app.json.ensure_ascii = False
     app.json.compact = True
 
-    from . import capabilities, cli, db, errors, hashchain, params, users
+    from . import capabilities, cli, db, errors, hashchain, keyinits, params, tokens, users
 
     db.init_app(app)
     errors.init_app(app)
@@ -39,4 +39,6 @@ def create_app(test_config: Mapping[str, Any] | None = None,
     app.register_blueprint(capabilities.bp)
     app.register_blueprint(hashchain.bp)
     app.register_blueprint(users.bp)
+    app.register_blueprint(tokens.bp)
+    app.register_blueprint(keyinits.bp)
     return app

@@ -6,7 +6,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 
 from client.encoding import b64encode, now_ms
 
-from . import chainstore, signing
+from . import chainstore, signing, tokenkeys
 from .db import get_db
 
 bp = Blueprint("capabilities", __name__, url_prefix="/v1")
@@ -19,6 +19,9 @@ METHODS = [
     "KeyRepository.CreateUID",
     "KeyRepository.UpdateUID",
     "KeyRepository.FetchUID",
+    "KeyInitRepository.AddKeyInit",
+    "KeyInitRepository.FetchKeyInit",
+    "KeyInitRepository.FlushKeyInit",
 ]
 
 
@@ -43,7 +46,9 @@ def keyinit_repository_uris(app: Flask) -> list[str]:
 @bp.get("/capabilities")
 def capabilities() -> Response:
     app = current_app
-    head = chainstore.head(get_db())
+    db = get_db()
+    now = now_ms()
+    head = chainstore.head(db)
     base = app.config["BASE_URL"]
     body = {
         "server_name": app.config["KEYSERVER_NAME"],
@@ -55,10 +60,10 @@ def capabilities() -> Response:
         "hashchain_uris": [base],
         "hashchain_head": {"pos": head.pos, "entry": b64encode(head.entry)},
         "sigpubkeys": {key.key_id: key.pubkey_b64 for key in signing.server_keys()},
-        "token_keys": [],
-        "token_prices": {name: 0 for name in app.config["TOKEN_PRICES"]},
+        "token_keys": [key.to_json() for key in tokenkeys.valid_keys(db, now)],
+        "token_prices": dict(app.config["TOKEN_PRICES"]),
         "limits": limits(app),
-        "ts": now_ms(),
+        "ts": now,
     }
     response = jsonify(signing.sign(body))
     response.headers["Cache-Control"] = "no-cache"

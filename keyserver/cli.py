@@ -7,17 +7,21 @@ Commands stay thin: parse options, call one function, echo.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
+import re
 import sys
 
 import click
 from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
+from client.encoding import b64encode, b64url_encode, now_ms
 from client.errors import ChainError, ProtocolError
+from client.tokens import mint_token
 
-from . import chainstore, create_app, db
+from . import chainstore, create_app, db, keyinitstore, payment, tokenkeys, vouchers
 
 
 def _open_instance(path: str | None) -> Flask:
@@ -114,8 +118,130 @@ def chain_load_command(count: int, domain: str | None) -> None:
     click.echo(f"chain length now {length}")
 
 
-main.add_command(chain_group)
+@click.group("keyinits", help="The KeyInit repository.")
+def keyinits_group() -> None:
+    pass
+
+
+@keyinits_group.command("purge")
+@with_instance
+def keyinits_purge_command() -> None:
+    """Delete every expired KeyInit (requests purge only the sigkeyhash they touch)."""
+    database = db.get_db()
+    with db.transaction(database):
+        purged = keyinitstore.purge_expired(database, now_ms())
+    click.echo(f"purged {purged} expired KeyInit(s)")
+
+
+_DURATION = re.compile(r"(\d+)([smhd])")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_duration(text: str) -> int:
+    """``30d``, ``12h``, ``90m``, ``45s`` as milliseconds."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r}: use a number and a unit: 30d, 12h, 90m, 45s")
+    return int(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def _iso(ts: int | None) -> str:
+    if ts is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(ts / 1000, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M UTC")
+
+
+@click.group("tokens", help="Payment token keys, minting and statistics.")
+def tokens_group() -> None:
+    pass
+
+
+@tokens_group.command("mint")
+@click.option("-n", "count", type=click.IntRange(1, 100_000), required=True,
+              help="Number of tokens to mint.")
+@with_instance
+def tokens_mint_command(count: int) -> None:
+    """Print N ready tokens, one base64url string a line (giveaways, tests)."""
+    database = db.get_db()
+    key = tokenkeys.issuing_key(database, now_ms())
+    if key is None:
+        raise click.ClickException("no valid token key: run 'keyserver tokens rotate-key'")
+    private = tokenkeys.private_key(key)
+    lines = [b64url_encode(mint_token(private, payment.challenge()).to_bytes())
+             for _ in range(count)]
+    with db.transaction(database):
+        db.count(database, "tokens_minted", count)
+    click.echo("\n".join(lines))
+
+
+@tokens_group.command("rotate-key")
+@with_instance
+def tokens_rotate_command() -> None:
+    """Add a new issuing token key; older keys stay valid until their not_after_ts."""
+    key = tokenkeys.create_key(db.get_db(), current_app, now_ms())
+    click.echo(f"new token key {b64encode(key.key_id)} valid until {_iso(key.not_after_ts)}")
+
+
+@tokens_group.command("stats")
+@with_instance
+def tokens_stats_command() -> None:
+    """Token keys, and how many tokens were issued, minted and spent."""
+    database = db.get_db()
+    now = now_ms()
+    for key in tokenkeys.all_keys(database):
+        state = "valid" if now < key.not_after_ts else "expired"
+        click.echo(f"key {b64encode(key.key_id)}  {state} until {_iso(key.not_after_ts)}")
+    spent = database.conn.execute("SELECT count(*) FROM spent_tokens").fetchone()[0]
+    outstanding = sum(v.remaining for v in vouchers.listing(database)
+                      if v.expires_ts is None or now < v.expires_ts)
+    click.echo(f"issued via vouchers: {db.get_state(database, 'tokens_issued', 0)}")
+    click.echo(f"minted: {db.get_state(database, 'tokens_minted', 0)}")
+    click.echo(f"spent: {spent}")
+    click.echo(f"unredeemed on valid vouchers: {outstanding}")
+
+
+@click.group("vouchers", help="Voucher codes that buy tokens.")
+def vouchers_group() -> None:
+    pass
+
+
+@vouchers_group.command("create")
+@click.option("--tokens", "tokens", type=click.IntRange(1), required=True,
+              help="Tokens each voucher is worth.")
+@click.option("--count", type=click.IntRange(1, 10_000), default=1, show_default=True,
+              help="How many vouchers.")
+@click.option("--expires", default="30d", show_default=True,
+              help="Validity: 30d, 12h, ... or 'never'.")
+@with_instance
+def vouchers_create_command(tokens: int, count: int, expires: str) -> None:
+    """Print new voucher codes (shown once: only their hashes are stored)."""
+    now = now_ms()
+    expires_ts = None if expires == "never" else now + parse_duration(expires)
+    database = db.get_db()
+    with db.transaction(database):
+        codes = [vouchers.create(database, tokens, now, expires_ts) for _ in range(count)]
+    click.echo("\n".join(codes))
+    click.echo(f"{count} voucher(s) of {tokens} token(s), valid until {_iso(expires_ts)}",
+               err=True)
+
+
+@vouchers_group.command("list")
+@with_instance
+def vouchers_list_command() -> None:
+    """Vouchers by label, with use and expiry (codes are never shown again)."""
+    now = now_ms()
+    for v in vouchers.listing(db.get_db()):
+        state = "expired" if v.expires_ts is not None and now >= v.expires_ts else "valid"
+        click.echo(f"{v.label}  {v.tokens - v.remaining}/{v.tokens} used  {state}, "
+                   f"expires {_iso(v.expires_ts)}, created {_iso(v.created_ts)}")
+
+
+GROUPS = (chain_group, keyinits_group, tokens_group, vouchers_group)
+for _group in GROUPS:
+    main.add_command(_group)
 
 
 def init_app(app: Flask) -> None:
-    app.cli.add_command(chain_group)
+    for group in GROUPS:
+        app.cli.add_command(group)

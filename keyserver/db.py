@@ -62,10 +62,50 @@ CREATE TABLE IF NOT EXISTS history (
     pos INTEGER NOT NULL,
     PRIMARY KEY (identity, seq)
 ) WITHOUT ROWID;
+-- Payment tokens (§10): token keys (private parts in <instance>/token_keys/),
+-- spent tokens by SHA256(token_input), vouchers by SHA256(code).
+CREATE TABLE IF NOT EXISTS token_keys (
+    key_id BLOB PRIMARY KEY,
+    spki BLOB NOT NULL,
+    created_ts INTEGER NOT NULL,
+    not_after_ts INTEGER NOT NULL,
+    filename TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spent_tokens (
+    spend_id BLOB PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vouchers (
+    code_hash BLOB PRIMARY KEY,
+    label TEXT NOT NULL UNIQUE,
+    tokens INTEGER NOT NULL,
+    remaining INTEGER NOT NULL CHECK (remaining >= 0),
+    created_ts INTEGER NOT NULL,
+    expires_ts INTEGER
+);
 -- sigkey/sigescrow hash -> identity: a key belongs to one identity only (§4).
 CREATE TABLE IF NOT EXISTS keyhashes (
     keyhash BLOB PRIMARY KEY,
     identity TEXT NOT NULL
+) WITHOUT ROWID;
+-- The KeyInit repository (§9): each KeyInit as uploaded (canonical JSON), with the
+-- columns the fetch choice and the purge need.
+CREATE TABLE IF NOT EXISTS keyinits (
+    id INTEGER PRIMARY KEY,
+    sigkeyhash BLOB NOT NULL,
+    msgcount INTEGER NOT NULL,
+    not_before_ts INTEGER NOT NULL,
+    not_after_ts INTEGER NOT NULL,
+    fallback INTEGER NOT NULL,
+    keyinit TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keyinits_by_expiry ON keyinits (sigkeyhash, not_after_ts);
+-- Per sigkeyhash, kept forever: the largest msgcount ever accepted (no replay of a
+-- consumed KeyInit), the last accepted flush (no replay of a flush), the sigkey.
+CREATE TABLE IF NOT EXISTS keyinit_state (
+    sigkeyhash BLOB PRIMARY KEY,
+    sigkey BLOB NOT NULL,
+    max_msgcount INTEGER NOT NULL,
+    last_flush_ts INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
@@ -247,9 +287,11 @@ def get_state(db: Database, key: str, default=None):
     return default if row is None else row[0]
 
 
-def set_state(db: Database, key: str, value) -> None:
-    db.conn.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
-
-
 def init_app(app: Flask) -> None:
     app.teardown_appcontext(close_db)
+
+
+def count(db: Database, key: str, amount: int) -> None:
+    """Add ``amount`` to the counter ``key`` in ``state`` (operator statistics)."""
+    db.conn.execute("INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                    " DO UPDATE SET value = value + excluded.value", (key, amount))

@@ -42,8 +42,16 @@ LASTENTRY_MAX_AGE = 24 * HOUR_MS
 MAX_KEYINIT_LIFETIME = 30 * DAY_MS
 MAX_KEYINITS_PER_IDENTITY = 100
 MAX_KEYINITS_PER_REQUEST = 50
+#: KeyInit fetches a minute (0: unlimited), per client address and per sigkeyhash (§9).
+#: Counted in each worker process: under gunicorn -w N a client gets up to N times this.
+KEYINIT_FETCH_RATE_PER_ADDRESS = 0
+KEYINIT_FETCH_RATE_PER_SIGKEYHASH = 0
 
 #: Tokens charged per operation (0 or 1, §10).
 TOKEN_PRICES = {"create_uid": 1, "update_uid": 1, "add_keyinit": 1}
+#: How long a token key verifies tokens (rotate well before; tokens die with their key).
+TOKEN_KEY_LIFETIME = 365 * DAY_MS
+#: Most blind signatures one voucher request may ask for.
+MAX_TOKENS_PER_ISSUE = 100
 #: Whether GET /v1/users/<identity> answers (it reveals who is looked up).
 LOOKUP_ENABLED = True

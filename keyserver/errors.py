@@ -13,6 +13,8 @@ from werkzeug.exceptions import HTTPException
 
 from client.errors import BY_ERRCODE, ProtocolError
 
+from .payment import www_authenticate
+
 STATUS: dict[str, int] = {
     "BAD_REQUEST": 400,
     "INVALID_MESSAGE": 400,
@@ -49,7 +51,13 @@ def error_response(errcode: str, message: str, status: int) -> Response:
 
 
 def handle_protocol_error(exc: ProtocolError) -> Response:
-    return error_response(exc.errcode, exc.message, STATUS[exc.errcode])
+    response = error_response(exc.errcode, exc.message, STATUS[exc.errcode])
+    if response.status_code == 401:
+        # §10.2: a refused token comes with the challenge and key to pay with.
+        challenge = www_authenticate()
+        if challenge:
+            response.headers["WWW-Authenticate"] = challenge
+    return response
 
 
 def handle_http_exception(exc: HTTPException) -> Response:

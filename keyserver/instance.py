@@ -19,7 +19,7 @@ from client.identity import check_server_name, is_domain, server_identity
 from client.keys import ed25519_entry
 from client.uidmessage import build_uid_content, parse_uid_message, sign_uid_content
 
-from . import create_app, db, defaults, repository, signing
+from . import create_app, db, defaults, repository, signing, tokenkeys
 
 #: Files whose presence means an instance already lives in a folder.
 INSTANCE_FILES = ("config.py", defaults.DATABASE, defaults.SIGNING_KEY_FILE)
@@ -74,6 +74,7 @@ def init_instance(path: str, server_name: str, base_url: str, domains: list[str]
             message = parse_uid_message(own_uid_message(app, key.signing_key, now))
             with db.transaction(database):
                 repository.store_uid_message(database, message, now)
+            tokenkeys.create_key(database, app, now)
     except BaseException:
         # A half-made instance would block the next attempt; nothing in it is worth keeping.
         for name in INSTANCE_FILES + (defaults.DATABASE + "-wal", defaults.DATABASE + "-shm"):

@@ -17,12 +17,13 @@ from flask import Flask
 
 from client.encoding import b64encode, require_fields
 from client.errors import KeyInUse
+from client.keyinit import sigkeyhash
 from client.keys import ED25519, KeyEntry
 from client.uidmessage import UIDMessage, encrypt_uid_message, parse_uid_message
 from client.uidrules import (Latest, Limits, check_identity, check_lastentry,
                              check_preferences, check_state, check_validity, signature_error)
 
-from . import chainstore, signing
+from . import chainstore, keyinitstore, signing
 
 T = TypeVar("T")
 
@@ -125,6 +126,8 @@ def store_uid_message(db: sqlite_utils.Database, message: UIDMessage, now: int,
 
     ``previous`` is the identity's latest message the checks saw; the index update
     is conditional on it, so a racing writer can never be silently overwritten.
+    When the message replaces ``previous``'s sigkey, or reclaims the identity, the
+    KeyInits stored under ``previous``'s sigkey are deleted with it (§9).
     ``sealed`` is ``encrypt_uid_message(message.raw)`` if already computed.
     """
     identity = message.identity
@@ -149,6 +152,10 @@ def store_uid_message(db: sqlite_utils.Database, message: UIDMessage, now: int,
             values + (identity, previous.msgcount)).rowcount
         if changed != 1:
             raise RuntimeError(f"index of {identity} changed under a write transaction")
+        if message.msgcount == 0 or message.sigkey != previous.sigkey:
+            # §9: KeyInits die with the sigkey that signed them, and with the owner on
+            # a reclaim; senders must not get key material the identity no longer vouches for.
+            keyinitstore.delete_all(db, sigkeyhash(previous.sigkey.pubkey))
     db.conn.execute(
         "INSERT INTO history (identity, seq, pos)"
         " SELECT identity, history_len - 1, ? FROM identities WHERE identity = ?",

@@ -4,6 +4,7 @@ and prints figures to paste into docs/benchmarks.md.
 
     scripts/bench chain -n 1000000      download + verify the whole chain over HTTP
     scripts/bench create -n 5000        CreateUID throughput, 8 concurrent clients
+    scripts/bench fetch -n 10000        FetchKeyInit throughput, 8 concurrent clients
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ def chain_instance(n: int) -> Path:
 
 
 @contextlib.contextmanager
-def gunicorn(instance: Path, workers: int, threads: int = 1):
+def gunicorn(instance: Path, workers: int, threads: int = 1,
+             config: dict[str, str] | None = None):
+    """Serve ``instance``; ``config`` adds ``KEYSERVER_*`` environment variables."""
     port = free_port()
-    env = {**os.environ, "KEYSERVER_INSTANCE": str(instance)}
+    env = {**os.environ, "KEYSERVER_INSTANCE": str(instance), **(config or {})}
     process = subprocess.Popen(
         [BIN / "gunicorn", "-w", str(workers), "--threads", str(threads), "-b",
          f"127.0.0.1:{port}", "--log-level", "warning", "keyserver:create_app()"], env=env)
@@ -135,9 +138,10 @@ def _registration(args: tuple[int, bytes, int]) -> dict:
     return sign_uid_content(content, sigkey, escrow_key=escrow)
 
 
-def hammer(url: str, requests_: list[tuple[str, str, bytes]], clients: int) -> tuple[float, dict]:
-    """Send (method, path, body) requests from ``clients`` threads; return the wall time
-    and a count of answers by status."""
+def hammer(url: str, requests_: list[tuple[str, str, bytes | None, dict[str, str]]],
+           clients: int) -> tuple[float, dict]:
+    """Send (method, path, body, headers) requests from ``clients`` threads; return the
+    wall time and a count of answers by status."""
     pending = iter(requests_)
     lock = threading.Lock()
     statuses: dict[int, int] = {}
@@ -154,9 +158,9 @@ def hammer(url: str, requests_: list[tuple[str, str, bytes]], clients: int) -> t
             if item is None:
                 connection.close()
                 return
-            method, path, body = item
+            method, path, body, headers = item
             connection.request(method, path, body=body,
-                               headers={"Content-Type": "application/json"})
+                               headers={"Content-Type": "application/json", **headers})
             response = connection.getresponse()
             response.read()
             with lock:
@@ -178,21 +182,28 @@ def hammer(url: str, requests_: list[tuple[str, str, bytes]], clients: int) -> t
 @click.option("--threads", default=1, show_default=True, help="Threads per gunicorn worker.")
 @click.option("--runs", default=3, show_default=True)
 def create(count: int, clients: int, workers: int, threads: int, runs: int) -> None:
-    """CreateUID throughput over HTTP against gunicorn, durable commits (each run
-    on a fresh instance; messages are signed before the clock starts)."""
+    """CreateUID throughput over HTTP against gunicorn, durable commits, each
+    registration paid with a token (each run on a fresh instance; messages are
+    signed and tokens minted before the clock starts)."""
+    synchronous = os.environ.get("KEYSERVER_SQLITE_SYNCHRONOUS", "FULL")
+    repeat(f"CreateUID: {clients} clients, gunicorn -w {workers} --threads {threads}, "
+           f"SQLite synchronous={synchronous}", "registrations", count, runs,
+           lambda: _create_run(count, clients, workers, threads))
+
+
+def repeat(title: str, unit: str, count: int, runs: int, run) -> None:
+    """Call ``run()`` (-> elapsed seconds, details) ``runs`` times; print each rate
+    and the median."""
     rates = []
     for _ in range(runs):
-        elapsed, statuses, verified = _create_run(count, clients, workers, threads)
+        elapsed, details = run()
         rates.append(count / elapsed)
-        click.echo(f"  {count} registrations in {elapsed:.2f} s = {rates[-1]:,.0f}/s; "
-                   f"answers {statuses}; {verified}")
-    synchronous = os.environ.get("KEYSERVER_SQLITE_SYNCHRONOUS", "FULL")
-    click.echo(f"CreateUID: {clients} clients, gunicorn -w {workers} --threads {threads}, "
-               f"SQLite synchronous={synchronous}: median {statistics.median(rates):,.0f} "
-               f"registrations/s (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+        click.echo(f"  {count} {unit} in {elapsed:.2f} s = {rates[-1]:,.0f}/s; {details}")
+    click.echo(f"{title}: median {statistics.median(rates):,.0f} {unit}/s "
+               f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
 
 
-def _create_run(count: int, clients: int, workers: int, threads: int) -> tuple[float, dict, str]:
+def _create_run(count: int, clients: int, workers: int, threads: int) -> tuple[float, str]:
     import json
     import multiprocessing
 
@@ -210,14 +221,91 @@ def _create_run(count: int, clients: int, workers: int, threads: int) -> tuple[f
             with multiprocessing.get_context("fork").Pool() as pool:
                 messages = pool.map(_registration, [(i, head, now) for i in range(count)],
                                     chunksize=250)
+            tokens = subprocess.run(
+                [BIN / "keyserver", "tokens", "mint", "-n", str(count), "--instance", instance],
+                check=True, capture_output=True, text=True).stdout.split()
             work = [("PUT", f"/v1/users/{m['content']['identity']}",
-                     json.dumps({"uid_message": m}).encode()) for m in messages]
+                     json.dumps({"uid_message": m}).encode(),
+                     {"Authorization": f'PrivateToken token="{token}"'})
+                    for m, token in zip(messages, tokens)]
             elapsed, statuses = hammer(url, work, clients)
         verified = subprocess.run([BIN / "keyserver", "chain", "verify", "--instance", instance],
                                   capture_output=True, text=True).stdout.strip()
     finally:
         shutil.rmtree(instance.parent)
-    return elapsed, statuses, verified
+    return elapsed, f"answers {statuses}; {verified}"
+
+
+@main.command()
+@click.option("-n", "count", default=10_000, show_default=True,
+              help="Fetches per run (as many non-fallback KeyInits are stored first).")
+@click.option("--clients", default=8, show_default=True, help="Concurrent clients.")
+@click.option("--workers", default=2, show_default=True, help="gunicorn workers.")
+@click.option("--threads", default=1, show_default=True, help="Threads per gunicorn worker.")
+@click.option("--runs", default=3, show_default=True)
+def fetch(count: int, clients: int, workers: int, threads: int, runs: int) -> None:
+    """FetchKeyInit throughput over HTTP against gunicorn: every fetch consumes (deletes)
+    a non-fallback KeyInit of one identity in a durable commit (each run on a fresh
+    instance, the KeyInits added before the clock starts)."""
+    repeat(f"FetchKeyInit: {clients} clients, gunicorn -w {workers} --threads {threads}",
+           "fetches", count, runs, lambda: _fetch_run(count, clients, workers, threads))
+
+
+def _fetch_run(count: int, clients: int, workers: int, threads: int) -> tuple[float, str]:
+    import sqlite3
+
+    import nacl.public
+    import nacl.signing
+
+    from client.encoding import b64decode, b64url_encode, now_ms
+    from client.keyinit import build_keyinit, build_session_anchor, sigkeyhash
+    from client.keys import X25519, KeyEntry, ed25519_entry
+    from client.uidmessage import build_uid_content, sign_uid_content
+
+    BENCH.mkdir(exist_ok=True)
+    instance = Path(tempfile.mkdtemp(dir=BENCH, prefix="fetch-")) / "instance"
+    repouri = "http://127.0.0.1"
+    try:
+        subprocess.run([BIN / "keyserver", "init", "--instance", instance, "--server-name",
+                        "bench.example", "--url", repouri], check=True, capture_output=True)
+        batches = [list(range(start, min(start + 50, count + 1)))
+                   for start in range(1, count + 1, 50)]
+        tokens = [f'PrivateToken token="{token}"' for token in subprocess.run(
+            [BIN / "keyserver", "tokens", "mint", "-n", str(len(batches) + 2),
+             "--instance", instance], check=True, capture_output=True, text=True).stdout.split()]
+        config = {"KEYSERVER_MAX_KEYINITS_PER_IDENTITY": str(count + 1)}
+        with gunicorn(instance, workers, threads, config) as (url, _):
+            sigkey = nacl.signing.SigningKey.generate()
+            now = now_ms()
+            head = b64decode(requests.get(url + "/v1/hashchain/head").json()["entry"])[:32]
+            content = build_uid_content("alice@bench.example", ed25519_entry(sigkey),
+                                        msgcount=0, not_before_ts=now,
+                                        not_after_ts=now + 30 * 24 * 3600 * 1000, lastentry=head)
+            requests.put(url + "/v1/users/alice@bench.example",
+                         json={"uid_message": sign_uid_content(content, sigkey)},
+                         headers={"Authorization": tokens.pop()}).raise_for_status()
+            pfkey = KeyEntry(X25519, bytes(nacl.public.PrivateKey.generate().public_key))
+            anchor = build_session_anchor([pfkey])
+
+            def keyinit(msgcount: int, fallback: bool) -> dict:
+                return build_keyinit(sigkey, msgcount=msgcount, not_before_ts=now,
+                                     not_after_ts=now + 24 * 3600 * 1000, fallback=fallback,
+                                     repouri=repouri, anchor=anchor)
+
+            sigkey_json = ed25519_entry(sigkey).to_json()
+            for batch in batches + [[count + 1]]:
+                items = [keyinit(n, n == count + 1) for n in batch]
+                requests.post(url + "/v1/keyinits",
+                              json={"sigkey": sigkey_json, "keyinits": items},
+                              headers={"Authorization": tokens.pop()}).raise_for_status()
+            path = f"/v1/keyinits/{b64url_encode(sigkeyhash(bytes(sigkey.verify_key)))}/fetch"
+            elapsed, statuses = hammer(url, [("POST", path, None, {})] * count, clients)
+        with contextlib.closing(sqlite3.connect(instance / "keyserver.sqlite")) as conn:
+            left = {("fallback" if fallback else "non-fallback"): n for fallback, n in conn.execute(
+                "SELECT fallback, count(*) FROM keyinits GROUP BY fallback")}
+    finally:
+        shutil.rmtree(instance.parent)
+    return elapsed, f"answers {statuses}; KeyInits left {left}"
 
 
 if __name__ == "__main__":

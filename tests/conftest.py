@@ -3,12 +3,14 @@ and ``live_server`` (a real ``keyserver run`` process on 127.0.0.1)."""
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 import requests
 from freezegun import freeze_time
 
+from client.tokens import format_authorization
 from keyserver import create_app
 from keyserver.instance import init_instance
 
@@ -29,10 +32,16 @@ def vectors() -> dict:
     return json.loads((VECTORS / "vectors.json").read_text(encoding="utf-8"))
 
 
+#: Token keys of test instances outlive the far-future clocks of the expiry tests.
+TEST_TOKEN_KEY_LIFETIME = str(20 * 365 * 24 * 3600 * 1000)
+
+
 @pytest.fixture
-def instance(tmp_path) -> Path:
+def instance(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "instance"
-    init_instance(str(path), SERVER_NAME, "http://127.0.0.1:5000", [SERVER_NAME])
+    with monkeypatch.context() as patch:
+        patch.setenv("KEYSERVER_TOKEN_KEY_LIFETIME", TEST_TOKEN_KEY_LIFETIME)
+        init_instance(str(path), SERVER_NAME, "http://127.0.0.1:5000", [SERVER_NAME])
     return path
 
 
@@ -49,6 +58,39 @@ def client(app):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+def mutate(obj, path, value):
+    """A deep copy of ``obj`` with the member at ``path`` set to ``value`` (or
+    deleted, when ``value`` is ``KeyError``): one malformed variant per test case."""
+    obj = copy.deepcopy(obj)
+    target = obj
+    for part in path[:-1]:
+        target = target[part]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return obj
+
+
+def run_together(count: int, action, prepare=None) -> list:
+    """Run ``action(index)`` in ``count`` threads released at the same instant by a
+    barrier (``prepare(index)`` runs before it, e.g. to connect); return the results."""
+    barrier = threading.Barrier(count)
+    results = [None] * count
+
+    def run(index):
+        state = prepare(index) if prepare else None
+        barrier.wait()
+        results[index] = action(index) if prepare is None else action(index, state)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
 
 
 def free_port() -> int:
@@ -87,6 +129,13 @@ class LiveServer:
                 time.sleep(0.05)
         raise RuntimeError(f"server did not start: {self.output()}")
 
+    def mint(self, count: int) -> list[str]:
+        """Tokens from ``keyserver tokens mint``, as Authorization header values."""
+        result = subprocess.run(keyserver_command("tokens", "mint", "-n", str(count),
+                                                  "--instance", str(self.instance)),
+                                check=True, capture_output=True, text=True)
+        return [f'PrivateToken token="{line}"' for line in result.stdout.split()]
+
     def output(self) -> str:
         self.log.flush()
         return (self.instance.parent / f"server-{self.port}.log").read_text(errors="replace")
@@ -123,6 +172,19 @@ def at(ms: int):
     seconds, millis = divmod(ms, 1000)
     moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
     return freeze_time(moment + datetime.timedelta(milliseconds=millis))
+
+
+def mint(app, count: int | None = None):
+    """Tokens minted with the app's issuing key, as ``keyserver tokens mint`` does."""
+    from client.encoding import now_ms
+    from client.tokens import mint_token
+    from keyserver import db, payment, tokenkeys
+
+    with app.app_context():
+        private = tokenkeys.private_key(tokenkeys.issuing_key(db.get_db(), now_ms()))
+        tokens = [mint_token(private, payment.challenge()).to_bytes()
+                  for _ in range(count or 1)]
+    return tokens if count else tokens[0]
 
 
 class Account:
@@ -182,9 +244,16 @@ class UserActions:
                   "escrow": {"escrow_key": account.escrow}}[by]
         return sign_uid_content(content, new_sigkey, **signer), new_sigkey
 
-    def put(self, identity, message, path_identity=None, **kwargs):
+    def put(self, identity, message, path_identity=None, token="mint", **kwargs):
+        """PUT the message, paying with a freshly minted token unless ``token`` is
+        given (bytes, or None to send no Authorization header)."""
+        headers = kwargs.pop("headers", {})
+        if token == "mint":
+            token = mint(self.client.application)
+        if token is not None:
+            headers["Authorization"] = format_authorization(token)
         return self.client.put(f"/v1/users/{path_identity or identity}",
-                               json={"uid_message": message}, **kwargs)
+                               json={"uid_message": message}, headers=headers, **kwargs)
 
     def register(self, identity, **options) -> Account:
         message, sigkey, escrow = self.create_message(identity, **options)

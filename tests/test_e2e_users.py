@@ -2,7 +2,6 @@
 
 import sqlite3
 import subprocess
-import threading
 
 import nacl.signing
 import requests
@@ -12,7 +11,7 @@ from client.keys import ed25519_entry
 from client.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
                                update_uid_content)
 from client.encoding import now_ms
-from conftest import DAY_MS, keyserver_command
+from conftest import DAY_MS, keyserver_command, run_together
 
 RACERS = 20
 
@@ -30,23 +29,17 @@ def new_message(url, identity):
     return sign_uid_content(content, sigkey, escrow_key=escrow), sigkey
 
 
-def race(url, identity, messages):
-    """PUT every message at once (one thread each); return the answers."""
-    barrier = threading.Barrier(len(messages))
-    answers = [None] * len(messages)
+def race(server, identity, messages):
+    """PUT every message at once (one thread and one token each); return the answers."""
+    tokens = server.mint(len(messages))
 
     def put(index):
-        session = requests.Session()
-        barrier.wait()
-        response = session.put(f"{url}/v1/users/{identity}", json={"uid_message": messages[index]})
-        answers[index] = (response.status_code, response.json())
+        response = requests.put(f"{server.url}/v1/users/{identity}",
+                                json={"uid_message": messages[index]},
+                                headers={"Authorization": tokens[index]})
+        return response.status_code, response.json()
 
-    threads = [threading.Thread(target=put, args=(i,)) for i in range(len(messages))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return answers
+    return run_together(len(messages), put)
 
 
 def check_consistent(server, identity, expected_positions):
@@ -69,7 +62,7 @@ def check_consistent(server, identity, expected_positions):
 def test_racing_creates_exactly_one_wins(live_server):
     url = live_server.url
     messages = [new_message(url, "alice@example.org")[0] for _ in range(RACERS)]
-    answers = race(url, "alice@example.org", messages)
+    answers = race(live_server, "alice@example.org", messages)
     statuses = sorted(status for status, _ in answers)
     assert statuses == [201] + [409] * (RACERS - 1), answers
     assert {body["errcode"] for status, body in answers if status == 409} == {"IDENTITY_TAKEN"}
@@ -81,8 +74,8 @@ def test_racing_creates_exactly_one_wins(live_server):
 def test_racing_updates_with_same_msgcount_exactly_one_wins(live_server):
     url = live_server.url
     first, sigkey = new_message(url, "alice@example.org")
-    assert requests.put(f"{url}/v1/users/alice@example.org",
-                        json={"uid_message": first}).status_code == 201
+    assert requests.put(f"{url}/v1/users/alice@example.org", json={"uid_message": first},
+                        headers={"Authorization": live_server.mint(1)[0]}).status_code == 201
     previous = parse_uid_message(first)
     updates = []
     for _ in range(RACERS):
@@ -91,7 +84,7 @@ def test_racing_updates_with_same_msgcount_exactly_one_wins(live_server):
         content = update_uid_content(previous, ed25519_entry(new_key), not_before_ts=now,
                                      not_after_ts=now + 30 * DAY_MS, lastentry=head_hash(url))
         updates.append(sign_uid_content(content, new_key, previous_sigkey=sigkey))
-    answers = race(url, "alice@example.org", updates)
+    answers = race(live_server, "alice@example.org", updates)
     statuses = sorted(status for status, _ in answers)
     assert statuses == [200] + [409] * (RACERS - 1), answers
     assert {body["errcode"] for status, body in answers if status == 409} == {"MSGCOUNT_MISMATCH"}
@@ -101,20 +94,17 @@ def test_racing_updates_with_same_msgcount_exactly_one_wins(live_server):
 def test_racing_different_identities_all_win_with_dense_positions(live_server):
     url = live_server.url
     identities = [f"user{letter}@example.org" for letter in "abcdefghiklmnopqrstuvwxyz"[:RACERS]]
-    barrier = threading.Barrier(RACERS)
-    results = {}
+    tokens = live_server.mint(RACERS)
 
-    def register(identity):
-        message, _ = new_message(url, identity)
-        barrier.wait()
-        response = requests.put(f"{url}/v1/users/{identity}", json={"uid_message": message})
-        results[identity] = response.status_code, response.json()
+    def register(index, message):
+        response = requests.put(f"{url}/v1/users/{identities[index]}",
+                                json={"uid_message": message},
+                                headers={"Authorization": tokens[index]})
+        return response.status_code, response.json()
 
-    threads = [threading.Thread(target=register, args=(i,)) for i in identities]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    answers = run_together(RACERS, register,
+                           prepare=lambda index: new_message(url, identities[index])[0])
+    results = dict(zip(identities, answers))
     assert all(status == 201 for status, _ in results.values()), results
     positions = sorted(body["entry"]["hashchain_pos"] for _, body in results.values())
     assert positions == list(range(1, RACERS + 1))

@@ -6,16 +6,38 @@ import random
 import nacl.bindings
 import nacl.signing
 import pytest
+from conftest import mutate
 
 from client.encoding import b64decode, b64encode, canonical_json, sha256
-from client.errors import (InvalidMessage, InvalidSignature, InvalidValidity, KeyinitLimit,
-                           MsgcountMismatch, VerificationError)
-from client.keyinit import (FLUSH_WINDOW_MS, Candidate, SessionAnchor, build_keyinit,
-                            build_session_anchor, check_flush, check_keyinit_batch,
-                            choose_keyinit, decrypt_session_anchor, encrypt_session_anchor,
-                            flush_signing_bytes, is_current, keyinit_hash, open_keyinit,
-                            parse_add_request, parse_keyinit, parse_session_anchor, sigkeyhash,
-                            sign_flush)
+from client.errors import (
+    InvalidMessage,
+    InvalidSignature,
+    InvalidValidity,
+    KeyinitLimit,
+    MsgcountMismatch,
+    VerificationError,
+)
+from client.keyinit import (
+    FLUSH_WINDOW_MS,
+    Candidate,
+    SessionAnchor,
+    build_keyinit,
+    build_session_anchor,
+    check_flush,
+    check_keyinit_batch,
+    choose_keyinit,
+    decrypt_session_anchor,
+    encrypt_session_anchor,
+    flush_signing_bytes,
+    is_current,
+    keyinit_hash,
+    open_keyinit,
+    parse_add_request,
+    parse_keyinit,
+    parse_session_anchor,
+    sigkeyhash,
+    sign_flush,
+)
 from client.keys import X25519, KeyEntry, ed25519_entry
 
 NOW = 1_700_000_000_000
@@ -111,18 +133,6 @@ def test_parse_round_trip():
     assert parsed.contents_bytes == canonical_json(keyinit["contents"])
     assert parsed.hash == keyinit_hash(keyinit) and parsed.raw is keyinit
     assert len(parsed.signature) == 64
-
-
-def mutate(obj, path, value):
-    obj = copy.deepcopy(obj)
-    target = obj
-    for part in path[:-1]:
-        target = target[part]
-    if value is KeyError:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-    return obj
 
 
 @pytest.mark.parametrize("path,value", [

@@ -1,17 +1,23 @@
 """UIDMessage shape (§4) and its encrypted storage layout (§5)."""
 
-import copy
 import json
 
 import nacl.bindings
 import nacl.signing
 import pytest
+from conftest import mutate
 
 from client.encoding import b64encode, canonical_json, sha256
 from client.errors import InvalidMessage
 from client.keys import ed25519_entry
-from client.uidmessage import (build_uid_content, encrypt_uid_message, parse_uid_message,
-                               seal, sign_uid_content, uid_hash)
+from client.uidmessage import (
+    build_uid_content,
+    encrypt_uid_message,
+    parse_uid_message,
+    seal,
+    sign_uid_content,
+    uid_hash,
+)
 
 
 def test_encrypted_layout_vector(vectors):
@@ -54,18 +60,6 @@ def test_parse_round_trip(message, keys):
     assert parsed.key_hashes == (sha256(bytes(keys[0].verify_key)),
                                  sha256(bytes(keys[1].verify_key)))
     assert parsed.content_bytes == canonical_json(message["content"])
-
-
-def mutate(message, path, value):
-    message = copy.deepcopy(message)
-    target = message
-    for part in path[:-1]:
-        target = target[part]
-    if value is KeyError:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
-    return message
 
 
 @pytest.mark.parametrize("path,value", [

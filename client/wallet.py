@@ -1,0 +1,130 @@
+"""The client's token wallet (§10): buy tokens with a voucher by blind issuance,
+keep them, and spend exactly one per paid call.
+
+A token is taken out (``reserved``) for the duration of a call. The server
+spends a token only when the write commits, so after an error answer the token
+goes back, except after ``TOKEN_SPENT`` or ``TOKEN_INVALID``. When no answer
+arrived at all the write may or may not have happened: the token is kept as
+``unknown`` and used only once no ``available`` one is left (the server then
+says ``TOKEN_SPENT`` if it was).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from typing import Iterable, Iterator
+
+import sqlite_utils
+
+from .api import KeyserverAPI
+from .encoding import b64decode, now_ms, sha256
+from .errors import ProtocolError, VerificationError
+from .tokens import (finalize_tokens, format_authorization, parse_spki, parse_token,
+                     prepare_blinded_tokens, token_challenge)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    token BLOB PRIMARY KEY,
+    server TEXT NOT NULL,
+    key_id BLOB NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('available', 'reserved', 'unknown', 'spent',
+                                          'invalid')),
+    added_ts INTEGER NOT NULL
+)
+"""
+
+
+class NoTokens(Exception):
+    """The wallet holds no usable token for this server: buy or add some."""
+
+
+class Wallet:
+    """Tokens per server name, in an SQLite file (created with mode 0600)."""
+
+    def __init__(self, path: str):
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        self.db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+        self.db.conn.execute(SCHEMA)
+        # A process that died mid-call leaves tokens reserved: their fate is unknown.
+        self.db.conn.execute("UPDATE tokens SET state = 'unknown' WHERE state = 'reserved'")
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def add(self, server: str, tokens: Iterable[bytes]) -> int:
+        """Store tokens (checked for form, not for validity); return how many were new."""
+        added = 0
+        for raw in tokens:
+            token = parse_token(raw)
+            added += self.db.conn.execute(
+                "INSERT OR IGNORE INTO tokens (token, server, key_id, state, added_ts)"
+                " VALUES (?, ?, ?, 'available', ?)",
+                (raw, server, token.key_id, now_ms())).rowcount
+        return added
+
+    def count(self, server: str) -> dict[str, int]:
+        return dict(self.db.conn.execute(
+            "SELECT state, count(*) FROM tokens WHERE server = ? GROUP BY state", (server,)))
+
+    def buy(self, api: KeyserverAPI, voucher: str, count: int) -> int:
+        """Blind ``count`` fresh token inputs, have the server sign them against the
+        voucher, unblind and verify, and store them; return the voucher's remainder."""
+        capabilities = api.capabilities()
+        server = capabilities["server_name"]
+        keys = capabilities.get("token_keys") or []
+        if not keys:
+            raise VerificationError(f"{server} publishes no token key")
+        newest = max(keys, key=lambda key: key["not_after_ts"])
+        spki = b64decode(newest["spki"], "token key spki", error=VerificationError)
+        key_id = b64decode(newest["key_id"], "token key id", length=32, error=VerificationError)
+        if sha256(spki) != key_id:
+            raise VerificationError(f"{server}: token key id does not match its key")
+        public = parse_spki(spki, error=VerificationError)
+        pending = prepare_blinded_tokens(public, token_challenge(server), count)
+        answer = api.issue_tokens(voucher, key_id, [item.blinded for item in pending])
+        blind_sigs = answer.get("blind_sigs")
+        if not isinstance(blind_sigs, list):
+            raise VerificationError("token issuance answer has no blind_sigs list")
+        signatures = [b64decode(sig, "blind signature", error=VerificationError)
+                      for sig in blind_sigs]
+        tokens = finalize_tokens(public, pending, signatures)
+        self.add(server, [token.to_bytes() for token in tokens])
+        return answer.get("remaining", 0)
+
+    def _take(self, server: str) -> bytes:
+        self.db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.conn.execute(
+                "SELECT token FROM tokens WHERE server = ? AND state IN ('available', 'unknown')"
+                " ORDER BY state = 'unknown', added_ts LIMIT 1", (server,)).fetchone()
+            if row is None:
+                raise NoTokens(f"no tokens for {server} left: buy some with a voucher "
+                               "('keyclient tokens buy') or add them ('keyclient tokens add')")
+            self.db.conn.execute("UPDATE tokens SET state = 'reserved' WHERE token = ?", row)
+        except BaseException:
+            self.db.conn.execute("ROLLBACK")
+            raise
+        self.db.conn.execute("COMMIT")
+        return row[0]
+
+    def _mark(self, token: bytes, state: str) -> None:
+        self.db.conn.execute("UPDATE tokens SET state = ? WHERE token = ?", (state, token))
+
+    @contextlib.contextmanager
+    def spend(self, server: str) -> Iterator[str]:
+        """Yield an ``Authorization`` header value paying with one token; settle the
+        token by how the call ended."""
+        token = self._take(server)
+        try:
+            yield format_authorization(token)
+        except ProtocolError as exc:
+            outcome = {"TOKEN_SPENT": "spent", "TOKEN_INVALID": "invalid"}
+            self._mark(token, outcome.get(exc.errcode, "available"))
+            raise
+        except BaseException:
+            self._mark(token, "unknown")
+            raise
+        self._mark(token, "spent")

@@ -1,0 +1,87 @@
+"""Racing fetchers against a real server process (§9): every non-fallback KeyInit is
+handed out exactly once, whoever asks at the same moment."""
+
+import contextlib
+import sqlite3
+
+import nacl.bindings
+import nacl.signing
+import pytest
+import requests
+
+from client.encoding import b64decode, b64url_encode, canonical_json, now_ms
+from client.keyinit import build_keyinit, build_session_anchor, sigkeyhash
+from client.keys import X25519, KeyEntry, ed25519_entry
+from client.uidmessage import build_uid_content, sign_uid_content
+from conftest import DAY_MS, run_together
+
+FETCHERS = 50
+EPHEMERAL = 20
+ANCHOR = build_session_anchor([KeyEntry(X25519, nacl.bindings.crypto_scalarmult_base(
+    bytes(range(2, 34))))])
+
+
+def register(server, identity):
+    sigkey = nacl.signing.SigningKey.generate()
+    now = now_ms()
+    head = b64decode(requests.get(server.url + "/v1/hashchain/head").json()["entry"])[:32]
+    content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,
+                                not_after_ts=now + 30 * DAY_MS, lastentry=head)
+    response = requests.put(f"{server.url}/v1/users/{identity}",
+                            json={"uid_message": sign_uid_content(content, sigkey)},
+                            headers={"Authorization": server.mint(1)[0]})
+    assert response.status_code == 201, response.text
+    return sigkey
+
+
+def race(url, key_hash):
+    """POST FetchKeyInit from every fetcher at once (a thread and a connection each)."""
+
+    def connect(index):
+        session = requests.Session()
+        session.get(url + "/v1/hashchain/head")         # connect before the race
+        return session
+
+    def fetch(index, session):
+        with session:
+            response = session.post(f"{url}/v1/keyinits/{b64url_encode(key_hash)}/fetch")
+            return response.status_code, response.json()
+
+    return run_together(FETCHERS, fetch, prepare=connect)
+
+
+@pytest.mark.parametrize("with_fallback", [True, False])
+def test_racing_fetchers_never_share_a_keyinit(live_server, with_fallback):
+    sigkey = register(live_server, "alice@example.org")
+    now = now_ms()
+    items = [build_keyinit(sigkey, msgcount=n, not_before_ts=now - 1000,
+                           not_after_ts=now + DAY_MS + n, fallback=False,
+                           repouri=live_server.url, anchor=ANCHOR)
+             for n in range(1, EPHEMERAL + 1)]
+    fallback = build_keyinit(sigkey, msgcount=EPHEMERAL + 1, not_before_ts=now - 1000,
+                             not_after_ts=now + DAY_MS, fallback=True, repouri=live_server.url,
+                             anchor=ANCHOR)
+    response = requests.post(live_server.url + "/v1/keyinits",
+                             json={"sigkey": ed25519_entry(sigkey).to_json(),
+                                   "keyinits": items + ([fallback] if with_fallback else [])},
+                             headers={"Authorization": live_server.mint(1)[0]})
+    assert response.status_code == 200, response.text
+    key_hash = sigkeyhash(bytes(sigkey.verify_key))
+
+    answers = race(live_server.url, key_hash)
+
+    handed = [canonical_json(body["keyinit"]) for status, body in answers if status == 200]
+    ephemeral = sorted(k for k in handed if k != canonical_json(fallback))
+    assert ephemeral == sorted(canonical_json(k) for k in items)        # each exactly once
+    rest = [(status, body) for status, body in answers
+            if status != 200 or canonical_json(body["keyinit"]) == canonical_json(fallback)]
+    assert len(rest) == FETCHERS - EPHEMERAL
+    if with_fallback:
+        assert all(status == 200 for status, _ in rest), rest
+    else:
+        assert {(status, body["errcode"]) for status, body in rest} == {(404, "NO_KEYINIT")}
+    with contextlib.closing(sqlite3.connect(live_server.instance / "keyserver.sqlite")) as conn:
+        left = conn.execute("SELECT fallback, keyinit FROM keyinits WHERE sigkeyhash = ?",
+                            (key_hash,)).fetchall()
+    expected = [(1, canonical_json(fallback).decode())] if with_fallback else []
+    assert left == expected

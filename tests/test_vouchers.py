@@ -1,0 +1,139 @@
+"""Vouchers and blind issuance (§10.3), and unlinkability made visible."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from client.encoding import b64decode, b64encode, b64url_encode
+from client.tokens import (AUTHENTICATOR_LEN, finalize_tokens, parse_spki,
+                           prepare_blinded_tokens, token_challenge)
+from conftest import DAY_MS, at
+from keyserver import db
+
+
+def create_vouchers(runner, tokens, count=1, expires="30d"):
+    result = runner.invoke(args=["vouchers", "create", "--tokens", str(tokens), "--count",
+                                 str(count), "--expires", expires])
+    assert result.exit_code == 0, result.output
+    codes = [line for line in result.stdout.split() if line.count("-") == 7]
+    assert len(codes) == count
+    return codes
+
+
+def token_key(client):
+    key = client.get("/v1/capabilities").json["token_keys"][0]
+    return b64decode(key["key_id"]), parse_spki(b64decode(key["spki"]))
+
+
+def issue(client, code, count, key_id=None):
+    kid, public = token_key(client)
+    pending = prepare_blinded_tokens(public, token_challenge("example.org"), count)
+    response = client.post("/v1/tokens/issue", json={
+        "voucher": code, "token_key_id": b64encode(key_id or kid),
+        "blinded": [b64encode(p.blinded) for p in pending]})
+    return response, pending, public
+
+
+def remaining(app):
+    with app.app_context():
+        return [row[0] for row in db.get_db().conn.execute(
+            "SELECT remaining FROM vouchers ORDER BY created_ts")]
+
+
+def test_voucher_buys_tokens_that_pay(app, client, runner, users):
+    [code] = create_vouchers(runner, 5)
+    response, pending, public = issue(client, code, 3)
+    assert response.status_code == 200 and response.json["remaining"] == 2
+    tokens = finalize_tokens(public, pending, [b64decode(s) for s in response.json["blind_sigs"]])
+    message, _, _ = users.create_message("alice@example.org")
+    assert users.put("alice@example.org", message, token=tokens[0].to_bytes()).status_code == 201
+    assert remaining(app) == [2]
+
+
+def test_asking_more_than_left_is_refused_whole(app, client, runner):
+    [code] = create_vouchers(runner, 5)
+    response, _, _ = issue(client, code, 6)
+    assert (response.status_code, response.json["errcode"]) == (403, "VOUCHER_INVALID")
+    assert "5 tokens left" in response.json["error"]
+    assert remaining(app) == [5]
+    assert issue(client, code, 5)[0].status_code == 200
+    response, _, _ = issue(client, code, 1)
+    assert response.json["errcode"] == "VOUCHER_INVALID" and remaining(app) == [0]
+
+
+def test_codes_are_case_and_space_tolerant(client, runner):
+    [code] = create_vouchers(runner, 2)
+    assert issue(client, " " + code.lower() + " ", 1)[0].status_code == 200
+
+
+@pytest.mark.parametrize("code", ["", "AAAA-BBBB", "not a voucher"])
+def test_unknown_voucher(client, runner, code):
+    create_vouchers(runner, 2)
+    response, _, _ = issue(client, code, 1)
+    assert (response.status_code, response.json["errcode"]) == (403, "VOUCHER_INVALID")
+
+
+def test_voucher_expiry_boundary(app, client, runner):
+    start = 1_800_000_000_000
+    with at(start):
+        [code] = create_vouchers(runner, 5, expires="1d")
+    with at(start + DAY_MS - 1):
+        assert issue(client, code, 1)[0].status_code == 200
+    with at(start + DAY_MS):
+        response, _, _ = issue(client, code, 1)
+        assert response.json["errcode"] == "VOUCHER_INVALID" and "expired" in response.json["error"]
+    assert remaining(app) == [4]
+
+
+@pytest.mark.parametrize("change,errcode", [
+    (lambda b: b.update(token_key_id=b64encode(bytes(32))), "INVALID_MESSAGE"),
+    (lambda b: b.update(blinded=[]), "INVALID_MESSAGE"),
+    (lambda b: b.update(blinded=["AAAA"]), "INVALID_MESSAGE"),
+    (lambda b: b.update(blinded=[b64encode(b"\xff" * AUTHENTICATOR_LEN)]), "INVALID_MESSAGE"),
+    (lambda b: b.update(blinded=b["blinded"] * 101), "INVALID_MESSAGE"),
+    (lambda b: b.update(extra=1), "INVALID_MESSAGE"),
+    (lambda b: b.pop("voucher"), "INVALID_MESSAGE"),
+    (lambda b: b.update(voucher=5), "INVALID_MESSAGE"),
+])
+def test_bad_issue_requests_issue_nothing(app, client, runner, change, errcode):
+    [code] = create_vouchers(runner, 500)
+    key_id, public = token_key(client)
+    pending = prepare_blinded_tokens(public, token_challenge("example.org"), 1)
+    body = {"voucher": code, "token_key_id": b64encode(key_id),
+            "blinded": [b64encode(pending[0].blinded)]}
+    change(body)
+    response = client.post("/v1/tokens/issue", json=body)
+    assert (response.status_code, response.json["errcode"]) == (400, errcode)
+    assert remaining(app) == [500]
+
+
+def test_vouchers_list_shows_use_not_codes(client, runner):
+    codes = create_vouchers(runner, 4, count=2)
+    issue(client, codes[0], 3)
+    listing = runner.invoke(args=["vouchers", "list"]).output
+    assert "3/4 used" in listing and "0/4 used" in listing
+    assert all(code not in listing and code[5:] not in listing for code in codes)
+
+
+def test_server_state_cannot_link_issuance_to_redemption(app, instance, client, runner, users):
+    """After issuing (and spending one), nothing the server stores equals any token
+    input or finalized signature, in raw bytes or in any encoding the server uses."""
+    [code] = create_vouchers(runner, 4)
+    response, pending, public = issue(client, code, 4)
+    tokens = finalize_tokens(public, pending, [b64decode(s) for s in response.json["blind_sigs"]])
+    message, _, _ = users.create_message("alice@example.org")
+    assert users.put("alice@example.org", message, token=tokens[0].to_bytes()).status_code == 201
+    with app.app_context():
+        database = db.get_db()
+        database.conn.execute("PRAGMA wal_checkpoint(FULL)")
+        dump = "\n".join(database.conn.iterdump()).encode()
+    stored = dump + b"".join(
+        Path(root, name).read_bytes() for root, _, files in os.walk(instance) for name in files)
+    for token in tokens:
+        for secret in (token.token_input, token.authenticator, token.nonce):
+            for form in (secret, secret.hex().encode(), secret.hex().upper().encode(),
+                         b64encode(secret).encode(), b64url_encode(secret).encode()):
+                assert form not in stored
+    # what it does keep is the blinded form, which is useless for linking
+    assert remaining(app) == [0]

@@ -338,8 +338,13 @@ def test_finalize_tokens_rejects_bad_answers(key):
     with pytest.raises(VerificationError, match="blind signature 1"):
         finalize_tokens(public, pending, [blind_sigs[0], blind_sigs[0]])
     other = generate_token_key()
+    n_other = other.public_key().public_numbers().n
+    # another key's signatures (of the messages reduced below its modulus, which may
+    # be smaller than ours) must not finalize
+    wrong = [blind_sign(other, (int.from_bytes(item.blinded, "big") % n_other).to_bytes(256, "big"))
+             for item in pending]
     with pytest.raises(VerificationError, match="blind signature 0"):
-        finalize_tokens(public, pending, [blind_sign(other, item.blinded) for item in pending])
+        finalize_tokens(public, pending, wrong)
 
 
 def test_prepare_refuses_other_key_sizes(vector_key):

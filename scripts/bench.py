@@ -308,5 +308,63 @@ def _fetch_run(count: int, clients: int, workers: int, threads: int) -> tuple[fl
     return elapsed, f"answers {statuses}; KeyInits left {left}"
 
 
+@main.command()
+@click.option("-n", "entries", default=1_000_000, show_default=True, help="Chain length.")
+@click.option("--new", "new_entries", default=1000, show_default=True,
+              help="Entries for the incremental sync.")
+def sync(entries: int, new_entries: int) -> None:
+    """Client side: sync an N-entry chain into a fresh local state, then incrementally,
+    and search it for an identity (first search of it, and again after the
+    incremental sync)."""
+    from client.api import KeyserverAPI, download_chain
+    from client.chainstate import ChainState
+    from client.localchain import LocalChain, open_state
+
+    instance = chain_instance(entries)
+    home = Path(tempfile.mkdtemp(dir=BENCH, prefix="sync-"))
+    try:
+        with gunicorn(instance, 2) as (url, _):
+            api = KeyserverAPI(url)
+            # Warm the server's page cache: this measures the client, not the disk.
+            for _ in download_chain(api, ChainState()):
+                pass
+            state = open_state(str(home / "state.sqlite"))
+            chain = LocalChain(state, str(home / "chain"), "bench.example")
+            timings = {}
+            started = time.perf_counter()
+            chain.sync(api)
+            timings["sync from empty"] = time.perf_counter() - started
+            started = time.perf_counter()
+            found = chain.search("keyserver@bench.example")
+            timings["search of a not-yet-seen identity (computes the k1 cache)"] = \
+                time.perf_counter() - started
+            assert [pos for pos, _ in found][:1] == [0], found
+            # The server's chain does not grow here: forget the newest entries
+            # locally instead, which costs the client exactly what new ones would.
+            keep = chain.length - new_entries
+            state.conn.execute("UPDATE chains SET length = ?, last_hash = ?",
+                               (keep, chain.entry(keep - 1)[:32]))
+            state.conn.execute("UPDATE scanned SET upto = ?", (keep,))
+            state.conn.commit()
+            chain = LocalChain(state, str(home / "chain"), "bench.example")
+            started = time.perf_counter()
+            chain.sync(api)
+            timings[f"incremental sync of {new_entries} entries"] = \
+                time.perf_counter() - started
+            started = time.perf_counter()
+            chain.search("keyserver@bench.example")
+            timings["search of a known identity after that sync"] = \
+                time.perf_counter() - started
+            timings_nobody = time.perf_counter()
+            assert chain.search("nobody@bench.example") == []
+            timings["search of another unseen identity (k1 cached)"] = \
+                time.perf_counter() - timings_nobody
+    finally:
+        shutil.rmtree(home)
+    for what, seconds in timings.items():
+        click.echo(f"  {what}: {seconds:.3f} s")
+    click.echo(f"keyclient sync/search over N={entries}, gunicorn -w 2: done")
+
+
 if __name__ == "__main__":
     main()

@@ -271,3 +271,31 @@ class UserActions:
 @pytest.fixture
 def users(client):
     return UserActions(client)
+
+
+class LiveUserActions:
+    """Registers identities on a live server over HTTP, paying with minted tokens."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def register(self, identity):
+        import nacl.signing
+
+        from client.api import KeyserverAPI
+        from client.encoding import b64decode, now_ms
+        from client.keys import ed25519_entry
+        from client.uidmessage import build_uid_content, sign_uid_content
+
+        api = KeyserverAPI(self.server.url)
+        sigkey = nacl.signing.SigningKey.generate()
+        now = now_ms()
+        content = build_uid_content(
+            identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,
+            not_after_ts=now + 30 * DAY_MS, lastentry=b64decode(api.fetch_head()["entry"])[:32])
+        return api.create_uid(sign_uid_content(content, sigkey), self.server.mint(1)[0])
+
+
+@pytest.fixture
+def users_live(live_server):
+    return LiveUserActions(live_server)

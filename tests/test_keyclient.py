@@ -1,0 +1,54 @@
+"""The ``keyclient`` CLI against a real server: server add/list and sync, through
+click's runner and as a subprocess."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from client.cli import main
+from conftest import keyserver_command
+
+
+def keyclient(home, *args):
+    return CliRunner().invoke(main, ["--home", str(home), *args])
+
+
+def test_server_add_list_and_sync(live_server, tmp_path):
+    home = tmp_path / "home"
+    result = keyclient(home, "server", "add", live_server.url)
+    assert result.exit_code == 0 and "added example.org" in result.output
+    subprocess.run(keyserver_command("chain", "load", "--instance", str(live_server.instance),
+                                     "-n", "12"), check=True, capture_output=True)
+    result = keyclient(home, "sync")
+    assert result.exit_code == 0, result.output
+    assert "example.org: 13 new entries, 13 verified" in result.output
+    assert "13 entries verified" in keyclient(home, "server", "list").output
+    assert "0 new entries" in keyclient(home, "sync", "example.org").output
+    assert (home / "state.sqlite").stat().st_mode & 0o777 == 0o600
+    assert home.stat().st_mode & 0o777 == 0o700
+
+
+def test_errors_are_messages(live_server, tmp_path):
+    home = tmp_path / "home"
+    result = keyclient(home, "sync")
+    assert result.exit_code == 1 and "keyclient server add URL" in result.output
+    result = keyclient(home, "server", "add", "http://127.0.0.1:9")
+    assert result.exit_code == 1 and "Error:" in result.output
+    keyclient(home, "server", "add", live_server.url)
+    result = keyclient(home, "sync", "other.org")
+    assert result.exit_code == 1 and "unknown server" in result.output
+
+
+def test_installed_script_and_home_from_environment(live_server, tmp_path):
+    script = str(Path(sys.executable).parent / "keyclient")
+    env = {"KEYCLIENT_HOME": str(tmp_path / "h"), "PATH": "/usr/bin:/bin"}
+    added = subprocess.run([script, "server", "add", live_server.url], env=env,
+                           capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
+    synced = subprocess.run([script, "sync"], env=env, capture_output=True, text=True)
+    assert synced.returncode == 0 and "1 verified" in synced.stdout
+    assert (tmp_path / "h" / "chains" / "example.org" / "entries.bin").stat().st_size == 153
+    helped = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert "server" in helped.stdout and "sync" in helped.stdout

@@ -1,0 +1,495 @@
+"""The keystore (private keys at rest), the escrow key's paper backup (§13) and
+reading the passphrase."""
+
+import json
+import os
+import stat
+
+import nacl.public
+import nacl.pwhash.argon2id as argon2id
+import nacl.signing
+import pytest
+
+import client.keystore as keystore
+from client.encoding import b64decode, b64encode
+from client.errors import ClientError, InvalidIdentity
+from client.keystore import (DEFAULT_KDF, BadBackup, KdfParams, KeyExists, KeyNotFound,
+                             Keystore, KeystoreCorrupt, KeystoreError, WrongKeyType,
+                             WrongPassphrase, format_paper_backup, parse_paper_backup,
+                             passphrase_from_env_or_prompt)
+
+CHEAP = KdfParams.cheapest()
+PASSPHRASE = "correct horse battery staple"
+SEED = bytes(range(32))
+IDENTITY = "alice@example.org"
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return str(tmp_path / "keys")
+
+
+@pytest.fixture
+def store(store_path):
+    return Keystore(store_path, PASSPHRASE, CHEAP)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def _key_file(store, name):
+    return os.path.join(store.path, name + ".key")
+
+
+def _edit(store, name, change):
+    """Rewrite a key file's JSON through ``change(obj)``."""
+    path = _key_file(store, name)
+    with open(path, encoding="utf-8") as f:
+        obj = json.load(f)
+    change(obj)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+
+
+# --- Keystore ------------------------------------------------------------------------
+
+def test_errors_are_client_errors():
+    for cls in (WrongPassphrase, KeystoreCorrupt, KeyNotFound, KeyExists, WrongKeyType,
+                BadBackup):
+        assert issubclass(cls, ClientError)
+    assert not issubclass(WrongPassphrase, KeystoreCorrupt)
+    assert not issubclass(KeystoreCorrupt, WrongPassphrase)
+
+
+def test_signing_key_round_trip(store, store_path):
+    key = nacl.signing.SigningKey.generate()
+    store.put_signing_key("sigkey", key)
+    assert bytes(store.get_signing_key("sigkey")) == bytes(key)
+    reopened = Keystore(store_path, PASSPHRASE, CHEAP)
+    assert bytes(reopened.get_signing_key("sigkey")) == bytes(key)
+    assert reopened.get_signing_key("sigkey").verify_key == key.verify_key
+
+
+def test_private_key_round_trip(store, store_path):
+    key = nacl.public.PrivateKey.generate()
+    store.put_private_key("pubkey-1", key)
+    reopened = Keystore(store_path, PASSPHRASE, CHEAP)
+    assert bytes(reopened.get_private_key("pubkey-1")) == bytes(key)
+    assert reopened.get_private_key("pubkey-1").public_key == key.public_key
+
+
+def test_file_format(store):
+    store.put_signing_key("sigkey", nacl.signing.SigningKey(SEED))
+    with open(_key_file(store, "sigkey"), "rb") as f:
+        data = f.read()
+    obj = json.loads(data)
+    assert set(obj) == {"version", "function", "kdf", "check", "nonce", "ciphertext"}
+    assert obj["version"] == 1 and obj["function"] == "ed25519"
+    assert obj["kdf"]["alg"] == "argon2id"
+    assert (obj["kdf"]["opslimit"], obj["kdf"]["memlimit"]) == (CHEAP.opslimit, CHEAP.memlimit)
+    assert len(b64decode(obj["kdf"]["salt"])) == argon2id.SALTBYTES
+    assert len(b64decode(obj["nonce"])) == 24
+    assert b64encode(SEED) not in data.decode()
+    assert data.endswith(b"}\n")
+
+
+def test_modes(store_path):
+    store = Keystore(store_path, PASSPHRASE, CHEAP)
+    store.put_signing_key("sigkey", nacl.signing.SigningKey.generate())
+    assert _mode(store_path) == 0o700
+    assert _mode(_key_file(store, "sigkey")) == 0o600
+
+
+def test_loose_existing_folder_is_tightened(tmp_path):
+    path = tmp_path / "keys"
+    path.mkdir(mode=0o755)
+    os.chmod(path, 0o755)
+    Keystore(str(path), PASSPHRASE, CHEAP)
+    assert _mode(path) == 0o700
+
+
+def test_write_leaves_no_temporary_file(store):
+    store.put_signing_key("sigkey", nacl.signing.SigningKey.generate())
+    store.put_signing_key("sigkey", nacl.signing.SigningKey.generate(), overwrite=True)
+    with pytest.raises(KeyExists):
+        store.put_signing_key("sigkey", nacl.signing.SigningKey.generate())
+    assert os.listdir(store.path) == ["sigkey.key"]
+
+
+def test_put_refuses_to_overwrite_unless_asked(store):
+    first, second = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    store.put_signing_key("sigkey", first)
+    with pytest.raises(KeyExists):
+        store.put_signing_key("sigkey", second)
+    assert bytes(store.get_signing_key("sigkey")) == bytes(first)
+    store.put_signing_key("sigkey", second, overwrite=True)
+    assert bytes(store.get_signing_key("sigkey")) == bytes(second)
+
+
+def test_names_and_delete(store):
+    store.put_signing_key("sigkey", nacl.signing.SigningKey.generate())
+    store.put_private_key("pubkey", nacl.public.PrivateKey.generate())
+    open(os.path.join(store.path, ".sigkey.abc.tmp"), "w").close()  # a crashed write
+    assert store.names() == ["pubkey", "sigkey"]
+    store.delete("sigkey")
+    assert store.names() == ["pubkey"]
+    assert not os.path.exists(_key_file(store, "sigkey"))
+    with pytest.raises(KeyNotFound):
+        store.get_signing_key("sigkey")
+    with pytest.raises(KeyNotFound):
+        store.delete("sigkey")
+
+
+def test_delete_overwrites_before_removing(store, monkeypatch):
+    store.put_signing_key("sigkey", nacl.signing.SigningKey.generate())
+    seen = []
+
+    def unlink(path, real=os.unlink):
+        with open(path, "rb") as f:
+            seen.append(f.read())
+        real(path)
+
+    monkeypatch.setattr(keystore.os, "unlink", unlink)
+    store.delete("sigkey")
+    assert len(seen) == 1 and seen[0] and set(seen[0]) == {0}
+
+
+def test_missing_key(store):
+    with pytest.raises(KeyNotFound):
+        store.get_signing_key("nope")
+
+
+def test_wrong_key_type(store):
+    store.put_private_key("pubkey", nacl.public.PrivateKey.generate())
+    store.put_signing_key("sigkey", nacl.signing.SigningKey.generate())
+    with pytest.raises(WrongKeyType):
+        store.get_signing_key("pubkey")
+    with pytest.raises(WrongKeyType):
+        store.get_private_key("sigkey")
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "../up", "a b", "x" * 65, "é"])
+def test_invalid_names(store, name):
+    with pytest.raises(KeystoreError):
+        store.put_signing_key(name, nacl.signing.SigningKey.generate())
+
+
+def test_empty_passphrase_refused(store_path):
+    with pytest.raises(KeystoreError):
+        Keystore(store_path, "", CHEAP)
+
+
+def test_wrong_passphrase_on_read(store, store_path):
+    store.put_signing_key("sigkey", nacl.signing.SigningKey.generate())
+    other = Keystore(store_path, "not the passphrase", CHEAP)
+    with pytest.raises(WrongPassphrase, match="wrong passphrase"):
+        other.get_signing_key("sigkey")
+    with pytest.raises(WrongPassphrase):
+        other.check_passphrase()
+
+
+def test_wrong_passphrase_on_write(store, store_path):
+    store.put_signing_key("sigkey", nacl.signing.SigningKey.generate())
+    other = Keystore(store_path, "not the passphrase", CHEAP)
+    with pytest.raises(WrongPassphrase):
+        other.put_private_key("pubkey", nacl.public.PrivateKey.generate())
+    with pytest.raises(WrongPassphrase):
+        other.put_signing_key("sigkey", nacl.signing.SigningKey.generate(), overwrite=True)
+    assert os.listdir(store_path) == ["sigkey.key"]
+
+
+def test_empty_store_accepts_any_passphrase(store_path):
+    Keystore(store_path, "first", CHEAP).check_passphrase()
+    Keystore(store_path, "second", CHEAP).put_signing_key("k", nacl.signing.SigningKey(SEED))
+    assert bytes(Keystore(store_path, "second", CHEAP).get_signing_key("k")) == SEED
+
+
+def test_passphrase_is_unicode_normalized(store_path):
+    Keystore(store_path, "caf\u00e9", CHEAP).put_signing_key("k", nacl.signing.SigningKey(SEED))
+    assert bytes(Keystore(store_path, "cafe\u0301", CHEAP).get_signing_key("k")) == SEED
+
+
+def _flip_ciphertext(obj):
+    data = bytearray(b64decode(obj["ciphertext"]))
+    data[0] ^= 1
+    obj["ciphertext"] = b64encode(bytes(data))
+
+
+def _truncate_ciphertext(obj):
+    obj["ciphertext"] = b64encode(b64decode(obj["ciphertext"])[:-1])
+
+
+def _flip_nonce(obj):
+    nonce = bytearray(b64decode(obj["nonce"]))
+    nonce[0] ^= 1
+    obj["nonce"] = b64encode(bytes(nonce))
+
+
+@pytest.mark.parametrize("change", [
+    _flip_ciphertext,
+    _truncate_ciphertext,
+    _flip_nonce,
+    lambda obj: obj.update(ciphertext=obj["ciphertext"][:8]),
+    lambda obj: obj.update(version=2),
+    lambda obj: obj.update(version=True),
+    lambda obj: obj.update(function="x25519"),
+    lambda obj: obj.update(function="rsa"),
+    lambda obj: obj.update(extra=1),
+    lambda obj: obj.pop("check"),
+    lambda obj: obj.update(nonce=obj["nonce"] + "=="),
+    lambda obj: obj["kdf"].update(alg="scrypt"),
+    lambda obj: obj["kdf"].update(memlimit=2**40),
+    lambda obj: obj["kdf"].update(opslimit=0),
+    lambda obj: obj["kdf"].update(opslimit=1.0),
+    lambda obj: obj["kdf"].update(salt="AAAA"),
+], ids=["flip", "cut-ciphertext", "nonce", "short", "version", "bool-version", "function",
+        "rsa", "extra", "no-check", "padded-b64", "alg", "memlimit", "opslimit", "float",
+        "salt-length"])
+def test_tampered_file_is_corrupt(store, change):
+    store.put_signing_key("sigkey", nacl.signing.SigningKey.generate())
+    _edit(store, "sigkey", change)
+    with pytest.raises(KeystoreCorrupt):
+        store.get_signing_key("sigkey")
+
+
+@pytest.mark.parametrize("keep", [0, 1, 40, -2])
+def test_truncated_file_is_corrupt(store, keep):
+    store.put_signing_key("sigkey", nacl.signing.SigningKey.generate())
+    path = _key_file(store, "sigkey")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:keep])
+    with pytest.raises(KeystoreCorrupt):
+        store.get_signing_key("sigkey")
+
+
+def test_oversized_file_is_corrupt(store):
+    with open(_key_file(store, "big"), "wb") as f:
+        f.write(b" " * 10_000 + b"{}")
+    with pytest.raises(KeystoreCorrupt):
+        store.get_signing_key("big")
+
+
+def test_renamed_or_swapped_file_is_corrupt(store):
+    store.put_signing_key("sigkey", nacl.signing.SigningKey.generate())
+    store.put_signing_key("sigescrow", nacl.signing.SigningKey.generate())
+    sigkey, escrow = _key_file(store, "sigkey"), _key_file(store, "sigescrow")
+    os.rename(sigkey, sigkey + ".old")
+    os.rename(escrow, sigkey)
+    os.rename(sigkey + ".old", escrow)
+    with pytest.raises(KeystoreCorrupt, match="renamed or swapped"):
+        store.get_signing_key("sigkey")
+
+
+def test_corrupt_file_does_not_block_other_keys(store, store_path):
+    store.put_signing_key("a", nacl.signing.SigningKey.generate())
+    with open(_key_file(store, "a"), "wb") as f:
+        f.write(b"{")
+    reopened = Keystore(store_path, PASSPHRASE, CHEAP)
+    reopened.put_signing_key("b", nacl.signing.SigningKey(SEED))
+    assert bytes(reopened.get_signing_key("b")) == SEED
+
+
+def test_store_written_with_other_limits_opens(store_path):
+    stronger = KdfParams(argon2id.OPSLIMIT_MIN + 1, argon2id.MEMLIMIT_MIN * 2)
+    Keystore(store_path, PASSPHRASE, stronger).put_signing_key(
+        "old", nacl.signing.SigningKey(SEED))
+    store = Keystore(store_path, PASSPHRASE, CHEAP)
+    assert bytes(store.get_signing_key("old")) == SEED
+    store.put_signing_key("new", nacl.signing.SigningKey.generate())  # new files: new limits
+    with open(_key_file(store, "new"), encoding="utf-8") as f:
+        assert json.load(f)["kdf"]["opslimit"] == CHEAP.opslimit
+    assert store.names() == ["new", "old"]
+    assert bytes(Keystore(store_path, PASSPHRASE, stronger).get_signing_key("old")) == SEED
+
+
+def test_one_kdf_per_salt(store_path, monkeypatch):
+    calls = []
+    real = keystore.derive_key
+
+    def counting(*args):
+        calls.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(keystore, "derive_key", counting)
+    writer = Keystore(store_path, PASSPHRASE, CHEAP)
+    for i in range(5):
+        writer.put_signing_key(f"k{i}", nacl.signing.SigningKey.generate())
+    assert len(calls) == 1
+    reader = Keystore(store_path, PASSPHRASE, CHEAP)
+    for i in range(5):
+        reader.get_signing_key(f"k{i}")
+    reader.put_private_key("p", nacl.public.PrivateKey.generate())  # reuses the salt
+    assert len(calls) == 2 and calls[0] == calls[1]
+
+
+def test_default_limits_are_at_least_interactive(store_path):
+    assert DEFAULT_KDF.opslimit >= argon2id.OPSLIMIT_INTERACTIVE
+    assert DEFAULT_KDF.memlimit >= argon2id.MEMLIMIT_INTERACTIVE
+    store = Keystore(store_path, PASSPHRASE)
+    assert store.kdf == DEFAULT_KDF
+    store.put_signing_key("sigkey", nacl.signing.SigningKey(SEED))
+    with open(_key_file(store, "sigkey"), encoding="utf-8") as f:
+        kdf = json.load(f)["kdf"]
+    assert (kdf["opslimit"], kdf["memlimit"]) == (DEFAULT_KDF.opslimit, DEFAULT_KDF.memlimit)
+
+
+def test_default_limits_are_read_at_construction(store_path, monkeypatch):
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", CHEAP)
+    assert Keystore(store_path, PASSPHRASE).kdf == CHEAP
+
+
+@pytest.mark.parametrize("ops, mem", [
+    (0, argon2id.MEMLIMIT_MIN), (1, argon2id.MEMLIMIT_MIN - 1), (1000, argon2id.MEMLIMIT_MIN),
+])
+def test_kdf_params_out_of_range(ops, mem):
+    with pytest.raises(ValueError):
+        KdfParams(ops, mem)
+
+
+# --- Paper backup --------------------------------------------------------------------
+
+def _backup() -> str:
+    return format_paper_backup(IDENTITY, nacl.signing.SigningKey(SEED))
+
+
+def _key_lines(text):
+    return [i for i, line in enumerate(text.splitlines()) if line[:1].isdigit()]
+
+
+def test_backup_round_trip():
+    key = nacl.signing.SigningKey.generate()
+    text = format_paper_backup(IDENTITY, key)
+    identity, parsed = parse_paper_backup(text)
+    assert identity == IDENTITY and bytes(parsed) == bytes(key)
+
+
+def test_backup_content():
+    text = _backup()
+    lines = text.splitlines()
+    assert lines[0] == f"KEYCLIENT ESCROW KEY for {IDENTITY}"
+    assert "escrow" in lines[0].lower() and "sigescrow" in text
+    pubkey = b64encode(bytes(nacl.signing.SigningKey(SEED).verify_key))
+    assert f"Public key (ed25519): {pubkey}" in lines
+    key_lines = [lines[i] for i in _key_lines(text)]
+    assert [line.split(":")[0] for line in key_lines] == ["1", "2", "3", "4"]
+    for line in key_lines:
+        groups = line.split(":")[1].split()
+        assert all(len(group) == 4 for group in groups)
+
+
+def test_backup_refuses_unnormalized_identity():
+    with pytest.raises(InvalidIdentity):
+        format_paper_backup("Alice@Example.org", nacl.signing.SigningKey(SEED))
+
+
+@pytest.mark.parametrize("mangle", [
+    str.lower,
+    str.upper,
+    lambda t: t.replace("\n", "\r\n"),
+    lambda t: "\n".join("   " + line + "  " for line in t.splitlines()),
+    lambda t: "\n".join(line.replace(" ", "") if line[:1].isdigit() else line
+                        for line in t.splitlines()),
+    lambda t: "\n".join(line.replace(" ", "  ").replace(":", " :") for line in t.splitlines()),
+    lambda t: "\n".join(line for line in t.splitlines() if line.startswith(("KEY", "1", "2",
+                                                                            "3", "4"))),
+    lambda t: "notes\n" + t + "\nprinted 2024\n",
+], ids=["lower", "upper", "crlf", "indented", "no-spaces", "more-spaces", "only-needed",
+        "surrounded"])
+def test_backup_tolerates_whitespace_and_case(mangle):
+    identity, key = parse_paper_backup(mangle(_backup()))
+    assert identity == IDENTITY and bytes(key) == SEED
+
+
+def test_backup_reads_lookalike_digits():
+    text = _backup()
+    lines = text.splitlines()
+    for i in _key_lines(text):
+        number, rest = lines[i].split(":", 1)
+        lines[i] = number + ":" + rest.replace("O", "0").replace("I", "1").replace("B", "8")
+    assert parse_paper_backup("\n".join(lines))[1].encode() == SEED
+
+
+def _typo_positions():
+    text = _backup()
+    lines = text.splitlines()
+    for i in _key_lines(text):
+        start = lines[i].index(":") + 1
+        for j in range(start, len(lines[i])):
+            if lines[i][j] != " ":
+                yield i, j
+
+
+@pytest.mark.parametrize("line, column", list(_typo_positions()))
+def test_backup_rejects_one_character_typo(line, column):
+    lines = _backup().splitlines()
+    old = lines[line][column]
+    new = "A" if old != "A" else "C"
+    lines[line] = lines[line][:column] + new + lines[line][column + 1:]
+    with pytest.raises(BadBackup, match=f"line {lines[line][0]}"):
+        parse_paper_backup("\n".join(lines))
+
+
+@pytest.mark.parametrize("mangle, message", [
+    (lambda lines: [line for line in lines if not line.startswith("3")], "line 3 is missing"),
+    (lambda lines: lines + ["2: AAAA"], "line 2 appears twice"),
+    (lambda lines: lines + ["5: AAAA BBBB"], "unexpected key line 5"),
+    (lambda lines: [line[:-1] if line.startswith("2") else line for line in lines],
+     "line 2 has 19 characters"),
+    (lambda lines: [line.replace("2:", "2: 9", 1) if line.startswith("2") else line
+                    for line in lines], "'9' cannot appear"),
+    (lambda lines: lines[1:], "KEYCLIENT ESCROW KEY for"),
+    (lambda lines: [lines[0].replace(IDENTITY, "alice@@example.org")] + lines[1:], "identity"),
+], ids=["missing", "twice", "extra", "short", "bad-char", "no-header", "bad-identity"])
+def test_backup_rejects_malformed(mangle, message):
+    with pytest.raises(BadBackup, match=message):
+        parse_paper_backup("\n".join(mangle(_backup().splitlines())))
+
+
+def test_backup_rejects_swapped_lines():
+    lines = _backup().splitlines()
+    one, two = (next(i for i, line in enumerate(lines) if line.startswith(n)) for n in "12")
+    lines[one] = "1" + lines[two][1:]
+    lines[two] = "2" + _backup().splitlines()[one][1:]
+    with pytest.raises(BadBackup, match="check group"):
+        parse_paper_backup("\n".join(lines))
+
+
+def test_backup_rejects_wrong_public_key():
+    other = b64encode(bytes(nacl.signing.SigningKey.generate().verify_key))
+    lines = [line.split(":")[0] + ": " + other if line.startswith("Public key") else line
+             for line in _backup().splitlines()]
+    with pytest.raises(BadBackup, match="public key"):
+        parse_paper_backup("\n".join(lines))
+
+
+def test_backup_identity_in_header_is_normalized():
+    text = _backup().replace(f"for {IDENTITY}", "for A1ice@Example.ORG", 1)
+    assert parse_paper_backup(text)[0] == IDENTITY
+
+
+# --- Passphrase ----------------------------------------------------------------------
+
+def test_passphrase_from_env(monkeypatch):
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "from the environment")
+
+    def prompt(*args, **kwargs):
+        raise AssertionError("must not prompt when the environment has the passphrase")
+
+    assert passphrase_from_env_or_prompt(prompt, confirm=True) == "from the environment"
+
+
+@pytest.mark.parametrize("confirm", [True, False])
+def test_passphrase_from_prompt(monkeypatch, confirm):
+    monkeypatch.delenv("KEYCLIENT_PASSPHRASE", raising=False)
+    calls = []
+
+    def prompt(text, **kwargs):
+        calls.append((text, kwargs))
+        return "typed"
+
+    assert passphrase_from_env_or_prompt(prompt, confirm=confirm) == "typed"
+    assert calls == [("Keystore passphrase",
+                      {"hide_input": True, "confirmation_prompt": confirm})]

@@ -59,6 +59,10 @@ class KeyserverAPI:
         """KeyHashchain.FetchLastHashChain."""
         return self._get_json("/v1/hashchain/head")
 
+    def fetch_uid(self, uid_index_b64url: str) -> dict:
+        """KeyRepository.FetchUID: the stored UIDMessageReply (not yet verified)."""
+        return self._get_json(f"/v1/uids/{uid_index_b64url}")
+
     def _put_uid(self, message: dict, authorization: str | None) -> dict:
         identity = message["content"]["identity"]
         headers = {"Authorization": authorization} if authorization else {}

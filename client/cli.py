@@ -6,11 +6,17 @@ and the client's exceptions become a message and exit status 1 in one place.
 
 from __future__ import annotations
 
+import datetime
+
 import click
 
 from .api import KeyserverAPI
+from .encoding import b64encode, b64url_decode, now_ms
 from .errors import ChainError, ClientError, ProtocolError
 from .home import Home, default_home
+from .identity import normalize_identity
+from .lookup import lookup
+from .uidrules import Limits
 
 
 class _Group(click.Group):
@@ -63,9 +69,7 @@ def sync(home: Home, server: str | None) -> None:
     remembered servers if none is named)."""
     servers = [(name, url) for name, url in home.servers() if server in (None, name)]
     if not servers:
-        raise click.ClickException(f"unknown server {server!r}: add it with "
-                                   "'keyclient server add URL'" if server else
-                                   "no servers yet: add one with 'keyclient server add URL'")
+        _one_server(home, server)   # raises the right message
     for name, url in servers:
         chain = home.chain(name)
         api = KeyserverAPI(url)
@@ -74,3 +78,92 @@ def sync(home: Home, server: str | None) -> None:
                                label=f"syncing {name}") as bar:
             added = chain.sync(api, progress=bar.update)
         click.echo(f"{name}: {added} new entries, {chain.length} verified")
+
+
+def _one_server(home: Home, server: str | None) -> tuple[str, str]:
+    servers = [(name, url) for name, url in home.servers() if server in (None, name)]
+    if len(servers) != 1:
+        raise click.ClickException(
+            "name the server with --server" if servers else
+            f"unknown server {server!r}: add it with 'keyclient server add URL'" if server else
+            "no servers yet: add one with 'keyclient server add URL'")
+    return servers[0]
+
+
+@main.command("lookup")
+@click.argument("identity")
+@click.option("--server", help="Keyserver name (needed when several are known).")
+@click.pass_obj
+def lookup_command(home: Home, identity: str, server: str | None) -> None:
+    """Sync, search the whole chain for IDENTITY, verify every message of it and
+    print its current keys. Exit status 1 when it is not on the chain."""
+    identity = normalize_identity(identity)
+    name, url = _one_server(home, server)
+    api = KeyserverAPI(url)
+    chain = home.chain(name)
+    chain.sync(api)
+    result = lookup(api, chain, name, identity, Limits.from_capabilities(api.capabilities()))
+    if result is None:
+        click.echo(f"{identity}: not found on {name} ({chain.length} entries searched)")
+        raise SystemExit(1)
+    message = result.message
+    status = "current" if result.is_current(now_ms()) else "EXPIRED: do not use these keys"
+    click.echo(f"{identity}: {status}")
+    click.echo(f"  positions:  {', '.join(str(found.pos) for found in result.history)}")
+    click.echo(f"  msgcount:   {message.msgcount}")
+    click.echo(f"  valid:      {_iso(message.not_before_ts)} .. {_iso(message.not_after_ts)}")
+    click.echo(f"  sigkey:     {b64encode(message.sigkey.pubkey)}")
+    escrow = b64encode(message.sigescrow.pubkey) if message.sigescrow else "none"
+    click.echo(f"  sigescrow:  {escrow}")
+    for key in message.pubkeys:
+        click.echo(f"  pubkey:     {b64encode(key.pubkey)} ({key.function})")
+    click.echo(f"  repouris:   {', '.join(message.repouris) or 'none'}")
+
+
+def _iso(ts: int) -> str:
+    return datetime.datetime.fromtimestamp(ts / 1000, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
+
+
+@main.group("tokens", help="The token wallet that pays for writes.")
+def tokens_group() -> None:
+    pass
+
+
+@tokens_group.command("add")
+@click.argument("tokens", nargs=-1, required=True)
+@click.option("--server", help="Keyserver name the tokens are for.")
+@click.pass_obj
+def tokens_add(home: Home, tokens: tuple[str, ...], server: str | None) -> None:
+    """Store TOKENS (base64url, as 'keyserver tokens mint' prints them)."""
+    name, _ = _one_server(home, server)
+    raw = [b64url_decode(token.strip(), "token", error=click.BadParameter) for token in tokens]
+    with home.wallet() as wallet:
+        added = wallet.add(name, raw)
+    click.echo(f"added {added} token(s) for {name}")
+
+
+@tokens_group.command("buy")
+@click.argument("voucher")
+@click.option("-n", "count", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="How many tokens to buy with the voucher.")
+@click.option("--server", help="Keyserver name (needed when several are known).")
+@click.pass_obj
+def tokens_buy(home: Home, voucher: str, count: int, server: str | None) -> None:
+    """Exchange VOUCHER for N unlinkable tokens (blind issuance)."""
+    name, url = _one_server(home, server)
+    with home.wallet() as wallet:
+        remaining = wallet.buy(KeyserverAPI(url), voucher, count)
+    click.echo(f"bought {count} token(s) for {name}; the voucher has {remaining} left")
+
+
+@tokens_group.command("list")
+@click.pass_obj
+def tokens_list(home: Home) -> None:
+    """Tokens per server and state."""
+    with home.wallet() as wallet:
+        for name, _ in home.servers():
+            counts = wallet.count(name)
+            click.echo(f"{name}: {counts.get('available', 0)} available"
+                       + "".join(f", {n} {state}" for state, n in sorted(counts.items())
+                                 if state != "available"))

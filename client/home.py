@@ -5,7 +5,9 @@ Everything in it is private to the user (folder 0700, files 0600)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 import platformdirs
 
@@ -14,6 +16,7 @@ from .encoding import b64decode, now_ms
 from .errors import VerificationError
 from .localchain import LocalChain, open_state
 from .signedjson import signature_key_ids, verify_signed_json
+from .wallet import Wallet
 
 SERVERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS servers (
@@ -63,6 +66,14 @@ class Home:
 
     def servers(self) -> list[tuple[str, str]]:
         return list(self.db.conn.execute("SELECT name, url FROM servers ORDER BY name"))
+
+    @contextlib.contextmanager
+    def wallet(self) -> Iterator[Wallet]:
+        wallet = Wallet(os.path.join(self.path, "wallet.sqlite"))
+        try:
+            yield wallet
+        finally:
+            wallet.close()
 
     def chain(self, name: str) -> LocalChain:
         return LocalChain(self.db, os.path.join(self.path, "chains", name), name)

@@ -25,6 +25,12 @@ class Limits:
     reclaim_grace_ms: int
     lastentry_max_age_ms: int
 
+    @classmethod
+    def from_capabilities(cls, capabilities: dict) -> "Limits":
+        limits = capabilities["limits"]
+        return cls(limits["max_uid_lifetime_ms"], limits["reclaim_grace_ms"],
+                   limits["lastentry_max_age_ms"])
+
 
 @dataclass(frozen=True)
 class Latest:

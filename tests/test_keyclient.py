@@ -52,3 +52,37 @@ def test_installed_script_and_home_from_environment(live_server, tmp_path):
     assert (tmp_path / "h" / "chains" / "example.org" / "entries.bin").stat().st_size == 153
     helped = subprocess.run([script, "--help"], capture_output=True, text=True)
     assert "server" in helped.stdout and "sync" in helped.stdout
+
+
+def test_lookup(live_server, users_live, tmp_path):
+    home = tmp_path / "home"
+    keyclient(home, "server", "add", live_server.url)
+    reply = users_live.register("alice@example.org")
+    result = keyclient(home, "lookup", "Alice@Example.org")
+    assert result.exit_code == 0, result.output
+    assert "alice@example.org: current" in result.output
+    assert f"positions:  {reply['entry']['hashchain_pos']}" in result.output
+    missing = keyclient(home, "lookup", "nobody@example.org")
+    assert missing.exit_code == 1 and "not found on example.org" in missing.output
+    bad = keyclient(home, "lookup", "not an identity")
+    assert bad.exit_code == 1 and "Error:" in bad.output
+
+
+def test_tokens_add_buy_list(live_server, tmp_path):
+    home = tmp_path / "home"
+    keyclient(home, "server", "add", live_server.url)
+    minted = [line.split('"')[1] for line in live_server.mint(2)]
+    result = keyclient(home, "tokens", "add", *minted)
+    assert result.exit_code == 0 and "added 2 token(s)" in result.output
+    [voucher] = subprocess.run(
+        keyserver_command("vouchers", "create", "--tokens", "5", "--instance",
+                          str(live_server.instance)),
+        check=True, capture_output=True, text=True).stdout.split()
+    result = keyclient(home, "tokens", "buy", voucher, "-n", "3")
+    assert result.exit_code == 0 and "the voucher has 2 left" in result.output, result.output
+    assert "example.org: 5 available" in keyclient(home, "tokens", "list").output
+    refused = keyclient(home, "tokens", "buy", voucher, "-n", "3")
+    assert refused.exit_code == 1 and "2 tokens left" in refused.output
+    bad = keyclient(home, "tokens", "add", "not+base64url")
+    assert bad.exit_code == 2 and "token" in bad.output
+    assert (home / "wallet.sqlite").stat().st_mode & 0o777 == 0o600

@@ -1,0 +1,137 @@
+"""Looking up an identity on a verified local chain (§7.3, §11.3).
+
+For every entry of the identity: fetch its UIDMessageReply by UIDIndex, check it
+names this entry and position, check the server's signature with the key the
+chain says was the server's at that position, open the message with the UIDHash
+the entry gave, and finally check the whole create/update sequence (§4 rules at
+each reply's ``entry.ts``). The server's own keys are found the same way, on
+``keyserver@<server_name>``'s entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .api import KeyserverAPI
+from .encoding import b64decode, b64url_encode, sha256
+from .errors import InvalidMessage, ProtocolError, VerificationError
+from .identity import server_identity
+from .localchain import LocalChain
+from .signedjson import signature_key_ids, verify_signed_json
+from .uidmessage import UIDMessage, decrypt_uid_message, parse_uid_message
+from .uidrules import Latest, Limits, is_current, verify_sequence
+
+#: How long after a rotation replies by the previous key stay acceptable (§11.2).
+ROTATION_OVERLAP_MS = 3600 * 1000
+
+
+@dataclass(frozen=True)
+class Found:
+    """One verified message of an identity, where the chain holds it."""
+
+    pos: int
+    ts: int
+    message: UIDMessage
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    identity: str
+    history: tuple[Found, ...]
+    latest: Latest
+
+    @property
+    def message(self) -> UIDMessage:
+        return self.history[-1].message
+
+    def is_current(self, now_ms: int) -> bool:
+        return is_current(self.latest, now_ms)
+
+
+@dataclass(frozen=True)
+class ServerKey:
+    """A server signing key and the chain position and time it took over."""
+
+    pos: int
+    ts: int
+    pubkey: bytes
+
+
+def _fetch_reply(api: KeyserverAPI, chain: LocalChain, pos: int, uid_hash: bytes) -> dict:
+    entry = chain.entry(pos)
+    try:
+        reply = api.fetch_uid(b64url_encode(sha256(uid_hash)))
+        body = reply["entry"]
+        if b64decode(body["hashchain_entry"], "hashchain_entry") != entry or \
+                body["hashchain_pos"] != pos or type(body["ts"]) is not int:
+            raise VerificationError(f"the reply for position {pos} names another entry")
+    except (KeyError, TypeError, InvalidMessage) as exc:
+        raise VerificationError(f"the reply for position {pos} is malformed: {exc}") from None
+    return reply
+
+
+def _open(reply: dict, uid_hash: bytes, identity: str, pos: int) -> UIDMessage:
+    encrypted = b64decode(reply["entry"]["uid_message_encrypted"], "uid_message_encrypted",
+                          error=VerificationError)
+    try:
+        message = parse_uid_message(decrypt_uid_message(encrypted, uid_hash))
+    except ProtocolError as exc:
+        raise VerificationError(f"the message at position {pos} is malformed: {exc}") from None
+    if message.identity != identity:
+        raise VerificationError(f"the message at position {pos} is for {message.identity}")
+    return message
+
+
+def _check_signature(reply: dict, server_name: str, keys: list[ServerKey], pos: int) -> None:
+    """§11.3 against the chain: the key of the last server entry at or before ``pos``,
+    or the one before it while the reply's ts is within the rotation overlap."""
+    before = [key for key in keys if key.pos <= pos]
+    if not before:
+        raise VerificationError(f"no server key on the chain before position {pos}")
+    allowed = [before[-1].pubkey]
+    if len(before) > 1 and reply["entry"]["ts"] < before[-1].ts + ROTATION_OVERLAP_MS:
+        allowed.append(before[-2].pubkey)
+    for key_id in signature_key_ids(reply, server_name):
+        for pubkey in allowed:
+            try:
+                verify_signed_json(reply, server_name, key_id, pubkey)
+                return
+            except ProtocolError:
+                continue
+    raise VerificationError(f"the reply for position {pos} is not signed by the server key "
+                            "valid at that position")
+
+
+def server_keys(api: KeyserverAPI, chain: LocalChain, server_name: str,
+                limits: Limits) -> list[ServerKey]:
+    """The server's signing keys as its own entries on the chain record them (§7.2)."""
+    own = server_identity(server_name)
+    keys: list[ServerKey] = []
+    messages = []
+    for pos, uid_hash in chain.search(own):
+        reply = _fetch_reply(api, chain, pos, uid_hash)
+        message = _open(reply, uid_hash, own, pos)
+        # A server entry's own reply may be signed by the key it installs (entry 0
+        # always is) or, within the overlap, by the key it replaces.
+        keys = keys + [ServerKey(pos, reply["entry"]["ts"], message.sigkey.pubkey)]
+        _check_signature(reply, server_name, keys, pos)
+        messages.append((message, reply["entry"]["ts"]))
+    if not keys or keys[0].pos != 0:
+        raise VerificationError(f"the chain does not start with {own}")
+    verify_sequence(messages, limits)
+    return keys
+
+
+def lookup(api: KeyserverAPI, chain: LocalChain, server_name: str, identity: str,
+           limits: Limits) -> LookupResult | None:
+    """The identity's verified history and current keys, or None if not on the chain."""
+    keys = server_keys(api, chain, server_name, limits)
+    history = []
+    for pos, uid_hash in chain.search(identity):
+        reply = _fetch_reply(api, chain, pos, uid_hash)
+        _check_signature(reply, server_name, keys, pos)
+        history.append(Found(pos, reply["entry"]["ts"], _open(reply, uid_hash, identity, pos)))
+    if not history:
+        return None
+    latest = verify_sequence([(found.message, found.ts) for found in history], limits)
+    return LookupResult(identity, tuple(history), latest)

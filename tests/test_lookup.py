@@ -1,0 +1,99 @@
+"""Lookup (§7.3, §11.3): found on the verified chain, every reply checked against
+it and signed by the server key of its position, the sequence re-verified; a
+server that lies about a reply is caught."""
+
+import copy
+
+import pytest
+
+from client.api import KeyserverAPI
+from client.encoding import b64decode, b64encode
+from client.errors import VerificationError
+from client.fetcher import RequestsFetcher, Response
+from client.localchain import LocalChain, open_state
+from client.lookup import lookup
+from client.uidrules import Limits
+
+
+@pytest.fixture
+def synced(live_server, tmp_path):
+    def sync(fetcher=None):
+        api = KeyserverAPI(live_server.url, fetcher)
+        chain = LocalChain(open_state(str(tmp_path / "s.sqlite")), str(tmp_path / "c"),
+                           "example.org")
+        chain.sync(api)
+        return api, chain, Limits.from_capabilities(api.capabilities())
+    return sync
+
+
+def test_lookup_finds_current_keys(live_server, users_live, synced):
+    reply = users_live.register("alice@example.org")
+    api, chain, limits = synced()
+    result = lookup(api, chain, "example.org", "alice@example.org", limits)
+    assert [found.pos for found in result.history] == [reply["entry"]["hashchain_pos"]]
+    assert result.message.identity == "alice@example.org"
+    assert result.is_current(result.history[0].ts)
+    assert lookup(api, chain, "example.org", "nobody@example.org", limits) is None
+
+
+class Lying(RequestsFetcher):
+    """Rewrites FetchUID answers with ``how``."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+
+    def _fetch(self, request, max_length):
+        response = super()._fetch(request, max_length)
+        if "/v1/uids/" not in request.url:
+            return response
+        import json
+
+        reply = json.loads(response.body)
+        self.how(reply)
+        return Response(response.status, response.headers, json.dumps(reply).encode())
+
+
+def other_position(reply):
+    reply["entry"]["hashchain_pos"] += 1
+
+
+def bad_signature(reply):
+    sigs = reply["signatures"]["example.org"]
+    key_id = next(iter(sigs))
+    raw = bytearray(b64decode(sigs[key_id]))
+    raw[0] ^= 1
+    sigs[key_id] = b64encode(bytes(raw))
+
+
+def other_key(reply):
+    import nacl.signing
+
+    from client.signedjson import sign_json
+
+    unsigned = {k: v for k, v in reply.items() if k != "signatures"}
+    reply.clear()
+    reply.update(sign_json(unsigned, "example.org", "ed25519:evil",
+                           nacl.signing.SigningKey.generate()))
+
+
+def swapped_message(reply):
+    encrypted = bytearray(b64decode(reply["entry"]["uid_message_encrypted"]))
+    encrypted[-1] ^= 1
+    reply["entry"]["uid_message_encrypted"] = b64encode(bytes(encrypted))
+
+
+@pytest.mark.parametrize("how", [other_position, bad_signature, other_key, swapped_message])
+def test_a_lying_reply_is_caught(live_server, users_live, synced, how):
+    users_live.register("alice@example.org")
+    api, chain, limits = synced(Lying(how))
+    with pytest.raises(VerificationError):
+        lookup(api, chain, "example.org", "alice@example.org", limits)
+
+
+def test_the_chain_must_start_with_the_server(live_server, synced):
+    api, chain, limits = synced()
+    original = copy.copy(chain.search)
+    chain.search = lambda identity: [] if identity.startswith("keyserver@") else original(identity)
+    with pytest.raises(VerificationError, match="does not start with"):
+        lookup(api, chain, "example.org", "alice@example.org", limits)

@@ -7,14 +7,17 @@ and the client's exceptions become a message and exit status 1 in one place.
 from __future__ import annotations
 
 import datetime
+import os
 
 import click
 
+from .accounts import register
 from .api import KeyserverAPI
 from .encoding import b64encode, b64url_decode, now_ms
 from .errors import ChainError, ClientError, ProtocolError
 from .home import Home, default_home
 from .identity import normalize_identity
+from .keystore import Keystore, passphrase_from_env_or_prompt
 from .lookup import lookup
 from .uidrules import Limits
 
@@ -167,3 +170,45 @@ def tokens_list(home: Home) -> None:
             click.echo(f"{name}: {counts.get('available', 0)} available"
                        + "".join(f", {n} {state}" for state, n in sorted(counts.items())
                                  if state != "available"))
+
+
+def _keystore(home: Home) -> Keystore:
+    path = os.path.join(home.path, "keys")
+    new = not os.path.isdir(path) or not os.listdir(path)
+    keystore = Keystore(path, passphrase_from_env_or_prompt(click.prompt, confirm=new))
+    keystore.check_passphrase()
+    return keystore
+
+
+@main.command("register")
+@click.argument("identity")
+@click.option("--server", help="Keyserver name (needed when several are known).")
+@click.option("--escrow-out", type=click.Path(dir_okay=False, writable=True),
+              help="Write the escrow key's paper backup to this file instead of printing it.")
+@click.option("--yes", is_flag=True, help="Do not ask whether the paper backup is saved.")
+@click.pass_obj
+def register_command(home: Home, identity: str, server: str | None, escrow_out: str | None,
+                     yes: bool) -> None:
+    """Register IDENTITY (§13): a new signing key, an escrow key on paper, paid with a
+    token from the wallet, confirmed on the chain."""
+    identity = normalize_identity(identity)
+    name, url = _one_server(home, server)
+    keystore = _keystore(home)
+
+    def deliver(paper: str) -> None:
+        if escrow_out:
+            fd = os.open(escrow_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(paper)
+            click.echo(f"escrow key backup written to {escrow_out}: print it, store the "
+                       "paper safely, then delete the file")
+        else:
+            click.echo(paper)
+
+    def confirm() -> bool:
+        return yes or click.confirm("Is the escrow key backup saved (on paper)?")
+
+    result = register(home, name, url, identity, keystore, deliver_paper=deliver,
+                      confirm=confirm, progress=lambda step: click.echo(f"... {step}"))
+    click.echo(f"registered {identity} on {name} at position {result.pos}; the escrow "
+               "key is now only on your backup")

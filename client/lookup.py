@@ -82,7 +82,7 @@ def _open(reply: dict, uid_hash: bytes, identity: str, pos: int) -> UIDMessage:
     return message
 
 
-def _check_signature(reply: dict, server_name: str, keys: list[ServerKey], pos: int) -> None:
+def check_reply_signature(reply: dict, server_name: str, keys: list[ServerKey], pos: int) -> None:
     """§11.3 against the chain: the key of the last server entry at or before ``pos``,
     or the one before it while the reply's ts is within the rotation overlap."""
     before = [key for key in keys if key.pos <= pos]
@@ -114,7 +114,7 @@ def server_keys(api: KeyserverAPI, chain: LocalChain, server_name: str,
         # A server entry's own reply may be signed by the key it installs (entry 0
         # always is) or, within the overlap, by the key it replaces.
         keys = keys + [ServerKey(pos, reply["entry"]["ts"], message.sigkey.pubkey)]
-        _check_signature(reply, server_name, keys, pos)
+        check_reply_signature(reply, server_name, keys, pos)
         messages.append((message, reply["entry"]["ts"]))
     if not keys or keys[0].pos != 0:
         raise VerificationError(f"the chain does not start with {own}")
@@ -129,7 +129,7 @@ def lookup(api: KeyserverAPI, chain: LocalChain, server_name: str, identity: str
     history = []
     for pos, uid_hash in chain.search(identity):
         reply = _fetch_reply(api, chain, pos, uid_hash)
-        _check_signature(reply, server_name, keys, pos)
+        check_reply_signature(reply, server_name, keys, pos)
         history.append(Found(pos, reply["entry"]["ts"], _open(reply, uid_hash, identity, pos)))
     if not history:
         return None

@@ -20,7 +20,7 @@ import sqlite_utils
 
 from .api import KeyserverAPI
 from .encoding import b64decode, now_ms, sha256
-from .errors import ProtocolError, VerificationError
+from .errors import ClientError, ProtocolError, VerificationError
 from .tokens import (finalize_tokens, format_authorization, parse_spki, parse_token,
                      prepare_blinded_tokens, token_challenge)
 
@@ -36,7 +36,11 @@ CREATE TABLE IF NOT EXISTS tokens (
 """
 
 
-class NoTokens(Exception):
+NO_TOKENS = ("no tokens for {server} left: buy some with a voucher ('keyclient tokens buy') "
+             "or add them ('keyclient tokens add')")
+
+
+class NoTokens(ClientError):
     """The wallet holds no usable token for this server: buy or add some."""
 
 
@@ -64,6 +68,13 @@ class Wallet:
                 " VALUES (?, ?, ?, 'available', ?)",
                 (raw, server, token.key_id, now_ms())).rowcount
         return added
+
+    def require(self, server: str) -> None:
+        """Raise ``NoTokens`` unless a token for ``server`` can be spent (checked before
+        work that would be wasted without one)."""
+        counts = self.count(server)
+        if not counts.get("available", 0) + counts.get("unknown", 0):
+            raise NoTokens(NO_TOKENS.format(server=server))
 
     def count(self, server: str) -> dict[str, int]:
         return dict(self.db.conn.execute(
@@ -101,8 +112,7 @@ class Wallet:
                 "SELECT token FROM tokens WHERE server = ? AND state IN ('available', 'unknown')"
                 " ORDER BY state = 'unknown', added_ts LIMIT 1", (server,)).fetchone()
             if row is None:
-                raise NoTokens(f"no tokens for {server} left: buy some with a voucher "
-                               "('keyclient tokens buy') or add them ('keyclient tokens add')")
+                raise NoTokens(NO_TOKENS.format(server=server))
             self.db.conn.execute("UPDATE tokens SET state = 'reserved' WHERE token = ?", row)
         except BaseException:
             self.db.conn.execute("ROLLBACK")

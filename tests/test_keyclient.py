@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from client.cli import main
@@ -86,3 +87,68 @@ def test_tokens_add_buy_list(live_server, tmp_path):
     bad = keyclient(home, "tokens", "add", "not+base64url")
     assert bad.exit_code == 2 and "token" in bad.output
     assert (home / "wallet.sqlite").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.fixture
+def cheap_keystore(monkeypatch):
+    import client.keystore as keystore
+
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", keystore.KdfParams.cheapest())
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "correct horse")
+
+
+def registered_home(live_server, tmp_path, tokens=1):
+    home = tmp_path / "home"
+    keyclient(home, "server", "add", live_server.url)
+    if tokens:
+        keyclient(home, "tokens", "add", *[t.split('"')[1] for t in live_server.mint(tokens)])
+    return home
+
+
+def test_register_then_lookup(live_server, tmp_path, cheap_keystore):
+    from client.keystore import parse_paper_backup
+
+    home = registered_home(live_server, tmp_path)
+    paper = tmp_path / "escrow.txt"
+    result = keyclient(home, "register", "alice@example.org", "--escrow-out", str(paper),
+                       "--yes")
+    assert result.exit_code == 0, result.output
+    assert "registered alice@example.org on example.org at position 1" in result.output
+    identity, escrow = parse_paper_backup(paper.read_text())
+    assert identity == "alice@example.org"
+    assert paper.stat().st_mode & 0o777 == 0o600
+    names = sorted(p.name for p in (home / "keys").iterdir())
+    assert names == ["alice_at_example.org.sigkey.key"]          # escrow key deleted
+    looked = keyclient(home, "lookup", "alice@example.org")
+    assert "current" in looked.output
+    from client.encoding import b64encode
+    assert f"sigescrow:  {b64encode(bytes(escrow.verify_key))}" in looked.output
+    assert "0 available, 1 spent" in keyclient(home, "tokens", "list").output
+
+
+def test_register_failures_change_nothing(live_server, tmp_path, cheap_keystore):
+    home = registered_home(live_server, tmp_path, tokens=0)
+    no_tokens = keyclient(home, "register", "alice@example.org", "--yes")
+    assert no_tokens.exit_code == 1 and "no tokens for example.org left" in no_tokens.output
+    assert not (home / "keys").exists() or not any((home / "keys").iterdir())
+    keyclient(home, "tokens", "add", *[t.split('"')[1] for t in live_server.mint(1)])
+    cancelled = CliRunner().invoke(main, ["--home", str(home), "register", "bob@example.org"],
+                                   input="n\n")
+    assert cancelled.exit_code == 1 and "cancelled" in cancelled.output
+    assert not any((home / "keys").iterdir())
+    assert "1 available" in keyclient(home, "tokens", "list").output
+    assert keyclient(home, "register", "bob@example.org", "--yes").exit_code == 0
+    other = tmp_path / "other"
+    keyclient(other, "server", "add", live_server.url)
+    keyclient(other, "tokens", "add", *[t.split('"')[1] for t in live_server.mint(1)])
+    taken = keyclient(other, "register", "bob@example.org", "--yes")
+    assert taken.exit_code == 1 and "already registered" in taken.output
+    assert "1 available" in keyclient(other, "tokens", "list").output
+
+
+def test_wrong_passphrase(live_server, tmp_path, cheap_keystore, monkeypatch):
+    home = registered_home(live_server, tmp_path, tokens=2)
+    assert keyclient(home, "register", "alice@example.org", "--yes").exit_code == 0
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "wrong")
+    result = keyclient(home, "register", "bob@example.org", "--yes")
+    assert result.exit_code == 1 and "passphrase" in result.output.lower()

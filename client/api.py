@@ -6,9 +6,10 @@ import json
 from typing import Iterator
 
 from .chainstate import MSGPACK, ChainState, Chunk, parse_chunk
-from .encoding import b64encode
+from .encoding import b64encode, b64url_encode
 from .errors import TransportError
 from .fetcher import Fetcher, Request, RequestsFetcher
+from .keys import KeyEntry
 
 #: Per-entry size bound of a chunk answer (base64 plus quotes and comma).
 _ENTRY_WIRE_BYTES = 210
@@ -76,11 +77,42 @@ class KeyserverAPI:
         """KeyRepository.UpdateUID: the signed UIDMessageReply (not yet verified)."""
         return self._put_uid(message, authorization)
 
+    def lookup(self, identity: str) -> dict:
+        """KeyHashchain.LookupUID: the server's own answer for ``identity`` (not yet
+        verified, and it tells the server whom you look for: the chain search of
+        ``client.lookup`` is the private way)."""
+        return self._get_json(f"/v1/users/{identity}")
+
+    def add_keyinit(self, sigkey: KeyEntry, keyinits: list[dict],
+                    authorization: str | None = None) -> dict:
+        """KeyInitRepository.AddKeyInit: the signed receipt (not yet verified)."""
+        headers = {"Authorization": authorization} if authorization else {}
+        return self._json("POST", "/v1/keyinits",
+                          {"sigkey": sigkey.to_json(), "keyinits": keyinits}, headers)
+
+    def fetch_keyinit(self, sigkeyhash: bytes) -> dict:
+        """KeyInitRepository.FetchKeyInit: one KeyInit (consumed; not yet verified)."""
+        path = f"/v1/keyinits/{b64url_encode(sigkeyhash)}/fetch"
+        return _member(self._json("POST", path), "keyinit", path)
+
+    def flush_keyinit(self, sigkeyhash: bytes, body: dict) -> int:
+        """KeyInitRepository.FlushKeyInit with a signed ``{"ts", "signature"}`` body;
+        returns how many KeyInits were deleted."""
+        path = f"/v1/keyinits/{b64url_encode(sigkeyhash)}/flush"
+        return _member(self._json("POST", path, body), "flushed", path)
+
     def issue_tokens(self, voucher: str, token_key_id: bytes, blinded: list[bytes]) -> dict:
         """Exchange a voucher for blind signatures (§10.3)."""
         return self._json("POST", "/v1/tokens/issue", {
             "voucher": voucher, "token_key_id": b64encode(token_key_id),
             "blinded": [b64encode(item) for item in blinded]})
+
+
+def _member(answer: dict, name: str, path: str):
+    try:
+        return answer[name]
+    except KeyError:
+        raise TransportError(f"{path}: answer has no {name!r}") from None
 
 
 def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10000,

@@ -3,12 +3,18 @@
 Every foreign exception becomes ``TransportError``; an error answer from the
 server becomes the ``ProtocolError`` subclass of its errcode, so callers only
 ever see the protocol's own exception families.
+
+Only 429 ``RATE_LIMITED`` and 503 ``UNAVAILABLE`` are retried, with exponential
+backoff (or the server's ``Retry-After`` when it asks for a short wait): they are
+the answers that say the request did nothing and may simply be sent again. A
+timeout or a dropped connection is not retried, since a write may have happened.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import time
 from dataclasses import dataclass, field
 
 import requests
@@ -38,8 +44,22 @@ class Request:
     body: bytes | None = None
 
 
+#: Statuses that mean "nothing was done, try again later".
+RETRY_STATUSES = frozenset({429, 503})
+
+
 class Fetcher(abc.ABC):
-    """Performs HTTP requests; subclasses implement ``_fetch`` only."""
+    """Performs HTTP requests; subclasses implement ``_fetch`` only.
+
+    ``retries`` extra attempts follow a 429 or 503 answer, the n-th after
+    ``backoff * 2**n`` seconds, or after the answer's ``Retry-After`` if that is at
+    most ``max_wait``; an answer asking for a longer wait is raised at once.
+    """
+
+    retries: int = 4
+    backoff: float = 0.25
+    max_wait: float = 10.0
+    sleep = staticmethod(time.sleep)
 
     @abc.abstractmethod
     def _fetch(self, request: Request, max_length: int) -> Response:
@@ -47,16 +67,30 @@ class Fetcher(abc.ABC):
 
     def fetch(self, request: Request, max_length: int) -> Response:
         """Like ``_fetch`` but any failure to get the bytes is ``TransportError``,
-        and a non-2xx answer is raised as the errcode's ``ProtocolError``."""
-        try:
-            response = self._fetch(request, max_length)
-        except (TransportError, ProtocolError):
-            raise
-        except Exception as exc:
-            raise TransportError(f"{request.method} {request.url}: {exc}") from exc
-        if response.status >= 400:
-            raise error_from_response(request, response)
-        return response
+        and a non-2xx answer is raised as the errcode's ``ProtocolError`` (after the
+        retries of 429 and 503)."""
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._fetch(request, max_length)
+            except (TransportError, ProtocolError):
+                raise
+            except Exception as exc:
+                raise TransportError(f"{request.method} {request.url}: {exc}") from exc
+            if response.status < 400:
+                return response
+            wait = self._retry_wait(response, attempt)
+            if wait is None:
+                break
+            self.sleep(wait)
+        raise error_from_response(request, response)
+
+    def _retry_wait(self, response: Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying ``response``, or None to give up."""
+        if response.status not in RETRY_STATUSES or attempt >= self.retries:
+            return None
+        asked = response.headers.get("retry-after", "")
+        wait = float(asked) if asked.isdigit() else self.backoff * 2 ** attempt
+        return wait if wait <= self.max_wait else None
 
 
 def error_from_response(request: Request, response: Response) -> ProtocolError:

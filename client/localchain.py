@@ -119,48 +119,65 @@ class LocalChain:
             return handle.read(ENTRY_SIZE)
 
     def search(self, identity: str) -> list[tuple[int, bytes]]:
-        """Every ``(position, UIDHash)`` of ``identity`` (§7.3), scanning only the
-        entries this identity was not yet searched in; k1 values missing from the
-        cache are computed on the way and kept. Large scans use every core."""
+        """Every ``(position, UIDHash)`` of ``identity`` (§7.3)."""
+        return self.search_many([identity])[identity]
+
+    def search_many(self, identities: Iterable[str]) -> dict[str, list[tuple[int, bytes]]]:
+        """Every ``(position, UIDHash)`` of each identity (§7.3), in one pass that
+        scans each only in the entries it was not yet searched in; k1 values missing
+        from the cache are computed on the way and kept. Large scans use every core."""
+        identities = list(dict.fromkeys(identities))
+        scans = [(identity, self._scanned(identity)) for identity in identities]
+        scans = [(identity, upto) for identity, upto in scans if upto < self.length]
+        if scans:
+            self._run_scans(scans)
+        found: dict[str, list[tuple[int, bytes]]] = {identity: [] for identity in identities}
+        for identity in identities:
+            found[identity] = [(pos, uid_hash) for pos, uid_hash in self.db.conn.execute(
+                "SELECT pos, uid_hash FROM found WHERE server = ? AND identity = ? ORDER BY pos",
+                (self.server, identity))]
+        return found
+
+    def _scanned(self, identity: str) -> int:
         row = self.db.conn.execute(
             "SELECT upto FROM scanned WHERE server = ? AND identity = ?",
             (self.server, identity)).fetchone()
-        upto = row[0] if row else 0
-        if upto < self.length:
-            global _WORK
-            with open(self.k1_path, "rb") as handle:
-                cached = handle.read(self.length * K1_SIZE)
-            # The k1 file must stay aligned: never scan (and cache) past a gap in it.
-            upto = min(upto, len(cached) // K1_SIZE)
-            _WORK = (self.read(), cached, identity)
-            try:
-                parts = _split(upto, self.length)
-                if len(parts) > 1:
-                    with multiprocessing.get_context("fork").Pool(len(parts)) as pool:
-                        results = pool.map(_search_part, parts)
-                else:
-                    results = [_search_part(parts[0])]
-            finally:
-                _WORK = ()
-            fresh = b"".join(k1 for k1, _ in results)[len(cached) - upto * K1_SIZE:]
-            with open(self.k1_path, "ab") as handle:
-                handle.write(fresh)
-            matches = [match for _, found in results for match in found]
-            with self.db.conn:
-                self.db.conn.executemany(
-                    "INSERT OR IGNORE INTO found (server, identity, pos, uid_hash)"
-                    " VALUES (?, ?, ?, ?)", [(self.server, identity, p, h) for p, h in matches])
-                self.db.conn.execute(
-                    "INSERT INTO scanned (server, identity, upto) VALUES (?, ?, ?)"
-                    " ON CONFLICT (server, identity) DO UPDATE SET upto = excluded.upto",
-                    (self.server, identity, self.length))
-        return [(pos, uid_hash) for pos, uid_hash in self.db.conn.execute(
-            "SELECT pos, uid_hash FROM found WHERE server = ? AND identity = ? ORDER BY pos",
-            (self.server, identity))]
+        return row[0] if row else 0
+
+    def _run_scans(self, scans: list[tuple[str, int]]) -> None:
+        global _WORK
+        with open(self.k1_path, "rb") as handle:
+            cached = handle.read(self.length * K1_SIZE)
+        # The k1 file must stay aligned: computing (and caching) starts at the first
+        # entry some identity needs, never past the end of the cache.
+        start = min([len(cached) // K1_SIZE] + [upto for _, upto in scans])
+        _WORK = (self.read(), cached, scans)
+        try:
+            parts = _split(start, self.length)
+            if len(parts) > 1:
+                with multiprocessing.get_context("fork").Pool(len(parts)) as pool:
+                    results = pool.map(_search_part, parts)
+            else:
+                results = [_search_part(parts[0])]
+        finally:
+            _WORK = ()
+        fresh = b"".join(k1 for k1, _ in results)[len(cached) - start * K1_SIZE:]
+        with open(self.k1_path, "ab") as handle:
+            handle.write(fresh)
+        matches = [match for _, found in results for match in found]
+        with self.db.conn:
+            self.db.conn.executemany(
+                "INSERT OR IGNORE INTO found (server, identity, pos, uid_hash)"
+                " VALUES (?, ?, ?, ?)", [(self.server, *match) for match in matches])
+            self.db.conn.executemany(
+                "INSERT INTO scanned (server, identity, upto) VALUES (?, ?, ?)"
+                " ON CONFLICT (server, identity) DO UPDATE SET upto = excluded.upto",
+                [(self.server, identity, self.length) for identity, _ in scans])
 
 
-#: (entries, cached k1 values, identity) of the search in progress: set before the
-#: worker processes fork, so they share it instead of receiving copies.
+#: (entries, cached k1 values, [(identity, scanned upto)]) of the search in
+#: progress: set before the worker processes fork, so they share it instead of
+#: receiving copies.
 _WORK: tuple = ()
 #: Scans shorter than this are not worth starting processes for.
 PARALLEL_MIN = 200_000
@@ -174,16 +191,22 @@ def _split(start: int, end: int) -> list[tuple[int, int]]:
     return [(low, min(low + step, end)) for low in range(start, end, step)]
 
 
-def _search_part(bounds: tuple[int, int]) -> tuple[bytes, list[tuple[int, bytes]]]:
-    """k1 of entries ``start..end-1`` (from the cache or computed) and the matches."""
-    data, cached, identity = _WORK
+def _search_part(bounds: tuple[int, int]) -> tuple[bytes, list[tuple[str, int, bytes]]]:
+    """k1 of entries ``start..end-1`` (from the cache or computed) and the matches
+    ``(identity, position, UIDHash)`` of every identity not yet scanned there."""
+    data, cached, scans = _WORK
     start, end = bounds
     have = min(end, len(cached) // K1_SIZE)
     sha512 = _sha512
     k1s = cached[start * K1_SIZE:have * K1_SIZE] + b"".join(
         [sha512(data[i:i + 8]).digest()[:32]
          for i in range(max(start, have) * ENTRY_SIZE + 33, end * ENTRY_SIZE + 33, ENTRY_SIZE)])
-    return k1s, list(_scan(data, k1s, identity, start, end))
+    found = []
+    for identity, upto in scans:
+        low = max(start, upto)
+        found.extend((identity, pos, uid_hash) for pos, uid_hash in
+                     _scan(data, k1s[(low - start) * K1_SIZE:], identity, low, end))
+    return k1s, found
 
 
 def _scan(data: bytes, k1s: bytes, identity: str, start: int,

@@ -82,24 +82,31 @@ def _open(reply: dict, uid_hash: bytes, identity: str, pos: int) -> UIDMessage:
     return message
 
 
-def check_reply_signature(reply: dict, server_name: str, keys: list[ServerKey], pos: int) -> None:
-    """§11.3 against the chain: the key of the last server entry at or before ``pos``,
-    or the one before it while the reply's ts is within the rotation overlap."""
+def check_server_signature(obj: dict, ts: int, server_name: str, keys: list[ServerKey],
+                           pos: int, what: str) -> None:
+    """§11.3 against the chain, for a signed object carrying ``ts`` (a reply, a
+    receipt): the key of the last server entry at or before ``pos``, or the one
+    before it while ``ts`` is within the rotation overlap."""
     before = [key for key in keys if key.pos <= pos]
     if not before:
         raise VerificationError(f"no server key on the chain before position {pos}")
     allowed = [before[-1].pubkey]
-    if len(before) > 1 and reply["entry"]["ts"] < before[-1].ts + ROTATION_OVERLAP_MS:
+    if len(before) > 1 and ts < before[-1].ts + ROTATION_OVERLAP_MS:
         allowed.append(before[-2].pubkey)
-    for key_id in signature_key_ids(reply, server_name):
+    for key_id in signature_key_ids(obj, server_name):
         for pubkey in allowed:
             try:
-                verify_signed_json(reply, server_name, key_id, pubkey)
+                verify_signed_json(obj, server_name, key_id, pubkey)
                 return
             except ProtocolError:
                 continue
-    raise VerificationError(f"the reply for position {pos} is not signed by the server key "
-                            "valid at that position")
+    raise VerificationError(f"{what} is not signed by the server key valid at position {pos}")
+
+
+def check_reply_signature(reply: dict, server_name: str, keys: list[ServerKey], pos: int) -> None:
+    """A UIDMessageReply at ``pos``, signed at its ``entry.ts``."""
+    check_server_signature(reply, reply["entry"]["ts"], server_name, keys, pos,
+                           f"the reply for position {pos}")
 
 
 def server_keys(api: KeyserverAPI, chain: LocalChain, server_name: str,
@@ -125,6 +132,8 @@ def server_keys(api: KeyserverAPI, chain: LocalChain, server_name: str,
 def lookup(api: KeyserverAPI, chain: LocalChain, server_name: str, identity: str,
            limits: Limits) -> LookupResult | None:
     """The identity's verified history and current keys, or None if not on the chain."""
+    # One pass over the chain finds both (the server's own entries give its keys).
+    chain.search_many([server_identity(server_name), identity])
     keys = server_keys(api, chain, server_name, limits)
     history = []
     for pos, uid_hash in chain.search(identity):

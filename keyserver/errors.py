@@ -40,6 +40,9 @@ STATUS: dict[str, int] = {
 }
 assert STATUS.keys() == BY_ERRCODE.keys()
 
+#: Seconds a rate-limited client is asked to wait (the limits count per minute).
+RATE_LIMIT_RETRY_S = 60
+
 # Werkzeug's own failures (routing, method, size) in the protocol's vocabulary.
 _HTTP_ERRCODE = {404: "NOT_FOUND", 413: "TOO_LARGE", 429: "RATE_LIMITED", 503: "UNAVAILABLE"}
 
@@ -57,6 +60,9 @@ def handle_protocol_error(exc: ProtocolError) -> Response:
         challenge = www_authenticate()
         if challenge:
             response.headers["WWW-Authenticate"] = challenge
+    elif exc.errcode == "RATE_LIMITED":
+        # The limits are per minute: a client should not hammer before then.
+        response.headers["Retry-After"] = str(RATE_LIMIT_RETRY_S)
     return response
 
 

@@ -492,6 +492,7 @@ def test_fetch_rate_per_sigkeyhash(instance):
         assert [kis.fetch(skh(alice)).status_code for _ in range(3)] == [200] * 3
         response = kis.fetch(skh(alice), environ_base={"REMOTE_ADDR": "192.0.2.7"})
         assert (response.status_code, response.json["errcode"]) == (429, "RATE_LIMITED")
+        assert response.headers["Retry-After"] == "60"
         assert kis.fetch(bytes(32)).json["errcode"] == "NO_KEYINIT"    # another sigkeyhash
     with at(T0 + 59_999):
         assert kis.fetch(skh(alice)).status_code == 429

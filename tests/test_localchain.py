@@ -118,3 +118,34 @@ def test_parallel_search_matches_and_extends_the_k1_cache(live_server, state, tm
     expected = b"".join(hashlib.sha512(data[i * ENTRY_SIZE + 33:i * ENTRY_SIZE + 41]).digest()[:32]
                         for i in range(chain.length))
     assert k1s == expected
+
+
+def test_search_many_scans_each_identity_from_where_it_stopped(live_server, state, tmp_path,
+                                                               users_live, monkeypatch):
+    import client.localchain as localchain
+
+    users_live.register("alice@example.org")
+    load(live_server, 20)
+    chain = LocalChain(state, str(tmp_path / "c"), "example.org")
+    chain.sync(KeyserverAPI(live_server.url))
+    assert [pos for pos, _ in chain.search("alice@example.org")] == [1]      # scanned 0..21
+    users_live.register("bob@example.org")
+    users_live.register("alice@example.org".replace("alice", "carol"))
+    load(live_server, 20)
+    chain.sync(KeyserverAPI(live_server.url))
+    scanned = []
+    original = localchain._scan
+    monkeypatch.setattr(localchain, "_scan", lambda data, k1s, identity, start, end: (
+        scanned.append((identity, start, end)) or original(data, k1s, identity, start, end)))
+    monkeypatch.setattr(localchain.os, "cpu_count", lambda: 1)   # scans in this process
+    found = chain.search_many(["alice@example.org", "bob@example.org", "carol@example.org",
+                               "alice@example.org"])
+    assert {identity: [pos for pos, _ in matches] for identity, matches in found.items()} == {
+        "alice@example.org": [1], "bob@example.org": [22], "carol@example.org": [23]}
+    # alice only over the new entries, the others over everything, each once
+    assert scanned == [("alice@example.org", 22, 44), ("bob@example.org", 0, 44),
+                       ("carol@example.org", 0, 44)]
+    scanned.clear()
+    assert chain.search_many(["bob@example.org", "keyserver@example.org"])[
+        "keyserver@example.org"] == [(0, chain.search("keyserver@example.org")[0][1])]
+    assert scanned == [("keyserver@example.org", 0, 44)]

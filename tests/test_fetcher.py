@@ -1,0 +1,94 @@
+"""The fetcher: errors become the protocol's exceptions; only 429 and 503 are retried."""
+
+import json
+
+import pytest
+
+from client.errors import InvalidMessage, ProtocolError, RateLimited, TransportError, Unavailable
+from client.fetcher import Fetcher, Request, Response
+
+
+def answer(status, errcode=None, headers=None):
+    body = json.dumps({"errcode": errcode, "error": "why"}).encode() if errcode else b"{}"
+    return Response(status, headers or {}, body)
+
+
+class Canned(Fetcher):
+    """Answers from a list, recording requests and waits instead of sleeping."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.requests, self.waits = [], []
+        self.sleep = self.waits.append
+
+    def _fetch(self, request, max_length):
+        self.requests.append(request)
+        result = self.answers.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+def get(fetcher):
+    return fetcher.fetch(Request("GET", "http://ks.test/v1/x"), 1000)
+
+
+def test_success_needs_one_request():
+    fetcher = Canned(answer(200))
+    assert get(fetcher).status == 200
+    assert len(fetcher.requests) == 1 and fetcher.waits == []
+
+
+@pytest.mark.parametrize("status, errcode", [(429, "RATE_LIMITED"), (503, "UNAVAILABLE")])
+def test_busy_answers_are_retried_with_exponential_backoff(status, errcode):
+    fetcher = Canned(answer(status, errcode), answer(status, errcode), answer(200))
+    assert get(fetcher).status == 200
+    assert fetcher.waits == [0.25, 0.5]
+
+
+def test_retry_after_is_honoured_when_short():
+    fetcher = Canned(answer(503, "UNAVAILABLE", {"retry-after": "1"}), answer(200))
+    assert get(fetcher).status == 200
+    assert fetcher.waits == [1.0]
+
+
+def test_a_long_retry_after_is_raised_at_once():
+    fetcher = Canned(answer(429, "RATE_LIMITED", {"retry-after": "60"}))
+    with pytest.raises(RateLimited) as caught:
+        get(fetcher)
+    assert caught.value.status == 429 and fetcher.waits == []
+
+
+def test_retries_end():
+    fetcher = Canned(*[answer(503, "UNAVAILABLE")] * 5)
+    with pytest.raises(Unavailable):
+        get(fetcher)
+    assert len(fetcher.requests) == 5 and fetcher.waits == [0.25, 0.5, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("status, errcode", [(400, "INVALID_MESSAGE"), (500, "UNAVAILABLE"),
+                                             (401, "TOKEN_SPENT")])
+def test_other_errors_are_not_retried(status, errcode):
+    fetcher = Canned(answer(status, errcode), answer(200))
+    with pytest.raises(ProtocolError) as caught:
+        get(fetcher)
+    assert (caught.value.errcode, caught.value.status) == (errcode, status)
+    assert len(fetcher.requests) == 1
+
+
+def test_errcode_becomes_its_class():
+    with pytest.raises(InvalidMessage):
+        get(Canned(answer(400, "INVALID_MESSAGE")))
+
+
+def test_unknown_errcode_keeps_its_name():
+    with pytest.raises(ProtocolError) as caught:
+        get(Canned(answer(418, "TEAPOT")))
+    assert caught.value.errcode == "TEAPOT"
+
+
+def test_transport_failures_are_not_retried():
+    fetcher = Canned(ConnectionResetError("reset"), answer(200))
+    with pytest.raises(TransportError, match="reset"):
+        get(fetcher)
+    assert len(fetcher.requests) == 1

@@ -1,126 +1,355 @@
-"""The user's own identities: registering a pseudonym (§13 steps 2–3).
+"""The user's own identities on one keyserver: register (§13 steps 2–3), update
+(a new sigkey signed by the old one, §4.2), recover (a new sigkey signed by the
+paper escrow key), and checking that the server's replies match the chain (§7.5).
 
-Registration checks on the verified local chain that the pseudonym is free,
-generates SIGKEY and SIGESCROW, hands the escrow key out on paper and waits for
-the user to confirm it is kept, sends the signed UIDMessage paid with a token,
-checks the signed reply, syncs until the entry is on the chain at the promised
-position, and only then deletes the escrow key from the machine. A failure on
-the way leaves no new key and no new state behind.
+Every write follows the same path: sync and look the identity up on the verified
+chain, build and sign the message, pay with a wallet token (when the server
+prices the operation), check that the reply promises our entry, sync until the
+chain holds exactly that entry at the promised position, check the reply's
+signature with the server key of that position (§11.3), and record the reply.
+
+Keys are never lost to a failure halfway. A registration that fails deletes its
+new keys (the escrow key is on paper by then). A new sigkey is kept as
+``<identity>.sigkey.next`` until the chain shows it; if the server refused the
+message it is deleted at once, and if the outcome is unknown (no answer, or a
+reply that did not check out) the next command on the identity settles it from
+the chain: promoted if the chain holds it, deleted if not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import nacl.signing
 
 from .api import KeyserverAPI
-from .encoding import b64decode, now_ms
-from .errors import IdentityTaken, VerificationError
-from .hashchain import open_entry
+from .encoding import b64decode, now_ms, sha256
+from .errors import ClientError, IdentityTaken, ProtocolError, VerificationError
+from .hashchain import ENTRY_SIZE, ZERO_HASH, open_entry, verify_entries
 from .home import Home
 from .keys import ed25519_entry
-from .keystore import Keystore, format_paper_backup
-from .lookup import check_reply_signature, lookup, server_keys
-from .uidmessage import build_uid_content, sign_uid_content, uid_hash
+from .keystore import Keystore, KeyNotFound, format_paper_backup
+from .lookup import LookupResult, check_reply_signature, lookup, server_keys
+from .uidmessage import build_uid_content, sign_uid_content, uid_hash, update_uid_content
 from .uidrules import Limits, is_held
 
-OWN_SCHEMA = """
-CREATE TABLE IF NOT EXISTS own (
+REPLIES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS own_replies (
     server TEXT NOT NULL,
     identity TEXT NOT NULL,
     pos INTEGER NOT NULL,
     msgcount INTEGER NOT NULL,
     reply TEXT NOT NULL,
-    PRIMARY KEY (server, identity)
+    PRIMARY KEY (server, identity, pos)
 )
 """
 #: Lifetime asked for when the server allows more.
 DEFAULT_LIFETIME_MS = 365 * 24 * 3600 * 1000
+#: Room for a client clock that is off from the server's: validity starts this much
+#: earlier and ends this much before the server's limit.
+CLOCK_MARGIN_MS = 5 * 60 * 1000
+#: Syncs tried while waiting for a promised position to reach the chain.
 SYNC_ATTEMPTS = 20
 
 
 def key_name(identity: str, role: str) -> str:
-    """Keystore names allow no ``@``."""
-    return f"{identity.replace('@', '_at_')}.{role}"
+    """Keystore name of one of ``identity``'s keys (names allow no ``@`` and at
+    most 64 characters, so long identities go by a hash)."""
+    base = identity.replace("@", "_at_")
+    if len(base) > 40:
+        base = sha256(identity.encode()).hex()[:40]
+    return f"{base}.{role}"
+
+
+class NotRegistered(ClientError):
+    """The identity is not on the chain (or its keys are not on this machine)."""
 
 
 @dataclass(frozen=True)
-class Registration:
+class Written:
+    """A message the chain now holds at ``pos``, with the server's reply."""
+
     identity: str
+    msgcount: int
     pos: int
     reply: dict
 
 
-def register(home: Home, server: str, url: str, identity: str, keystore: Keystore, *,
-             deliver_paper: Callable[[str], None], confirm: Callable[[], bool],
-             progress: Callable[[str], None] = lambda step: None) -> Registration:
-    """Register ``identity``; see the module docstring for the steps."""
-    home.db.conn.execute(OWN_SCHEMA)
-    api = KeyserverAPI(url)
-    chain = home.chain(server)
-    progress("syncing the chain")
-    chain.sync(api)
-    capabilities = api.capabilities()
-    limits = Limits.from_capabilities(capabilities)
-    now = now_ms()
-    progress(f"checking that {identity} is free")
-    existing = lookup(api, chain, server, identity, limits)
-    if existing is not None and is_held(existing.latest, now, limits.reclaim_grace_ms):
-        raise IdentityTaken(f"{identity} is already registered on {server} "
-                            f"(position {existing.history[-1].pos})")
-    with home.wallet() as wallet:
-        wallet.require(server)
-    sigkey, escrow = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
-    names = [key_name(identity, "sigkey"), key_name(identity, "escrow")]
-    keystore.put_signing_key(names[0], sigkey)
-    keystore.put_signing_key(names[1], escrow)  # until the paper copy is confirmed used
-    try:
-        deliver_paper(format_paper_backup(identity, escrow))
-        if not confirm():
-            raise VerificationError("registration cancelled: the escrow key was not saved")
-        content = build_uid_content(
-            identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,
-            not_after_ts=now + min(DEFAULT_LIFETIME_MS, limits.max_uid_lifetime_ms),
-            lastentry=chain.last_hash, sigescrow=ed25519_entry(escrow),
-            repouris=capabilities.get("keyinitrepository_uris", []))
-        message = sign_uid_content(content, sigkey, escrow_key=escrow)
-        progress("sending the registration")
-        with home.wallet() as wallet, wallet.spend(server) as authorization:
-            reply = api.create_uid(message, authorization)
-        pos = _confirm_on_chain(api, chain, server, identity, message, reply, limits, progress)
-    except BaseException:
-        keystore.delete(names[0])
+class Accounts:
+    """The user's identities on keyserver ``server`` at ``url``; ``keystore`` holds
+    their private keys (None for commands that need none)."""
+
+    def __init__(self, home: Home, server: str, url: str, keystore: Keystore | None = None,
+                 progress: Callable[[str], None] = lambda step: None):
+        self.home, self.server, self.keystore, self.progress = home, server, keystore, progress
+        self.api = KeyserverAPI(url)
+        self.chain = home.chain(server)
+        home.db.conn.execute(REPLIES_SCHEMA)
+        self._capabilities: dict | None = None
+
+    # --- chain and server state ---------------------------------------------------
+
+    @property
+    def capabilities(self) -> dict:
+        if self._capabilities is None:
+            self._capabilities = self.api.capabilities()
+        return self._capabilities
+
+    @property
+    def limits(self) -> Limits:
+        return Limits.from_capabilities(self.capabilities)
+
+    def sync(self, progress: Callable[[int], None] = lambda n: None,
+             expect: dict[int, bytes] | None = None) -> int:
+        """Bring the chain up to date; a chain that contradicts a reply we hold (or
+        the ``expect``ed entries) is refused whole (§7.5)."""
+        self.progress("syncing the chain")
+        expected = {pos: _reply_entry(reply) for _, pos, reply in self.replies()}
+        return self.chain.sync(self.api, progress=progress, expect={**expected, **(expect or {})})
+
+    def lookup(self, identity: str) -> LookupResult | None:
+        return lookup(self.api, self.chain, self.server, identity, self.limits)
+
+    def price(self, operation: str) -> int:
+        return self.capabilities.get("token_prices", {}).get(operation, 1)
+
+    @contextlib.contextmanager
+    def payment(self, operation: str) -> Iterator[str | None]:
+        """An ``Authorization`` value paying for ``operation`` with a wallet token
+        (settled by how the call ends), or None when the server makes it free."""
+        if not self.price(operation):
+            yield None
+            return
+        with self.home.wallet() as wallet, wallet.spend(self.server) as authorization:
+            yield authorization
+
+    def require_tokens(self, operation: str) -> None:
+        """Fail before any work is done when the wallet cannot pay for ``operation``."""
+        if self.price(operation):
+            with self.home.wallet() as wallet:
+                wallet.require(self.server)
+
+    def validity(self) -> tuple[int, int]:
+        """``(not_before_ts, not_after_ts)`` for a new message: from a little before
+        now to as long as the server allows, within a year."""
+        now = now_ms()
+        lifetime = min(DEFAULT_LIFETIME_MS, self.limits.max_uid_lifetime_ms - CLOCK_MARGIN_MS)
+        return now - CLOCK_MARGIN_MS, now + lifetime
+
+    # --- writing ------------------------------------------------------------------
+
+    def register(self, identity: str, *, deliver_paper: Callable[[str], None],
+                 confirm: Callable[[], bool]) -> Written:
+        """Register ``identity`` (§13): a new SIGKEY and SIGESCROW; the escrow key goes
+        to paper and leaves the machine once the chain holds the registration."""
+        keystore = self._keystore()
+        self.sync()
+        self.progress(f"checking that {identity} is free")
+        existing = self.lookup(identity)
+        if existing is not None and is_held(existing.latest, now_ms(),
+                                            self.limits.reclaim_grace_ms):
+            raise IdentityTaken(f"{identity} is already registered on {self.server} "
+                                f"(position {existing.history[-1].pos})")
+        self.require_tokens("create_uid")
+        sigkey, escrow = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+        names = [key_name(identity, "sigkey"), key_name(identity, "escrow")]
+        keystore.put_signing_key(names[0], sigkey)
+        keystore.put_signing_key(names[1], escrow)  # until the paper copy is confirmed used
+        try:
+            deliver_paper(format_paper_backup(identity, escrow))
+            if not confirm():
+                raise ClientError("registration cancelled: the escrow key was not saved")
+            not_before_ts, not_after_ts = self.validity()
+            content = build_uid_content(
+                identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=not_before_ts,
+                not_after_ts=not_after_ts, lastentry=self.chain.last_hash,
+                sigescrow=ed25519_entry(escrow),
+                repouris=self.capabilities.get("keyinitrepository_uris", []))
+            written = self._submit(sign_uid_content(content, sigkey, escrow_key=escrow))
+        except BaseException:
+            keystore.delete(names[0])
+            keystore.delete(names[1])
+            raise
         keystore.delete(names[1])
-        raise
-    with home.db.conn:
-        home.db.conn.execute(
-            "INSERT OR REPLACE INTO own (server, identity, pos, msgcount, reply)"
-            " VALUES (?, ?, ?, 0, ?)", (server, identity, pos, json.dumps(reply)))
-    keystore.delete(names[1])
-    return Registration(identity, pos, reply)
+        return written
+
+    def update(self, identity: str) -> Written:
+        """Replace the sigkey with a new one, signed by the current one (§4.2); this
+        also renews the validity."""
+        keystore = self._keystore()
+        current = self.current(identity)
+        old = self.own_sigkey(identity, current)
+        self.progress("making a new signing key")
+        return self._replace_sigkey(current, lambda content, new: sign_uid_content(
+            content, new, previous_sigkey=old))
+
+    def recover(self, identity: str, escrow: nacl.signing.SigningKey) -> Written:
+        """Replace a lost or compromised sigkey with a new one, authorized by the
+        paper escrow key (§4.2)."""
+        self._keystore()
+        current = self.current(identity)
+        if current.message.sigescrow is None or \
+                current.message.sigescrow.pubkey != bytes(escrow.verify_key):
+            raise ClientError(f"this backup is not the escrow key registered for {identity}")
+        self.progress("making a new signing key")
+        return self._replace_sigkey(current, lambda content, new: sign_uid_content(
+            content, new, escrow_key=escrow))
+
+    def current(self, identity: str) -> LookupResult:
+        """``identity`` looked up on the synced chain, after settling a sigkey change
+        whose outcome was unknown."""
+        self.sync()
+        self.progress(f"looking up {identity} on the chain")
+        result = self.lookup(identity)
+        if result is None:
+            raise NotRegistered(f"{identity} is not on {self.server}'s chain")
+        self._settle_pending(identity, result)
+        self._record(identity, result)
+        return result
+
+    def own_sigkey(self, identity: str, current: LookupResult) -> nacl.signing.SigningKey:
+        """Our private sigkey of ``identity``, which must be the one on the chain."""
+        try:
+            key = self._keystore().get_signing_key(key_name(identity, "sigkey"))
+        except KeyNotFound:
+            raise NotRegistered(f"no signing key of {identity} on this machine: recover it "
+                                "with the escrow backup ('keyclient recover')") from None
+        if ed25519_entry(key) != current.message.sigkey:
+            raise NotRegistered(f"the signing key of {identity} on this machine is not the "
+                                "one on the chain: recover with the escrow backup "
+                                "('keyclient recover')")
+        return key
+
+    def _keystore(self) -> Keystore:
+        if self.keystore is None:
+            raise RuntimeError("this command needs the keystore")
+        return self.keystore
+
+    def _replace_sigkey(self, current: LookupResult,
+                        sign: Callable[[dict, nacl.signing.SigningKey], dict]) -> Written:
+        keystore = self._keystore()
+        identity = current.identity
+        self.require_tokens("update_uid")
+        new = nacl.signing.SigningKey.generate()
+        pending = key_name(identity, "sigkey.next")
+        keystore.put_signing_key(pending, new, overwrite=True)
+        not_before_ts, not_after_ts = self.validity()
+        content = update_uid_content(current.message, ed25519_entry(new),
+                                     not_before_ts=not_before_ts, not_after_ts=not_after_ts,
+                                     lastentry=self.chain.last_hash)
+        written = self._submit(sign(content, new), pending=pending)
+        keystore.put_signing_key(key_name(identity, "sigkey"), new, overwrite=True)
+        keystore.delete(pending)
+        return written
+
+    def _settle_pending(self, identity: str, current: LookupResult) -> None:
+        keystore = self._keystore()
+        pending = key_name(identity, "sigkey.next")
+        if pending not in keystore.names():
+            return
+        key = keystore.get_signing_key(pending)
+        if ed25519_entry(key) == current.message.sigkey:
+            self.progress("an earlier key change did reach the chain: using its key")
+            keystore.put_signing_key(key_name(identity, "sigkey"), key, overwrite=True)
+        keystore.delete(pending)
+
+    def _submit(self, message: dict, *, pending: str | None = None) -> Written:
+        """Send, pay, and confirm on the chain; see the module docstring."""
+        content = message["content"]
+        create = content["msgcount"] == 0
+        self.progress("sending the " + ("registration" if create else "update"))
+        send = self.api.create_uid if create else self.api.update_uid
+        try:
+            with self.payment("create_uid" if create else "update_uid") as authorization:
+                reply = send(message, authorization)
+        except ProtocolError:
+            if pending is not None:   # refused: the server changed nothing
+                self._keystore().delete(pending)
+            raise
+        pos = self._confirm_on_chain(content["identity"], message, reply)
+        written = Written(content["identity"], content["msgcount"], pos, reply)
+        with self.home.db.conn:
+            self.home.db.conn.execute(
+                "INSERT OR REPLACE INTO own_replies (server, identity, pos, msgcount, reply)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (self.server, written.identity, pos, written.msgcount, json.dumps(reply)))
+        return written
+
+    def _confirm_on_chain(self, identity: str, message: dict, reply: dict) -> int:
+        """The reply must promise our entry; the chain must then hold exactly it there,
+        signed by the server key of that position (§11.3)."""
+        try:
+            pos = reply["entry"]["hashchain_pos"]
+            entry = b64decode(reply["entry"]["hashchain_entry"], "hashchain_entry",
+                              error=VerificationError)
+            if type(pos) is not int or type(reply["entry"]["ts"]) is not int:
+                raise TypeError("hashchain_pos and ts must be integers")
+        except (KeyError, TypeError) as exc:
+            raise VerificationError(f"malformed reply: {exc}") from None
+        if open_entry(entry, identity) != uid_hash(message):
+            raise VerificationError("the reply's chain entry is not our message")
+        self.progress(f"waiting for position {pos} on the chain")
+        for _ in range(SYNC_ATTEMPTS):
+            if self.chain.length > pos:
+                break
+            self.sync(expect={pos: entry})
+        if self.chain.length <= pos or self.chain.entry(pos) != entry:
+            raise VerificationError(f"the chain does not hold our entry at position {pos}")
+        check_reply_signature(reply, self.server,
+                              server_keys(self.api, self.chain, self.server, self.limits), pos)
+        return pos
+
+    def _record(self, identity: str, result: LookupResult) -> None:
+        """Keep the verified replies of an identity we own (found by lookup)."""
+        with self.home.db.conn:
+            self.home.db.conn.executemany(
+                "INSERT OR IGNORE INTO own_replies (server, identity, pos, msgcount, reply)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(self.server, identity, found.pos, found.message.msgcount,
+                  json.dumps(found.reply)) for found in result.history])
+
+    # --- checking -----------------------------------------------------------------
+
+    def replies(self) -> list[tuple[str, int, dict]]:
+        """``(identity, pos, reply)`` of every reply we hold for our identities here."""
+        return [(identity, pos, json.loads(reply)) for identity, pos, reply in
+                self.home.db.conn.execute(
+                    "SELECT identity, pos, reply FROM own_replies WHERE server = ?"
+                    " ORDER BY pos", (self.server,))]
+
+    def check_replies(self) -> int:
+        """Each reply we hold must match the chain's entry at its position (§7.5);
+        return how many the chain covers so far."""
+        checked = 0
+        for identity, pos, reply in self.replies():
+            if pos >= self.chain.length:
+                continue
+            if self.chain.entry(pos) != _reply_entry(reply):
+                raise VerificationError(
+                    f"the chain no longer holds {identity}'s entry at position {pos}: the "
+                    "server rewrote history", position=pos)
+            checked += 1
+        return checked
+
+    def verify(self) -> int:
+        """Re-verify every link of the local chain from its first entry, then our
+        replies against it and their signatures; return how many replies."""
+        self.progress(f"re-verifying {self.chain.length} entries")
+        data = self.chain.read()
+        entries = [data[i:i + ENTRY_SIZE] for i in range(0, len(data), ENTRY_SIZE)]
+        if verify_entries(entries, ZERO_HASH) != self.chain.last_hash:
+            raise VerificationError("the local chain does not end in the verified hash")
+        checked = self.check_replies()
+        keys = server_keys(self.api, self.chain, self.server, self.limits)
+        for _, pos, reply in self.replies():
+            if pos < self.chain.length:
+                check_reply_signature(reply, self.server, keys, pos)
+        return checked
 
 
-def _confirm_on_chain(api: KeyserverAPI, chain, server: str, identity: str, message: dict,
-                      reply: dict, limits: Limits, progress: Callable[[str], None]) -> int:
-    """The reply must promise our entry; the chain must then hold exactly it there,
-    signed by the server key of that position (§11.3)."""
-    try:
-        pos = reply["entry"]["hashchain_pos"]
-        entry = b64decode(reply["entry"]["hashchain_entry"], "hashchain_entry",
-                          error=VerificationError)
-    except (KeyError, TypeError) as exc:
-        raise VerificationError(f"malformed registration reply: {exc}") from None
-    if open_entry(entry, identity) != uid_hash(message):
-        raise VerificationError("the reply's chain entry is not our registration")
-    progress(f"waiting for position {pos} on the chain")
-    for _ in range(SYNC_ATTEMPTS):
-        if chain.length > pos:
-            break
-        chain.sync(api)
-    if chain.length <= pos or chain.entry(pos) != entry:
-        raise VerificationError(f"the chain does not hold our entry at position {pos}")
-    check_reply_signature(reply, server, server_keys(api, chain, server, limits), pos)
-    return pos
+def _reply_entry(reply: dict) -> bytes:
+    return b64decode(reply["entry"]["hashchain_entry"], "hashchain_entry",
+                     error=VerificationError)

@@ -7,7 +7,7 @@ from typing import Iterator
 
 from .chainstate import MSGPACK, ChainState, Chunk, parse_chunk
 from .encoding import b64encode, b64url_encode
-from .errors import TransportError
+from .errors import ChainError, TransportError
 from .fetcher import Fetcher, Request, RequestsFetcher
 from .keys import KeyEntry
 
@@ -120,12 +120,17 @@ def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10
     """Fetch and verify the chain from ``state.length`` to the head, chunk by chunk,
     yielding each verified chunk's entries (the caller persists them).
 
-    It stops at the first short chunk: only those come from the head, whereas a
-    complete chunk may come from a cache with an older ``head_pos``."""
+    It stops at the first short chunk that reaches its ``head_pos``: only short
+    chunks come from the head, whereas a complete chunk may come from a cache with an
+    older ``head_pos``. (A short chunk below its ``head_pos`` met an append between
+    two reads of the server: the next request gets the rest.)"""
     while True:
         chunk = api.fetch_hashchain(state.length, chunk_size, use_msgpack=use_msgpack)
         entries = state.accept(chunk)
         if entries:
             yield entries
-        if len(entries) < chunk_size:
+        if len(entries) < chunk_size and chunk.head_pos < state.length:
             return
+        if not entries:
+            raise ChainError(f"the server names head {chunk.head_pos} but serves no entry "
+                             f"at {state.length}", position=state.length)

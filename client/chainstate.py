@@ -14,7 +14,7 @@ import msgpack
 
 from .encoding import b64decode
 from .errors import ChainError, TransportError
-from .hashchain import ENTRY_SIZE, ZERO_HASH, verify_entries
+from .hashchain import ZERO_HASH, verify_entries
 
 MSGPACK = "application/msgpack"
 
@@ -42,8 +42,8 @@ def parse_chunk(body: bytes, content_type: str) -> Chunk:
                 raise TransportError("hashchain chunk: entries must be binary")
         else:
             obj = json.loads(body)
-            entries = [b64decode(e, "entry", length=ENTRY_SIZE, error=TransportError)
-                       for e in obj["entries"]]
+            # Wrong lengths are left to verify_entries, which names the position.
+            entries = [b64decode(e, "entry", error=TransportError) for e in obj["entries"]]
         return Chunk(_int(obj["first_pos"], "first_pos"), _int(obj["head_pos"], "head_pos"),
                      entries)
     except TransportError:
@@ -64,13 +64,13 @@ class ChainState:
         if chunk.first_pos != self.length:
             raise ChainError(f"chunk starts at {chunk.first_pos}, expected {self.length}",
                              position=self.length)
-        if chunk.head_pos < chunk.first_pos + len(chunk.entries) - 1:
-            raise ChainError(f"chunk claims head {chunk.head_pos} before its own entries",
-                             position=self.length)
         if chunk.head_pos < self.length - 1:
             # The server forgot entries we verified: a rollback or a fork.
             raise ChainError(f"server head {chunk.head_pos} is behind the verified chain "
                              f"of {self.length} entries", position=chunk.head_pos + 1)
+        if chunk.head_pos < chunk.first_pos + len(chunk.entries) - 1:
+            raise ChainError(f"chunk claims head {chunk.head_pos} before its own entries",
+                             position=self.length)
         self.last_hash = verify_entries(chunk.entries, self.last_hash, self.length)
         self.length += len(chunk.entries)
         return chunk.entries

@@ -7,19 +7,19 @@ and the client's exceptions become a message and exit status 1 in one place.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 
 import click
 
-from .accounts import register
+from . import keyinits
+from .accounts import Accounts
 from .api import KeyserverAPI
 from .encoding import b64encode, b64url_decode, now_ms
 from .errors import ChainError, ClientError, ProtocolError
 from .home import Home, default_home
 from .identity import normalize_identity
-from .keystore import Keystore, passphrase_from_env_or_prompt
-from .lookup import lookup
-from .uidrules import Limits
+from .keystore import Keystore, parse_paper_backup, passphrase_from_env_or_prompt
 
 
 class _Group(click.Group):
@@ -40,6 +40,9 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, home: str) -> None:
     ctx.obj = Home(home)
+
+
+_server_option = click.option("--server", help="Keyserver name (needed when several are known).")
 
 
 @main.group("server", help="The keyservers this client knows.")
@@ -74,13 +77,20 @@ def sync(home: Home, server: str | None) -> None:
     if not servers:
         _one_server(home, server)   # raises the right message
     for name, url in servers:
-        chain = home.chain(name)
-        api = KeyserverAPI(url)
-        head = api.fetch_head()["pos"] + 1
-        with click.progressbar(length=max(head - chain.length, 0),
+        accounts = Accounts(home, name, url)
+        head = accounts.api.fetch_head()["pos"] + 1
+        with click.progressbar(length=max(head - accounts.chain.length, 0),
                                label=f"syncing {name}") as bar:
-            added = chain.sync(api, progress=bar.update)
-        click.echo(f"{name}: {added} new entries, {chain.length} verified")
+            added = accounts.sync(progress=bar.update)
+        click.echo(f"{name}: {added} new entries, {accounts.chain.length} verified")
+
+
+def _identity(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An identity as the user typed it, normalized (§2)."""
+    try:
+        return normalize_identity(value)
+    except ProtocolError as exc:
+        raise click.BadParameter(exc.message) from None
 
 
 def _one_server(home: Home, server: str | None) -> tuple[str, str]:
@@ -94,20 +104,18 @@ def _one_server(home: Home, server: str | None) -> tuple[str, str]:
 
 
 @main.command("lookup")
-@click.argument("identity")
-@click.option("--server", help="Keyserver name (needed when several are known).")
+@click.argument("identity", callback=_identity)
+@_server_option
 @click.pass_obj
 def lookup_command(home: Home, identity: str, server: str | None) -> None:
     """Sync, search the whole chain for IDENTITY, verify every message of it and
     print its current keys. Exit status 1 when it is not on the chain."""
-    identity = normalize_identity(identity)
-    name, url = _one_server(home, server)
-    api = KeyserverAPI(url)
-    chain = home.chain(name)
-    chain.sync(api)
-    result = lookup(api, chain, name, identity, Limits.from_capabilities(api.capabilities()))
+    accounts = _accounts(home, server, keys=False)
+    accounts.sync()
+    result = accounts.lookup(identity)
     if result is None:
-        click.echo(f"{identity}: not found on {name} ({chain.length} entries searched)")
+        click.echo(f"{identity}: not found on {accounts.server} "
+                   f"({accounts.chain.length} entries searched)")
         raise SystemExit(1)
     message = result.message
     status = "current" if result.is_current(now_ms()) else "EXPIRED: do not use these keys"
@@ -150,7 +158,7 @@ def tokens_add(home: Home, tokens: tuple[str, ...], server: str | None) -> None:
 @click.argument("voucher")
 @click.option("-n", "count", type=click.IntRange(1, 100), default=10, show_default=True,
               help="How many tokens to buy with the voucher.")
-@click.option("--server", help="Keyserver name (needed when several are known).")
+@_server_option
 @click.pass_obj
 def tokens_buy(home: Home, voucher: str, count: int, server: str | None) -> None:
     """Exchange VOUCHER for N unlinkable tokens (blind issuance)."""
@@ -180,9 +188,16 @@ def _keystore(home: Home) -> Keystore:
     return keystore
 
 
+def _accounts(home: Home, server: str | None, *, keys: bool = True) -> Accounts:
+    """The user's identities on the named (or only) server, reporting progress."""
+    name, url = _one_server(home, server)
+    return Accounts(home, name, url, _keystore(home) if keys else None,
+                    progress=lambda step: click.echo(f"... {step}", err=True))
+
+
 @main.command("register")
-@click.argument("identity")
-@click.option("--server", help="Keyserver name (needed when several are known).")
+@click.argument("identity", callback=_identity)
+@_server_option
 @click.option("--escrow-out", type=click.Path(dir_okay=False, writable=True),
               help="Write the escrow key's paper backup to this file instead of printing it.")
 @click.option("--yes", is_flag=True, help="Do not ask whether the paper backup is saved.")
@@ -191,9 +206,7 @@ def register_command(home: Home, identity: str, server: str | None, escrow_out: 
                      yes: bool) -> None:
     """Register IDENTITY (§13): a new signing key, an escrow key on paper, paid with a
     token from the wallet, confirmed on the chain."""
-    identity = normalize_identity(identity)
-    name, url = _one_server(home, server)
-    keystore = _keystore(home)
+    accounts = _accounts(home, server)
 
     def deliver(paper: str) -> None:
         if escrow_out:
@@ -208,7 +221,98 @@ def register_command(home: Home, identity: str, server: str | None, escrow_out: 
     def confirm() -> bool:
         return yes or click.confirm("Is the escrow key backup saved (on paper)?")
 
-    result = register(home, name, url, identity, keystore, deliver_paper=deliver,
-                      confirm=confirm, progress=lambda step: click.echo(f"... {step}"))
-    click.echo(f"registered {identity} on {name} at position {result.pos}; the escrow "
-               "key is now only on your backup")
+    written = accounts.register(identity, deliver_paper=deliver, confirm=confirm)
+    click.echo(f"registered {identity} on {accounts.server} at position {written.pos}; the "
+               "escrow key is now only on your backup")
+
+
+@main.command("update")
+@click.argument("identity", callback=_identity)
+@_server_option
+@click.pass_obj
+def update_command(home: Home, identity: str, server: str | None) -> None:
+    """Give IDENTITY a new signing key, signed by the current one (also renews its
+    validity)."""
+    accounts = _accounts(home, server)
+    written = accounts.update(identity)
+    click.echo(f"updated {identity} (msgcount {written.msgcount}) at position {written.pos}")
+
+
+@main.command("recover")
+@click.argument("identity", callback=_identity)
+@click.option("--escrow", "escrow_file", type=click.File("r"), required=True,
+              help="The escrow key's paper backup, typed into a file ('-' reads stdin).")
+@_server_option
+@click.pass_obj
+def recover_command(home: Home, identity: str, escrow_file, server: str | None) -> None:
+    """Give IDENTITY a new signing key authorized by the paper escrow key (when the
+    signing key is lost or stolen)."""
+    backup_identity, escrow = parse_paper_backup(escrow_file.read())
+    if backup_identity != identity:
+        raise click.ClickException(f"the backup is for {backup_identity}, not {identity}")
+    accounts = _accounts(home, server)
+    written = accounts.recover(identity, escrow)
+    click.echo(f"recovered {identity} (msgcount {written.msgcount}) at position "
+               f"{written.pos} with a new signing key")
+
+
+@main.group("keyinit", help="KeyInits: single-use session keys for senders.")
+def keyinit_group() -> None:
+    pass
+
+
+@keyinit_group.command("publish")
+@click.argument("identity", callback=_identity)
+@click.option("-n", "count", type=click.IntRange(1), default=10, show_default=True,
+              help="How many KeyInits to upload (one request, one token).")
+@click.option("--fallback", is_flag=True,
+              help="Fallback KeyInits, handed out again when the others are used up.")
+@click.option("--days", type=click.IntRange(1), help="Lifetime (default: the server's most).")
+@_server_option
+@click.pass_obj
+def keyinit_publish(home: Home, identity: str, count: int, fallback: bool, days: int | None,
+                    server: str | None) -> None:
+    """Upload N KeyInits of IDENTITY (-n); their private keys stay here."""
+    accounts = _accounts(home, server)
+    published = keyinits.publish(accounts, identity, count, fallback=fallback,
+                                 lifetime_ms=days * 24 * 3600 * 1000 if days else None)
+    kind = "fallback KeyInit(s)" if fallback else "KeyInit(s)"
+    click.echo(f"published {published.count} {kind} of {identity} to {published.repouri}, "
+               f"valid until {_iso(published.not_after_ts)}")
+
+
+@keyinit_group.command("fetch")
+@click.argument("identity", callback=_identity)
+@_server_option
+@click.pass_obj
+def keyinit_fetch(home: Home, identity: str, server: str | None) -> None:
+    """As a sender: find IDENTITY on the chain, fetch one of its KeyInits, verify it
+    with IDENTITY's signing key and print the opened session anchor as JSON."""
+    fetched = keyinits.fetch(_accounts(home, server, keys=False), identity)
+    click.echo(json.dumps(fetched.to_json(), indent=2, sort_keys=True))
+
+
+@keyinit_group.command("flush")
+@click.argument("identity", callback=_identity)
+@_server_option
+@click.pass_obj
+def keyinit_flush(home: Home, identity: str, server: str | None) -> None:
+    """Delete every KeyInit of IDENTITY that the server still holds."""
+    flushed = keyinits.flush(_accounts(home, server), identity)
+    click.echo(f"flushed {flushed} KeyInit(s) of {identity}")
+
+
+@main.command("verify")
+@_server_option
+@click.pass_obj
+def verify_command(home: Home, server: str | None) -> None:
+    """Re-verify the local chain of every server (or SERVER) from its first entry, and
+    that the server's replies for your identities match it."""
+    servers = [(name, url) for name, url in home.servers() if server in (None, name)]
+    if not servers:
+        _one_server(home, server)   # raises the right message
+    for name, url in servers:
+        accounts = Accounts(home, name, url)
+        replies = accounts.verify()
+        click.echo(f"{name}: {accounts.chain.length} entries verified, {replies} of your "
+                   "replies match the chain")

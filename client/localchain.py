@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import sqlite_utils
 
 from .api import KeyserverAPI, download_chain
 from .chainstate import ChainState
+from .encoding import b64decode
+from .errors import ChainError, VerificationError
 from .hashchain import ENTRY_SIZE, ZERO_HASH, open_entry
 
 K1_SIZE = 32
@@ -95,28 +97,63 @@ class LocalChain:
         self.length, self.last_hash = state.length, state.last_hash
 
     def sync(self, api: KeyserverAPI, *, chunk_size: int = 10000,
-             progress: Callable[[int], None] = lambda n: None) -> int:
+             progress: Callable[[int], None] = lambda n: None,
+             expect: Mapping[int, bytes] | None = None) -> int:
         """Download and verify everything after the local head; return how many new
-        entries. A chunk that fails verification raises, and nothing of it is kept."""
+        entries. Nothing of a sync that fails is kept (§7.5: a chain that does not
+        verify is rejected whole): not a bad chunk, not the good chunks before it,
+        not a chain whose entry at a position in ``expect`` (replies we hold) differs,
+        nor one that the server's current head contradicts."""
         state = self.state()
         start = self.length
-        with open(self.entries_path, "ab") as handle:
-            for entries in download_chain(api, state, chunk_size=chunk_size):
-                handle.write(b"".join(entries))
-                progress(len(entries))
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(self.entries_path, "ab") as handle:
+                for entries in download_chain(api, state, chunk_size=chunk_size):
+                    handle.write(b"".join(entries))
+                    progress(len(entries))
+                handle.flush()
+                os.fsync(handle.fileno())
+            for pos, entry in sorted((expect or {}).items()):
+                if start <= pos < state.length and self._read_entry(pos) != entry:
+                    raise VerificationError(
+                        f"the chain holds another entry at position {pos} than the server's "
+                        "signed reply for it: the server rewrote history", position=pos)
+            self._check_head(api.fetch_head(), state.length)
+        except BaseException:
+            with open(self.entries_path, "ab") as handle:
+                handle.truncate(start * ENTRY_SIZE)
+            raise
         self._commit(state)
         return self.length - start
+
+    def _check_head(self, head: dict, length: int) -> None:
+        """A head the chain already covers must be the entry it holds there (else the
+        server forked the chain without making it longer)."""
+        try:
+            pos, entry = head["pos"], b64decode(head["entry"], "head entry",
+                                                error=VerificationError)
+        except (KeyError, TypeError):
+            raise VerificationError("the server's head is malformed") from None
+        if type(pos) is not int or pos < 0:
+            raise VerificationError("the server's head is malformed")
+        if pos < length and self._read_entry(pos) != entry:
+            raise ChainError(f"the server's head at position {pos} is not the entry the "
+                             "verified chain holds there: a fork", position=pos)
+
+    def _read_entry(self, pos: int) -> bytes:
+        with open(self.entries_path, "rb") as handle:
+            handle.seek(pos * ENTRY_SIZE)
+            return handle.read(ENTRY_SIZE)
 
     def read(self) -> bytes:
         with open(self.entries_path, "rb") as handle:
             return handle.read(self.length * ENTRY_SIZE)
 
     def entry(self, pos: int) -> bytes:
-        with open(self.entries_path, "rb") as handle:
-            handle.seek(pos * ENTRY_SIZE)
-            return handle.read(ENTRY_SIZE)
+        """The verified entry at ``pos``."""
+        if not 0 <= pos < self.length:
+            raise IndexError(f"position {pos} is not on the verified chain")
+        return self._read_entry(pos)
 
     def search(self, identity: str) -> list[tuple[int, bytes]]:
         """Every ``(position, UIDHash)`` of ``identity`` (§7.3)."""

@@ -27,11 +27,13 @@ ROTATION_OVERLAP_MS = 3600 * 1000
 
 @dataclass(frozen=True)
 class Found:
-    """One verified message of an identity, where the chain holds it."""
+    """One verified message of an identity, where the chain holds it, and the
+    server's signed reply that vouches for it."""
 
     pos: int
     ts: int
     message: UIDMessage
+    reply: dict
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,8 @@ def lookup(api: KeyserverAPI, chain: LocalChain, server_name: str, identity: str
     for pos, uid_hash in chain.search(identity):
         reply = _fetch_reply(api, chain, pos, uid_hash)
         check_reply_signature(reply, server_name, keys, pos)
-        history.append(Found(pos, reply["entry"]["ts"], _open(reply, uid_hash, identity, pos)))
+        history.append(Found(pos, reply["entry"]["ts"], _open(reply, uid_hash, identity, pos),
+                             reply))
     if not history:
         return None
     latest = verify_sequence([(found.message, found.ts) for found in history], limits)

@@ -110,7 +110,7 @@ class Wallet:
         try:
             row = self.db.conn.execute(
                 "SELECT token FROM tokens WHERE server = ? AND state IN ('available', 'unknown')"
-                " ORDER BY state = 'unknown', added_ts LIMIT 1", (server,)).fetchone()
+                " ORDER BY state = 'unknown', added_ts, rowid LIMIT 1", (server,)).fetchone()
             if row is None:
                 raise NoTokens(NO_TOKENS.format(server=server))
             self.db.conn.execute("UPDATE tokens SET state = 'reserved' WHERE token = ?", row)

@@ -24,7 +24,10 @@ def fetch_hashchain() -> Response:
                       maximum=current_app.config["MAX_CHUNK"])
     use_msgpack = wants_msgpack()
     db = get_db()
-    entries = chainstore.read_entries(db, start, count)
+    # The head first, and no entry past it: head_pos and entries agree even when an
+    # append lands between the two reads.
+    head = chainstore.head(db)
+    entries = chainstore.read_entries(db, start, max(0, min(count, head.pos + 1 - start)))
     complete = len(entries) == count
     etag = None
     if complete:
@@ -34,7 +37,6 @@ def fetch_hashchain() -> Response:
             response = Response(status=304)
             _cache_headers(response, etag)
             return response
-    head = chainstore.head(db)
     body = {"first_pos": start, "head_pos": head.pos}
     if use_msgpack:
         body["entries"] = entries

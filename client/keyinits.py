@@ -1,0 +1,177 @@
+"""The client side of the KeyInit repository (§9, §13 steps 3–4): the owner
+publishes and flushes KeyInits, a sender fetches and opens one.
+
+The owner keeps each KeyInit's X25519 private key in the keystore
+(``<identity>.pf.<msgcount>``): a sender who fetched the KeyInit will start a
+session with it. KeyInit msgcounts must grow forever per sigkey, also across
+machines and lost state, so a batch starts at the larger of the last msgcount
+used here plus one and the current time in milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nacl.public
+
+from .accounts import CLOCK_MARGIN_MS, Accounts, key_name
+from .api import KeyserverAPI
+from .encoding import b64encode, now_ms
+from .errors import ClientError, NoKeyinit, ProtocolError, VerificationError
+from .keyinit import (SessionAnchor, build_keyinit, build_session_anchor, keyinit_hash,
+                      open_keyinit, sigkeyhash, sign_flush)
+from .keys import X25519, KeyEntry, ed25519_entry
+from .lookup import check_server_signature, server_keys
+
+MSGCOUNT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keyinit_msgcounts (
+    server TEXT NOT NULL,
+    sigkeyhash BLOB NOT NULL,
+    msgcount INTEGER NOT NULL,
+    PRIMARY KEY (server, sigkeyhash)
+)
+"""
+
+
+@dataclass(frozen=True)
+class Published:
+    count: int
+    fallback: bool
+    not_after_ts: int
+    repouri: str
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A KeyInit a sender fetched and verified, and its opened session anchor."""
+
+    identity: str
+    repouri: str
+    keyinit: dict
+    anchor: SessionAnchor
+
+    def to_json(self) -> dict:
+        contents = self.keyinit["contents"]
+        return {"identity": self.identity, "repouri": self.repouri,
+                "msgcount": contents["msgcount"], "fallback": contents["fallback"],
+                "not_before_ts": contents["not_before_ts"],
+                "not_after_ts": contents["not_after_ts"],
+                "sessionanchor": {"mixaddress": self.anchor.mixaddress,
+                                  "nymaddress": self.anchor.nymaddress,
+                                  "pfkeys": [key.to_json() for key in self.anchor.pfkeys]}}
+
+
+def _repouri(accounts: Accounts) -> str:
+    uris = accounts.capabilities.get("keyinitrepository_uris") or []
+    if not uris:
+        raise VerificationError(f"{accounts.server} names no KeyInit repository")
+    return uris[0]
+
+
+def _next_msgcount(accounts: Accounts, key_hash: bytes, count: int) -> int:
+    """Reserve ``count`` msgcounts for a batch (recorded before it is sent, so a
+    failed batch never has its msgcounts reused)."""
+    db = accounts.home.db
+    db.conn.execute(MSGCOUNT_SCHEMA)
+    row = db.conn.execute("SELECT msgcount FROM keyinit_msgcounts WHERE server = ? AND "
+                          "sigkeyhash = ?", (accounts.server, key_hash)).fetchone()
+    first = max(now_ms(), row[0] + 1 if row else 0)
+    with db.conn:
+        db.conn.execute(
+            "INSERT INTO keyinit_msgcounts (server, sigkeyhash, msgcount) VALUES (?, ?, ?)"
+            " ON CONFLICT (server, sigkeyhash) DO UPDATE SET msgcount = excluded.msgcount",
+            (accounts.server, key_hash, first + count - 1))
+    return first
+
+
+def publish(accounts: Accounts, identity: str, count: int, *, fallback: bool = False,
+            lifetime_ms: int | None = None) -> Published:
+    """Make, upload and pay for ``count`` KeyInits of ``identity`` (one batch)."""
+    limits = accounts.capabilities["limits"]
+    if not 1 <= count <= limits["max_keyinits_per_request"]:
+        raise ClientError(f"{accounts.server} takes 1 to {limits['max_keyinits_per_request']} "
+                          "KeyInits per request")
+    current = accounts.current(identity)
+    if not current.is_current(now_ms()):
+        raise ClientError(f"{identity} is not current: update it first ('keyclient update')")
+    sigkey = accounts.own_sigkey(identity, current)
+    accounts.require_tokens("add_keyinit")
+    keystore = accounts.keystore
+    assert keystore is not None
+    repouri = _repouri(accounts)
+    now = now_ms()
+    lifetime = min(lifetime_ms or limits["max_keyinit_lifetime_ms"],
+                   limits["max_keyinit_lifetime_ms"] - CLOCK_MARGIN_MS)
+    not_after_ts = min(now + lifetime, current.message.not_after_ts)
+    key_hash = sigkeyhash(bytes(sigkey.verify_key))
+    first = _next_msgcount(accounts, key_hash, count)
+    keyinits, names = [], []
+    for msgcount in range(first, first + count):
+        private = nacl.public.PrivateKey.generate()
+        names.append(key_name(identity, f"pf.{msgcount}"))
+        keystore.put_private_key(names[-1], private)
+        anchor = build_session_anchor([KeyEntry(X25519, bytes(private.public_key))])
+        keyinits.append(build_keyinit(sigkey, msgcount=msgcount, not_before_ts=now -
+                                      CLOCK_MARGIN_MS, not_after_ts=not_after_ts,
+                                      fallback=fallback, repouri=repouri, anchor=anchor))
+    accounts.progress(f"uploading {count} KeyInit(s) to {repouri}")
+    try:
+        with accounts.payment("add_keyinit") as authorization:
+            receipt = accounts.api.add_keyinit(ed25519_entry(sigkey), keyinits, authorization)
+    except ProtocolError:
+        for name in names:   # refused: nothing was stored
+            keystore.delete(name)
+        raise
+    _check_receipt(accounts, receipt, key_hash, keyinits)
+    return Published(count, fallback, not_after_ts, repouri)
+
+
+def _check_receipt(accounts: Accounts, receipt: dict, key_hash: bytes,
+                   keyinits: list[dict]) -> None:
+    """The signed receipt must name exactly our batch and be signed by the server key
+    the chain says is current (§11.3)."""
+    ts = receipt.get("ts")
+    if receipt.get("sigkeyhash") != b64encode(key_hash) or type(ts) is not int or \
+            receipt.get("keyinit_hashes") != [b64encode(keyinit_hash(k)) for k in keyinits]:
+        raise VerificationError("the KeyInit receipt does not name the uploaded batch")
+    keys = server_keys(accounts.api, accounts.chain, accounts.server, accounts.limits)
+    check_server_signature(receipt, ts, accounts.server, keys, accounts.chain.length - 1,
+                           "the KeyInit receipt")
+
+
+def flush(accounts: Accounts, identity: str) -> int:
+    """Delete all of ``identity``'s KeyInits in the server's repository."""
+    current = accounts.current(identity)
+    sigkey = accounts.own_sigkey(identity, current)
+    body = sign_flush(sigkey, _repouri(accounts), sigkeyhash(bytes(sigkey.verify_key)),
+                      now_ms())
+    return accounts.api.flush_keyinit(sigkeyhash(bytes(sigkey.verify_key)), body)
+
+
+def fetch(accounts: Accounts, identity: str) -> Fetched:
+    """As a sender: find ``identity`` on the verified chain, fetch one of its KeyInits
+    from the repositories its UIDMessage names, verify it and open its anchor."""
+    accounts.sync()
+    accounts.progress(f"looking up {identity} on the chain")
+    result = accounts.lookup(identity)
+    if result is None:
+        raise ClientError(f"{identity} is not on {accounts.server}'s chain")
+    now = now_ms()
+    if not result.is_current(now):
+        raise ClientError(f"{identity}'s keys are expired: do not use them")
+    sigkey = result.message.sigkey
+    repouris = result.message.repouris or (accounts.api.base_url,)
+    for repouri in repouris:
+        api = accounts.api if repouri == accounts.api.base_url else KeyserverAPI(repouri)
+        accounts.progress(f"fetching a KeyInit from {repouri}")
+        try:
+            keyinit = api.fetch_keyinit(sigkeyhash(sigkey.pubkey))
+        except NoKeyinit:
+            continue
+        anchor = open_keyinit(keyinit, sigkey=sigkey, now_ms=now)
+        made_for = keyinit["contents"]["repouri"]   # its shape is checked by now
+        if made_for not in repouris:
+            raise VerificationError(f"the KeyInit was made for {made_for!r}, a repository "
+                                    f"{identity} does not list")
+        return Fetched(identity, repouri, keyinit, anchor)
+    raise NoKeyinit(f"no KeyInit of {identity} is available in {', '.join(repouris)}")

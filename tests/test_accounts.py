@@ -1,0 +1,200 @@
+"""The user's own identities through ``keyclient`` against a real server: update
+(new sigkey signed by the old one), recover (by the paper escrow key), keys never
+lost to a failure halfway, and ``verify``/``sync`` checking our replies (§7.5)."""
+
+import json
+import sqlite3
+
+import pytest
+
+from client.encoding import b64encode, b64url_encode
+from client.errors import TransportError
+from client.hashchain import ENTRY_SIZE
+from client.keystore import Keystore, parse_paper_backup
+from test_keyclient import cheap_keystore, keyclient, registered_home  # noqa: F401
+
+ALICE = "alice@example.org"
+
+
+def key_files(home):
+    return sorted(p.name for p in (home / "keys").iterdir())
+
+
+def sigkey_b64(home):
+    key = Keystore(str(home / "keys"), "correct horse").get_signing_key(
+        "alice_at_example.org.sigkey")
+    return b64encode(bytes(key.verify_key))
+
+
+def looked_up(home):
+    result = keyclient(home, "lookup", ALICE)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def alice(live_server, tmp_path, cheap_keystore):  # noqa: F811
+    """A home that registered alice (escrow backup in tmp_path/escrow.txt) and holds
+    two more tokens."""
+    home = registered_home(live_server, tmp_path, tokens=3)
+    result = keyclient(home, "register", ALICE, "--escrow-out", str(tmp_path / "escrow.txt"),
+                       "--yes")
+    assert result.exit_code == 0, result.output
+    return home
+
+
+def test_update_replaces_the_sigkey(alice):
+    before = sigkey_b64(alice)
+    result = keyclient(alice, "update", ALICE)
+    assert result.exit_code == 0, result.output
+    assert "updated alice@example.org (msgcount 1) at position 2" in result.output
+    after = sigkey_b64(alice)
+    assert after != before
+    output = looked_up(alice)
+    assert "msgcount:   1" in output and f"sigkey:     {after}" in output
+    assert "positions:  1, 2" in output
+    assert key_files(alice) == ["alice_at_example.org.sigkey.key"]
+    assert "1 available, 2 spent" in keyclient(alice, "tokens", "list").output
+
+
+def test_a_refused_update_keeps_the_old_key(alice, live_server, tmp_path):
+    before = sigkey_b64(alice)
+    # Another home spends the wallet's next token first: the server says TOKEN_SPENT.
+    with sqlite3.connect(alice / "wallet.sqlite") as conn:
+        [(token,)] = conn.execute("SELECT token FROM tokens WHERE state = 'available'"
+                                  " ORDER BY added_ts, rowid LIMIT 1")
+    other = tmp_path / "other"
+    keyclient(other, "server", "add", live_server.url)
+    keyclient(other, "tokens", "add", b64url_encode(token))
+    assert keyclient(other, "register", "bob@example.org", "--yes").exit_code == 0
+    result = keyclient(alice, "update", ALICE)
+    assert result.exit_code == 1 and "TOKEN_SPENT" in result.output
+    assert sigkey_b64(alice) == before
+    assert key_files(alice) == ["alice_at_example.org.sigkey.key"]     # no pending key left
+    assert "msgcount:   0" in looked_up(alice)
+    assert "1 available, 2 spent" in keyclient(alice, "tokens", "list").output
+    assert keyclient(alice, "update", ALICE).exit_code == 0              # the next token works
+
+
+def test_an_update_whose_outcome_is_unknown_is_settled_from_the_chain(alice, monkeypatch):
+    from client.accounts import Accounts
+
+    original = Accounts._confirm_on_chain
+
+    def answer_lost(self, identity, message, reply):
+        raise TransportError("connection reset")
+
+    monkeypatch.setattr(Accounts, "_confirm_on_chain", answer_lost)
+    result = keyclient(alice, "update", ALICE)
+    assert result.exit_code == 1 and "connection reset" in result.output
+    assert key_files(alice) == ["alice_at_example.org.sigkey.key",
+                                "alice_at_example.org.sigkey.next.key"]
+    pending = Keystore(str(alice / "keys"), "correct horse").get_signing_key(
+        "alice_at_example.org.sigkey.next")
+    monkeypatch.setattr(Accounts, "_confirm_on_chain", original)
+    # The server did accept it: the next command promotes the pending key and goes on.
+    result = keyclient(alice, "update", ALICE)
+    assert result.exit_code == 0, result.output
+    assert "an earlier key change did reach the chain" in result.output
+    assert "msgcount 2" in result.output
+    assert key_files(alice) == ["alice_at_example.org.sigkey.key"]
+    assert sigkey_b64(alice) != b64encode(bytes(pending.verify_key))
+
+
+def test_a_pending_key_the_chain_never_saw_is_dropped(alice, monkeypatch):
+    from client.accounts import Accounts
+
+    def never_sent(self, message, *, pending=None):
+        raise TransportError("timed out before sending")
+
+    before = sigkey_b64(alice)
+    monkeypatch.setattr(Accounts, "_submit", never_sent)
+    assert keyclient(alice, "update", ALICE).exit_code == 1
+    assert len(key_files(alice)) == 2
+    monkeypatch.undo()
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "correct horse")
+    result = keyclient(alice, "update", ALICE)
+    assert result.exit_code == 0, result.output
+    assert "msgcount 1" in result.output and "earlier key change" not in result.output
+    assert key_files(alice) == ["alice_at_example.org.sigkey.key"]
+    assert sigkey_b64(alice) != before
+
+
+def test_recover_with_the_paper_escrow_key(alice, tmp_path):
+    paper = tmp_path / "escrow.txt"
+    _, escrow = parse_paper_backup(paper.read_text())
+    (alice / "keys" / "alice_at_example.org.sigkey.key").unlink()      # the sigkey is lost
+    lost = keyclient(alice, "update", ALICE)
+    assert lost.exit_code == 1 and "keyclient recover" in lost.output
+    result = keyclient(alice, "recover", ALICE, "--escrow", str(paper))
+    assert result.exit_code == 0, result.output
+    assert "recovered alice@example.org (msgcount 1) at position 2" in result.output
+    output = looked_up(alice)
+    assert f"sigkey:     {sigkey_b64(alice)}" in output
+    assert f"sigescrow:  {b64encode(bytes(escrow.verify_key))}" in output   # kept
+    assert keyclient(alice, "update", ALICE).exit_code == 0             # the new key works
+
+
+def test_recover_refuses_a_wrong_backup(alice, tmp_path, live_server):
+    retyped = tmp_path / "retyped.txt"
+    retyped.write_text((tmp_path / "escrow.txt").read_text().upper())  # case does not matter
+    other = keyclient(alice, "recover", "bob@example.org", "--escrow", str(retyped))
+    assert other.exit_code == 1 and "the backup is for alice@example.org" in other.output
+    bob_home = registered_home(live_server, tmp_path / "b", tokens=1)
+    bob_paper = tmp_path / "bob.txt"
+    assert keyclient(bob_home, "register", "bob@example.org", "--escrow-out", str(bob_paper),
+                     "--yes").exit_code == 0
+    text = bob_paper.read_text().replace("bob@example.org", ALICE)
+    forged = tmp_path / "forged.txt"
+    forged.write_text(text)
+    result = keyclient(alice, "recover", ALICE, "--escrow", str(forged))
+    assert result.exit_code == 1 and "not the escrow key registered" in result.output
+    assert "msgcount:   0" in looked_up(alice)
+
+
+def test_verify_rechecks_the_chain_and_our_replies(alice, live_server):
+    keyclient(alice, "update", ALICE)
+    result = keyclient(alice, "verify")
+    assert result.exit_code == 0, result.output
+    assert "example.org: 3 entries verified, 2 of your replies match the chain" in result.output
+    entries = alice / "chains" / "example.org" / "entries.bin"
+    data = bytearray(entries.read_bytes())
+    data[ENTRY_SIZE + 60] ^= 1                            # a bit rots on the local disk
+    entries.write_bytes(bytes(data))
+    result = keyclient(alice, "verify")
+    assert result.exit_code == 1 and "entry 1" in result.output
+
+
+def test_a_chain_contradicting_a_reply_we_hold_is_refused_whole(alice, live_server):
+    """A reply promised position 2 to another entry than the chain then holds there."""
+    import subprocess
+
+    from conftest import keyserver_command
+
+    with sqlite3.connect(alice / "state.sqlite") as conn:
+        [(reply,)] = conn.execute("SELECT reply FROM own_replies WHERE pos = 1")
+        promised = json.loads(reply)
+        promised["entry"]["hashchain_pos"] = 2
+        conn.execute("INSERT INTO own_replies (server, identity, pos, msgcount, reply)"
+                     " VALUES ('example.org', ?, 2, 1, ?)", (ALICE, json.dumps(promised)))
+    subprocess.run(keyserver_command("chain", "load", "--instance", str(live_server.instance),
+                                     "-n", "3"), check=True, capture_output=True)
+    entries = alice / "chains" / "example.org" / "entries.bin"
+    before = entries.read_bytes()
+    result = keyclient(alice, "sync")
+    assert result.exit_code == 1
+    assert "another entry at position 2 than the server's signed reply" in result.output
+    assert entries.read_bytes() == before and len(before) == 2 * ENTRY_SIZE
+    assert "2 entries verified" in keyclient(alice, "server", "list").output
+
+
+def test_verify_checks_the_replies_we_hold(alice):
+    with sqlite3.connect(alice / "state.sqlite") as conn:
+        [(reply,)] = conn.execute("SELECT reply FROM own_replies WHERE pos = 1")
+        changed = json.loads(reply)
+        changed["entry"]["hashchain_pos"] = 0
+        conn.execute("UPDATE own_replies SET pos = 0, reply = ? WHERE pos = 1",
+                     (json.dumps(changed),))
+    result = keyclient(alice, "verify")
+    assert result.exit_code == 1
+    assert "no longer holds alice@example.org's entry at position 0" in result.output

@@ -1,0 +1,174 @@
+"""``keyclient keyinit publish/fetch/flush`` against a real server (§9, §13): the
+owner keeps the private keys, a sender gets each KeyInit once, verified with the
+owner's sigkey from the chain and opened."""
+
+import json
+import sqlite3
+
+import nacl.public
+import nacl.signing
+import pytest
+
+from client.api import KeyserverAPI
+from client.encoding import b64decode
+from client.keyinit import build_keyinit, build_session_anchor
+from client.keys import X25519, KeyEntry
+from client.keystore import Keystore
+from test_keyclient import cheap_keystore, keyclient, registered_home  # noqa: F401
+
+ALICE = "alice@example.org"
+NONE_LEFT = f"no KeyInit of {ALICE} is available"
+
+
+@pytest.fixture
+def alice(live_server, tmp_path, cheap_keystore):  # noqa: F811
+    home = registered_home(live_server, tmp_path, tokens=4)
+    assert keyclient(home, "register", ALICE, "--yes").exit_code == 0
+    return home
+
+
+@pytest.fixture
+def bob(live_server, tmp_path):
+    """A sender: knows the server, holds no keys and no tokens."""
+    home = tmp_path / "bob"
+    keyclient(home, "server", "add", live_server.url)
+    return home
+
+
+def private_keys(home):
+    keystore = Keystore(str(home / "keys"), "correct horse")
+    return {bytes(keystore.get_private_key(name).public_key): name
+            for name in keystore.names() if ".pf." in name}
+
+
+def fetch(bob):
+    result = keyclient(bob, "keyinit", "fetch", ALICE)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_published_keyinits_are_fetched_once_each_and_open(alice, bob, live_server):
+    result = keyclient(alice, "keyinit", "publish", ALICE, "-n", "3")
+    assert result.exit_code == 0, result.output
+    assert f"published 3 KeyInit(s) of {ALICE} to {live_server.url}" in result.output
+    mine = private_keys(alice)
+    assert len(mine) == 3
+    seen = []
+    for _ in range(3):
+        fetched = fetch(bob)
+        assert fetched["identity"] == ALICE and fetched["fallback"] is False
+        [pfkey] = fetched["sessionanchor"]["pfkeys"]
+        seen.append(b64decode(pfkey["pubkey"]))
+    assert sorted(seen) == sorted(mine)            # each once, and Alice holds every key
+    empty = keyclient(bob, "keyinit", "fetch", ALICE)
+    assert empty.exit_code == 1 and NONE_LEFT in empty.output
+    assert not (bob / "keys").exists()            # a sender needs no keystore
+
+
+def test_fallback_keyinit_is_handed_out_again(alice, bob):
+    assert keyclient(alice, "keyinit", "publish", ALICE, "-n", "1", "--fallback").exit_code == 0
+    first, second = fetch(bob), fetch(bob)
+    assert first == second and first["fallback"] is True
+
+
+def test_msgcounts_keep_growing_even_when_local_state_is_lost(alice, bob, live_server):
+    assert keyclient(alice, "keyinit", "publish", ALICE, "-n", "2").exit_code == 0
+    with sqlite3.connect(alice / "state.sqlite") as conn:
+        conn.execute("DELETE FROM keyinit_msgcounts")
+    result = keyclient(alice, "keyinit", "publish", ALICE, "-n", "2")
+    assert result.exit_code == 0, result.output
+    counts = [fetch(bob)["msgcount"] for _ in range(4)]
+    assert len(set(counts)) == 4
+
+
+def test_flush_deletes_them(alice, bob):
+    keyclient(alice, "keyinit", "publish", ALICE, "-n", "2")
+    result = keyclient(alice, "keyinit", "flush", ALICE)
+    assert result.exit_code == 0 and f"flushed 2 KeyInit(s) of {ALICE}" in result.output
+    assert NONE_LEFT in keyclient(bob, "keyinit", "fetch", ALICE).output
+
+
+def test_a_new_sigkey_retires_the_old_keyinits(alice, bob):
+    keyclient(alice, "keyinit", "publish", ALICE, "-n", "2")
+    assert keyclient(alice, "update", ALICE).exit_code == 0
+    assert NONE_LEFT in keyclient(bob, "keyinit", "fetch", ALICE).output
+    assert keyclient(alice, "keyinit", "publish", ALICE, "-n", "1").exit_code == 0
+    assert fetch(bob)["identity"] == ALICE        # opened with the new sigkey from the chain
+
+
+def test_refused_uploads_keep_no_private_keys(alice, live_server, tmp_path):
+    too_many = keyclient(alice, "keyinit", "publish", ALICE, "-n", "51")
+    assert too_many.exit_code == 1 and "1 to 50 KeyInits per request" in too_many.output
+    with sqlite3.connect(alice / "wallet.sqlite") as conn:
+        conn.execute("UPDATE tokens SET state = 'spent'")
+    broke = keyclient(alice, "keyinit", "publish", ALICE)
+    assert broke.exit_code == 1 and "no tokens for example.org left" in broke.output
+    with sqlite3.connect(alice / "wallet.sqlite") as conn:   # a token the server spent
+        conn.execute("UPDATE tokens SET state = 'available'")
+    refused = keyclient(alice, "keyinit", "publish", ALICE, "-n", "2")
+    assert refused.exit_code == 1 and "TOKEN_SPENT" in refused.output
+    assert private_keys(alice) == {}
+
+
+def test_unknown_and_unpublished_identities(alice, bob):
+    missing = keyclient(bob, "keyinit", "fetch", "nobody@example.org")
+    assert missing.exit_code == 1 and "not on example.org's chain" in missing.output
+    none = keyclient(bob, "keyinit", "fetch", ALICE)
+    assert none.exit_code == 1 and NONE_LEFT in none.output
+
+
+def tamper_anchor(keyinit):
+    keyinit["contents"]["sessionanchorhash"] = keyinit["contents"]["sigkeyhash"]
+
+
+def other_identity(keyinit):
+    """A valid KeyInit of someone else, passed off as Alice's."""
+    contents = keyinit["contents"]
+    anchor = build_session_anchor([KeyEntry(X25519, bytes(nacl.public.PrivateKey.generate()
+                                                          .public_key))])
+    keyinit.clear()
+    keyinit.update(build_keyinit(nacl.signing.SigningKey.generate(), msgcount=1,
+                                 not_before_ts=contents["not_before_ts"],
+                                 not_after_ts=contents["not_after_ts"], fallback=False,
+                                 repouri=contents["repouri"], anchor=anchor))
+
+
+@pytest.mark.parametrize("how, message", [
+    (tamper_anchor, "signature does not verify"),
+    (other_identity, "another sigkey"),
+])
+def test_a_tampered_keyinit_is_refused(alice, bob, monkeypatch, how, message):
+    keyclient(alice, "keyinit", "publish", ALICE, "-n", "1")
+    original = KeyserverAPI.fetch_keyinit
+
+    def lying(self, key_hash):
+        keyinit = original(self, key_hash)
+        how(keyinit)
+        return keyinit
+
+    monkeypatch.setattr(KeyserverAPI, "fetch_keyinit", lying)
+    result = keyclient(bob, "keyinit", "fetch", ALICE)
+    assert result.exit_code == 1 and message in result.output
+
+
+def test_a_keyinit_for_an_unlisted_repository_is_refused(alice, bob, monkeypatch, live_server):
+    """Signed by Alice, but made for a repository her UIDMessage does not name (the
+    server only takes KeyInits for its own URIs, so the test serves one itself)."""
+    keyclient(alice, "keyinit", "publish", ALICE, "-n", "1")
+    original = KeyserverAPI.fetch_keyinit
+
+    def resigned(self, key_hash):
+        contents = original(self, key_hash)["contents"]
+        sigkey = Keystore(str(alice / "keys"), "correct horse").get_signing_key(
+            "alice_at_example.org.sigkey")
+        pfkey = nacl.public.PrivateKey.generate().public_key
+        return build_keyinit(sigkey, msgcount=contents["msgcount"],
+                             not_before_ts=contents["not_before_ts"],
+                             not_after_ts=contents["not_after_ts"], fallback=False,
+                             repouri="https://elsewhere.example",
+                             anchor=build_session_anchor([KeyEntry(X25519, bytes(pfkey))]))
+
+    monkeypatch.setattr(KeyserverAPI, "fetch_keyinit", resigned)
+    result = keyclient(bob, "keyinit", "fetch", ALICE)
+    assert result.exit_code == 1 and "a repository alice@example.org does not list" in \
+        result.output

@@ -1,0 +1,502 @@
+"""End to end: the ``keyclient`` CLI against a malicious keyserver (§7.3, §7.5,
+§11.2, §11.3, §13).
+
+A proxy (``tamper_proxy``) stands in front of a real ``keyserver run`` process
+and rewrites chosen answers; the CLI is pointed at the proxy. Every attack must
+end in a clear error message and a non-zero exit status, and must change
+nothing the client keeps: the recorded chain length, the bytes of
+``entries.bin``, the wallet and the key files. Each attack is built so that only
+the check under test can catch it (links recomputed around a bad TYPE byte or a
+short entry, replies re-signed with the real server key when only the position
+is a lie), so every test fails if its detection is removed.
+
+The servers are module-wide (starting one takes a second): ``shared`` serves the
+sync, lookup and register tests, ``rotated`` the key-rotation tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import msgpack
+import nacl.signing
+import pytest
+from click.testing import CliRunner
+
+from client.cli import main
+from client.encoding import b64encode, now_ms
+from client.hashchain import ENTRY_SIZE
+from client.home import Home
+from conftest import LiveServer, LiveUserActions, free_port, keyserver_command
+from tamper_proxy import (JSON, MSGPACK, Answer, ChainView, TamperProxy, extend,
+                          fabricated_entry, link, relink, resign)
+
+SERVER = "example.org"
+HOUR_MS = 3600 * 1000
+
+
+# --- Servers, client homes, state ---------------------------------------------------
+
+def new_instance(path: Path) -> int:
+    port = free_port()
+    subprocess.run(keyserver_command("init", "--instance", str(path), "--server-name", SERVER,
+                                     "--url", f"http://127.0.0.1:{port}"),
+                   check=True, capture_output=True)
+    return port
+
+
+def server_signing_keys(server: LiveServer):
+    from keyserver.signing import parse_keys
+
+    return parse_keys((server.instance / "signing.key").read_text())
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A real server with alice at position 1 and 12 more identities after her,
+    plus tokens for the tests' wallets."""
+    path = tmp_path_factory.mktemp("shared") / "live"
+    server = LiveServer(path, new_instance(path))
+    try:
+        server.alice_pos = LiveUserActions(server).register("alice@example.org")[
+            "entry"]["hashchain_pos"]
+        subprocess.run(keyserver_command("chain", "load", "--instance", str(path), "-n", "12"),
+                       check=True, capture_output=True)
+        server.tokens = [value.split('"')[1] for value in server.mint(30)]
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def proxy(shared):
+    with TamperProxy(shared.url) as proxy:
+        yield proxy
+    assert not proxy.errors, proxy.errors
+
+
+def keyclient(home: Path, *args: str):
+    return CliRunner().invoke(main, ["--home", str(home), *args])
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def refused(result, *fragments: str) -> str:
+    """A clean refusal: exit status 1 with an ``Error:`` message naming ``fragments``,
+    not a crash with a traceback."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Error: " in result.output, result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+    return result.output
+
+
+def client_home(tmp_path: Path, proxy: TamperProxy, token: str) -> Path:
+    """A home that knows the server (through the proxy) and holds one token."""
+    home = tmp_path / "home"
+    ok(keyclient(home, "server", "add", proxy.url))
+    ok(keyclient(home, "tokens", "add", token))
+    return home
+
+
+def entries_file(home: Path) -> Path:
+    return home / "chains" / SERVER / "entries.bin"
+
+
+def snapshot(home: Path) -> dict:
+    """Everything an attack must leave alone. ``entries.bin`` is read first: opening
+    the chain (``Home.chain``, any command) truncates unrecorded leftovers."""
+    data = entries_file(home).read_bytes()
+    keys = home / "keys"
+    return {
+        "entries.bin": (len(data), hashlib.sha256(data).hexdigest()),
+        "recorded length": Home(str(home)).chain(SERVER).length,
+        "server list": ok(keyclient(home, "server", "list")),
+        "tokens list": ok(keyclient(home, "tokens", "list")),
+        "key files": {p.name: p.read_bytes() for p in sorted(keys.iterdir())}
+        if keys.exists() else {},
+    }
+
+
+def own_identities(home: Path) -> set[str]:
+    """Identities the client recorded as its own (in whatever table it keeps them)."""
+    db = sqlite3.connect(home / "state.sqlite")
+    try:
+        tables = [name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'own%'")]
+        assert tables, "no table of own identities"
+        return {identity for table in tables
+                for (identity,) in db.execute(f"SELECT identity FROM {table}")}
+    finally:
+        db.close()
+
+
+def fetch_real_chain(server: LiveServer) -> list[bytes]:
+    import requests
+
+    answer = requests.get(f"{server.url}/v1/hashchain?start=0&count=10000",
+                          headers={"Accept": MSGPACK}, timeout=10)
+    return msgpack.unpackb(answer.content)["entries"]
+
+
+def synced_home(tmp_path, proxy, shared, length: int) -> Path:
+    """A home that has honestly synced the first ``length`` entries (the server's
+    chain as it was when it had that many)."""
+    home = client_home(tmp_path, proxy, shared.tokens.pop())
+    proxy.attack = ChainView(lambda real: real[:length])
+    assert f"{length} new entries, {length} verified" in ok(keyclient(home, "sync"))
+    proxy.attack = None
+    return home
+
+
+# --- 1. sync: tampered chunks (§7.5) ------------------------------------------------
+
+SYNCED = 5          # entries the client holds before the attack
+BAD = 8             # attacked position, in the middle of the chunk SYNCED..head
+
+
+def flip_byte(chain):
+    entry = bytearray(chain[BAD])
+    entry[100] ^= 0x01          # inside CrUID: H no longer matches
+    chain[BAD] = bytes(entry)
+    return chain
+
+
+def wrong_type(chain):
+    chain[BAD] = chain[BAD][:32] + b"\x02" + chain[BAD][33:]
+    return relink(chain, BAD)   # links intact: only the TYPE check can object
+
+
+def truncated(chain):
+    chain[BAD] = link(chain[BAD][32:-1], chain[BAD - 1][:32])
+    return relink(chain, BAD + 1)   # 152 bytes that link: only the length check objects
+
+
+def dropped(chain):
+    del chain[BAD]              # entry BAD+1 now sits at BAD and does not link
+    return chain
+
+
+TAMPERS = {
+    flip_byte: f"entry {BAD}: hash does not link to entry {BAD - 1}",
+    wrong_type: f"entry {BAD}: type 0x02, not 0x01",
+    truncated: f"entry {BAD}: 152 bytes, not 153",
+    dropped: f"entry {BAD}: hash does not link to entry {BAD - 1}",
+}
+
+
+@pytest.mark.parametrize("encoding", [MSGPACK, JSON], ids=["msgpack", "json"])
+@pytest.mark.parametrize("tamper", list(TAMPERS), ids=lambda tamper: tamper.__name__)
+def test_sync_rejects_a_tampered_chunk(shared, proxy, tmp_path, tamper, encoding):
+    real = fetch_real_chain(shared)
+    home = synced_home(tmp_path, proxy, shared, SYNCED)
+    before = snapshot(home)
+    proxy.attack = ChainView(tamper, encoding)
+    refused(keyclient(home, "sync"), "the chain failed verification and was rejected whole",
+            TAMPERS[tamper])
+    assert snapshot(home) == before
+    proxy.attack = None
+    assert f"{len(real) - SYNCED} new entries, {len(real)} verified" in ok(keyclient(home, "sync"))
+    assert entries_file(home).read_bytes() == b"".join(real)
+
+
+# --- 1b. sync: a different history for an already synced client --------------------
+
+FORK_AT = 2         # below SYNCED: the client holds the original of this entry
+
+
+def fork(chain):
+    """History rewritten from FORK_AT with recomputed links, longer than before."""
+    chain[FORK_AT] = fabricated_entry(chain[FORK_AT - 1][:32])
+    return extend(relink(chain, FORK_AT), len(chain) + 2)
+
+
+def rollback(chain):
+    """History cut back below what the client verified."""
+    return chain[:FORK_AT + 1]
+
+
+def same_length_fork(chain):
+    """History rewritten from FORK_AT, exactly as long as what the client holds: no
+    new entry links wrongly, only the head the server names gives it away."""
+    chain = chain[:SYNCED]
+    chain[FORK_AT] = fabricated_entry(chain[FORK_AT - 1][:32])
+    return relink(chain, FORK_AT)
+
+
+HISTORIES = {
+    fork: f"entry {SYNCED}: hash does not link to entry {SYNCED - 1}",
+    rollback: (f"head {FORK_AT}", "behind", f"{SYNCED}"),
+    same_length_fork: (f"head at position {SYNCED - 1} is not the entry", "a fork"),
+}
+
+
+@pytest.mark.parametrize("encoding", [MSGPACK, JSON], ids=["msgpack", "json"])
+@pytest.mark.parametrize("history", list(HISTORIES), ids=lambda history: history.__name__)
+def test_sync_rejects_a_different_history(shared, proxy, tmp_path, history, encoding):
+    real = fetch_real_chain(shared)
+    home = synced_home(tmp_path, proxy, shared, SYNCED)
+    before = snapshot(home)
+    proxy.attack = ChainView(history, encoding)
+    expected = HISTORIES[history]
+    refused(keyclient(home, "sync"), "the chain failed verification and was rejected whole",
+            *(expected if isinstance(expected, tuple) else (expected,)))
+    assert snapshot(home) == before
+    proxy.attack = None
+    assert f"{len(real) - SYNCED} new entries, {len(real)} verified" in ok(keyclient(home, "sync"))
+
+
+def test_sync_failing_in_a_later_chunk_keeps_no_bytes(shared, proxy, tmp_path):
+    """The client asks for chunks of 10000: a first chunk of 10000 well-linked
+    entries verifies, the next one does not. Nothing of either may stay."""
+    real = fetch_real_chain(shared)
+    home = synced_home(tmp_path, proxy, shared, SYNCED)
+    before = snapshot(home)
+    bad = SYNCED + 10000 + 2
+
+    def forge(chain):
+        chain = extend(chain, bad + 3)
+        chain[bad] = chain[bad][:100] + bytes([chain[bad][100] ^ 1]) + chain[bad][101:]
+        return chain
+
+    proxy.attack = ChainView(forge)
+    refused(keyclient(home, "sync"), f"entry {bad}: hash does not link to entry {bad - 1}")
+    assert snapshot(home) == before
+    proxy.attack = None
+    assert f"{len(real)} verified" in ok(keyclient(home, "sync"))
+    assert entries_file(home).read_bytes() == b"".join(real)
+
+
+# --- 2. lookup: a reply signed by an unknown key (§7.3, §11.3) -----------------------
+
+def resign_position(pos: int, signing_key, key_id: str, **changes):
+    """An attack re-signing the FetchUID reply of chain position ``pos``."""
+
+    def attack(request):
+        answer = request.forward()
+        if request.method != "GET" or not request.route.startswith("/v1/uids/"):
+            return answer
+        reply = answer.json()
+        if reply["entry"]["hashchain_pos"] != pos:
+            return answer
+        reply["entry"].update(changes)
+        return Answer.of_json(resign(reply, signing_key, key_id))
+
+    return attack
+
+
+@pytest.mark.parametrize("key_id", ["ed25519:evil", "real"], ids=["new-key-id", "real-key-id"])
+@pytest.mark.parametrize("whose", ["alice", "keyserver"])
+def test_lookup_refuses_a_reply_signed_by_an_unknown_key(shared, proxy, tmp_path, whose, key_id):
+    pos = shared.alice_pos if whose == "alice" else 0
+    if key_id == "real":       # the id the server really uses, with another key behind it
+        key_id = server_signing_keys(shared)[-1].key_id
+    home = client_home(tmp_path, proxy, shared.tokens.pop())
+    ok(keyclient(home, "sync"))
+    before = snapshot(home)
+    proxy.attack = resign_position(pos, nacl.signing.SigningKey.generate(), key_id)
+    refused(keyclient(home, "lookup", "alice@example.org"),
+            f"the reply for position {pos} is not signed by the server key")
+    assert snapshot(home) == before
+    proxy.attack = None
+    assert "alice@example.org: current" in ok(keyclient(home, "lookup", "alice@example.org"))
+
+
+# --- 3. lookup after a key rotation: expired and not-yet-valid keys (§11.2, §11.3) ---
+
+def rotate_server_key(instance: Path) -> int:
+    """Rotate the stopped server's key as §11.2 says: append an update of
+    keyserver@<name> with the new sigkey, signed by the old one, then make the new
+    key the signing key (the old one stays in the file). Returns the rotation's ts."""
+    from client.identity import server_identity
+    from client.uidmessage import parse_uid_message
+    from keyserver import chainstore, create_app, db, repository, signing
+    from keyserver.instance import own_uid_message
+
+    app = create_app(instance_path=str(instance))
+    with app.app_context():
+        database = db.get_db()
+        old_key = signing.server_keys()[-1]
+        new_key = signing.generate_key()
+        now = now_ms()
+        own = server_identity(SERVER)
+        previous = repository.latest(database, own)
+        message = parse_uid_message(own_uid_message(
+            app, new_key.signing_key, now, msgcount=previous.msgcount + 1,
+            lastentry=chainstore.head(database).hash, previous=old_key.signing_key))
+        with db.transaction(database):
+            repository.store_uid_message(database, message, now, previous)
+        signing.write_keys(signing.key_file_path(app), [old_key, new_key])
+    return now
+
+
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory):
+    """alice registered under the first key; the key rotated; bob registered under
+    the new one."""
+    path = tmp_path_factory.mktemp("rotated") / "live"
+    port = new_instance(path)
+    before = LiveServer(path, port)
+    try:
+        alice_pos = LiveUserActions(before).register("alice@example.org")["entry"]["hashchain_pos"]
+    finally:
+        before.stop()
+    rotation_ts = rotate_server_key(path)
+    server = LiveServer(path, port)
+    server.alice_pos, server.rotation_ts = alice_pos, rotation_ts
+    try:
+        server.old_key, server.new_key = server_signing_keys(server)
+        bob = LiveUserActions(server).register("bob@example.org")
+        server.bob_pos = bob["entry"]["hashchain_pos"]
+        assert server.new_key.key_id in bob["signatures"][SERVER]
+        server.tokens = [value.split('"')[1] for value in server.mint(5)]
+        yield server
+    finally:
+        server.stop()
+
+
+ROTATION_CASES = [
+    # (identity, signed by, entry.ts after the rotation, refused?)
+    pytest.param("bob", None, None, False, id="bob-honest-new-key"),
+    pytest.param("alice", None, None, False, id="alice-honest-old-key-before-rotation"),
+    pytest.param("bob", "old", HOUR_MS // 2, False, id="bob-old-key-within-overlap"),
+    pytest.param("bob", "old", 2 * HOUR_MS, True, id="bob-old-key-expired"),
+    pytest.param("alice", "new", None, True, id="alice-new-key-not-yet-valid"),
+]
+
+
+@pytest.mark.parametrize("who, signer, after, refuse", ROTATION_CASES)
+def test_lookup_after_a_key_rotation(rotated, tmp_path, who, signer, after, refuse):
+    identity = f"{who}@example.org"
+    pos = rotated.bob_pos if who == "bob" else rotated.alice_pos
+    with TamperProxy(rotated.url) as proxy:
+        home = client_home(tmp_path, proxy, rotated.tokens.pop())
+        ok(keyclient(home, "sync"))
+        before = snapshot(home)
+        if signer is not None:
+            key = rotated.old_key if signer == "old" else rotated.new_key
+            changes = {} if after is None else {"ts": rotated.rotation_ts + after}
+            proxy.attack = resign_position(pos, key.signing_key, key.key_id, **changes)
+        result = keyclient(home, "lookup", identity)
+        if refuse:
+            refused(result, f"the reply for position {pos} is not signed by the server key")
+        else:
+            assert f"{identity}: current" in ok(result)
+            assert f"positions:  {pos}" in result.output
+        assert snapshot(home) == before
+        assert not proxy.errors, proxy.errors
+        assert (signer is None) or any(path.startswith("/v1/uids/") for _, path in proxy.seen)
+
+
+# --- 4. register: the reply and the chain disagree (§13 step 3) ---------------------
+
+@pytest.fixture
+def cheap_keystore(monkeypatch):
+    import client.keystore as keystore
+
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", keystore.KdfParams.cheapest())
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "correct horse")
+
+
+class RegisterAttack:
+    """Forwards the registration (the server really appends it and spends the
+    token), then lies in the reply with ``rewrite(attack, reply) -> reply``, and/or
+    serves the chain as ``forge(real_chain, promised_pos)`` once it has replied."""
+
+    def __init__(self, server: LiveServer, rewrite=None, forge=None):
+        self.key = server_signing_keys(server)[-1]     # the real server key
+        self.rewrite, self.pos = rewrite, None
+        self.view = ChainView(lambda chain: forge(chain, self.pos) if self.pos is not None
+                              and forge else chain, other=self.put)
+
+    def put(self, request):
+        answer = request.forward()
+        if request.method != "PUT" or answer.status >= 300:
+            return answer
+        reply = answer.json()
+        self.pos = reply["entry"]["hashchain_pos"]
+        if self.rewrite is None:
+            return answer
+        return Answer(answer.status, answer.headers,
+                      json.dumps(self.rewrite(self, reply)).encode())
+
+    def __call__(self, request):
+        return self.view(request)
+
+    def sign(self, reply):
+        return resign(reply, self.key.signing_key, self.key.key_id)
+
+
+def unknown_signer(attack, reply):
+    return resign(reply, nacl.signing.SigningKey.generate(), attack.key.key_id)
+
+
+def promises_next_position(attack, reply):
+    reply["entry"]["hashchain_pos"] += 1
+    return attack.sign(reply)
+
+
+def promises_taken_position(attack, reply):
+    reply["entry"]["hashchain_pos"] -= 1
+    return attack.sign(reply)
+
+
+def names_another_entry(attack, reply):
+    reply["entry"]["hashchain_entry"] = b64encode(fabricated_entry(bytes(32)))
+    return attack.sign(reply)
+
+
+def other_entry_on_chain(chain, pos):
+    """The chain holds a different entry at the promised position (links recomputed)."""
+    if len(chain) > pos:
+        chain[pos] = fabricated_entry(chain[pos - 1][:32])
+        chain = relink(chain, pos)
+    return chain
+
+
+REGISTER_ATTACKS = [
+    pytest.param(unknown_signer, None, "the reply for position {pos} is not signed by the "
+                 "server key", id="unknown-signer"),
+    pytest.param(promises_next_position, None,
+                 "the chain does not hold our entry at position {next}", id="promises-next"),
+    pytest.param(promises_taken_position, None,
+                 "the chain does not hold our entry at position {previous}", id="promises-taken"),
+    pytest.param(names_another_entry, None, "the reply's chain entry is not our",
+                 id="names-another-entry"),
+    pytest.param(None, other_entry_on_chain, "the chain holds another entry at position {pos} "
+                 "than the server's signed reply", id="chain-holds-another-entry"),
+]
+
+
+@pytest.mark.parametrize("rewrite, forge, message", REGISTER_ATTACKS)
+def test_register_refuses_a_lying_server(shared, proxy, tmp_path, cheap_keystore, request,
+                                         rewrite, forge, message):
+    identity = f"victim-{request.node.callspec.id}@example.org"     # letters: already normal
+    home = client_home(tmp_path, proxy, shared.tokens.pop())
+    ok(keyclient(home, "sync"))
+    attack = proxy.attack = RegisterAttack(shared, rewrite, forge)
+    result = keyclient(home, "register", identity, "--yes")
+    assert attack.pos is not None, result.output          # the server did register it
+    refused(result, message.format(pos=attack.pos, next=attack.pos + 1,
+                                   previous=attack.pos - 1))
+    proxy.attack = None
+    # No key is left behind, and the registration is not recorded as ours.
+    assert list((home / "keys").iterdir()) == []
+    assert identity not in own_identities(home)
+    # The server spent the token: it must not come back as available.
+    assert f"{SERVER}: 0 available, 1 spent" in ok(keyclient(home, "tokens", "list"))
+    # Whatever chain the client kept is the server's real one: nothing forged, no
+    # unrecorded leftovers. (Waiting for the promised position legitimately syncs
+    # the real, verified entries, our own among them; a forged entry that
+    # contradicts the signed reply in hand must not be kept, §7.5.)
+    data = entries_file(home).read_bytes()
+    assert len(data) == Home(str(home)).chain(SERVER).length * ENTRY_SIZE
+    assert data == b"".join(fetch_real_chain(shared))[:len(data)]

@@ -46,8 +46,14 @@ def append(db: sqlite_utils.Database, identity: str, uid_hash: bytes, now: int) 
                 "INSERT INTO chain (pos, entry, hash, nonce, ts) VALUES (?, ?, ?, ?, ?)",
                 (pos, entry, entry[:32], nonce, now))
         except sqlite3.IntegrityError:
-            continue  # the nonce is already in the chain (§7.1: unique); draw another
+            if nonce_taken(db, nonce):
+                continue  # the nonce is already in the chain (§7.1: unique); draw another
+            raise  # position or hash: a bug, never to be retried silently
         return Head(pos, entry, now)
+
+
+def nonce_taken(db: sqlite_utils.Database, nonce: bytes) -> bool:
+    return db.conn.execute("SELECT 1 FROM chain WHERE nonce = ?", (nonce,)).fetchone() is not None
 
 
 def read_entries(db: sqlite_utils.Database, start: int, count: int) -> list[bytes]:

@@ -34,8 +34,14 @@ def new_code() -> str:
     return "-".join(text[i:i + 4] for i in range(0, len(text), 4))
 
 
+def new_label() -> str:
+    """The operator's name for a voucher: random, so that it reveals nothing of the code."""
+    return "v-" + secrets.token_hex(6)
+
+
 def _normalize(code: str) -> str:
-    return code.strip().upper().replace(" ", "")
+    """Case, spaces and dashes do not matter: a code is typed from a receipt."""
+    return "".join(code.upper().split()).replace("-", "")
 
 
 def create(db: Database, tokens: int, now: int, expires_ts: int | None) -> str:
@@ -44,8 +50,7 @@ def create(db: Database, tokens: int, now: int, expires_ts: int | None) -> str:
     db.conn.execute(
         "INSERT INTO vouchers (code_hash, label, tokens, remaining, created_ts, expires_ts)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (sha256(_normalize(code).encode()), code[:4] + "-" + secrets.token_hex(3), tokens,
-         tokens, now, expires_ts))
+        (sha256(_normalize(code).encode()), new_label(), tokens, tokens, now, expires_ts))
     return code
 
 

@@ -1,4 +1,5 @@
-"""Group commit (keyserver.db.GroupCommit): shared COMMITs, isolated failures."""
+"""The database: WAL mode, group commit (keyserver.db.GroupCommit) with shared
+COMMITs and isolated failures, and appends that are whole or absent."""
 
 import threading
 import time
@@ -6,6 +7,8 @@ import time
 import pytest
 
 from client.errors import IdentityTaken
+from conftest import mint
+from keyserver import chainstore, db as keyserver_db, repository
 from keyserver.db import GroupCommit, connect, init_db
 
 
@@ -121,3 +124,105 @@ def test_failed_commit_fails_every_job_in_the_batch(tmp_path, database):
     assert "FOREIGN KEY" in str(outcomes["k3"])
     assert values(database) == ["k1"]
     assert committer.run(database, lambda db: "still usable") == "still usable"
+
+
+def test_app_database_runs_in_wal_mode(app):
+    with app.app_context():
+        conn = keyserver_db.get_db().conn
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+TABLES = ("chain", "uids", "identities", "history", "keyhashes", "spent_tokens")
+
+
+def rows(app):
+    with app.app_context():
+        conn = keyserver_db.get_db().conn
+        return {table: conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+                for table in TABLES}
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after_chain_row(monkeypatch, reached):
+    """The chain entry is inserted (checked from inside the transaction), then boom."""
+    append = chainstore.append
+
+    def failing(db, *args, **kwargs):
+        head = append(db, *args, **kwargs)
+        assert db.conn.in_transaction
+        assert db.conn.execute("SELECT entry FROM chain WHERE pos = ?",
+                               (head.pos,)).fetchone()[0] == head.entry
+        reached.append(head.pos)
+        raise Crash("after the chain row")
+
+    monkeypatch.setattr(chainstore, "append", failing)
+
+
+def crash_after_every_row(monkeypatch, reached):
+    """Chain, repository and index rows are all written, then boom before COMMIT."""
+    store = repository.store_uid_message
+
+    def failing(db, message, *args, **kwargs):
+        store(db, message, *args, **kwargs)
+        assert db.conn.execute("SELECT count(*) FROM identities WHERE identity = ?",
+                               (message.identity,)).fetchone()[0] == 1
+        reached.append(message.identity)
+        raise Crash("after every row")
+
+    monkeypatch.setattr(repository, "store_uid_message", failing)
+
+
+@pytest.mark.parametrize("crash", [crash_after_chain_row, crash_after_every_row])
+@pytest.mark.parametrize("update", [False, True], ids=["create", "update"])
+def test_append_failing_halfway_leaves_nothing(app, client, runner, users, monkeypatch, crash,
+                                               update):
+    alice = users.register("alice@example.org")
+    if update:
+        message, _ = users.update_message(alice)
+    else:
+        message, _, _ = users.create_message("bob@example.org")
+    identity = message["content"]["identity"]
+    before, head = rows(app), client.get("/v1/hashchain/head").json
+    lookup = client.get(f"/v1/users/{identity}")
+    token = mint(app)
+    reached = []
+    with monkeypatch.context() as patch:
+        crash(patch, reached)
+        response = users.put(identity, message, token=token)
+    assert len(reached) == 1        # it failed where meant to, not earlier
+    assert (response.status_code, response.json["errcode"]) == (500, "UNAVAILABLE")
+    assert rows(app) == before
+    assert client.get("/v1/hashchain/head").json == head
+    after = client.get(f"/v1/users/{identity}")
+    assert (after.status_code, after.json) == (lookup.status_code, lookup.json)
+    verified = runner.invoke(args=["chain", "verify"])
+    assert verified.exit_code == 0 and verified.output == f"chain OK: {head['pos'] + 1} entries\n"
+    # nothing half-done is in the way: the same message and token now go through
+    response = users.put(identity, message, token=token)
+    assert response.status_code == (200 if update else 201), response.json
+    assert response.json["entry"]["hashchain_pos"] == head["pos"] + 1
+    assert runner.invoke(args=["chain", "verify"]).exit_code == 0
+
+
+def test_a_repeated_nonce_is_redrawn_and_other_clashes_raise(database, monkeypatch):
+    import sqlite3
+
+    from client.hashchain import ENTRY_SIZE
+
+    draws = iter([bytes(8), bytes(8), b"\x01" * 8])
+    monkeypatch.setattr(chainstore.os, "urandom", lambda n: next(draws))
+    with keyserver_db.transaction(database):
+        first = chainstore.append(database, "a@example.org", bytes(32), 1)
+        second = chainstore.append(database, "b@example.org", bytes(32), 2)   # nonce redrawn
+    assert (first.pos, second.pos) == (0, 1) and len(second.entry) == ENTRY_SIZE
+    assert second.entry[33:41] == b"\x01" * 8
+    fresh = iter(bytes([n]) * 8 for n in range(2, 6))   # a retrying loop would run dry
+    monkeypatch.setattr(chainstore.os, "urandom", lambda n: next(fresh))
+    monkeypatch.setattr(chainstore, "head", lambda db: first)   # a stale head: pos 1 again
+    with pytest.raises(sqlite3.IntegrityError):
+        with keyserver_db.transaction(database):
+            chainstore.append(database, "c@example.org", bytes(32), 3)

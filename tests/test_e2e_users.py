@@ -6,11 +6,11 @@ import subprocess
 import nacl.signing
 import requests
 
-from client.encoding import b64decode
+from client.encoding import b64decode, now_ms, sha256
+from client.hashchain import open_entry
 from client.keys import ed25519_entry
-from client.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
-                               update_uid_content)
-from client.encoding import now_ms
+from client.uidmessage import (build_uid_content, decrypt_uid_message, parse_uid_message,
+                               sign_uid_content, update_uid_content)
 from conftest import DAY_MS, keyserver_command, run_together
 
 RACERS = 20
@@ -57,6 +57,29 @@ def check_consistent(server, identity, expected_positions):
     history_len, pos = conn.execute("SELECT history_len, pos FROM identities WHERE identity = ?",
                                     (identity,)).fetchone()
     assert history_len == len(expected_positions) and pos == expected_positions[-1]
+    check_keyhashes(conn)
+
+
+def check_keyhashes(conn):
+    """``keyhashes`` maps exactly the keys of accepted messages to their identity: every
+    identity's current sigkey and sigescrow, and the keys its earlier messages named
+    (a key stays its identity's forever); no key of a refused message, nothing more."""
+    stored = dict(conn.execute("SELECT keyhash, identity FROM keyhashes"))
+    expected = {}
+    for identity, sigkey, sigescrow in conn.execute(
+            "SELECT identity, sigkey, sigescrow FROM identities").fetchall():
+        for key in (sigkey, sigescrow):
+            if key is not None:
+                assert stored.get(sha256(key)) == identity, identity
+        for (pos,) in conn.execute("SELECT pos FROM history WHERE identity = ?",
+                                   (identity,)).fetchall():
+            entry, encrypted = conn.execute(
+                "SELECT c.entry, u.encrypted FROM chain c JOIN uids u ON u.pos = c.pos"
+                " WHERE c.pos = ?", (pos,)).fetchone()
+            message = parse_uid_message(decrypt_uid_message(encrypted,
+                                                            open_entry(entry, identity)))
+            expected.update((keyhash, identity) for keyhash in message.key_hashes)
+    assert stored == expected
 
 
 def test_racing_creates_exactly_one_wins(live_server):

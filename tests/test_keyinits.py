@@ -517,6 +517,67 @@ def test_fetches_are_unlimited_by_default(kis, alice):
         assert {kis.fetch(skh(alice)).status_code for _ in range(100)} == {200}
 
 
+# --- configured add limits ------------------------------------------------------------------
+
+CONFIGURED = {"MAX_KEYINITS_PER_REQUEST": 3, "MAX_KEYINITS_PER_IDENTITY": 5,
+              "MAX_KEYINIT_LIFETIME": 2 * DAY_MS}
+
+
+@pytest.fixture
+def configured(instance):
+    """An app with non-default AddKeyInit limits, its KeyInit actions, and alice on it."""
+    app = limited_app(instance, **CONFIGURED)
+    with at(T0):
+        account = UserActions(app.test_client()).register("alice@example.org")
+    return app, KeyInitActions(app.test_client()), account
+
+
+def test_configured_limits_are_published(configured):
+    app, kis, _ = configured
+    limits = kis.client.get("/v1/capabilities").json["limits"]
+    assert (limits["max_keyinits_per_request"], limits["max_keyinits_per_identity"],
+            limits["max_keyinit_lifetime_ms"]) == (3, 5, 2 * DAY_MS)
+
+
+def test_configured_batch_size_is_enforced(configured):
+    app, kis, alice = configured
+    with at(T0):
+        response = refused(app, 400, "INVALID_MESSAGE", kis.add, alice,
+                           [make(alice, n) for n in range(1, 5)])
+        assert "1 to 3 KeyInits" in response.json["error"]
+        kis.added(alice, [make(alice, n) for n in range(1, 4)])
+    assert stored_msgcounts(app, skh(alice)) == [1, 2, 3]
+
+
+def test_configured_per_identity_limit_is_enforced(configured):
+    app, kis, alice = configured
+    with at(T0):
+        kis.added(alice, [make(alice, n) for n in range(1, 4)])
+        refused(app, 409, "KEYINIT_LIMIT", kis.add, alice, [make(alice, n) for n in (4, 5, 6)])
+        kis.added(alice, [make(alice, 4), make(alice, 5)])          # exactly 5 stored
+        response = refused(app, 409, "KEYINIT_LIMIT", kis.add, alice, [make(alice, 6)])
+        assert "5 KeyInits are stored" in response.json["error"]
+        kis.fetched(alice)                                          # consumes one: room for one
+        kis.added(alice, [make(alice, 6)])
+        refused(app, 409, "KEYINIT_LIMIT", kis.add, alice, [make(alice, 7)])
+    assert stored_msgcounts(app, skh(alice)) == [2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("not_after, ok", [
+    (NOW + 2 * DAY_MS, True),                       # exactly the configured lifetime
+    (NOW + 2 * DAY_MS + 1, False),                  # well within the default 30 days
+], ids=["exactly", "1ms-more"])
+def test_configured_lifetime_is_enforced(configured, not_after, ok):
+    app, kis, alice = configured
+    item = make(alice, 1, not_before_ts=T0, not_after_ts=not_after)
+    with at(NOW):
+        if ok:
+            kis.added(alice, [item])
+        else:
+            refused(app, 400, "INVALID_VALIDITY", kis.add, alice, [item])
+    assert stored_msgcounts(app, skh(alice)) == ([1] if ok else [])
+
+
 # --- flushing -------------------------------------------------------------------------------
 
 def test_flush_deletes_everything_and_cannot_be_replayed(app, kis, alice):

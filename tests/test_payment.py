@@ -5,10 +5,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from client.encoding import b64decode, b64url_decode, b64url_encode, sha256
-from client.tokens import (Token, format_authorization, generate_token_key, make_token_input,
-                           mint_token, parse_spki, token_challenge, token_key_id)
+from client.tokens import (Token, finalize_tokens, format_authorization, generate_token_key,
+                           make_token_input, mint_token, parse_spki, token_challenge,
+                           token_key_id)
 from conftest import TEST_TOKEN_KEY_LIFETIME, at, mint
 from keyserver import create_app, db, tokenkeys
+from test_vouchers import create_vouchers, issue
 
 
 def spent_count(app):
@@ -174,9 +176,12 @@ def test_rotated_key_keeps_old_tokens_valid_until_their_not_after(instance, app,
     old_token2 = mint_with(app, old)
     with at(old.not_after_ts):
         message, _, _ = users.create_message("bob@example.org")
+        spent, before = spent_count(app), head_pos(client)
         response = users.put("bob@example.org", message, token=old_token2)
-        assert response.json["errcode"] == "TOKEN_INVALID"
+        assert (response.status_code, response.json["errcode"]) == (401, "TOKEN_INVALID")
         assert "expired" in response.json["error"]
+        assert spent_count(app) == spent and head_pos(client) == before   # spent nothing
+        assert client.get("/v1/users/bob@example.org").status_code == 404
         assert users.put("bob@example.org", message, token=new_token).status_code == 201
         assert len(client.get("/v1/capabilities").json["token_keys"]) == 1
 
@@ -201,6 +206,30 @@ def test_mint_and_stats_commands(app, runner, users):
                      token=b64url_decode(lines[0])).status_code == 201
     stats = runner.invoke(args=["tokens", "stats"]).output
     assert "minted: 3" in stats and "spent: 1" in stats and "valid until" in stats
+
+
+def stats_lines(runner) -> dict:
+    result = runner.invoke(args=["tokens", "stats"])
+    assert result.exit_code == 0, result.output
+    return dict(line.split(": ", 1) for line in result.output.splitlines()
+                if not line.startswith("key "))
+
+
+def test_stats_count_tokens_issued_through_vouchers(app, client, runner, users):
+    [code] = create_vouchers(runner, 5)
+    assert stats_lines(runner) == {"issued via vouchers": "0", "minted": "0", "spent": "0",
+                                   "unredeemed on valid vouchers": "5"}
+    response, pending, public = issue(client, code, 3)
+    assert response.status_code == 200
+    assert stats_lines(runner) == {"issued via vouchers": "3", "minted": "0", "spent": "0",
+                                   "unredeemed on valid vouchers": "2"}
+    assert issue(client, code, 3)[0].json["errcode"] == "VOUCHER_INVALID"   # counts nothing
+    tokens = finalize_tokens(public, pending, [b64decode(s) for s in response.json["blind_sigs"]])
+    message, _, _ = users.create_message("alice@example.org")
+    assert users.put("alice@example.org", message, token=tokens[0].to_bytes()).status_code == 201
+    assert issue(client, code, 2)[0].status_code == 200
+    assert stats_lines(runner) == {"issued via vouchers": "5", "minted": "0", "spent": "1",
+                                   "unredeemed on valid vouchers": "0"}
 
 
 def test_token_format_checks_are_those_of_the_library():

@@ -279,6 +279,41 @@ def test_update_signed_by_wrong_previous_key(app, users):
     expect_error(users, app, account.identity, forged, 400, "INVALID_SIGNATURE")
 
 
+def expect_update_refused(app, client, users, account, message):
+    """The update is refused INVALID_SIGNATURE and the identity is as it was."""
+    head = client.get("/v1/hashchain/head").json
+    expect_error(users, app, account.identity, message, 400, "INVALID_SIGNATURE")
+    assert client.get("/v1/hashchain/head").json == head
+    lookup = client.get(f"/v1/users/{account.identity}").json
+    assert lookup["uid_message_reply"] == account.reply
+
+
+def test_update_selfsignature_by_wrong_key(app, client, users):
+    account = users.register("alice@example.org")
+    message, new_key = users.update_message(account)
+    other = nacl.signing.SigningKey.generate()
+    data = canonical_json(message["content"])
+    message["selfsignature"] = b64encode(other.sign(data).signature)
+    # the usersignature, by alice's current sigkey, is good: only the selfsignature is bad
+    assert message["usersignature"] == b64encode(account.sigkey.sign(data).signature)
+    expect_update_refused(app, client, users, account, message)
+    message, _ = users.update_message(account, new_sigkey=new_key)
+    assert users.put(account.identity, message).status_code == 200
+
+
+@pytest.mark.parametrize("resign_usersignature", [False, True])
+def test_update_content_changed_after_signing(app, client, users, resign_usersignature):
+    account = users.register("alice@example.org")
+    message, new_key = users.update_message(account)
+    selfsignature = message["selfsignature"]
+    message["content"]["repouris"] = ["https://evil.example"]
+    if resign_usersignature:
+        # the previous sigkey signs the changed content: only the selfsignature is stale
+        message = resign(message, new_key, previous_sigkey=account.sigkey)
+        message["selfsignature"] = selfsignature
+    expect_update_refused(app, client, users, account, message)
+
+
 def test_update_with_both_signatures(app, users):
     account = users.register("alice@example.org")
     message, new_key = users.update_message(account)

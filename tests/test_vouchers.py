@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from client.encoding import b64decode, b64encode, b64url_encode
+from client.encoding import b64decode, b64encode, b64url_encode, sha256
 from client.tokens import (AUTHENTICATOR_LEN, finalize_tokens, parse_spki,
                            prepare_blinded_tokens, token_challenge)
 from conftest import DAY_MS, at
-from keyserver import db
+from keyserver import db, vouchers
 
 
 def create_vouchers(runner, tokens, count=1, expires="30d"):
@@ -62,9 +62,11 @@ def test_asking_more_than_left_is_refused_whole(app, client, runner):
     assert response.json["errcode"] == "VOUCHER_INVALID" and remaining(app) == [0]
 
 
-def test_codes_are_case_and_space_tolerant(client, runner):
-    [code] = create_vouchers(runner, 2)
+def test_codes_are_case_space_and_dash_tolerant(client, runner):
+    [code] = create_vouchers(runner, 3)
     assert issue(client, " " + code.lower() + " ", 1)[0].status_code == 200
+    assert issue(client, code.replace("-", ""), 1)[0].status_code == 200
+    assert issue(client, code.replace("-", " ").lower(), 1)[0].status_code == 200
 
 
 @pytest.mark.parametrize("code", ["", "AAAA-BBBB", "not a voucher"])
@@ -114,6 +116,32 @@ def test_vouchers_list_shows_use_not_codes(client, runner):
     listing = runner.invoke(args=["vouchers", "list"]).output
     assert "3/4 used" in listing and "0/4 used" in listing
     assert all(code not in listing and code[5:] not in listing for code in codes)
+    # not even part of one: the labels are random, not derived from the codes
+    groups = {group for code in codes for group in code.split("-")}
+    assert all(len(group) == 4 for group in groups)
+    assert [group for group in groups if group in listing] == []
+
+
+def test_database_keeps_only_the_hash_of_codes(app, instance, client, runner):
+    """Neither the database file nor its WAL holds a code in any form, only
+    SHA256 of the normalized code (what ``vouchers.available`` looks up)."""
+    codes = create_vouchers(runner, 4, count=3)
+    assert issue(client, codes[0].lower(), 1)[0].status_code == 200
+    with app.app_context():
+        stored_hashes = {row[0] for row in db.get_db().conn.execute(
+            "SELECT code_hash FROM vouchers")}
+    files = sorted(instance.glob("keyserver.sqlite*"))
+    assert {f.name for f in files} >= {"keyserver.sqlite", "keyserver.sqlite-wal"}
+    stored = b"".join(f.read_bytes() for f in files)
+    for code in codes:
+        normalized = vouchers._normalize(code)
+        assert normalized == code.upper().replace("-", "")
+        assert sha256(normalized.encode()) in stored_hashes
+        assert sha256(normalized.encode()) in stored
+        for text in (code, code.upper(), code.lower(), code.replace("-", ""),
+                     code.replace("-", "").lower()):
+            for form in (text.encode(), text.encode("utf-16-le")):
+                assert form not in stored, form
 
 
 def test_server_state_cannot_link_issuance_to_redemption(app, instance, client, runner, users):

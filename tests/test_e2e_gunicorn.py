@@ -1,0 +1,116 @@
+"""Races across worker PROCESSES: the app under gunicorn with two sync workers, as
+README.md runs it in production. The workers share the database (WAL mode, writers
+queued on the lock file's flock, one BEGIN IMMEDIATE transaction per write), so the
+database still decides every race exactly once."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gunicorn.config
+import pytest
+import requests
+
+from conftest import SERVER_NAME, LiveServer, free_port, keyserver_command, run_together
+from test_e2e_tokens import registration
+from test_e2e_users import RACERS, check_consistent, new_message, race
+
+WORKERS = 2
+#: One access log line per request: "access <worker pid> <method> <path> <status>".
+ACCESS_FORMAT = "access %(p)s %(m)s %(U)s %(s)s"
+#: Newer gunicorns open a control socket in ~/.gunicorn, shared by every instance: not here.
+NO_CONTROL_SOCKET = [cli for setting in gunicorn.config.KNOWN_SETTINGS
+                     for cli in setting.cli or () if cli == "--no-control-socket"]
+
+
+class GunicornServer(LiveServer):
+    """``gunicorn -w 2 'keyserver:create_app()'`` on an instance, on a free local port."""
+
+    def __init__(self, instance: Path, port: int):
+        self.instance, self.port = instance, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(instance.parent / f"server-{port}.log", "wb")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "-w", str(WORKERS),
+             "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
+             "--access-logformat", ACCESS_FORMAT, *NO_CONTROL_SOCKET, "keyserver:create_app()"],
+            env={**os.environ, "KEYSERVER_INSTANCE": str(instance)},
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait()
+        self._wait_for_workers()
+
+    def _wait_for_workers(self, timeout: float = 20.0) -> None:
+        """Answering means one worker is up; the races need all of them."""
+        deadline = time.monotonic() + timeout
+        while self.output().count("Booting worker") < WORKERS:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn workers did not start: {self.output()}")
+            time.sleep(0.05)
+
+    def workers_serving(self, method: str, path: str) -> set[str]:
+        """The worker pids that answered ``method path`` so far."""
+        return {fields[1] for fields in (line.split() for line in self.output().splitlines())
+                if fields[:1] == ["access"] and fields[2:4] == [method, path]}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gunicorn") / "instance"
+    port = free_port()
+    subprocess.run(
+        keyserver_command("init", "--instance", str(path), "--server-name", SERVER_NAME,
+                          "--url", f"http://127.0.0.1:{port}"),
+        check=True, capture_output=True, env={**os.environ})
+    server = GunicornServer(path, port)
+    yield server
+    server.stop()
+    assert server.process.returncode == 0, server.output()
+
+
+def head_pos(server) -> int:
+    return requests.get(server.url + "/v1/hashchain/head").json()["pos"]
+
+
+def spent_count(server) -> int:
+    with sqlite3.connect(server.instance / "keyserver.sqlite") as conn:
+        count = conn.execute("SELECT count(*) FROM spent_tokens").fetchone()[0]
+    conn.close()
+    return count
+
+
+def test_racing_creates_across_workers_exactly_one_wins(server):
+    before = head_pos(server)
+    messages = [new_message(server.url, "alice@example.org")[0] for _ in range(RACERS)]
+    answers = race(server, "alice@example.org", messages)
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [201] + [409] * (RACERS - 1), answers
+    assert {body["errcode"] for status, body in answers if status == 409} == {"IDENTITY_TAKEN"}
+    [winner] = [body for status, body in answers if status == 201]
+    assert winner["entry"]["hashchain_pos"] == before + 1 == head_pos(server)
+    check_consistent(server, "alice@example.org", [before + 1])   # chain verify included
+    assert len(server.workers_serving("PUT", "/v1/users/alice@example.org")) == WORKERS
+
+
+def test_one_token_raced_across_workers_pays_once(server):
+    before, spent = head_pos(server), spent_count(server)
+    [token] = server.mint(1)
+    identities = [f"racer{letter}@example.org" for letter in "abcdefghiklmnopqrstuvwxyz"[:RACERS]]
+    messages = [registration(server.url, identity) for identity in identities]
+
+    def put(index):
+        response = requests.put(f"{server.url}/v1/users/{identities[index]}",
+                                json={"uid_message": messages[index]},
+                                headers={"Authorization": token})
+        return response.status_code, response.json()
+
+    answers = run_together(RACERS, put)
+    statuses = sorted((status, body.get("errcode")) for status, body in answers)
+    assert statuses == [(201, None)] + [(401, "TOKEN_SPENT")] * (RACERS - 1), answers
+    [winner] = [identities[i] for i, (status, _) in enumerate(answers) if status == 201]
+    assert head_pos(server) == before + 1 and spent_count(server) == spent + 1
+    check_consistent(server, winner, [before + 1])
+    assert len(set().union(*(server.workers_serving("PUT", f"/v1/users/{identity}")
+                             for identity in identities))) == WORKERS

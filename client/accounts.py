@@ -32,7 +32,8 @@ from .hashchain import ENTRY_SIZE, ZERO_HASH, open_entry, verify_entries
 from .home import Home
 from .keys import ed25519_entry
 from .keystore import Keystore, KeyNotFound, format_paper_backup
-from .lookup import LookupResult, check_reply_signature, lookup, server_keys
+from .identity import server_identity
+from .lookup import LookupResult, ServerKey, check_reply_signature, lookup, server_keys
 from .uidmessage import build_uid_content, sign_uid_content, uid_hash, update_uid_content
 from .uidrules import Limits, is_held
 
@@ -87,8 +88,10 @@ class Accounts:
         self.home, self.server, self.keystore, self.progress = home, server, keystore, progress
         self.api = KeyserverAPI(url)
         self.chain = home.chain(server)
-        home.db.conn.execute(REPLIES_SCHEMA)
+        home.db.execute(REPLIES_SCHEMA)
         self._capabilities: dict | None = None
+        #: The server's signing keys as the chain records them, after ``sync``.
+        self.keys: list[ServerKey] = []
 
     # --- chain and server state ---------------------------------------------------
 
@@ -108,7 +111,12 @@ class Accounts:
         the ``expect``ed entries) is refused whole (§7.5)."""
         self.progress("syncing the chain")
         expected = {pos: _reply_entry(reply) for _, pos, reply in self.replies()}
-        return self.chain.sync(self.api, progress=progress, expect={**expected, **(expect or {})})
+        own = server_identity(self.server)
+        added = self.chain.sync(self.api, progress=progress,
+                                expect={**expected, **(expect or {})}, index=[own])
+        self.progress(f"tracking {own} on the chain")
+        self.keys = server_keys(self.api, self.chain, self.server, self.limits)
+        return added
 
     def lookup(self, identity: str) -> LookupResult | None:
         return lookup(self.api, self.chain, self.server, identity, self.limits)
@@ -271,8 +279,8 @@ class Accounts:
             raise
         pos = self._confirm_on_chain(content["identity"], message, reply)
         written = Written(content["identity"], content["msgcount"], pos, reply)
-        with self.home.db.conn:
-            self.home.db.conn.execute(
+        with self.home.db:
+            self.home.db.execute(
                 "INSERT OR REPLACE INTO own_replies (server, identity, pos, msgcount, reply)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (self.server, written.identity, pos, written.msgcount, json.dumps(reply)))
@@ -304,8 +312,8 @@ class Accounts:
 
     def _record(self, identity: str, result: LookupResult) -> None:
         """Keep the verified replies of an identity we own (found by lookup)."""
-        with self.home.db.conn:
-            self.home.db.conn.executemany(
+        with self.home.db:
+            self.home.db.executemany(
                 "INSERT OR IGNORE INTO own_replies (server, identity, pos, msgcount, reply)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(self.server, identity, found.pos, found.message.msgcount,
@@ -316,7 +324,7 @@ class Accounts:
     def replies(self) -> list[tuple[str, int, dict]]:
         """``(identity, pos, reply)`` of every reply we hold for our identities here."""
         return [(identity, pos, json.loads(reply)) for identity, pos, reply in
-                self.home.db.conn.execute(
+                self.home.db.execute(
                     "SELECT identity, pos, reply FROM own_replies WHERE server = ?"
                     " ORDER BY pos", (self.server,))]
 

@@ -8,7 +8,7 @@ from typing import Iterator
 from .chainstate import MSGPACK, ChainState, Chunk, parse_chunk
 from .encoding import b64encode, b64url_encode
 from .errors import ChainError, TransportError
-from .fetcher import Fetcher, Request, RequestsFetcher
+from .fetcher import Fetcher, Request, HTTPFetcher
 from .keys import KeyEntry
 
 #: Per-entry size bound of a chunk answer (base64 plus quotes and comma).
@@ -21,7 +21,7 @@ class KeyserverAPI:
 
     def __init__(self, base_url: str, fetcher: Fetcher | None = None):
         self.base_url = base_url.rstrip("/")
-        self.fetcher = fetcher or RequestsFetcher()
+        self.fetcher = fetcher or HTTPFetcher()
 
     def _json(self, method: str, path: str, body: dict | None = None,
               headers: dict[str, str] | None = None, max_length: int = MAX_JSON_BYTES) -> dict:
@@ -123,14 +123,34 @@ def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10
     It stops at the first short chunk that reaches its ``head_pos``: only short
     chunks come from the head, whereas a complete chunk may come from a cache with an
     older ``head_pos``. (A short chunk below its ``head_pos`` met an append between
-    two reads of the server: the next request gets the rest.)"""
-    while True:
-        chunk = api.fetch_hashchain(state.length, chunk_size, use_msgpack=use_msgpack)
-        entries = state.accept(chunk)
-        if entries:
-            yield entries
-        if len(entries) < chunk_size and chunk.head_pos < state.length:
-            return
-        if not entries:
-            raise ChainError(f"the server names head {chunk.head_pos} but serves no entry "
-                             f"at {state.length}", position=state.length)
+    two reads of the server: the next request gets the rest.)
+
+    While a complete chunk is verified, the next one is already being fetched (the
+    network wait and the hashing overlap), so a long chain downloads at the speed of
+    verification."""
+    def fetch(start: int) -> Chunk:
+        return api.fetch_hashchain(start, chunk_size, use_msgpack=use_msgpack)
+
+    executor = None
+    pending = None   # the prefetched chunk at state.length
+    try:
+        while True:
+            chunk = pending.result() if pending is not None else fetch(state.length)
+            pending = None
+            if len(chunk.entries) == chunk_size:
+                if executor is None:   # only a long download needs the thread
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    executor = ThreadPoolExecutor(1)
+                pending = executor.submit(fetch, state.length + chunk_size)
+            entries = state.accept(chunk)
+            if entries:
+                yield entries
+            if len(entries) < chunk_size and chunk.head_pos < state.length:
+                return
+            if not entries:
+                raise ChainError(f"the server names head {chunk.head_pos} but serves no "
+                                 f"entry at {state.length}", position=state.length)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)

@@ -38,7 +38,7 @@ def parse_chunk(body: bytes, content_type: str) -> Chunk:
         if content_type == MSGPACK:
             obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
             entries = obj["entries"]
-            if not isinstance(entries, list) or not all(isinstance(e, bytes) for e in entries):
+            if not isinstance(entries, list) or not set(map(type, entries)) <= {bytes}:
                 raise TransportError("hashchain chunk: entries must be binary")
         else:
             obj = json.loads(body)

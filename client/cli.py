@@ -82,7 +82,9 @@ def sync(home: Home, server: str | None) -> None:
         with click.progressbar(length=max(head - accounts.chain.length, 0),
                                label=f"syncing {name}") as bar:
             added = accounts.sync(progress=bar.update)
-        click.echo(f"{name}: {added} new entries, {accounts.chain.length} verified")
+        current = accounts.keys[-1]
+        click.echo(f"{name}: {added} new entries, {accounts.chain.length} verified; "
+                   f"server key {b64encode(current.pubkey)} (since position {current.pos})")
 
 
 def _identity(ctx: click.Context, param: click.Parameter, value: str) -> str:

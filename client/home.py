@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
-
-import platformdirs
+from typing import TYPE_CHECKING, Iterator
 
 from .api import KeyserverAPI
 from .encoding import b64decode, now_ms
 from .errors import VerificationError
 from .localchain import LocalChain, open_state
 from .signedjson import signature_key_ids, verify_signed_json
-from .wallet import Wallet
 
 SERVERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS servers (
@@ -27,7 +24,13 @@ CREATE TABLE IF NOT EXISTS servers (
 """
 
 
+if TYPE_CHECKING:
+    from .wallet import Wallet
+
+
 def default_home() -> str:
+    import platformdirs   # only when no --home is given
+
     return platformdirs.user_data_dir("keyclient")
 
 
@@ -52,23 +55,26 @@ class Home:
         self.path = os.path.abspath(path)
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self.db = open_state(os.path.join(self.path, "state.sqlite"))
-        self.db.conn.execute(SERVERS_SCHEMA)
+        self.db.execute(SERVERS_SCHEMA)
 
     def add_server(self, url: str) -> str:
         """Remember the keyserver at ``url``; return its name."""
         api = KeyserverAPI(url)
         name = check_capabilities(api.capabilities())
-        with self.db.conn:
-            self.db.conn.execute(
+        with self.db:
+            self.db.execute(
                 "INSERT INTO servers (name, url, added_ts) VALUES (?, ?, ?) ON CONFLICT (name)"
                 " DO UPDATE SET url = excluded.url", (name, api.base_url, now_ms()))
         return name
 
     def servers(self) -> list[tuple[str, str]]:
-        return list(self.db.conn.execute("SELECT name, url FROM servers ORDER BY name"))
+        return list(self.db.execute("SELECT name, url FROM servers ORDER BY name"))
 
     @contextlib.contextmanager
     def wallet(self) -> Iterator[Wallet]:
+        # Tokens need RSA (cryptography, slow to import): only commands that pay load it.
+        from .wallet import Wallet
+
         wallet = Wallet(os.path.join(self.path, "wallet.sqlite"))
         try:
             yield wallet

@@ -72,12 +72,12 @@ def _next_msgcount(accounts: Accounts, key_hash: bytes, count: int) -> int:
     """Reserve ``count`` msgcounts for a batch (recorded before it is sent, so a
     failed batch never has its msgcounts reused)."""
     db = accounts.home.db
-    db.conn.execute(MSGCOUNT_SCHEMA)
-    row = db.conn.execute("SELECT msgcount FROM keyinit_msgcounts WHERE server = ? AND "
+    db.execute(MSGCOUNT_SCHEMA)
+    row = db.execute("SELECT msgcount FROM keyinit_msgcounts WHERE server = ? AND "
                           "sigkeyhash = ?", (accounts.server, key_hash)).fetchone()
     first = max(now_ms(), row[0] + 1 if row else 0)
-    with db.conn:
-        db.conn.execute(
+    with db:
+        db.execute(
             "INSERT INTO keyinit_msgcounts (server, sigkeyhash, msgcount) VALUES (?, ?, ?)"
             " ON CONFLICT (server, sigkeyhash) DO UPDATE SET msgcount = excluded.msgcount",
             (accounts.server, key_hash, first + count - 1))

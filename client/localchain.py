@@ -12,31 +12,17 @@ second.
 
 from __future__ import annotations
 
-import hashlib
-import multiprocessing
 import os
-from typing import Callable, Iterable, Mapping
+import sqlite3
+from typing import Callable, Iterable, Mapping, Sequence
 
-import sqlite_utils
 
 from .api import KeyserverAPI, download_chain
 from .chainstate import ChainState
 from .encoding import b64decode
 from .errors import ChainError, VerificationError
-from .hashchain import ENTRY_SIZE, ZERO_HASH, open_entry
+from .hashchain import ENTRY_SIZE, K1_SIZE, ZERO_HASH, fast_sha256, k1_values, open_entry
 
-K1_SIZE = 32
-
-# CPython's own SHA-2 objects cost half as much per call as OpenSSL's through
-# hashlib, and the exhaustive search makes a million tiny calls.
-try:
-    from _sha256 import sha256 as _sha256  # CPython 3.11
-    from _sha512 import sha512 as _sha512
-except ImportError:  # pragma: no cover - other Python versions
-    try:
-        from _sha2 import sha256 as _sha256, sha512 as _sha512  # CPython 3.12+
-    except ImportError:
-        _sha256, _sha512 = hashlib.sha256, hashlib.sha512
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS chains (
@@ -60,24 +46,24 @@ CREATE TABLE IF NOT EXISTS scanned (
 """
 
 
-def open_state(path: str) -> sqlite_utils.Database:
+def open_state(path: str) -> sqlite3.Connection:
     """The client's state database (mode 0600), with the chain tables."""
     if not os.path.exists(path):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    db = sqlite_utils.Database(path)
-    db.conn.executescript(SCHEMA)
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA)
     return db
 
 
 class LocalChain:
     """One server's verified chain: files under ``directory``, length in ``db``."""
 
-    def __init__(self, db: sqlite_utils.Database, directory: str, server: str):
+    def __init__(self, db: sqlite3.Connection, directory: str, server: str):
         self.db, self.server = db, server
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self.entries_path = os.path.join(directory, "entries.bin")
         self.k1_path = os.path.join(directory, "k1.bin")
-        row = db.conn.execute("SELECT length, last_hash FROM chains WHERE server = ?",
+        row = db.execute("SELECT length, last_hash FROM chains WHERE server = ?",
                               (server,)).fetchone()
         self.length, self.last_hash = row if row else (0, ZERO_HASH)
         for path, size in ((self.entries_path, ENTRY_SIZE), (self.k1_path, K1_SIZE)):
@@ -89,8 +75,8 @@ class LocalChain:
         return ChainState(self.length, self.last_hash)
 
     def _commit(self, state: ChainState) -> None:
-        with self.db.conn:
-            self.db.conn.execute(
+        with self.db:
+            self.db.execute(
                 "INSERT INTO chains (server, length, last_hash) VALUES (?, ?, ?)"
                 " ON CONFLICT (server) DO UPDATE SET length = excluded.length,"
                 " last_hash = excluded.last_hash", (self.server, state.length, state.last_hash))
@@ -98,18 +84,28 @@ class LocalChain:
 
     def sync(self, api: KeyserverAPI, *, chunk_size: int = 10000,
              progress: Callable[[int], None] = lambda n: None,
-             expect: Mapping[int, bytes] | None = None) -> int:
+             expect: Mapping[int, bytes] | None = None, index: Sequence[str] = ()) -> int:
         """Download and verify everything after the local head; return how many new
         entries. Nothing of a sync that fails is kept (§7.5: a chain that does not
         verify is rejected whole): not a bad chunk, not the good chunks before it,
         not a chain whose entry at a position in ``expect`` (replies we hold) differs,
-        nor one that the server's current head contradicts."""
+        nor one that the server's current head contradicts.
+
+        The identities in ``index`` are searched in the new entries on the way when
+        the download is long: a second process computes k1 and scans each chunk
+        while this one verifies the next (a later ``search`` then has nothing left)."""
         state = self.state()
         start = self.length
+        indexer = None
         try:
             with open(self.entries_path, "ab") as handle:
                 for entries in download_chain(api, state, chunk_size=chunk_size):
-                    handle.write(b"".join(entries))
+                    block = b"".join(entries)
+                    handle.write(block)
+                    if indexer is None and index and len(entries) == chunk_size:
+                        indexer = self._indexer(start, index)
+                    if indexer is not None:
+                        indexer.add(block, state.length - len(entries))
                     progress(len(entries))
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -122,9 +118,22 @@ class LocalChain:
         except BaseException:
             with open(self.entries_path, "ab") as handle:
                 handle.truncate(start * ENTRY_SIZE)
+            if indexer is not None:
+                indexer.close()
             raise
         self._commit(state)
+        if indexer is not None:
+            fresh, matches = indexer.results()
+            self._record_scans(start, fresh, matches, indexer.identities)
         return self.length - start
+
+    def _indexer(self, start: int, identities: Sequence[str]) -> _Indexer | None:
+        """An indexer for entries from ``start``, if the k1 cache and every identity's
+        scan end exactly there (else the gap is for ``search`` to fill)."""
+        if os.path.getsize(self.k1_path) != start * K1_SIZE or any(
+                self._scanned(identity) != start for identity in identities):
+            return None
+        return _Indexer(list(identities))
 
     def _check_head(self, head: dict, length: int) -> None:
         """A head the chain already covers must be the entry it holds there (else the
@@ -145,9 +154,11 @@ class LocalChain:
             handle.seek(pos * ENTRY_SIZE)
             return handle.read(ENTRY_SIZE)
 
-    def read(self) -> bytes:
+    def read(self, start: int = 0) -> bytes:
+        """The verified entries from position ``start`` on, as one block."""
         with open(self.entries_path, "rb") as handle:
-            return handle.read(self.length * ENTRY_SIZE)
+            handle.seek(start * ENTRY_SIZE)
+            return handle.read((self.length - start) * ENTRY_SIZE)
 
     def entry(self, pos: int) -> bytes:
         """The verified entry at ``pos``."""
@@ -170,13 +181,13 @@ class LocalChain:
             self._run_scans(scans)
         found: dict[str, list[tuple[int, bytes]]] = {identity: [] for identity in identities}
         for identity in identities:
-            found[identity] = [(pos, uid_hash) for pos, uid_hash in self.db.conn.execute(
+            found[identity] = [(pos, uid_hash) for pos, uid_hash in self.db.execute(
                 "SELECT pos, uid_hash FROM found WHERE server = ? AND identity = ? ORDER BY pos",
                 (self.server, identity))]
         return found
 
     def _scanned(self, identity: str) -> int:
-        row = self.db.conn.execute(
+        row = self.db.execute(
             "SELECT upto FROM scanned WHERE server = ? AND identity = ?",
             (self.server, identity)).fetchone()
         return row[0] if row else 0
@@ -184,37 +195,83 @@ class LocalChain:
     def _run_scans(self, scans: list[tuple[str, int]]) -> None:
         global _WORK
         with open(self.k1_path, "rb") as handle:
-            cached = handle.read(self.length * K1_SIZE)
-        # The k1 file must stay aligned: computing (and caching) starts at the first
-        # entry some identity needs, never past the end of the cache.
-        start = min([len(cached) // K1_SIZE] + [upto for _, upto in scans])
-        _WORK = (self.read(), cached, scans)
+            cached_count = min(os.fstat(handle.fileno()).st_size // K1_SIZE, self.length)
+            # Only what the scans need is read: an identity searched before costs the
+            # new entries, not the whole chain. The k1 file stays aligned: computing
+            # (and caching) starts at the first entry some identity needs, never past
+            # the end of the cache.
+            start = min([cached_count] + [upto for _, upto in scans])
+            handle.seek(start * K1_SIZE)
+            cached = handle.read((cached_count - start) * K1_SIZE)
+        _WORK = (start, self.read(start), cached, scans)
         try:
             parts = _split(start, self.length)
             if len(parts) > 1:
+                import multiprocessing   # only for large scans: it is slow to import
+
                 with multiprocessing.get_context("fork").Pool(len(parts)) as pool:
                     results = pool.map(_search_part, parts)
             else:
                 results = [_search_part(parts[0])]
         finally:
             _WORK = ()
-        fresh = b"".join(k1 for k1, _ in results)[len(cached) - start * K1_SIZE:]
+        self._record_scans(cached_count, b"".join(k1 for k1, _ in results),
+                           [match for _, found in results for match in found],
+                           [identity for identity, _ in scans])
+
+    def _record_scans(self, k1_from: int, fresh: bytes, matches: list[tuple[str, int, bytes]],
+                      identities: Sequence[str]) -> None:
+        """Keep new k1 values (from position ``k1_from``) and the matches; the
+        ``identities`` are now scanned up to the chain's length."""
         with open(self.k1_path, "ab") as handle:
+            handle.truncate(k1_from * K1_SIZE)   # a torn write of a crash
             handle.write(fresh)
-        matches = [match for _, found in results for match in found]
-        with self.db.conn:
-            self.db.conn.executemany(
+        with self.db:
+            self.db.executemany(
                 "INSERT OR IGNORE INTO found (server, identity, pos, uid_hash)"
                 " VALUES (?, ?, ?, ?)", [(self.server, *match) for match in matches])
-            self.db.conn.executemany(
+            self.db.executemany(
                 "INSERT INTO scanned (server, identity, upto) VALUES (?, ?, ?)"
                 " ON CONFLICT (server, identity) DO UPDATE SET upto = excluded.upto",
-                [(self.server, identity, self.length) for identity, _ in scans])
+                [(self.server, identity, self.length) for identity in identities])
 
 
-#: (entries, cached k1 values, [(identity, scanned upto)]) of the search in
-#: progress: set before the worker processes fork, so they share it instead of
-#: receiving copies.
+class _Indexer:
+    """k1 and the scan of some identities, chunk by chunk, in a second process."""
+
+    def __init__(self, identities: list[str]):
+        import multiprocessing   # only for long downloads: it is slow to import
+
+        self.identities = identities
+        self.pool = multiprocessing.get_context("fork").Pool(1)
+        self.pending: list = []
+
+    def add(self, block: bytes, first: int) -> None:
+        self.pending.append(self.pool.apply_async(_index_block,
+                                                  (block, first, self.identities)))
+
+    def results(self) -> tuple[bytes, list[tuple[str, int, bytes]]]:
+        try:
+            parts = [pending.get() for pending in self.pending]
+        finally:
+            self.close()
+        return b"".join(k1 for k1, _ in parts), [match for _, found in parts for match in found]
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+
+def _index_block(block: bytes, first: int,
+                 identities: list[str]) -> tuple[bytes, list[tuple[str, int, bytes]]]:
+    k1s = k1_values(block)
+    return k1s, [(identity, pos, uid_hash) for identity in identities
+                 for pos, uid_hash in _scan(block, k1s, identity, first)]
+
+
+#: (first position, entries from it, cached k1 values from it, [(identity, scanned
+#: upto)]) of the search in progress: set before the worker processes fork, so they
+#: share it instead of receiving copies.
 _WORK: tuple = ()
 #: Scans shorter than this are not worth starting processes for.
 PARALLEL_MIN = 200_000
@@ -229,37 +286,37 @@ def _split(start: int, end: int) -> list[tuple[int, int]]:
 
 
 def _search_part(bounds: tuple[int, int]) -> tuple[bytes, list[tuple[str, int, bytes]]]:
-    """k1 of entries ``start..end-1`` (from the cache or computed) and the matches
-    ``(identity, position, UIDHash)`` of every identity not yet scanned there."""
-    data, cached, scans = _WORK
+    """The k1 values of entries ``start..end-1`` that the cache lacked (computed
+    here) and the matches ``(identity, position, UIDHash)`` of every identity not yet
+    scanned there."""
+    base, data, cached, scans = _WORK
     start, end = bounds
-    have = min(end, len(cached) // K1_SIZE)
-    sha512 = _sha512
-    k1s = cached[start * K1_SIZE:have * K1_SIZE] + b"".join(
-        [sha512(data[i:i + 8]).digest()[:32]
-         for i in range(max(start, have) * ENTRY_SIZE + 33, end * ENTRY_SIZE + 33, ENTRY_SIZE)])
+    have = max(start, min(end, base + len(cached) // K1_SIZE))
+    fresh = k1_values(data[(have - base) * ENTRY_SIZE:(end - base) * ENTRY_SIZE])
+    k1s = cached[(start - base) * K1_SIZE:(have - base) * K1_SIZE] + fresh
     found = []
     for identity, upto in scans:
         low = max(start, upto)
+        block = data[(low - base) * ENTRY_SIZE:(end - base) * ENTRY_SIZE]
         found.extend((identity, pos, uid_hash) for pos, uid_hash in
-                     _scan(data, k1s[(low - start) * K1_SIZE:], identity, low, end))
-    return k1s, found
+                     _scan(block, k1s[(low - start) * K1_SIZE:], identity, low))
+    return fresh, found
 
 
-def _scan(data: bytes, k1s: bytes, identity: str, start: int,
-          end: int) -> Iterable[tuple[int, bytes]]:
-    """The exhaustive search: SHA256(k1 || identity) for every entry (``k1s`` holds
-    those of ``start..end-1``), compared with the entries' HashIDs all at once (XOR
-    of the two concatenations as integers, then a search for an aligned run of 32
-    zero bytes), so the Python loop does nothing but hash. Only a match is opened."""
-    if start >= end:
+def _scan(block: bytes, k1s: bytes, identity: str, first: int) -> Iterable[tuple[int, bytes]]:
+    """The exhaustive search over the entries in ``block`` (positions from ``first``;
+    ``k1s`` holds their k1): SHA256(k1 || identity) for every entry, compared with the
+    entries' HashIDs all at once (XOR of the two concatenations as integers, then a
+    search for an aligned run of 32 zero bytes), so the Python loop does nothing but
+    hash. Only a match is opened."""
+    count = len(block) // ENTRY_SIZE
+    if not count:
         return
     target = identity.encode("utf-8")
-    sha256 = _sha256
+    sha256 = fast_sha256
     computed = b"".join([sha256(k1s[i:i + K1_SIZE] + target).digest()
-                         for i in range(0, (end - start) * K1_SIZE, K1_SIZE)])
-    stored = b"".join([data[i:i + 32] for i in range(start * ENTRY_SIZE + 41,
-                                                     end * ENTRY_SIZE + 41, ENTRY_SIZE)])
+                         for i in range(0, count * K1_SIZE, K1_SIZE)])
+    stored = b"".join([block[i:i + 32] for i in range(41, count * ENTRY_SIZE, ENTRY_SIZE)])
     diff = (int.from_bytes(computed, "little") ^ int.from_bytes(stored, "little")).to_bytes(
         len(computed), "little")
     zero = bytes(32)
@@ -268,8 +325,8 @@ def _scan(data: bytes, k1s: bytes, identity: str, start: int,
         if index % 32:
             index = diff.find(zero, (index // 32 + 1) * 32)  # straddles two entries
             continue
-        pos = start + index // 32
-        uid_hash = open_entry(data[pos * ENTRY_SIZE:(pos + 1) * ENTRY_SIZE], identity)
+        n = index // 32
+        uid_hash = open_entry(block[n * ENTRY_SIZE:(n + 1) * ENTRY_SIZE], identity)
         if uid_hash is not None:
-            yield pos, uid_hash
+            yield first + n, uid_hash
         index = diff.find(zero, index + 32)

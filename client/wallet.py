@@ -16,7 +16,6 @@ import os
 import sqlite3
 from typing import Iterable, Iterator
 
-import sqlite_utils
 
 from .api import KeyserverAPI
 from .encoding import b64decode, now_ms, sha256
@@ -50,20 +49,20 @@ class Wallet:
     def __init__(self, path: str):
         if not os.path.exists(path):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self.db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
-        self.db.conn.execute(SCHEMA)
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute(SCHEMA)
         # A process that died mid-call leaves tokens reserved: their fate is unknown.
-        self.db.conn.execute("UPDATE tokens SET state = 'unknown' WHERE state = 'reserved'")
+        self.db.execute("UPDATE tokens SET state = 'unknown' WHERE state = 'reserved'")
 
     def close(self) -> None:
-        self.db.conn.close()
+        self.db.close()
 
     def add(self, server: str, tokens: Iterable[bytes]) -> int:
         """Store tokens (checked for form, not for validity); return how many were new."""
         added = 0
         for raw in tokens:
             token = parse_token(raw)
-            added += self.db.conn.execute(
+            added += self.db.execute(
                 "INSERT OR IGNORE INTO tokens (token, server, key_id, state, added_ts)"
                 " VALUES (?, ?, ?, 'available', ?)",
                 (raw, server, token.key_id, now_ms())).rowcount
@@ -77,7 +76,7 @@ class Wallet:
             raise NoTokens(NO_TOKENS.format(server=server))
 
     def count(self, server: str) -> dict[str, int]:
-        return dict(self.db.conn.execute(
+        return dict(self.db.execute(
             "SELECT state, count(*) FROM tokens WHERE server = ? GROUP BY state", (server,)))
 
     def buy(self, api: KeyserverAPI, voucher: str, count: int) -> int:
@@ -106,22 +105,22 @@ class Wallet:
         return answer.get("remaining", 0)
 
     def _take(self, server: str) -> bytes:
-        self.db.conn.execute("BEGIN IMMEDIATE")
+        self.db.execute("BEGIN IMMEDIATE")
         try:
-            row = self.db.conn.execute(
+            row = self.db.execute(
                 "SELECT token FROM tokens WHERE server = ? AND state IN ('available', 'unknown')"
                 " ORDER BY state = 'unknown', added_ts, rowid LIMIT 1", (server,)).fetchone()
             if row is None:
                 raise NoTokens(NO_TOKENS.format(server=server))
-            self.db.conn.execute("UPDATE tokens SET state = 'reserved' WHERE token = ?", row)
+            self.db.execute("UPDATE tokens SET state = 'reserved' WHERE token = ?", row)
         except BaseException:
-            self.db.conn.execute("ROLLBACK")
+            self.db.execute("ROLLBACK")
             raise
-        self.db.conn.execute("COMMIT")
+        self.db.execute("COMMIT")
         return row[0]
 
     def _mark(self, token: bytes, state: str) -> None:
-        self.db.conn.execute("UPDATE tokens SET state = ? WHERE token = ?", (state, token))
+        self.db.execute("UPDATE tokens SET state = ? WHERE token = ?", (state, token))
 
     @contextlib.contextmanager
     def spend(self, server: str) -> Iterator[str]:

@@ -5,6 +5,7 @@ and prints figures to paste into docs/benchmarks.md.
     scripts/bench chain -n 1000000      download + verify the whole chain over HTTP
     scripts/bench create -n 5000        CreateUID throughput, 8 concurrent clients
     scripts/bench fetch -n 10000        FetchKeyInit throughput, 8 concurrent clients
+    scripts/bench client -n 1000000     keyclient sync and lookup, as processes
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -312,58 +314,108 @@ def _fetch_run(count: int, clients: int, workers: int, threads: int) -> tuple[fl
 @click.option("-n", "entries", default=1_000_000, show_default=True, help="Chain length.")
 @click.option("--new", "new_entries", default=1000, show_default=True,
               help="Entries for the incremental sync.")
-def sync(entries: int, new_entries: int) -> None:
-    """Client side: sync an N-entry chain into a fresh local state, then incrementally,
-    and search it for an identity (first search of it, and again after the
-    incremental sync)."""
-    from client.api import KeyserverAPI, download_chain
-    from client.chainstate import ChainState
-    from client.localchain import LocalChain, open_state
-
+@click.option("--runs", default=3, show_default=True)
+def client(entries: int, new_entries: int, runs: int) -> None:
+    """The keyclient CLI as a user runs it (a process per command, wall time):
+    sync an N-entry chain into an empty home, look up an identity near the end of
+    the chain never searched before, then sync the last NEW entries incrementally
+    and look the identity up again."""
     instance = chain_instance(entries)
-    home = Path(tempfile.mkdtemp(dir=BENCH, prefix="sync-"))
+    with sqlite3.connect(instance / "keyserver.sqlite") as conn:
+        [(identity,)] = conn.execute(
+            "SELECT identity FROM identities ORDER BY pos DESC LIMIT 1")
+    results: dict[str, list[float]] = {}
+    with gunicorn(instance, 2) as (url, _):
+        from client.api import KeyserverAPI, download_chain
+        from client.chainstate import ChainState
+
+        for _ in download_chain(KeyserverAPI(url), ChainState()):
+            pass   # warm the server's page cache: this measures the client, not the disk
+        for _ in range(runs):
+            for run in (_client_run, _library_run):
+                for what, seconds in run(url, identity, new_entries).items():
+                    results.setdefault(what, []).append(seconds)
+    click.echo(f"keyclient over N={entries} (gunicorn -w 2), looking up {identity}:")
+    for what, times in results.items():
+        click.echo(f"  {what}: runs {', '.join(f'{t:.3f}' for t in times)} s, "
+                   f"median {statistics.median(times):.3f} s")
+
+
+def _forget_newest(home: Path, new_entries: int) -> None:
+    """The server's chain does not grow here: forget the newest entries locally
+    instead, which costs the client exactly what new ones would."""
+    with sqlite3.connect(home / "state.sqlite") as state:
+        length, = state.execute("SELECT length FROM chains").fetchone()
+        keep = length - new_entries
+        with open(home / "chains" / "bench.example" / "entries.bin", "rb") as handle:
+            handle.seek((keep - 1) * 153)
+            last_hash = handle.read(32)
+        state.execute("UPDATE chains SET length = ?, last_hash = ?", (keep, last_hash))
+        state.execute("UPDATE scanned SET upto = min(upto, ?)", (keep,))
+        state.execute("DELETE FROM found WHERE pos >= ?", (keep,))
+    with open(home / "chains" / "bench.example" / "k1.bin", "ab") as handle:
+        handle.truncate(keep * 32)
+
+
+def _library_run(url: str, identity: str, new_entries: int) -> dict[str, float]:
+    """The same steps through the library in one process, as an application that
+    embeds it runs them (no interpreter start, no imports per step)."""
+    from client.accounts import Accounts
+    from client.home import Home
+
+    path = Path(tempfile.mkdtemp(dir=BENCH, prefix="library-"))
+    timings = {}
+
+    def timed(what: str, step) -> None:
+        started = time.perf_counter()
+        step()
+        timings[what] = time.perf_counter() - started
+
     try:
-        with gunicorn(instance, 2) as (url, _):
-            api = KeyserverAPI(url)
-            # Warm the server's page cache: this measures the client, not the disk.
-            for _ in download_chain(api, ChainState()):
-                pass
-            state = open_state(str(home / "state.sqlite"))
-            chain = LocalChain(state, str(home / "chain"), "bench.example")
-            timings = {}
-            started = time.perf_counter()
-            chain.sync(api)
-            timings["sync from empty"] = time.perf_counter() - started
-            started = time.perf_counter()
-            found = chain.search("keyserver@bench.example")
-            timings["search of a not-yet-seen identity (computes the k1 cache)"] = \
-                time.perf_counter() - started
-            assert [pos for pos, _ in found][:1] == [0], found
-            # The server's chain does not grow here: forget the newest entries
-            # locally instead, which costs the client exactly what new ones would.
-            keep = chain.length - new_entries
-            state.conn.execute("UPDATE chains SET length = ?, last_hash = ?",
-                               (keep, chain.entry(keep - 1)[:32]))
-            state.conn.execute("UPDATE scanned SET upto = ?", (keep,))
-            state.conn.commit()
-            chain = LocalChain(state, str(home / "chain"), "bench.example")
-            started = time.perf_counter()
-            chain.sync(api)
-            timings[f"incremental sync of {new_entries} entries"] = \
-                time.perf_counter() - started
-            started = time.perf_counter()
-            chain.search("keyserver@bench.example")
-            timings["search of a known identity after that sync"] = \
-                time.perf_counter() - started
-            timings_nobody = time.perf_counter()
-            assert chain.search("nobody@bench.example") == []
-            timings["search of another unseen identity (k1 cached)"] = \
-                time.perf_counter() - timings_nobody
+        home = Home(str(path))
+        home.add_server(url)
+        accounts = Accounts(home, "bench.example", url)
+        timed("library: sync from empty", accounts.sync)
+        timed("library: lookup, identity not yet seen", lambda: accounts.lookup(identity))
+        home.db.close()
+        _forget_newest(path, new_entries)
+        home = Home(str(path))
+        accounts = Accounts(home, "bench.example", url)
+        timed(f"library: incremental sync of {new_entries} entries", accounts.sync)
+        timed("library: lookup of that identity after it", lambda: accounts.lookup(identity))
+        return timings
+    finally:
+        shutil.rmtree(path)
+
+
+def _client_run(url: str, identity: str, new_entries: int) -> dict[str, float]:
+    home = Path(tempfile.mkdtemp(dir=BENCH, prefix="client-"))
+    keyclient = [str(BIN / "keyclient"), "--home", str(home)]
+    # As on a user's machine: modules compiled once and their bytecode kept (this
+    # sandbox sets PYTHONDONTWRITEBYTECODE, which would recompile at every start).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "client")],
+                   check=True, env=env)
+
+    def timed(*args: str) -> float:
+        started = time.perf_counter()
+        done = subprocess.run(keyclient + list(args), capture_output=True, text=True, env=env)
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            raise click.ClickException(f"keyclient {' '.join(args)}: {done.stdout}{done.stderr}")
+        return elapsed
+
+    try:
+        timings = {"keyclient --help (interpreter and imports)": timed("--help")}
+        subprocess.run(keyclient + ["server", "add", url], check=True, capture_output=True)
+        timings["sync from empty"] = timed("sync")
+        timings["lookup, identity not yet seen (k1 computed)"] = timed("lookup", identity)
+        _forget_newest(home, new_entries)
+        timings[f"incremental sync of {new_entries} entries"] = timed("sync")
+        timings["lookup of that identity after it"] = timed("lookup", identity)
+        return timings
     finally:
         shutil.rmtree(home)
-    for what, seconds in timings.items():
-        click.echo(f"  {what}: {seconds:.3f} s")
-    click.echo(f"keyclient sync/search over N={entries}, gunicorn -w 2: done")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import click
-import requests
 
 BIN = Path(sys.executable).parent
 SERVER = "demo.test"
@@ -81,10 +82,10 @@ class Demo:
             stdout=log, stderr=subprocess.STDOUT)
         for _ in range(200):
             try:
-                requests.get(self.url + "/v1/hashchain/head", timeout=1)
+                urllib.request.urlopen(self.url + "/v1/hashchain/head", timeout=1).close()
                 click.echo(f"    serving on {self.url}")
                 return
-            except requests.ConnectionError:
+            except urllib.error.URLError:
                 if self.server.poll() is not None:
                     break
                 time.sleep(0.05)

@@ -57,3 +57,12 @@ def test_an_empty_chunk_below_its_head_is_a_chain_error():
     api = Chunks(chain, [], head_pos=9)
     with pytest.raises(ChainError, match="names head 9 but serves no entry at 5"):
         download(api, 10)
+
+
+def test_the_next_chunk_is_fetched_while_one_is_verified_and_dropped_on_failure():
+    chain = make_chain(25)
+    chain[3] = chain[3][:100] + bytes([chain[3][100] ^ 1]) + chain[3][101:]
+    api = Chunks(chain, [])
+    with pytest.raises(ChainError, match="entry 3"):
+        download(api, 10)
+    assert sorted(api.requests) == [0, 10]   # 10 was prefetched, then nothing more

@@ -92,3 +92,76 @@ def test_transport_failures_are_not_retried():
     with pytest.raises(TransportError, match="reset"):
         get(fetcher)
     assert len(fetcher.requests) == 1
+
+
+# --- HTTPFetcher against a real socket server -------------------------------------
+
+import http.server  # noqa: E402
+import threading  # noqa: E402
+
+from client.fetcher import HTTPFetcher  # noqa: E402
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"   # keep-alive
+
+    def do_GET(self):
+        self.server.connections.add(self.client_address)
+        size = int(self.path.rsplit("/", 1)[1])
+        body = b"x" * size
+        self.send_response(200 if size < 10_000 else 400)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        if self.server.close_after_each:
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.connections, server.close_after_each = set(), False
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def fetch_size(fetcher, server, size, max_length=1000):
+    url = f"http://127.0.0.1:{server.server_address[1]}/{size}"
+    return fetcher.fetch(Request("GET", url), max_length)
+
+
+@pytest.fixture
+def fetcher():
+    fetcher = HTTPFetcher(timeout=5)
+    yield fetcher
+    fetcher.close()
+
+
+def test_keep_alive_reuses_one_connection(http_server, fetcher):
+    assert [len(fetch_size(fetcher, http_server, n).body) for n in (1, 2, 3)] == [1, 2, 3]
+    assert len(http_server.connections) == 1
+
+
+def test_a_connection_closed_by_the_server_is_replaced(http_server, fetcher):
+    http_server.close_after_each = True
+    assert [len(fetch_size(fetcher, http_server, n).body) for n in (1, 2)] == [1, 2]
+    assert len(http_server.connections) == 2
+
+
+def test_an_answer_over_the_limit_is_a_transport_error(http_server, fetcher):
+    with pytest.raises(TransportError, match="exceeds 10"):
+        fetch_size(fetcher, http_server, 11, max_length=10)
+    assert len(fetch_size(fetcher, http_server, 10, max_length=10).body) == 10
+
+
+def test_unreachable_is_a_transport_error():
+    with pytest.raises(TransportError):
+        HTTPFetcher(timeout=2).fetch(Request("GET", "http://127.0.0.1:9/x"), 10)
+    with pytest.raises(TransportError, match="scheme"):
+        HTTPFetcher().fetch(Request("GET", "ftp://example.org/x"), 10)

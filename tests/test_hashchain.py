@@ -115,3 +115,14 @@ def test_matching_entry_with_wrong_uid_index_is_a_chain_error():
     broken = entry[:121] + bytes(32)
     with pytest.raises(ChainError, match="UIDIndex"):
         open_entry(broken, "alice@example.org")
+
+
+def test_k1_values_of_a_block_are_each_entrys_k1():
+    from client.hashchain import k1_of, k1_values
+
+    entries, prev = [], ZERO_HASH
+    for n in range(5):
+        entries.append(format_entry(prev, bytes([n]) * 8, "a@example.org", bytes(32)))
+        prev = entries[-1][:32]
+    assert k1_values(b"".join(entries)) == b"".join(k1_of(entry) for entry in entries)
+    assert k1_values(b"") == b""

@@ -9,7 +9,7 @@ import pytest
 
 from client.api import KeyserverAPI
 from client.errors import ChainError
-from client.fetcher import RequestsFetcher, Response
+from client.fetcher import HTTPFetcher, Response
 from client.hashchain import ENTRY_SIZE
 from client.localchain import LocalChain, open_state
 from conftest import keyserver_command
@@ -50,7 +50,7 @@ def test_crash_leftovers_are_truncated(live_server, state, tmp_path):
         assert len(handle.read()) == 6 * ENTRY_SIZE
 
 
-class Tampering(RequestsFetcher):
+class Tampering(HTTPFetcher):
     """Serves the real chain with one entry's byte flipped."""
 
     def __init__(self, position):
@@ -97,27 +97,36 @@ def test_search_finds_every_entry_and_indexes_it(live_server, state, tmp_path, u
         assert len(handle.read()) == 14 * 32
 
 
-def test_parallel_search_matches_and_extends_the_k1_cache(live_server, state, tmp_path,
-                                                          users_live, monkeypatch):
+def expected_k1s(chain):
+    data = chain.read()
+    return b"".join(hashlib.sha512(data[i * ENTRY_SIZE + 33:i * ENTRY_SIZE + 41]).digest()[:32]
+                    for i in range(chain.length))
+
+
+def test_parallel_search_fills_a_k1_cache_with_a_gap(live_server, state, tmp_path, users_live,
+                                                     monkeypatch):
+    """A k1 file cut short (a crash mid-write) is completed by the next search, in
+    parallel, and only the missing values are computed."""
     import client.localchain as localchain
 
     users_live.register("alice@example.org")
     load(live_server, 40)
-    users_live.register("bob@example.org")
     chain = LocalChain(state, str(tmp_path / "c"), "example.org")
     chain.sync(KeyserverAPI(live_server.url))
-    assert [pos for pos, _ in chain.search("bob@example.org")] == [42]   # k1 of 0..42 cached
+    chain.search("nobody@example.org")
+    with open(chain.k1_path, "ab") as handle:
+        handle.truncate(10 * 32 + 7)
+    users_live.register("bob@example.org")
     load(live_server, 30)
     chain.sync(KeyserverAPI(live_server.url))
+    with open(chain.k1_path, "rb") as handle:
+        assert len(handle.read()) == 10 * 32 + 7
     monkeypatch.setattr(localchain, "PARALLEL_MIN", 10)
     monkeypatch.setattr(localchain.os, "cpu_count", lambda: 3)
     assert [pos for pos, _ in chain.search("alice@example.org")] == [1]
+    assert [pos for pos, _ in chain.search("bob@example.org")] == [42]
     with open(chain.k1_path, "rb") as handle:
-        k1s = handle.read()
-    data = chain.read()
-    expected = b"".join(hashlib.sha512(data[i * ENTRY_SIZE + 33:i * ENTRY_SIZE + 41]).digest()[:32]
-                        for i in range(chain.length))
-    assert k1s == expected
+        assert handle.read() == expected_k1s(chain)
 
 
 def test_search_many_scans_each_identity_from_where_it_stopped(live_server, state, tmp_path,
@@ -135,8 +144,9 @@ def test_search_many_scans_each_identity_from_where_it_stopped(live_server, stat
     chain.sync(KeyserverAPI(live_server.url))
     scanned = []
     original = localchain._scan
-    monkeypatch.setattr(localchain, "_scan", lambda data, k1s, identity, start, end: (
-        scanned.append((identity, start, end)) or original(data, k1s, identity, start, end)))
+    monkeypatch.setattr(localchain, "_scan", lambda block, k1s, identity, first: (
+        scanned.append((identity, first, first + len(block) // ENTRY_SIZE))
+        or original(block, k1s, identity, first)))
     monkeypatch.setattr(localchain.os, "cpu_count", lambda: 1)   # scans in this process
     found = chain.search_many(["alice@example.org", "bob@example.org", "carol@example.org",
                                "alice@example.org"])
@@ -145,7 +155,16 @@ def test_search_many_scans_each_identity_from_where_it_stopped(live_server, stat
     # alice only over the new entries, the others over everything, each once
     assert scanned == [("alice@example.org", 22, 44), ("bob@example.org", 0, 44),
                        ("carol@example.org", 0, 44)]
+    reads = []
+    original_read = chain.read
+    monkeypatch.setattr(chain, "read", lambda start=0: reads.append(start) or
+                        original_read(start))
     scanned.clear()
     assert chain.search_many(["bob@example.org", "keyserver@example.org"])[
         "keyserver@example.org"] == [(0, chain.search("keyserver@example.org")[0][1])]
-    assert scanned == [("keyserver@example.org", 0, 44)]
+    assert scanned == [("keyserver@example.org", 0, 44)] and reads == [0]
+    load(live_server, 5)
+    chain.sync(KeyserverAPI(live_server.url))
+    reads.clear()
+    chain.search("bob@example.org")
+    assert reads == [44]          # only the new entries are read from disk

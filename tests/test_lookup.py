@@ -9,7 +9,7 @@ import pytest
 from client.api import KeyserverAPI
 from client.encoding import b64decode, b64encode
 from client.errors import VerificationError
-from client.fetcher import RequestsFetcher, Response
+from client.fetcher import HTTPFetcher, Response
 from client.localchain import LocalChain, open_state
 from client.lookup import lookup
 from client.uidrules import Limits
@@ -36,7 +36,7 @@ def test_lookup_finds_current_keys(live_server, users_live, synced):
     assert lookup(api, chain, "example.org", "nobody@example.org", limits) is None
 
 
-class Lying(RequestsFetcher):
+class Lying(HTTPFetcher):
     """Rewrites FetchUID answers with ``how``."""
 
     def __init__(self, how):

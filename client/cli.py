@@ -42,6 +42,9 @@ def main(ctx: click.Context, home: str) -> None:
     ctx.obj = Home(home)
 
 
+#: ``lookup``'s exit status for an identity whose keys must not be used now.
+EXIT_NOT_CURRENT = 3
+
 _server_option = click.option("--server", help="Keyserver name (needed when several are known).")
 
 
@@ -111,7 +114,8 @@ def _one_server(home: Home, server: str | None) -> tuple[str, str]:
 @click.pass_obj
 def lookup_command(home: Home, identity: str, server: str | None) -> None:
     """Sync, search the whole chain for IDENTITY, verify every message of it and
-    print its current keys. Exit status 1 when it is not on the chain."""
+    print its current keys. Exit status 1 when it is not on the chain (or anything
+    fails to verify), 3 when its keys are expired or not yet valid."""
     accounts = _accounts(home, server, keys=False)
     accounts.sync()
     result = accounts.lookup(identity)
@@ -120,7 +124,10 @@ def lookup_command(home: Home, identity: str, server: str | None) -> None:
                    f"({accounts.chain.length} entries searched)")
         raise SystemExit(1)
     message = result.message
-    status = "current" if result.is_current(now_ms()) else "EXPIRED: do not use these keys"
+    now = now_ms()
+    status = ("current" if result.is_current(now) else
+              "NOT YET VALID: do not use these keys yet" if now < message.not_before_ts else
+              "EXPIRED: do not use these keys")
     click.echo(f"{identity}: {status}")
     click.echo(f"  positions:  {', '.join(str(found.pos) for found in result.history)}")
     click.echo(f"  msgcount:   {message.msgcount}")
@@ -131,6 +138,8 @@ def lookup_command(home: Home, identity: str, server: str | None) -> None:
     for key in message.pubkeys:
         click.echo(f"  pubkey:     {b64encode(key.pubkey)} ({key.function})")
     click.echo(f"  repouris:   {', '.join(message.repouris) or 'none'}")
+    if not result.is_current(now):
+        raise SystemExit(EXIT_NOT_CURRENT)
 
 
 def _iso(ts: int) -> str:

@@ -152,3 +152,20 @@ def test_wrong_passphrase(live_server, tmp_path, cheap_keystore, monkeypatch):
     monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "wrong")
     result = keyclient(home, "register", "bob@example.org", "--yes")
     assert result.exit_code == 1 and "passphrase" in result.output.lower()
+
+
+def test_lookup_of_expired_keys_says_so(live_server, tmp_path, users_live):
+    from conftest import DAY_MS, at
+    from client.encoding import now_ms
+
+    home = tmp_path / "home"
+    keyclient(home, "server", "add", live_server.url)
+    users_live.register("alice@example.org")          # valid for 30 days
+    with at(now_ms() + 30 * DAY_MS + 1000):
+        result = keyclient(home, "lookup", "alice@example.org")
+    assert result.exit_code == 3
+    assert "alice@example.org: EXPIRED: do not use these keys" in result.output
+    with at(now_ms() - 60_000):
+        early = keyclient(home, "lookup", "alice@example.org")
+    assert early.exit_code == 3 and "NOT YET VALID" in early.output
+    assert keyclient(home, "lookup", "alice@example.org").exit_code == 0

@@ -150,16 +150,22 @@ class LiveServer:
         self.log.close()
 
 
-@pytest.fixture
-def live_server(tmp_path):
-    """A real server process on 127.0.0.1 whose instance was made by ``keyserver init``."""
-    path = tmp_path / "live"
+def init_live_instance(path: Path) -> int:
+    """``keyserver init`` an instance at ``path`` for a server on a free local port;
+    return the port."""
     port = free_port()
     subprocess.run(
         keyserver_command("init", "--instance", str(path), "--server-name", SERVER_NAME,
                           "--url", f"http://127.0.0.1:{port}"),
         check=True, capture_output=True, env={**os.environ})
-    server = LiveServer(path, port)
+    return port
+
+
+@pytest.fixture
+def live_server(tmp_path):
+    """A real server process on 127.0.0.1 whose instance was made by ``keyserver init``."""
+    path = tmp_path / "live"
+    server = LiveServer(path, init_live_instance(path))
     yield server
     server.stop()
 

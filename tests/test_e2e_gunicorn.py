@@ -14,7 +14,7 @@ import gunicorn.config
 import pytest
 import requests
 
-from conftest import SERVER_NAME, LiveServer, free_port, keyserver_command, run_together
+from conftest import LiveServer, init_live_instance, run_together
 from test_e2e_tokens import registration
 from test_e2e_users import RACERS, check_consistent, new_message, race
 
@@ -59,12 +59,7 @@ class GunicornServer(LiveServer):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     path = tmp_path_factory.mktemp("gunicorn") / "instance"
-    port = free_port()
-    subprocess.run(
-        keyserver_command("init", "--instance", str(path), "--server-name", SERVER_NAME,
-                          "--url", f"http://127.0.0.1:{port}"),
-        check=True, capture_output=True, env={**os.environ})
-    server = GunicornServer(path, port)
+    server = GunicornServer(path, init_live_instance(path))
     yield server
     server.stop()
     assert server.process.returncode == 0, server.output()

@@ -143,9 +143,9 @@ def flush(accounts: Accounts, identity: str) -> int:
     """Delete all of ``identity``'s KeyInits in the server's repository."""
     current = accounts.current(identity)
     sigkey = accounts.own_sigkey(identity, current)
-    body = sign_flush(sigkey, _repouri(accounts), sigkeyhash(bytes(sigkey.verify_key)),
-                      now_ms())
-    return accounts.api.flush_keyinit(sigkeyhash(bytes(sigkey.verify_key)), body)
+    key_hash = sigkeyhash(bytes(sigkey.verify_key))
+    body = sign_flush(sigkey, _repouri(accounts), key_hash, now_ms())
+    return accounts.api.flush_keyinit(key_hash, body)
 
 
 def fetch(accounts: Accounts, identity: str) -> Fetched:

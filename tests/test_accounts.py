@@ -198,3 +198,23 @@ def test_verify_checks_the_replies_we_hold(alice):
     result = keyclient(alice, "verify")
     assert result.exit_code == 1
     assert "no longer holds alice@example.org's entry at position 0" in result.output
+
+
+def test_free_operations_need_no_tokens(tmp_path, monkeypatch, cheap_keystore):  # noqa: F811
+    """An operator who prices nothing: the wallet is never asked."""
+    from conftest import LiveServer, init_live_instance
+
+    monkeypatch.setenv("KEYSERVER_TOKEN_PRICES",
+                       '{"create_uid": 0, "update_uid": 0, "add_keyinit": 0}')
+    path = tmp_path / "free"
+    server = LiveServer(path, init_live_instance(path))
+    try:
+        home = tmp_path / "home"
+        keyclient(home, "server", "add", server.url)
+        for args in (("register", ALICE, "--yes"), ("update", ALICE),
+                     ("keyinit", "publish", ALICE, "-n", "2")):
+            result = keyclient(home, *args)
+            assert result.exit_code == 0, result.output
+        assert "example.org: 0 available" in keyclient(home, "tokens", "list").output
+    finally:
+        server.stop()

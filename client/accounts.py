@@ -33,7 +33,8 @@ from .home import Home
 from .keys import ed25519_entry
 from .keystore import Keystore, KeyNotFound, format_paper_backup
 from .identity import server_identity
-from .lookup import LookupResult, ServerKey, check_reply_signature, lookup, server_keys
+from .lookup import (LookupResult, ServerKey, check_reply_signature, check_server_signature,
+                     lookup, server_keys)
 from .uidmessage import build_uid_content, sign_uid_content, uid_hash, update_uid_content
 from .uidrules import Limits, is_held
 
@@ -116,6 +117,12 @@ class Accounts:
                                 expect={**expected, **(expect or {})}, index=[own])
         self.progress(f"tracking {own} on the chain")
         self.keys = server_keys(self.api, self.chain, self.server, self.limits)
+        # The limits, prices and URIs we act on are the server's signed word (§11.3).
+        ts = self.capabilities.get("ts")
+        if type(ts) is not int:
+            raise VerificationError("the capabilities carry no ts")
+        check_server_signature(self.capabilities, ts, self.server, self.keys,
+                               self.chain.length - 1, "the capabilities document")
         return added
 
     def lookup(self, identity: str) -> LookupResult | None:

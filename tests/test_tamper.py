@@ -273,6 +273,27 @@ def resign_position(pos: int, signing_key, key_id: str, **changes):
     return attack
 
 
+def test_sync_refuses_capabilities_signed_by_an_unknown_key(shared, proxy, tmp_path):
+    """The limits and prices the client acts on must be signed by the server key the
+    chain names; a forged key listed in the capabilities themselves does not count."""
+    home = synced_home(tmp_path, proxy, shared, SYNCED)
+    before = snapshot(home)
+    forged = nacl.signing.SigningKey.generate()
+
+    def attack(request):
+        answer = request.forward()
+        if request.route != "/v1/capabilities":
+            return answer
+        capabilities = answer.json()
+        capabilities["sigpubkeys"] = {"ed25519:evil": b64encode(bytes(forged.verify_key))}
+        capabilities["limits"]["reclaim_grace_ms"] = 0
+        return Answer.of_json(resign(capabilities, forged, "ed25519:evil"))
+
+    proxy.attack = attack
+    refused(keyclient(home, "sync"), "the capabilities document is not signed by the server key")
+    assert snapshot(home)["tokens list"] == before["tokens list"]
+
+
 @pytest.mark.parametrize("key_id", ["ed25519:evil", "real"], ids=["new-key-id", "real-key-id"])
 @pytest.mark.parametrize("whose", ["alice", "keyserver"])
 def test_lookup_refuses_a_reply_signed_by_an_unknown_key(shared, proxy, tmp_path, whose, key_id):

@@ -126,7 +126,10 @@ class Accounts:
         return added
 
     def lookup(self, identity: str) -> LookupResult | None:
-        return lookup(self.api, self.chain, self.server, identity, self.limits)
+        """``identity`` on the chain, with the server keys the last ``sync`` found
+        (found afresh if there was none)."""
+        return lookup(self.api, self.chain, self.server, identity, self.limits,
+                      self.keys or None)
 
     def price(self, operation: str) -> int:
         return self.capabilities.get("token_prices", {}).get(operation, 1)
@@ -313,8 +316,7 @@ class Accounts:
             self.sync(expect={pos: entry})
         if self.chain.length <= pos or self.chain.entry(pos) != entry:
             raise VerificationError(f"the chain does not hold our entry at position {pos}")
-        check_reply_signature(reply, self.server,
-                              server_keys(self.api, self.chain, self.server, self.limits), pos)
+        check_reply_signature(reply, self.server, self.keys, pos)
         return pos
 
     def _record(self, identity: str, result: LookupResult) -> None:
@@ -358,10 +360,10 @@ class Accounts:
         if verify_entries(entries, ZERO_HASH) != self.chain.last_hash:
             raise VerificationError("the local chain does not end in the verified hash")
         checked = self.check_replies()
-        keys = server_keys(self.api, self.chain, self.server, self.limits)
+        self.keys = server_keys(self.api, self.chain, self.server, self.limits)
         for _, pos, reply in self.replies():
             if pos < self.chain.length:
-                check_reply_signature(reply, self.server, keys, pos)
+                check_reply_signature(reply, self.server, self.keys, pos)
         return checked
 
 

@@ -76,10 +76,7 @@ def server_list(home: Home) -> None:
 def sync(home: Home, server: str | None) -> None:
     """Download and verify SERVER's chain from the last verified position (all
     remembered servers if none is named)."""
-    servers = [(name, url) for name, url in home.servers() if server in (None, name)]
-    if not servers:
-        _one_server(home, server)   # raises the right message
-    for name, url in servers:
+    for name, url in _servers(home, server):
         accounts = Accounts(home, name, url)
         head = accounts.api.fetch_head()["pos"] + 1
         with click.progressbar(length=max(head - accounts.chain.length, 0),
@@ -98,13 +95,20 @@ def _identity(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(exc.message) from None
 
 
-def _one_server(home: Home, server: str | None) -> tuple[str, str]:
+def _servers(home: Home, server: str | None) -> list[tuple[str, str]]:
+    """The named server, or every known one; an error when there is none."""
     servers = [(name, url) for name, url in home.servers() if server in (None, name)]
-    if len(servers) != 1:
+    if not servers:
         raise click.ClickException(
-            "name the server with --server" if servers else
             f"unknown server {server!r}: add it with 'keyclient server add URL'" if server else
             "no servers yet: add one with 'keyclient server add URL'")
+    return servers
+
+
+def _one_server(home: Home, server: str | None) -> tuple[str, str]:
+    servers = _servers(home, server)
+    if len(servers) != 1:
+        raise click.ClickException("name the server with --server")
     return servers[0]
 
 
@@ -319,10 +323,7 @@ def keyinit_flush(home: Home, identity: str, server: str | None) -> None:
 def verify_command(home: Home, server: str | None) -> None:
     """Re-verify the local chain of every server (or SERVER) from its first entry, and
     that the server's replies for your identities match it."""
-    servers = [(name, url) for name, url in home.servers() if server in (None, name)]
-    if not servers:
-        _one_server(home, server)   # raises the right message
-    for name, url in servers:
+    for name, url in _servers(home, server):
         accounts = Accounts(home, name, url)
         replies = accounts.verify()
         click.echo(f"{name}: {accounts.chain.length} entries verified, {replies} of your "

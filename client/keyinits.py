@@ -21,7 +21,7 @@ from .errors import ClientError, NoKeyinit, ProtocolError, VerificationError
 from .keyinit import (SessionAnchor, build_keyinit, build_session_anchor, keyinit_hash,
                       open_keyinit, sigkeyhash, sign_flush)
 from .keys import X25519, KeyEntry, ed25519_entry
-from .lookup import check_server_signature, server_keys
+from .lookup import check_server_signature
 
 MSGCOUNT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS keyinit_msgcounts (
@@ -134,9 +134,8 @@ def _check_receipt(accounts: Accounts, receipt: dict, key_hash: bytes,
     if receipt.get("sigkeyhash") != b64encode(key_hash) or type(ts) is not int or \
             receipt.get("keyinit_hashes") != [b64encode(keyinit_hash(k)) for k in keyinits]:
         raise VerificationError("the KeyInit receipt does not name the uploaded batch")
-    keys = server_keys(accounts.api, accounts.chain, accounts.server, accounts.limits)
-    check_server_signature(receipt, ts, accounts.server, keys, accounts.chain.length - 1,
-                           "the KeyInit receipt")
+    check_server_signature(receipt, ts, accounts.server, accounts.keys,
+                           accounts.chain.length - 1, "the KeyInit receipt")
 
 
 def flush(accounts: Accounts, identity: str) -> int:

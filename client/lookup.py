@@ -132,11 +132,15 @@ def server_keys(api: KeyserverAPI, chain: LocalChain, server_name: str,
 
 
 def lookup(api: KeyserverAPI, chain: LocalChain, server_name: str, identity: str,
-           limits: Limits) -> LookupResult | None:
-    """The identity's verified history and current keys, or None if not on the chain."""
-    # One pass over the chain finds both (the server's own entries give its keys).
-    chain.search_many([server_identity(server_name), identity])
-    keys = server_keys(api, chain, server_name, limits)
+           limits: Limits, keys: list[ServerKey] | None = None) -> LookupResult | None:
+    """The identity's verified history and current keys, or None if not on the chain.
+
+    ``keys`` are the server's keys for the whole chain, if the caller has them
+    from ``server_keys`` already."""
+    if keys is None:
+        # One pass over the chain finds both (the server's own entries give its keys).
+        chain.search_many([server_identity(server_name), identity])
+        keys = server_keys(api, chain, server_name, limits)
     history = []
     for pos, uid_hash in chain.search(identity):
         reply = _fetch_reply(api, chain, pos, uid_hash)

@@ -16,7 +16,6 @@ import os
 import sqlite3
 from typing import Iterable, Iterator
 
-
 from .api import KeyserverAPI
 from .encoding import b64decode, now_ms, sha256
 from .errors import ClientError, ProtocolError, VerificationError

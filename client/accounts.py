@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import nacl.signing
 
@@ -31,12 +31,16 @@ from .errors import ClientError, IdentityTaken, ProtocolError, VerificationError
 from .hashchain import ENTRY_SIZE, ZERO_HASH, open_entry, verify_entries
 from .home import Home
 from .keys import ed25519_entry
-from .keystore import Keystore, KeyNotFound, format_paper_backup
 from .identity import server_identity
 from .lookup import (LookupResult, ServerKey, check_reply_signature, check_server_signature,
                      lookup, server_keys)
 from .uidmessage import build_uid_content, sign_uid_content, uid_hash, update_uid_content
 from .uidrules import Limits, is_held
+
+if TYPE_CHECKING:
+    # Only the commands that hold keys load the keystore (and its imports): sync
+    # and lookup start faster without it. The caller that makes a Keystore has it.
+    from .keystore import Keystore
 
 REPLIES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS own_replies (
@@ -177,6 +181,8 @@ class Accounts:
         keystore.put_signing_key(names[0], sigkey)
         keystore.put_signing_key(names[1], escrow)  # until the paper copy is confirmed used
         try:
+            from .keystore import format_paper_backup
+
             deliver_paper(format_paper_backup(identity, escrow))
             if not confirm():
                 raise ClientError("registration cancelled: the escrow key was not saved")
@@ -230,6 +236,8 @@ class Accounts:
 
     def own_sigkey(self, identity: str, current: LookupResult) -> nacl.signing.SigningKey:
         """Our private sigkey of ``identity``, which must be the one on the chain."""
+        from .keystore import KeyNotFound
+
         try:
             key = self._keystore().get_signing_key(key_name(identity, "sigkey"))
         except KeyNotFound:

@@ -9,17 +9,21 @@ from __future__ import annotations
 import datetime
 import json
 import os
+from typing import TYPE_CHECKING
 
 import click
 
-from . import keyinits
 from .accounts import Accounts
 from .api import KeyserverAPI
 from .encoding import b64encode, b64url_decode, now_ms
 from .errors import ChainError, ClientError, ProtocolError
 from .home import Home, default_home
 from .identity import normalize_identity
-from .keystore import Keystore, parse_paper_backup, passphrase_from_env_or_prompt
+
+if TYPE_CHECKING:
+    # The keystore and KeyInit modules are imported by the commands that use them:
+    # sync and lookup, the commands run most, start faster without them.
+    from .keystore import Keystore
 
 
 class _Group(click.Group):
@@ -78,13 +82,21 @@ def sync(home: Home, server: str | None) -> None:
     remembered servers if none is named)."""
     for name, url in _servers(home, server):
         accounts = Accounts(home, name, url)
-        head = accounts.api.fetch_head()["pos"] + 1
-        with click.progressbar(length=max(head - accounts.chain.length, 0),
+        with click.progressbar(length=_entries_to_fetch(accounts),
                                label=f"syncing {name}") as bar:
             added = accounts.sync(progress=bar.update)
         current = accounts.keys[-1]
         click.echo(f"{name}: {added} new entries, {accounts.chain.length} verified; "
                    f"server key {b64encode(current.pubkey)} (since position {current.pos})")
+
+
+def _entries_to_fetch(accounts: Accounts) -> int:
+    """For the progress bar: the sync needs the capabilities anyway, and they name
+    the head (checked with their signature after the sync; a bad one only
+    misjudges the bar)."""
+    head = accounts.capabilities.get("hashchain_head")
+    pos = head.get("pos") if isinstance(head, dict) else None
+    return max(pos + 1 - accounts.chain.length, 0) if type(pos) is int else 0
 
 
 def _identity(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -196,6 +208,8 @@ def tokens_list(home: Home) -> None:
 
 
 def _keystore(home: Home) -> Keystore:
+    from .keystore import Keystore, passphrase_from_env_or_prompt
+
     path = os.path.join(home.path, "keys")
     new = not os.path.isdir(path) or not os.listdir(path)
     keystore = Keystore(path, passphrase_from_env_or_prompt(click.prompt, confirm=new))
@@ -262,6 +276,8 @@ def update_command(home: Home, identity: str, server: str | None) -> None:
 def recover_command(home: Home, identity: str, escrow_file, server: str | None) -> None:
     """Give IDENTITY a new signing key authorized by the paper escrow key (when the
     signing key is lost or stolen)."""
+    from .keystore import parse_paper_backup
+
     backup_identity, escrow = parse_paper_backup(escrow_file.read())
     if backup_identity != identity:
         raise click.ClickException(f"the backup is for {backup_identity}, not {identity}")
@@ -288,6 +304,8 @@ def keyinit_group() -> None:
 def keyinit_publish(home: Home, identity: str, count: int, fallback: bool, days: int | None,
                     server: str | None) -> None:
     """Upload N KeyInits of IDENTITY (-n); their private keys stay here."""
+    from . import keyinits
+
     accounts = _accounts(home, server)
     published = keyinits.publish(accounts, identity, count, fallback=fallback,
                                  lifetime_ms=days * 24 * 3600 * 1000 if days else None)
@@ -303,6 +321,8 @@ def keyinit_publish(home: Home, identity: str, count: int, fallback: bool, days:
 def keyinit_fetch(home: Home, identity: str, server: str | None) -> None:
     """As a sender: find IDENTITY on the chain, fetch one of its KeyInits, verify it
     with IDENTITY's signing key and print the opened session anchor as JSON."""
+    from . import keyinits
+
     fetched = keyinits.fetch(_accounts(home, server, keys=False), identity)
     click.echo(json.dumps(fetched.to_json(), indent=2, sort_keys=True))
 
@@ -313,6 +333,8 @@ def keyinit_fetch(home: Home, identity: str, server: str | None) -> None:
 @click.pass_obj
 def keyinit_flush(home: Home, identity: str, server: str | None) -> None:
     """Delete every KeyInit of IDENTITY that the server still holds."""
+    from . import keyinits
+
     flushed = keyinits.flush(_accounts(home, server), identity)
     click.echo(f"flushed {flushed} KeyInit(s) of {identity}")
 

@@ -1,0 +1,225 @@
+"""The fetcher's HTTP/1.1 connection against a socket server that sends canned bytes."""
+
+import socket
+import threading
+
+import pytest
+
+from client.http11 import (BodyTooLarge, Connection, HTTPError, RemoteDisconnected,
+                           split_url)
+
+
+class CannedServer:
+    """Answers each request read on a connection with the next canned bytes, then
+    closes the connection if the item says so; records what it received."""
+
+    def __init__(self, *answers: tuple[bytes, bool]):
+        self.answers = list(answers)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.clients: list[Connection] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn, conn.makefile("rb") as reader:
+                while self.answers:
+                    request = self._read_request(reader)
+                    if request is None:
+                        break
+                    self.requests.append(request)
+                    answer, close = self.answers.pop(0)
+                    conn.sendall(answer)
+                    if close:
+                        break
+
+    @staticmethod
+    def _read_request(reader) -> bytes | None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = reader.readline()
+            if not line:
+                return None
+            head += line
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return head + reader.read(length)
+
+    def connection(self) -> Connection:
+        self.clients.append(Connection("http", "127.0.0.1", self.port, timeout=5))
+        return self.clients[-1]
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(*answers):
+        servers.append(CannedServer(*answers))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def get(connection, limit=1000, error_limit=100):
+    return connection.request("GET", "/x", {}, None, limit, error_limit)
+
+
+def test_content_length_answers_reuse_the_connection(serve):
+    server = serve((ok(b"one", b"X-A: 1\r\nx-a: 2\r\n"), False), (ok(b"two"), False))
+    connection = server.connection()
+    status, headers, body = get(connection)
+    assert (status, body, headers["x-a"]) == (200, b"one", "1, 2")
+    assert get(connection)[2] == b"two" and connection.open
+    assert server.connections == 1
+    assert server.requests[0].startswith(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                                         % server.port)
+
+
+def test_the_request_body_is_sent_with_its_length(serve):
+    server = serve((ok(b""), False), (ok(b""), False))
+    connection = server.connection()
+    connection.request("PUT", "/u", {"Content-Type": "application/json"}, b'{"a":1}', 10, 10)
+    connection.request("POST", "/p", {}, None, 10, 10)
+    assert server.requests[0].endswith(b"Content-Type: application/json\r\n"
+                                       b"Content-Length: 7\r\n\r\n{\"a\":1}")
+    assert server.requests[1].endswith(b"Content-Length: 0\r\n\r\n")
+
+
+def test_a_chunked_answer_with_extensions_and_trailers(serve):
+    chunked = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"4;name=value\r\nabcd\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n")
+    server = serve((chunked, False), (ok(b"next"), False))
+    connection = server.connection()
+    assert get(connection)[2] == b"abcd0123456789"
+    assert get(connection)[2] == b"next" and server.connections == 1
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 200 OK\r\n\r\nuntil the end",                               # close-delimited
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 13\r\n\r\nuntil the end",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 13\r\n\r\nuntil the end",
+])
+def test_answers_that_end_the_connection_close_it(serve, answer):
+    server = serve((answer, True), (ok(b"again"), False))
+    connection = server.connection()
+    assert get(connection)[2] == b"until the end"
+    assert not connection.open
+    assert get(connection)[2] == b"again" and server.connections == 2
+
+
+def test_interim_answers_are_skipped(serve):
+    server = serve((b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"real"), False))
+    assert get(server.connection())[:3:2] == (200, b"real")
+
+
+def test_bodiless_statuses_have_no_body(serve):
+    server = serve((b"HTTP/1.1 204 No Content\r\n\r\n", False), (ok(b"after"), False))
+    connection = server.connection()
+    assert get(connection)[0::2] == (204, b"")
+    assert get(connection)[2] == b"after"
+
+
+@pytest.mark.parametrize("answer", [
+    ok(b"x" * 11),
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nxxxxxx\r\n6\r\nxxxxxx\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 11,
+])
+def test_a_body_over_the_limit_is_refused(serve, answer):
+    server = serve((answer, True))
+    connection = server.connection()
+    with pytest.raises(BodyTooLarge, match="exceeds 10"):
+        get(connection, limit=10)
+    assert not connection.open
+
+
+def test_error_answers_have_their_own_limit(serve):
+    server = serve((b"HTTP/1.1 400 Bad\r\nContent-Length: 50\r\n\r\n" + b"e" * 50, False),
+                   (b"HTTP/1.1 400 Bad\r\nContent-Length: 500\r\n\r\n" + b"e" * 500, True))
+    connection = server.connection()
+    assert get(connection, limit=10, error_limit=100)[0::2] == (400, b"e" * 50)
+    with pytest.raises(BodyTooLarge):
+        get(connection, limit=1000, error_limit=100)
+
+
+@pytest.mark.parametrize("answer, error", [
+    (b"SPDY/3 200 OK\r\n\r\n", "status line"),
+    (b"HTTP/1.1 2000 OK\r\n\r\n", "status line"),
+    (b"HTTP/1.1 OK\r\n\r\n", "status line"),
+    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header"),
+    (b"HTTP/1.1 200 OK\r\n folded: value\r\n\r\n", "malformed header"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort", "ended after 5 of 9"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nabcde\r\n0\r\n\r\n",
+     "chunk size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc", "truncated"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", "more than 100"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1", "ended in the answer's header"),
+])
+def test_malformed_answers_are_errors_and_close_the_connection(serve, answer, error):
+    server = serve((answer, True))
+    connection = server.connection()
+    with pytest.raises(HTTPError, match=error):
+        get(connection)
+    assert not connection.open
+
+
+def test_no_answer_at_all_is_remote_disconnected(serve):
+    server = serve((b"", True))
+    with pytest.raises(RemoteDisconnected):
+        get(server.connection())
+
+
+def test_line_breaks_cannot_smuggle_headers(serve):
+    connection = Connection("http", "127.0.0.1", 9, timeout=1)
+    for headers, target in [({"X": "a\r\nEvil: 1"}, "/x"), ({"X\n": "a"}, "/x"),
+                            ({}, "/x HTTP/1.1\r\nEvil: 1")]:
+        with pytest.raises(HTTPError, match="line break"):
+            connection.request("GET", target, headers, None, 10, 10)
+    assert not connection.open            # refused before connecting
+
+
+@pytest.mark.parametrize("url, parts", [
+    ("http://ks.example/v1/x?start=1", ("http", "ks.example", 80, "/v1/x?start=1")),
+    ("HTTPS://ks.example", ("https", "ks.example", 443, "/")),
+    ("http://ks.example:8080?q=1#frag", ("http", "ks.example", 8080, "/?q=1")),
+    ("http://[::1]:9000/a", ("http", "::1", 9000, "/a")),
+    ("http://[::1]/a", ("http", "::1", 80, "/a")),
+])
+def test_split_url(url, parts):
+    assert split_url(url) == parts
+
+
+@pytest.mark.parametrize("url", ["ftp://ks.example/", "ks.example/v1", "http://u:p@ks.example/",
+                                 "http://ks.example:80a/", "http:///path", "http://:80/"])
+def test_split_url_refuses(url):
+    with pytest.raises(HTTPError):
+        split_url(url)
+
+
+def test_host_header_names_non_default_ports_and_brackets_ipv6():
+    assert Connection("http", "ks.example", 80, 1).host_header == "ks.example"
+    assert Connection("https", "ks.example", 443, 1).host_header == "ks.example"
+    assert Connection("http", "ks.example", 8080, 1).host_header == "ks.example:8080"
+    assert Connection("http", "::1", 8080, 1).host_header == "[::1]:8080"

@@ -13,12 +13,14 @@ class CannedServer:
     """Answers each request read on a connection with the next canned bytes, then
     closes the connection if the item says so; records what it received."""
 
-    def __init__(self, *answers: tuple[bytes, bool]):
+    def __init__(self, *answers: tuple[bytes, bool], tls=None):
         self.answers = list(answers)
         self.requests: list[bytes] = []
         self.connections = 0
         self.clients: list[Connection] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
+        if tls is not None:
+            self.listener = tls.wrap_socket(self.listener, server_side=True)
         self.port = self.listener.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -55,8 +57,8 @@ class CannedServer:
                 length = int(line.split(b":")[1])
         return head + reader.read(length)
 
-    def connection(self) -> Connection:
-        self.clients.append(Connection("http", "127.0.0.1", self.port, timeout=5))
+    def connection(self, scheme: str = "http") -> Connection:
+        self.clients.append(Connection(scheme, "127.0.0.1", self.port, timeout=5))
         return self.clients[-1]
 
     def close(self) -> None:
@@ -223,3 +225,63 @@ def test_host_header_names_non_default_ports_and_brackets_ipv6():
     assert Connection("https", "ks.example", 443, 1).host_header == "ks.example"
     assert Connection("http", "ks.example", 8080, 1).host_header == "ks.example:8080"
     assert Connection("http", "::1", 8080, 1).host_header == "[::1]:8080"
+
+
+# --- https ---------------------------------------------------------------------------
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyserver test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """A CannedServer behind TLS with a self-signed certificate for 127.0.0.1."""
+    import ssl
+
+    cert_path, key_path = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server = CannedServer((ok(b"secret"), False), tls=context)
+    yield server, cert_path
+    server.close()
+
+
+def test_https_verifies_the_server_certificate(tls_server, monkeypatch):
+    server, cert_path = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))     # the operator's CA
+    assert get(server.connection("https"))[0::2] == (200, b"secret")
+
+
+def test_https_refuses_an_untrusted_certificate(tls_server, monkeypatch, tmp_path):
+    import ssl
+
+    server, _ = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-ca.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        get(server.connection("https"))

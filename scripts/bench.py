@@ -11,7 +11,6 @@ and prints figures to paste into docs/benchmarks.md.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import shutil
 import tempfile
@@ -148,12 +147,15 @@ def hammer(url: str, requests_: list[tuple[str, str, bytes | None, dict[str, str
     lock = threading.Lock()
     statuses: dict[int, int] = {}
 
-    host, port = url.removeprefix("http://").split(":")
+    from client.http11 import Connection, split_url
+
+    scheme, host, port, _ = split_url(url)
 
     def client() -> None:
-        # http.client, not requests: the load generator shares the machine's two
-        # cores with the server, and requests costs several times more CPU per call.
-        connection = http.client.HTTPConnection(host, int(port))
+        # The client library's HTTP connection, not requests or http.client: the load
+        # generator shares the machine's two cores with the server, and those cost
+        # several times more CPU per call.
+        connection = Connection(scheme, host, port, timeout=60)
         while True:
             with lock:
                 item = next(pending, None)
@@ -161,12 +163,11 @@ def hammer(url: str, requests_: list[tuple[str, str, bytes | None, dict[str, str
                 connection.close()
                 return
             method, path, body, headers = item
-            connection.request(method, path, body=body,
-                               headers={"Content-Type": "application/json", **headers})
-            response = connection.getresponse()
-            response.read()
+            status, _, _ = connection.request(
+                method, path, {"Content-Type": "application/json", **headers}, body,
+                1 << 20, 1 << 20)
             with lock:
-                statuses[response.status] = statuses.get(response.status, 0) + 1
+                statuses[status] = statuses.get(status, 0) + 1
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     started = time.perf_counter()

@@ -177,7 +177,9 @@ class Connection:
         if codings:
             if codings[-1] != "chunked":
                 return self._read_to_close(limit), False
-            return self._read_chunked(limit), True
+            # With a Content-Length as well, the framing is suspect (RFC 9112 §6.3):
+            # the chunks win and the connection is not used again.
+            return self._read_chunked(limit), "content-length" not in headers
         declared = headers.get("content-length")
         if declared is not None:
             if not (declared.isascii() and declared.isdigit()):

@@ -122,6 +122,8 @@ def test_a_chunked_answer_with_extensions_and_trailers(serve):
     b"HTTP/1.1 200 OK\r\n\r\nuntil the end",                               # close-delimited
     b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 13\r\n\r\nuntil the end",
     b"HTTP/1.0 200 OK\r\nContent-Length: 13\r\n\r\nuntil the end",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"D\r\nuntil the end\r\n0\r\n\r\n",                                  # both: chunks win
 ])
 def test_answers_that_end_the_connection_close_it(serve, answer):
     server = serve((answer, True), (ok(b"again"), False))

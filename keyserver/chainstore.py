@@ -33,10 +33,13 @@ def head(db: sqlite_utils.Database) -> Head | None:
     return Head(*row) if row else None
 
 
-def append(db: sqlite_utils.Database, identity: str, uid_hash: bytes, now: int) -> Head:
-    """Append the entry of ``identity``'s UIDMessage with hash ``uid_hash``."""
+def append(db: sqlite_utils.Database, identity: str, uid_hash: bytes, now: int,
+           last: Head | None = None) -> Head:
+    """Append the entry of ``identity``'s UIDMessage with hash ``uid_hash`` after
+    ``last``, the head if the caller read it in this transaction."""
     assert db.conn.in_transaction, "append runs inside db.transaction"
-    last = head(db)
+    if last is None:
+        last = head(db)
     pos, prev = (last.pos + 1, last.hash) if last else (0, ZERO_HASH)
     while True:
         nonce = os.urandom(8)

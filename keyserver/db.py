@@ -242,6 +242,18 @@ class GroupCommit:
 
     @staticmethod
     def _run_batch(db: Database, batch: list[tuple[Job, Future]]) -> None:
+        if len(batch) == 1:
+            # The usual case under sync workers: a failure rolls the whole
+            # transaction back, so no savepoint is needed.
+            job, future = batch[0]
+            try:
+                with transaction(db):
+                    result = job(db)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            return
         outcomes: list[tuple[Future, object, BaseException | None]] = []
         try:
             with transaction(db):

@@ -72,19 +72,23 @@ def latest(db: sqlite_utils.Database, identity: str) -> Latest | None:
 
 def check_keys_free(db: sqlite_utils.Database, message: UIDMessage) -> None:
     """A sigkey or sigescrow belongs to one identity forever (§4: ``KEY_IN_USE``)."""
-    for keyhash in message.key_hashes:
-        row = db.conn.execute("SELECT identity FROM keyhashes WHERE keyhash = ?",
-                              (keyhash,)).fetchone()
-        if row is not None and row[0] != message.identity:
-            raise KeyInUse("this key is already used by another identity: generate a new one")
+    hashes = message.key_hashes
+    placeholders = ", ".join("?" * len(hashes))
+    row = db.conn.execute(
+        f"SELECT 1 FROM keyhashes WHERE keyhash IN ({placeholders}) AND identity != ? LIMIT 1",
+        (*hashes, message.identity)).fetchone()
+    if row is not None:
+        raise KeyInUse("this key is already used by another identity: generate a new one")
 
 
 def check_lastentry_fresh(db: sqlite_utils.Database, lastentry: bytes, now: int,
-                          max_age_ms: int) -> None:
+                          max_age_ms: int) -> chainstore.Head:
+    """§7.4, against the head, which is returned for the append that follows."""
     position = chainstore.position_of(db, lastentry)
     head = chainstore.head(db)
     successor = chainstore.entry_at(db, position + 1) if position is not None else None
     check_lastentry(position, head.pos, successor.ts if successor else None, now, max_age_ms)
+    return head
 
 
 def put_uid_message(db: sqlite_utils.Database, write: Write, path_identity: str, body: dict,
@@ -112,15 +116,17 @@ def put_uid_message(db: sqlite_utils.Database, write: Write, path_identity: str,
         error = seen_error if previous == seen else signature_error(message, previous)
         if error is not None:
             raise error
-        check_lastentry_fresh(db, message.lastentry, now, policy.limits.lastentry_max_age_ms)
-        return store_uid_message(db, message, now, previous, sealed), create
+        head = check_lastentry_fresh(db, message.lastentry, now,
+                                     policy.limits.lastentry_max_age_ms)
+        return store_uid_message(db, message, now, previous, sealed, head), create
 
     return write(accept)
 
 
 def store_uid_message(db: sqlite_utils.Database, message: UIDMessage, now: int,
                       previous: Latest | None = None,
-                      sealed: tuple[bytes, bytes] | None = None) -> dict:
+                      sealed: tuple[bytes, bytes] | None = None,
+                      last: chainstore.Head | None = None) -> dict:
     """Encrypt and store an accepted UIDMessage, append its chain entry, update the
     indexes, and return the signed UIDMessageReply. Runs in ``transaction``.
 
@@ -128,11 +134,12 @@ def store_uid_message(db: sqlite_utils.Database, message: UIDMessage, now: int,
     is conditional on it, so a racing writer can never be silently overwritten.
     When the message replaces ``previous``'s sigkey, or reclaims the identity, the
     KeyInits stored under ``previous``'s sigkey are deleted with it (§9).
-    ``sealed`` is ``encrypt_uid_message(message.raw)`` if already computed.
+    ``sealed`` is ``encrypt_uid_message(message.raw)`` if already computed, ``last``
+    the chain's head if already read in this transaction.
     """
     identity = message.identity
     uid_hash, encrypted = sealed or encrypt_uid_message(message.raw)
-    head = chainstore.append(db, identity, uid_hash, now)
+    head = chainstore.append(db, identity, uid_hash, now, last)
     reply = signing.sign(format_reply(encrypted, head.entry, head.pos, now))
     db.conn.execute(
         "INSERT INTO uids (pos, uid_index, encrypted, ts, signatures) VALUES (?, ?, ?, ?, ?)",
@@ -160,9 +167,9 @@ def store_uid_message(db: sqlite_utils.Database, message: UIDMessage, now: int,
         "INSERT INTO history (identity, seq, pos)"
         " SELECT identity, history_len - 1, ? FROM identities WHERE identity = ?",
         (head.pos, identity))
-    for keyhash in message.key_hashes:
-        db.conn.execute("INSERT OR IGNORE INTO keyhashes (keyhash, identity) VALUES (?, ?)",
-                        (keyhash, identity))
+    rows = ", ".join("(?, ?)" for _ in message.key_hashes)
+    db.conn.execute(f"INSERT OR IGNORE INTO keyhashes (keyhash, identity) VALUES {rows}",
+                    [value for keyhash in message.key_hashes for value in (keyhash, identity)])
     return reply
 
 

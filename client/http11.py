@@ -95,6 +95,12 @@ class Connection:
             self._sock.close()
         self._sock = self._file = None
 
+    def __del__(self) -> None:
+        # A connection dropped while open (the keep-alive connection of a finished
+        # worker thread, such as a sync's prefetch) closes with it, instead of
+        # leaving its socket to the garbage collector.
+        self.close()
+
     def request(self, method: str, target: str, headers: dict[str, str], body: bytes | None,
                 max_length: int, max_error_length: int) -> tuple[int, dict[str, str], bytes]:
         """Send one request and read its answer: status, headers (lower-case names)

@@ -287,3 +287,17 @@ def test_https_refuses_an_untrusted_certificate(tls_server, monkeypatch, tmp_pat
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
     with pytest.raises(ssl.SSLCertVerificationError):
         get(server.connection("https"))
+
+
+def test_a_connection_dropped_while_open_closes_its_socket(serve):
+    """As the keep-alive connection of a finished worker thread is dropped."""
+    import gc
+
+    server = serve((ok(b"kept alive"), False))
+    connection = Connection("http", "127.0.0.1", server.port, timeout=5)
+    get(connection)
+    sock = connection._sock
+    assert connection.open and sock.fileno() >= 0
+    del connection
+    gc.collect()
+    assert sock.fileno() == -1

@@ -14,7 +14,7 @@ import gunicorn.config
 import pytest
 import requests
 
-from conftest import LiveServer, init_live_instance, run_together
+from conftest import LiveServer, init_live_instance, keyserver_command, run_together
 from test_e2e_tokens import registration
 from test_e2e_users import RACERS, check_consistent, new_message, race
 
@@ -27,14 +27,16 @@ NO_CONTROL_SOCKET = [cli for setting in gunicorn.config.KNOWN_SETTINGS
 
 
 class GunicornServer(LiveServer):
-    """``gunicorn -w 2 'keyserver:create_app()'`` on an instance, on a free local port."""
+    """``gunicorn -w 2 'keyserver:create_app()'`` on an instance, on a free local port;
+    with ``threads``, gthread workers (which keep connections alive)."""
 
-    def __init__(self, instance: Path, port: int):
+    def __init__(self, instance: Path, port: int, threads: int = 1):
         self.instance, self.port = instance, port
         self.url = f"http://127.0.0.1:{port}"
         self.log = open(instance.parent / f"server-{port}.log", "wb")
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "gunicorn"), "-w", str(WORKERS),
+             "--threads", str(threads),
              "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
              "--access-logformat", ACCESS_FORMAT, *NO_CONTROL_SOCKET, "keyserver:create_app()"],
             env={**os.environ, "KEYSERVER_INSTANCE": str(instance)},
@@ -109,3 +111,50 @@ def test_one_token_raced_across_workers_pays_once(server):
     check_consistent(server, winner, [before + 1])
     assert len(set().union(*(server.workers_serving("PUT", f"/v1/users/{identity}")
                              for identity in identities))) == WORKERS
+
+
+# --- The client against gthread workers, which keep connections alive ------------------
+
+@pytest.fixture(scope="module")
+def threaded_server(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gthread") / "instance"
+    server = GunicornServer(path, init_live_instance(path), threads=4)
+    yield server
+    server.stop()
+    assert server.process.returncode == 0, server.output()
+
+
+def test_the_client_reuses_a_kept_alive_connection(threaded_server):
+    from client.api import KeyserverAPI
+
+    api = KeyserverAPI(threaded_server.url)
+    try:
+        api.capabilities()
+        [connection] = api.fetcher._connections().values()
+        sock = connection._sock
+        assert connection.open                       # the server kept it alive
+        for _ in range(5):
+            assert api.fetch_head()["pos"] >= 0
+        assert connection._sock is sock              # ... and it served them all
+    finally:
+        api.fetcher.close()
+    assert not connection.open
+
+
+def test_keyclient_against_gthread_workers(threaded_server, tmp_path):
+    """register, sync and lookup as processes, on kept-alive connections."""
+    tokens = subprocess.run(
+        keyserver_command("tokens", "mint", "-n", "1", "--instance",
+                          str(threaded_server.instance)),
+        check=True, capture_output=True, text=True).stdout.split()
+    env = {**os.environ, "KEYCLIENT_HOME": str(tmp_path / "home"),
+           "KEYCLIENT_PASSPHRASE": "correct horse"}
+    script = str(Path(sys.executable).parent / "keyclient")
+    for args in (["server", "add", threaded_server.url], ["tokens", "add", *tokens],
+                 ["register", "carol@example.org", "--yes", "--escrow-out",
+                  str(tmp_path / "paper.txt")],
+                 ["sync"], ["lookup", "carol@example.org"]):
+        done = subprocess.run([script, *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+    assert "carol@example.org: current" in done.stdout

@@ -242,22 +242,17 @@ class GroupCommit:
 
     @staticmethod
     def _run_batch(db: Database, batch: list[tuple[Job, Future]]) -> None:
-        if len(batch) == 1:
-            # The usual case under sync workers: a failure rolls the whole
-            # transaction back, so no savepoint is needed.
-            job, future = batch[0]
-            try:
-                with transaction(db):
-                    result = job(db)
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-            return
+        # A savepoint per job lets one job fail without undoing the others. A lone
+        # job (always, under sync workers) needs none: its failure aborts the whole
+        # transaction, which the handler below reports to it.
+        savepoints = len(batch) > 1
         outcomes: list[tuple[Future, object, BaseException | None]] = []
         try:
             with transaction(db):
                 for job, future in batch:
+                    if not savepoints:
+                        outcomes.append((future, job(db), None))
+                        continue
                     db.conn.execute("SAVEPOINT job")
                     try:
                         result = job(db)

@@ -17,6 +17,7 @@ from typing import BinaryIO
 #: Limits on what a server may send before the body (RFC 9112 leaves them to us).
 MAX_LINE = 64 * 1024
 MAX_HEADERS = 100
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class HTTPError(Exception):
@@ -38,7 +39,7 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     """``(scheme, host, port, target)`` of an http or https URL."""
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
-    if not sep or scheme not in ("http", "https"):
+    if not sep or scheme not in DEFAULT_PORTS:
         raise HTTPError(f"unsupported URL scheme {scheme!r} in {url!r}")
     rest = rest.partition("#")[0]
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
@@ -54,7 +55,7 @@ def split_url(url: str) -> tuple[str, str, int, str]:
         host, _, port = netloc.partition(":")
     if not host or (port and not (port.isascii() and port.isdigit())):
         raise HTTPError(f"bad host or port in {url!r}")
-    return scheme, host, int(port) if port else (443 if scheme == "https" else 80), target or "/"
+    return scheme, host, int(port) if port else DEFAULT_PORTS[scheme], target or "/"
 
 
 class Connection:
@@ -63,9 +64,8 @@ class Connection:
 
     def __init__(self, scheme: str, host: str, port: int, timeout: float):
         self.scheme, self.host, self.port, self.timeout = scheme, host, port, timeout
-        default = 443 if scheme == "https" else 80
         name = f"[{host}]" if ":" in host else host
-        self.host_header = name if port == default else f"{name}:{port}"
+        self.host_header = name if port == DEFAULT_PORTS[scheme] else f"{name}:{port}"
         self._sock: socket.socket | None = None
         self._file: BinaryIO | None = None
 

@@ -15,7 +15,6 @@ import os
 import shutil
 import tempfile
 import threading
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -26,15 +25,11 @@ from pathlib import Path
 import click
 import requests
 
+from ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def chain_instance(n: int) -> Path:
@@ -74,11 +69,15 @@ def gunicorn(instance: Path, workers: int, threads: int = 1,
         process.wait()
 
 
+def worker_pids(master: int) -> list[str]:
+    """gunicorn's worker processes (the children of its master)."""
+    return Path(f"/proc/{master}/task/{master}/children").read_text().split()
+
+
 def worker_memory_kib(master: int) -> dict[str, int]:
     """Current and peak resident memory summed over gunicorn's workers."""
     total = {"VmRSS": 0, "VmHWM": 0}
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    for pid in children:
+    for pid in worker_pids(master):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             name, _, value = line.partition(":")
             if name in total:
@@ -90,9 +89,8 @@ def worker_cpu_seconds(master: int) -> float:
     """User and system CPU time summed over gunicorn's workers. Per request, it tells
     a slow period of this VM (the same code costs up to 1.7x more CPU) from a slow
     change."""
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     ticks = 0
-    for pid in children:
+    for pid in worker_pids(master):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks += int(fields[11]) + int(fields[12])     # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
@@ -360,17 +358,19 @@ def client(entries: int, new_entries: int, runs: int) -> None:
 def _forget_newest(home: Path, new_entries: int) -> None:
     """The server's chain does not grow here: forget the newest entries locally
     instead, which costs the client exactly what new ones would."""
+    from client.hashchain import ENTRY_SIZE, HASH_SIZE, K1_SIZE
+
     with sqlite3.connect(home / "state.sqlite") as state:
         length, = state.execute("SELECT length FROM chains").fetchone()
         keep = length - new_entries
         with open(home / "chains" / "bench.example" / "entries.bin", "rb") as handle:
-            handle.seek((keep - 1) * 153)
-            last_hash = handle.read(32)
+            handle.seek((keep - 1) * ENTRY_SIZE)
+            last_hash = handle.read(HASH_SIZE)
         state.execute("UPDATE chains SET length = ?, last_hash = ?", (keep, last_hash))
         state.execute("UPDATE scanned SET upto = min(upto, ?)", (keep,))
         state.execute("DELETE FROM found WHERE pos >= ?", (keep,))
     with open(home / "chains" / "bench.example" / "k1.bin", "ab") as handle:
-        handle.truncate(keep * 32)
+        handle.truncate(keep * K1_SIZE)
 
 
 def _library_run(url: str, identity: str, new_entries: int) -> dict[str, float]:

@@ -14,7 +14,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import click
 
+from ports import free_port
+
 BIN = Path(sys.executable).parent
 SERVER = "demo.test"
 ALICE = f"alice@{SERVER}"
@@ -32,12 +33,6 @@ ALICE = f"alice@{SERVER}"
 
 class StepFailed(Exception):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Demo:

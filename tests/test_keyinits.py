@@ -109,6 +109,15 @@ def refused(app, status, errcode, send, *args, **kwargs):
     return response
 
 
+def added_within_validity(app, kis, account, item, ok):
+    """Add ``item`` now: stored if ``ok``, else refused as ``INVALID_VALIDITY``."""
+    with at(NOW):
+        if ok:
+            kis.added(account, [item])
+        else:
+            refused(app, 400, "INVALID_VALIDITY", kis.add, account, [item])
+
+
 # --- adding ---------------------------------------------------------------------------------
 
 def test_add_answers_a_signed_receipt_naming_what_was_stored(app, kis, alice):
@@ -143,12 +152,8 @@ IDENTITY_SHORT = T0 + 10 * DAY_MS   # an identity that expires before NOW + MAX_
 def test_add_validity_boundaries(app, users, kis, identity_not_after, not_after, ok):
     with at(T0):
         account = users.register("alice@example.org", not_after_ts=identity_not_after)
-    item = make(account, 1, not_before_ts=T0, not_after_ts=not_after)
-    with at(NOW):
-        if ok:
-            kis.added(account, [item])
-        else:
-            refused(app, 400, "INVALID_VALIDITY", kis.add, account, [item])
+    added_within_validity(app, kis, account,
+                          make(account, 1, not_before_ts=T0, not_after_ts=not_after), ok)
 
 
 @pytest.mark.parametrize("not_before", [NOW + DAY_MS, NOW + DAY_MS + 1])
@@ -569,12 +574,8 @@ def test_configured_per_identity_limit_is_enforced(configured):
 ], ids=["exactly", "1ms-more"])
 def test_configured_lifetime_is_enforced(configured, not_after, ok):
     app, kis, alice = configured
-    item = make(alice, 1, not_before_ts=T0, not_after_ts=not_after)
-    with at(NOW):
-        if ok:
-            kis.added(alice, [item])
-        else:
-            refused(app, 400, "INVALID_VALIDITY", kis.add, alice, [item])
+    added_within_validity(app, kis, alice,
+                          make(alice, 1, not_before_ts=T0, not_after_ts=not_after), ok)
     assert stored_msgcounts(app, skh(alice)) == ([1] if ok else [])
 
 

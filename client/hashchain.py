@@ -135,14 +135,10 @@ def open_entry(entry: bytes, identity: str, k1: bytes | None = None) -> bytes | 
     return uid_hash
 
 
-def k1_of(entry: bytes) -> bytes:
-    """The identity-independent search key of an entry (cache it per position)."""
-    return hashlib.sha512(entry[33:41]).digest()[:32]
-
-
 def k1_values(block: bytes) -> bytes:
-    """k1 of every entry in ``block`` (entries back to back), concatenated: the part
-    of an identity search that does not depend on the identity, worth caching."""
+    """k1 of every entry in ``block`` (entries back to back, or a single entry),
+    concatenated: the part of an identity search that does not depend on the
+    identity, worth caching."""
     sha512 = fast_sha512
     return b"".join([sha512(block[i:i + NONCE_SIZE]).digest()[:K1_SIZE]
                      for i in range(33, len(block), ENTRY_SIZE)])
@@ -157,7 +153,7 @@ def search_identity(entries: Iterable[bytes], identity: str, start: int = 0,
     target = identity.encode("utf-8")
     sha = fast_sha256
     if k1s is None:
-        k1s = (k1_of(entry) for entry in entries)
+        k1s = (k1_values(entry) for entry in entries)
     for pos, (entry, k1) in enumerate(zip(entries, k1s), start):
         if sha(k1 + target).digest() == entry[41:73]:
             uid_hash = open_entry(entry, identity, k1)

@@ -118,11 +118,13 @@ def test_matching_entry_with_wrong_uid_index_is_a_chain_error():
 
 
 def test_k1_values_of_a_block_are_each_entrys_k1():
-    from client.hashchain import k1_of, k1_values
+    from client.hashchain import derive_keys, k1_values
 
     entries, prev = [], ZERO_HASH
     for n in range(5):
         entries.append(format_entry(prev, bytes([n]) * 8, "a@example.org", bytes(32)))
         prev = entries[-1][:32]
-    assert k1_values(b"".join(entries)) == b"".join(k1_of(entry) for entry in entries)
+    assert k1_values(b"".join(entries)) == b"".join(derive_keys(bytes([n]) * 8)[0]
+                                                    for n in range(5))
+    assert k1_values(entries[2]) == derive_keys(bytes([2]) * 8)[0]
     assert k1_values(b"") == b""

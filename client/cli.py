@@ -6,7 +6,6 @@ and the client's exceptions become a message and exit status 1 in one place.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 from typing import TYPE_CHECKING
@@ -15,7 +14,7 @@ import click
 
 from .accounts import Accounts
 from .api import KeyserverAPI
-from .encoding import b64encode, b64url_decode, now_ms
+from .encoding import b64encode, b64url_decode, format_ms, now_ms
 from .errors import ChainError, ClientError, ProtocolError
 from .home import Home, default_home
 from .identity import normalize_identity
@@ -147,7 +146,8 @@ def lookup_command(home: Home, identity: str, server: str | None) -> None:
     click.echo(f"{identity}: {status}")
     click.echo(f"  positions:  {', '.join(str(found.pos) for found in result.history)}")
     click.echo(f"  msgcount:   {message.msgcount}")
-    click.echo(f"  valid:      {_iso(message.not_before_ts)} .. {_iso(message.not_after_ts)}")
+    click.echo(f"  valid:      {format_ms(message.not_before_ts)}"
+               f" .. {format_ms(message.not_after_ts)}")
     click.echo(f"  sigkey:     {b64encode(message.sigkey.pubkey)}")
     escrow = b64encode(message.sigescrow.pubkey) if message.sigescrow else "none"
     click.echo(f"  sigescrow:  {escrow}")
@@ -156,11 +156,6 @@ def lookup_command(home: Home, identity: str, server: str | None) -> None:
     click.echo(f"  repouris:   {', '.join(message.repouris) or 'none'}")
     if not result.is_current(now):
         raise SystemExit(EXIT_NOT_CURRENT)
-
-
-def _iso(ts: int) -> str:
-    return datetime.datetime.fromtimestamp(ts / 1000, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S UTC")
 
 
 @main.group("tokens", help="The token wallet that pays for writes.")
@@ -311,7 +306,7 @@ def keyinit_publish(home: Home, identity: str, count: int, fallback: bool, days:
                                  lifetime_ms=days * 24 * 3600 * 1000 if days else None)
     kind = "fallback KeyInit(s)" if fallback else "KeyInit(s)"
     click.echo(f"published {published.count} {kind} of {identity} to {published.repouri}, "
-               f"valid until {_iso(published.not_after_ts)}")
+               f"valid until {format_ms(published.not_after_ts)}")
 
 
 @keyinit_group.command("fetch")

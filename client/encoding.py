@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import hashlib
 import json
 import re
@@ -30,6 +31,12 @@ def now_ms() -> int:
     Rounded, not truncated: ``time.time()`` is a float, and truncation would turn a
     frozen ``...001`` ms into ``...000``."""
     return round(time.time() * 1000)
+
+
+def format_ms(ts: int) -> str:
+    """A protocol time (ms since the epoch) for people to read, in UTC."""
+    return datetime.datetime.fromtimestamp(ts / 1000, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
 
 
 def sha256(data: bytes) -> bytes:

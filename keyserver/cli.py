@@ -7,7 +7,6 @@ Commands stay thin: parse options, call one function, echo.
 
 from __future__ import annotations
 
-import datetime
 import functools
 import os
 import re
@@ -17,7 +16,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
-from client.encoding import b64encode, b64url_encode, now_ms
+from client.encoding import b64encode, b64url_encode, format_ms, now_ms
 from client.errors import ChainError, ProtocolError
 from client.tokens import mint_token
 
@@ -146,10 +145,7 @@ def parse_duration(text: str) -> int:
 
 
 def _iso(ts: int | None) -> str:
-    if ts is None:
-        return "never"
-    return datetime.datetime.fromtimestamp(ts / 1000, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M UTC")
+    return "never" if ts is None else format_ms(ts)
 
 
 @click.group("tokens", help="Payment token keys, minting and statistics.")

@@ -3,7 +3,7 @@
 import pytest
 
 from client.encoding import (b64decode, b64encode, b64url_decode, b64url_encode, canonical_json,
-                             parse_json_object, require_fields, require_int)
+                             format_ms, parse_json_object, require_fields, require_int)
 from client.errors import BadRequest, InvalidMessage
 
 
@@ -80,3 +80,8 @@ def test_require_fields_names_missing_and_unknown():
         require_fields({"a": 1, "b": 2, "c": 3}, {"a", "b"}, "obj")
     with pytest.raises(InvalidMessage, match="JSON object"):
         require_fields([], {"a"}, "obj")
+
+
+def test_format_ms_is_utc_to_the_second():
+    assert format_ms(0) == "1970-01-01 00:00:00 UTC"
+    assert format_ms(1_700_000_000_999) == "2023-11-14 22:13:20 UTC"

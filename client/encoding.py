@@ -135,10 +135,10 @@ def parse_json_object(body: bytes) -> dict:
     try:
         obj = json.loads(text, object_pairs_hook=_reject_duplicates,
                          parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not JSON: {exc}") from None
     except RecursionError:
         raise BadRequest("JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and integers beyond Python's 4,300 digits
+        raise BadRequest(f"request body is not JSON: {exc}") from None
     if _SURROGATE_ESCAPE.search(text):  # only escapes can make surrogates: walk rarely
         _check_strings(obj)
     if not isinstance(obj, dict):

@@ -25,7 +25,8 @@ def create_app(test_config: Mapping[str, Any] | None = None,
     app.config.from_prefixed_env("KEYSERVER")
     if test_config is not None:
         app.config.from_mapping(test_config)
-    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"]
+    # One byte over the limit: see params.json_body.
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"] + 1
     app.json.sort_keys = True
     app.json.ensure_ascii = False
     app.json.compact = True

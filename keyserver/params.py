@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from flask import Flask, current_app, request
+from werkzeug.exceptions import HTTPException
 
 from client.encoding import parse_json_object
 from client.errors import BadRequest, TooLarge
@@ -31,8 +32,23 @@ def wants_msgpack() -> bool:
 
 
 def json_body() -> dict:
-    """The request body as a strict JSON object (§1)."""
-    return parse_json_object(request.get_data(cache=False))
+    """The request body as a strict JSON object (§1).
+
+    A body without Content-Length (chunked) is only limited while it is read:
+    Werkzeug stops reading at ``MAX_CONTENT_LENGTH`` without complaint, which is
+    one byte more than the limit so that an oversize body shows here rather than
+    being cut to a prefix that might parse. A body whose framing the server cannot
+    decode (a bad chunk size, say) is the client's error, not the server's."""
+    limit = current_app.config["MAX_REQUEST_BYTES"]
+    try:
+        body = request.get_data(cache=False)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        raise BadRequest(f"request body could not be read: {exc}") from None
+    if len(body) > limit:
+        raise TooLarge(f"request body over {limit} bytes")
+    return parse_json_object(body)
 
 
 def limit_body() -> None:

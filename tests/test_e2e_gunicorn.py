@@ -3,7 +3,9 @@ README.md runs it in production. The workers share the database (WAL mode, write
 queued on the lock file's flock, one BEGIN IMMEDIATE transaction per write), so the
 database still decides every race exactly once."""
 
+import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -76,6 +78,50 @@ def spent_count(server) -> int:
         count = conn.execute("SELECT count(*) FROM spent_tokens").fetchone()[0]
     conn.close()
     return count
+
+
+def chunked_post(server, path: str, chunks: bytes) -> tuple[int, dict]:
+    """POST a hand-framed chunked body; the status and the JSON answer. Sync workers
+    close the connection after answering."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     .encode() + chunks)
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+@pytest.mark.parametrize("chunks", [b"zz\r\n{}\r\n0\r\n\r\n", b"-1\r\n{}\r\n0\r\n\r\n",
+                                    b"2\r\n{}XX0\r\n\r\n", b"0\r\nbad trailer\r\n\r\n"])
+def test_a_body_with_broken_chunked_framing_is_400(server, chunks):
+    status, answer = chunked_post(server, "/v1/tokens/issue", chunks)
+    assert (status, answer["errcode"]) == (400, "BAD_REQUEST"), answer
+    assert "request body could not be read" in answer["error"]
+    assert "Traceback" not in server.output()
+
+
+def test_a_chunked_body_is_limited_like_a_declared_one(server):
+    """No Content-Length: the limit applies as the body is read, to the byte, and a
+    body over it is refused whole rather than cut to a prefix that parses."""
+    limit = requests.get(server.url + "/v1/capabilities").json()["limits"]["max_request_bytes"]
+    start = b'{"voucher": "x"'
+    exact = start + b" " * (limit - len(start) - 1) + b"}"
+    status, answer = chunked_post(server, "/v1/tokens/issue",
+                                  chunk(exact[:1000]) + chunk(exact[1000:]) + b"0\r\n\r\n")
+    assert (status, answer["errcode"]) == (400, "INVALID_MESSAGE"), answer   # read whole
+    status, answer = chunked_post(server, "/v1/tokens/issue",
+                                  chunk(exact[:-1]) + chunk(b" }") + b"0\r\n\r\n")
+    assert (status, answer["errcode"]) == (413, "TOO_LARGE"), answer
+    status, answer = chunked_post(server, "/v1/tokens/issue",
+                                  chunk(exact) + chunk(b"GARBAGE") + b"0\r\n\r\n")
+    assert (status, answer["errcode"]) == (413, "TOO_LARGE"), answer
 
 
 def test_racing_creates_across_workers_exactly_one_wins(server):

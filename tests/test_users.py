@@ -102,7 +102,7 @@ def test_body_too_large(app, client):
 
 
 @pytest.mark.parametrize("body", [b"not json", b'{"uid_message": 1, "uid_message": 2}', b"[]",
-                                  b"\xff"])
+                                  b"\xff", b'{"uid_message": ' + b"1" * 4301 + b"}"])
 def test_unparseable_body(client, body):
     response = client.put("/v1/users/alice@example.org", data=body,
                           content_type="application/json")

@@ -34,7 +34,7 @@ class KeyserverAPI:
                                       max_length)
         try:
             obj = json.loads(response.body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:   # nested too deeply to parse
             raise TransportError(f"{path}: answer is not JSON") from exc
         if not isinstance(obj, dict):
             raise TransportError(f"{path}: answer is not a JSON object")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from .http11 import BodyTooLarge, Connection, HTTPError, RemoteDisconnected, spl
 
 #: Largest error body read from a server.
 MAX_ERROR_BYTES = 64 * 1024
+
+#: A ``Retry-After`` in seconds (RFC 9110 §10.2.3), ASCII digits only: ``str.isdigit``
+#: also takes "²", which ``float`` refuses. (A date counts as absent.)
+_DELAY_SECONDS = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True)
@@ -89,15 +94,17 @@ class Fetcher(abc.ABC):
         if response.status not in RETRY_STATUSES or attempt >= self.retries:
             return None
         asked = response.headers.get("retry-after", "")
-        wait = float(asked) if asked.isdigit() else self.backoff * 2 ** attempt
+        wait = float(asked) if _DELAY_SECONDS.fullmatch(asked) else self.backoff * 2 ** attempt
         return wait if wait <= self.max_wait else None
 
 
 def error_from_response(request: Request, response: Response) -> ProtocolError:
+    """The errcode's ``ProtocolError`` for an error answer; a body without one
+    (not JSON, nested past the recursion limit, other fields) keeps the status."""
     try:
         body = json.loads(response.body[:MAX_ERROR_BYTES])
         errcode, message = body["errcode"], body["error"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, RecursionError, KeyError, TypeError):
         errcode, message = "", response.body[:200].decode("utf-8", "replace")
     cls = BY_ERRCODE.get(errcode, ProtocolError)
     error = cls(f"{request.method} {request.url}: {response.status} {errcode} {message}",
@@ -110,10 +117,15 @@ def error_from_response(request: Request, response: Response) -> ProtocolError:
 class HTTPFetcher(Fetcher):
     """The real fetcher: one keep-alive connection per host and thread, timeouts,
     size limits. (``requests`` would cost every ``keyclient`` command about 0.1 s
-    of imports, ``http.client`` 20 to 35 ms: see ``http11``.)"""
+    of imports, ``http.client`` 20 to 35 ms: see ``http11``.)
 
-    def __init__(self, timeout: float = 30.0):
-        self.timeout = timeout
+    ``timeout`` bounds each read of the socket, ``deadline`` each whole answer, so
+    a server dripping bytes cannot hold a sync forever. The default of 180 s lets
+    the largest answer, a 10,000-entry chain chunk (about 1.5 MB, at most 2.1 MB),
+    arrive over a link of 100 kbit/s."""
+
+    def __init__(self, timeout: float = 30.0, deadline: float = 180.0):
+        self.timeout, self.deadline = timeout, deadline
         self._local = threading.local()
 
     def _connections(self) -> dict[tuple[str, str, int], Connection]:
@@ -130,7 +142,8 @@ class HTTPFetcher(Fetcher):
             connection = connections.get(key)
             reused = connection is not None and connection.open
             if connection is None:
-                connection = connections[key] = Connection(scheme, host, port, self.timeout)
+                connection = connections[key] = Connection(scheme, host, port, self.timeout,
+                                                           self.deadline)
             try:
                 status, headers, body = connection.request(
                     request.method, target, request.headers, request.body, max_length,

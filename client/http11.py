@@ -7,11 +7,17 @@ protocol needs little of HTTP: a request with a ``Content-Length`` body, and an
 answer delimited by ``Content-Length``, chunked coding or the end of the
 connection (RFC 9112 §6.3), on a connection kept alive when both sides allow it.
 ``ssl`` is loaded only for https.
+
+Two clocks bound an answer: ``timeout`` each read of the socket, and ``deadline``
+the whole answer, since a server sending a byte now and then passes every read's
+timeout and would otherwise hold the client forever.
 """
 
 from __future__ import annotations
 
+import io
 import socket
+import time
 from typing import BinaryIO
 
 #: Limits on what a server may send before the body (RFC 9112 leaves them to us).
@@ -27,6 +33,14 @@ class HTTPError(Exception):
 class RemoteDisconnected(ConnectionError):
     """The connection ended before an answer began (e.g. an idle keep-alive
     connection the server had closed: the request was not read)."""
+
+
+class AnswerTooSlow(HTTPError, TimeoutError):
+    """The answer did not arrive in full within the connection's ``deadline``
+    (a timeout, for callers that handle those)."""
+
+    def __init__(self, deadline: float):
+        super().__init__(f"the server took more than {deadline:g} s to answer")
 
 
 class BodyTooLarge(HTTPError):
@@ -58,15 +72,52 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     return scheme, host, int(port) if port else DEFAULT_PORTS[scheme], target or "/"
 
 
+class _DeadlineSocketIO(io.RawIOBase):
+    """The socket under the buffered answer file, each ``recv`` bounded by both
+    ``timeout`` and the time left before the answer's deadline.
+
+    The check sits here, below the buffer, because one ``readline`` or ``read(n)``
+    of the buffer may loop over many ``recv`` calls: each one is bounded."""
+
+    def __init__(self, sock: socket.socket, timeout: float):
+        self._sock, self.timeout = sock, timeout
+        self.deadline = self._due = 0.0
+
+    def start(self, deadline: float) -> None:
+        """Give the next answer ``deadline`` seconds from now."""
+        self.deadline, self._due = deadline, time.monotonic() + deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self._due - time.monotonic()
+        if left <= 0:
+            raise AnswerTooSlow(self.deadline)
+        self._sock.settimeout(min(self.timeout, left))
+        try:
+            return self._sock.recv_into(buffer)
+        except TimeoutError:
+            if left < self.timeout:
+                raise AnswerTooSlow(self.deadline) from None
+            raise
+
+
 class Connection:
     """One connection to ``host:port``, opened at the first request; reusable
-    while ``open`` after a request."""
+    while ``open`` after a request.
 
-    def __init__(self, scheme: str, host: str, port: int, timeout: float):
+    Each read of the socket must return within ``timeout`` seconds, and each
+    answer arrive in full within ``deadline`` seconds of its request being sent
+    (else ``AnswerTooSlow``)."""
+
+    def __init__(self, scheme: str, host: str, port: int, timeout: float, deadline: float):
         self.scheme, self.host, self.port, self.timeout = scheme, host, port, timeout
+        self.deadline = deadline
         name = f"[{host}]" if ":" in host else host
         self.host_header = name if port == DEFAULT_PORTS[scheme] else f"{name}:{port}"
         self._sock: socket.socket | None = None
+        self._raw: _DeadlineSocketIO | None = None
         self._file: BinaryIO | None = None
 
     @property
@@ -86,14 +137,15 @@ class Connection:
         except BaseException:
             sock.close()
             raise
-        self._sock, self._file = sock, sock.makefile("rb")
+        self._raw = _DeadlineSocketIO(sock, self.timeout)
+        self._sock, self._file = sock, io.BufferedReader(self._raw)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
         if self._sock is not None:
             self._sock.close()
-        self._sock = self._file = None
+        self._sock = self._raw = self._file = None
 
     def __del__(self) -> None:
         # A connection dropped while open (the keep-alive connection of a finished
@@ -117,9 +169,11 @@ class Connection:
         head = "\r\n".join(lines)
         if self._sock is None:
             self._connect()
-        assert self._sock is not None and self._file is not None
+        assert self._sock is not None and self._raw is not None
         try:
+            self._sock.settimeout(self.timeout)     # the last answer's reads may have cut it
             self._sock.sendall(head.encode("latin-1") + b"\r\n\r\n" + (body or b""))
+            self._raw.start(self.deadline)
             status, answer_headers, reusable = self._read_head()
             limit = max_length if status < 400 else max_error_length
             content, delimited = self._read_body(method, status, answer_headers, limit)

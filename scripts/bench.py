@@ -165,7 +165,7 @@ def hammer(url: str, requests_: list[tuple[str, str, bytes | None, dict[str, str
         # The client library's HTTP connection, not requests or http.client: the load
         # generator shares the machine's two cores with the server, and those cost
         # several times more CPU per call.
-        connection = Connection(scheme, host, port, timeout=60)
+        connection = Connection(scheme, host, port, timeout=60, deadline=60)
         while True:
             with lock:
                 item = next(pending, None)

@@ -1,11 +1,32 @@
-"""``download_chain``: chunk by chunk until the head, whatever the chunks' sizes."""
+"""``KeyserverAPI``'s JSON answers, and ``download_chain``: chunk by chunk until the
+head, whatever the chunks' sizes."""
 
 import pytest
 
-from client.api import download_chain
+from client.api import KeyserverAPI, download_chain
 from client.chainstate import ChainState, Chunk
-from client.errors import ChainError
+from client.errors import ChainError, TransportError
+from client.fetcher import Fetcher, Response
 from client.hashchain import ZERO_HASH, format_entry
+
+
+class OneBody(Fetcher):
+    """Answers every request 200 with ``body``."""
+
+    def __init__(self, body):
+        self.body = body
+
+    def _fetch(self, request, max_length):
+        return Response(200, {"content-type": "application/json"}, self.body)
+
+
+@pytest.mark.parametrize("call", [KeyserverAPI.capabilities, KeyserverAPI.fetch_head,
+                                  lambda api: api.fetch_uid("AAAA")],
+                         ids=["capabilities", "head", "uid"])
+@pytest.mark.parametrize("body", [b"{", b"[" * 200_000], ids=["truncated", "nested"])
+def test_an_answer_that_does_not_parse_is_not_json(call, body):
+    with pytest.raises(TransportError, match="answer is not JSON"):
+        call(KeyserverAPI("http://ks.test", OneBody(body)))
 
 
 def make_chain(length):

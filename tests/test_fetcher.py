@@ -52,6 +52,15 @@ def test_retry_after_is_honoured_when_short():
     assert fetcher.waits == [1.0]
 
 
+@pytest.mark.parametrize("asked", ["\u00b2", "\u0663", "1.5", "-1", "",
+                                   "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_a_retry_after_not_in_ascii_seconds_means_backoff(asked):
+    """"\u00b2" and "\u0663" pass ``str.isdigit``; ``float`` refuses or reads them."""
+    fetcher = Canned(answer(503, "UNAVAILABLE", {"retry-after": asked}), answer(200))
+    assert get(fetcher).status == 200
+    assert fetcher.waits == [0.25]
+
+
 def test_a_long_retry_after_is_raised_at_once():
     fetcher = Canned(answer(429, "RATE_LIMITED", {"retry-after": "60"}))
     with pytest.raises(RateLimited) as caught:
@@ -87,6 +96,12 @@ def test_unknown_errcode_keeps_its_name():
     assert caught.value.errcode == "TEAPOT"
 
 
+def test_an_error_body_nested_too_deeply_keeps_the_status():
+    with pytest.raises(ProtocolError) as caught:
+        get(Canned(Response(400, {}, b"[" * 30_000)))
+    assert (caught.value.errcode, caught.value.status) == ("HTTP_400", 400)
+
+
 def test_transport_failures_are_not_retried():
     fetcher = Canned(ConnectionResetError("reset"), answer(200))
     with pytest.raises(TransportError, match="reset"):
@@ -98,6 +113,7 @@ def test_transport_failures_are_not_retried():
 
 import http.server  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 
 from client.fetcher import HTTPFetcher  # noqa: E402
 
@@ -107,6 +123,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.server.connections.add(self.client_address)
+        if self.path == "/drip":
+            return self._drip()
         size = int(self.path.rsplit("/", 1)[1])
         body = b"x" * size
         self.send_response(200 if size < 10_000 else 400)
@@ -115,6 +133,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
         if self.server.close_after_each:
             self.close_connection = True
+
+    def _drip(self):
+        """A byte every 0.02 s of a 100-byte body, until the client hangs up."""
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for _ in range(100):
+                self.wfile.write(b"x")
+                time.sleep(0.02)
+        except OSError:
+            pass
 
     def log_message(self, *args):
         pass
@@ -158,6 +189,14 @@ def test_an_answer_over_the_limit_is_a_transport_error(http_server, fetcher):
     with pytest.raises(TransportError, match="exceeds 10"):
         fetch_size(fetcher, http_server, 11, max_length=10)
     assert len(fetch_size(fetcher, http_server, 10, max_length=10).body) == 10
+
+
+def test_an_answer_past_the_deadline_is_a_one_line_transport_error(http_server):
+    fetcher = HTTPFetcher(timeout=1, deadline=0.3)
+    url = f"http://127.0.0.1:{http_server.server_address[1]}/drip"
+    with pytest.raises(TransportError) as caught:
+        fetcher.fetch(Request("GET", url), 1000)
+    assert str(caught.value) == f"GET {url}: the server took more than 0.3 s to answer"
 
 
 def test_unreachable_is_a_transport_error():

@@ -2,11 +2,12 @@
 
 import socket
 import threading
+import time
 
 import pytest
 
-from client.http11 import (BodyTooLarge, Connection, HTTPError, RemoteDisconnected,
-                           split_url)
+from client.http11 import (AnswerTooSlow, BodyTooLarge, Connection, HTTPError,
+                           RemoteDisconnected, split_url)
 
 
 class CannedServer:
@@ -39,7 +40,7 @@ class CannedServer:
                         break
                     self.requests.append(request)
                     answer, close = self.answers.pop(0)
-                    conn.sendall(answer)
+                    self._send(conn, answer)
                     if close:
                         break
 
@@ -57,8 +58,12 @@ class CannedServer:
                 length = int(line.split(b":")[1])
         return head + reader.read(length)
 
-    def connection(self, scheme: str = "http") -> Connection:
-        self.clients.append(Connection(scheme, "127.0.0.1", self.port, timeout=5))
+    def _send(self, conn: socket.socket, answer: bytes) -> None:
+        conn.sendall(answer)
+
+    def connection(self, scheme: str = "http", timeout: float = 5,
+                   deadline: float = 5) -> Connection:
+        self.clients.append(Connection(scheme, "127.0.0.1", self.port, timeout, deadline))
         return self.clients[-1]
 
     def close(self) -> None:
@@ -196,7 +201,7 @@ def test_no_answer_at_all_is_remote_disconnected(serve):
 
 
 def test_line_breaks_cannot_smuggle_headers(serve):
-    connection = Connection("http", "127.0.0.1", 9, timeout=1)
+    connection = Connection("http", "127.0.0.1", 9, timeout=1, deadline=1)
     for headers, target in [({"X": "a\r\nEvil: 1"}, "/x"), ({"X\n": "a"}, "/x"),
                             ({}, "/x HTTP/1.1\r\nEvil: 1")]:
         with pytest.raises(HTTPError, match="line break"):
@@ -223,10 +228,76 @@ def test_split_url_refuses(url):
 
 
 def test_host_header_names_non_default_ports_and_brackets_ipv6():
-    assert Connection("http", "ks.example", 80, 1).host_header == "ks.example"
-    assert Connection("https", "ks.example", 443, 1).host_header == "ks.example"
-    assert Connection("http", "ks.example", 8080, 1).host_header == "ks.example:8080"
-    assert Connection("http", "::1", 8080, 1).host_header == "[::1]:8080"
+    assert Connection("http", "ks.example", 80, 1, 1).host_header == "ks.example"
+    assert Connection("https", "ks.example", 443, 1, 1).host_header == "ks.example"
+    assert Connection("http", "ks.example", 8080, 1, 1).host_header == "ks.example:8080"
+    assert Connection("http", "::1", 8080, 1, 1).host_header == "[::1]:8080"
+
+
+# --- slow servers ------------------------------------------------------------------
+
+class DrippingServer(CannedServer):
+    """Sends ``fast`` at once, then ``slow`` a byte every ``interval`` seconds (each
+    read of the client is quick, the answer is not), until the client hangs up."""
+
+    def __init__(self, fast: bytes, slow: bytes, interval: float):
+        self.fast_length, self.interval = len(fast), interval
+        super().__init__((fast + slow, True))
+
+    def _send(self, conn: socket.socket, answer: bytes) -> None:
+        try:
+            conn.sendall(answer[:self.fast_length])
+            for byte in answer[self.fast_length:]:
+                time.sleep(self.interval)
+                conn.sendall(bytes([byte]))
+        except OSError:
+            pass                                     # the client gave up
+
+
+@pytest.fixture
+def drip():
+    servers = []
+
+    def start(fast, slow, interval=0.02):
+        servers.append(DrippingServer(fast, slow, interval))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize("fast, slow", [
+    (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"y" * 100 + b"\r\nContent-Length: 0\r\n\r\n"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", b"x" * 100),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n",
+     b"x" * 100 + b"\r\n0\r\n\r\n"),
+    (b"HTTP/1.1 200 OK\r\n\r\n", b"x" * 100),                               # close-delimited
+], ids=["header", "content-length", "chunked", "close-delimited"])
+def test_an_answer_dripping_past_the_deadline_is_cut_off(drip, fast, slow):
+    """About 2 s of bytes 0.02 s apart: no read times out, the deadline does."""
+    connection = drip(fast, slow).connection(timeout=1, deadline=0.3)
+    started = time.monotonic()
+    with pytest.raises(AnswerTooSlow, match="took more than 0.3 s") as caught:
+        get(connection, limit=1000)
+    assert time.monotonic() - started < 1
+    assert isinstance(caught.value, TimeoutError) and not connection.open
+
+
+def test_a_silent_server_still_times_out_at_the_first_quiet_read(drip):
+    connection = drip(b"HTTP/1.1 200 OK\r\n", b"\r\n", interval=1).connection(
+        timeout=0.2, deadline=5)
+    with pytest.raises(TimeoutError) as caught:
+        get(connection)
+    assert not isinstance(caught.value, AnswerTooSlow) and not connection.open
+
+
+def test_each_answer_on_a_connection_has_its_own_deadline(serve):
+    server = serve((ok(b"one"), False), (ok(b"two"), False))
+    connection = server.connection(deadline=0.3)
+    assert get(connection)[2] == b"one"
+    time.sleep(0.4)
+    assert get(connection)[2] == b"two" and server.connections == 1
 
 
 # --- https ---------------------------------------------------------------------------
@@ -294,7 +365,7 @@ def test_a_connection_dropped_while_open_closes_its_socket(serve):
     import gc
 
     server = serve((ok(b"kept alive"), False))
-    connection = Connection("http", "127.0.0.1", server.port, timeout=5)
+    connection = Connection("http", "127.0.0.1", server.port, timeout=5, deadline=5)
     get(connection)
     sock = connection._sock
     assert connection.open and sock.fileno() >= 0

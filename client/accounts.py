@@ -11,9 +11,9 @@ signature with the server key of that position (§11.3), and record the reply.
 Keys are never lost to a failure halfway. A registration that fails deletes its
 new keys (the escrow key is on paper by then). A new sigkey is kept as
 ``<identity>.sigkey.next`` until the chain shows it; if the server refused the
-message it is deleted at once, and if the outcome is unknown (no answer, or a
-reply that did not check out) the next command on the identity settles it from
-the chain: promoted if the chain holds it, deleted if not.
+message (a 4xx answer) it is deleted at once, and if the outcome is unknown (no
+answer, a 5xx, or a reply that did not check out) the next command on the identity
+settles it from the chain: promoted if the chain holds it, deleted if not.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .api import KeyserverAPI
 from .encoding import b64decode, now_ms, sha256
 from .errors import ClientError, IdentityTaken, ProtocolError, VerificationError
 from .hashchain import ENTRY_SIZE, ZERO_HASH, open_entry, verify_entries
-from .home import Home
+from .home import Home, check_capabilities
 from .keys import ed25519_entry
 from .identity import server_identity
 from .lookup import (LookupResult, ServerKey, check_reply_signature, check_server_signature,
@@ -103,7 +103,11 @@ class Accounts:
     @property
     def capabilities(self) -> dict:
         if self._capabilities is None:
-            self._capabilities = self.api.capabilities()
+            capabilities = self.api.capabilities()
+            if check_capabilities(capabilities) != self.server:
+                raise VerificationError(f"{self.api.base_url} answers as another server"
+                                        f" than {self.server}")
+            self._capabilities = capabilities
         return self._capabilities
 
     @property
@@ -114,13 +118,14 @@ class Accounts:
              expect: dict[int, bytes] | None = None) -> int:
         """Bring the chain up to date; a chain that contradicts a reply we hold (or
         the ``expect``ed entries) is refused whole (§7.5)."""
+        limits = self.limits    # capabilities first: a bad one stops the sync before it starts
         self.progress("syncing the chain")
         expected = {pos: _reply_entry(reply) for _, pos, reply in self.replies()}
         own = server_identity(self.server)
         added = self.chain.sync(self.api, progress=progress,
                                 expect={**expected, **(expect or {})}, index=[own])
         self.progress(f"tracking {own} on the chain")
-        self.keys = server_keys(self.api, self.chain, self.server, self.limits)
+        self.keys = server_keys(self.api, self.chain, self.server, limits)
         # The limits, prices and URIs we act on are the server's signed word (§11.3).
         ts = self.capabilities.get("ts")
         if type(ts) is not int:
@@ -291,8 +296,8 @@ class Accounts:
         try:
             with self.payment("create_uid" if create else "update_uid") as authorization:
                 reply = send(message, authorization)
-        except ProtocolError:
-            if pending is not None:   # refused: the server changed nothing
+        except ProtocolError as exc:
+            if pending is not None and exc.refused:   # the server changed nothing
                 self._keystore().delete(pending)
             raise
         pos = self._confirm_on_chain(content["identity"], message, reply)
@@ -311,8 +316,8 @@ class Accounts:
             pos = reply["entry"]["hashchain_pos"]
             entry = b64decode(reply["entry"]["hashchain_entry"], "hashchain_entry",
                               error=VerificationError)
-            if type(pos) is not int or type(reply["entry"]["ts"]) is not int:
-                raise TypeError("hashchain_pos and ts must be integers")
+            if type(pos) is not int or pos < 0 or type(reply["entry"]["ts"]) is not int:
+                raise TypeError("hashchain_pos must be a position, ts an integer")
         except (KeyError, TypeError) as exc:
             raise VerificationError(f"malformed reply: {exc}") from None
         if open_entry(entry, identity) != uid_hash(message):

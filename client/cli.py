@@ -58,10 +58,12 @@ def server_group() -> None:
 
 @server_group.command("add")
 @click.argument("url")
+@click.option("--move", is_flag=True,
+              help="The server is already known at another URL and has moved to URL.")
 @click.pass_obj
-def server_add(home: Home, url: str) -> None:
+def server_add(home: Home, url: str, move: bool) -> None:
     """Remember the keyserver at URL (its capabilities' signature is checked)."""
-    name = home.add_server(url)
+    name = home.add_server(url, move)
     click.echo(f"added {name} at {url}")
 
 

@@ -21,6 +21,13 @@ class ProtocolError(Exception):
         #: HTTP status when the error came from a server's answer.
         self.status = status
 
+    @property
+    def refused(self) -> bool:
+        """Whether nothing changed on the server: the error is the client's own, or the
+        server answered 4xx. After a 5xx (the server's, or a gateway's that may have
+        passed the request on) a write may have committed: its outcome is unknown."""
+        return self.status is None or self.status < 500
+
 
 class BadRequest(ProtocolError):
     errcode = "BAD_REQUEST"

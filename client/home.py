@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Iterator
 
 from .api import KeyserverAPI
 from .encoding import b64decode, now_ms
-from .errors import VerificationError
+from .errors import ClientError, VerificationError
+from .identity import is_domain
 from .localchain import LocalChain, open_state
 from .signedjson import signature_key_ids, verify_signed_json
 
@@ -34,20 +35,47 @@ def default_home() -> str:
     return platformdirs.user_data_dir("keyclient")
 
 
-def check_capabilities(capabilities: dict) -> str:
+#: The limits the client acts on (§12), each a non-negative integer.
+LIMITS = ("max_uid_lifetime_ms", "reclaim_grace_ms", "lastentry_max_age_ms",
+          "max_keyinit_lifetime_ms", "max_keyinits_per_request")
+
+
+def check_capabilities(capabilities: object) -> str:
     """The server name of signed capabilities, after checking they are signed by a
-    key they publish. (Whether that key is really the server's is for the chain and
-    the notaries to tell.)"""
+    key they publish (whether that key is really the server's is for the chain and
+    the notaries to tell), and that what the client acts on has its type: a bad
+    field must stop a command at its start, not halfway through."""
+    if not isinstance(capabilities, dict):
+        raise VerificationError("the capabilities are not a JSON object")
     name = capabilities.get("server_name")
     keys = capabilities.get("sigpubkeys")
     if not isinstance(name, str) or not isinstance(keys, dict):
         raise VerificationError("capabilities without server_name or sigpubkeys")
+    if not is_domain(name):
+        # The name becomes a folder of the home: it must never be a path.
+        raise VerificationError(f"capabilities name {name!r}, which is not a server name")
+    _check_fields(capabilities)
     for key_id in signature_key_ids(capabilities, name):
         if key_id in keys:
             pubkey = b64decode(keys[key_id], "sigpubkey", length=32, error=VerificationError)
             verify_signed_json(capabilities, name, key_id, pubkey)
             return name
     raise VerificationError(f"capabilities of {name} are not signed by a key they list")
+
+
+def _check_fields(capabilities: dict) -> None:
+    def count(value: object) -> bool:
+        return type(value) is int and value >= 0
+
+    limits = capabilities.get("limits")
+    if not isinstance(limits, dict) or not all(count(limits.get(name)) for name in LIMITS):
+        raise VerificationError(f"capabilities without the limits {', '.join(LIMITS)}")
+    prices = capabilities.get("token_prices", {})
+    if not isinstance(prices, dict) or not all(count(price) for price in prices.values()):
+        raise VerificationError("capabilities with token_prices that are not counts")
+    uris = capabilities.get("keyinitrepository_uris", [])
+    if not isinstance(uris, list) or not all(isinstance(uri, str) for uri in uris):
+        raise VerificationError("capabilities with keyinitrepository_uris that are not URLs")
 
 
 class Home:
@@ -57,11 +85,19 @@ class Home:
         self.db = open_state(os.path.join(self.path, "state.sqlite"))
         self.db.execute(SERVERS_SCHEMA)
 
-    def add_server(self, url: str) -> str:
-        """Remember the keyserver at ``url``; return its name."""
+    def add_server(self, url: str, move: bool = False) -> str:
+        """Remember the keyserver at ``url``; return its name.
+
+        A server already known at another URL keeps it unless ``move``: anyone can
+        sign capabilities with a server's name, and silently following them would
+        point every later command at an impostor."""
         api = KeyserverAPI(url)
         name = check_capabilities(api.capabilities())
         with self.db:
+            known = self.db.execute("SELECT url FROM servers WHERE name = ?", (name,)).fetchone()
+            if known and known[0] != api.base_url and not move:
+                raise ClientError(f"{name} is already known at {known[0]}; if it has moved to"
+                                  f" {api.base_url}, add it again with --move")
             self.db.execute(
                 "INSERT INTO servers (name, url, added_ts) VALUES (?, ?, ?) ON CONFLICT (name)"
                 " DO UPDATE SET url = excluded.url", (name, api.base_url, now_ms()))
@@ -82,4 +118,6 @@ class Home:
             wallet.close()
 
     def chain(self, name: str) -> LocalChain:
+        if not is_domain(name):
+            raise ClientError(f"{name!r} is not a server name")
         return LocalChain(self.db, os.path.join(self.path, "chains", name), name)

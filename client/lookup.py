@@ -64,8 +64,12 @@ def _fetch_reply(api: KeyserverAPI, chain: LocalChain, pos: int, uid_hash: bytes
     try:
         reply = api.fetch_uid(b64url_encode(sha256(uid_hash)))
         body = reply["entry"]
+        if type(body["hashchain_pos"]) is not int or type(body["ts"]) is not int or \
+                not isinstance(body["uid_message_encrypted"], str):
+            raise TypeError("hashchain_pos and ts must be integers, uid_message_encrypted"
+                            " a string")
         if b64decode(body["hashchain_entry"], "hashchain_entry") != entry or \
-                body["hashchain_pos"] != pos or type(body["ts"]) is not int:
+                body["hashchain_pos"] != pos:
             raise VerificationError(f"the reply for position {pos} names another entry")
     except (KeyError, TypeError, InvalidMessage) as exc:
         raise VerificationError(f"the reply for position {pos} is malformed: {exc}") from None

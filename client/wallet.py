@@ -2,9 +2,10 @@
 keep them, and spend exactly one per paid call.
 
 A token is taken out (``reserved``) for the duration of a call. The server
-spends a token only when the write commits, so after an error answer the token
+spends a token only when the write commits, so after a 4xx answer the token
 goes back, except after ``TOKEN_SPENT`` or ``TOKEN_INVALID``. When no answer
-arrived at all the write may or may not have happened: the token is kept as
+arrived at all, or a 5xx (perhaps a gateway's, after the server committed), the
+write may or may not have happened: the token is kept as
 ``unknown`` and used only once no ``available`` one is left (the server then
 says ``TOKEN_SPENT`` if it was).
 """
@@ -19,6 +20,7 @@ from typing import Iterable, Iterator
 from .api import KeyserverAPI
 from .encoding import b64decode, now_ms, sha256
 from .errors import ClientError, ProtocolError, VerificationError
+from .home import check_capabilities
 from .tokens import (finalize_tokens, format_authorization, parse_spki, parse_token,
                      prepare_blinded_tokens, token_challenge)
 
@@ -82,13 +84,17 @@ class Wallet:
         """Blind ``count`` fresh token inputs, have the server sign them against the
         voucher, unblind and verify, and store them; return the voucher's remainder."""
         capabilities = api.capabilities()
-        server = capabilities["server_name"]
+        server = check_capabilities(capabilities)
         keys = capabilities.get("token_keys") or []
         if not keys:
             raise VerificationError(f"{server} publishes no token key")
-        newest = max(keys, key=lambda key: key["not_after_ts"])
-        spki = b64decode(newest["spki"], "token key spki", error=VerificationError)
-        key_id = b64decode(newest["key_id"], "token key id", length=32, error=VerificationError)
+        try:
+            newest = max(keys, key=lambda key: key["not_after_ts"])
+            spki = b64decode(newest["spki"], "token key spki", error=VerificationError)
+            key_id = b64decode(newest["key_id"], "token key id", length=32,
+                               error=VerificationError)
+        except (KeyError, TypeError) as exc:
+            raise VerificationError(f"{server}: malformed token_keys ({exc!r})") from None
         if sha256(spki) != key_id:
             raise VerificationError(f"{server}: token key id does not match its key")
         public = parse_spki(spki, error=VerificationError)
@@ -130,7 +136,8 @@ class Wallet:
             yield format_authorization(token)
         except ProtocolError as exc:
             outcome = {"TOKEN_SPENT": "spent", "TOKEN_INVALID": "invalid"}
-            self._mark(token, outcome.get(exc.errcode, "available"))
+            self._mark(token, outcome.get(exc.errcode, "available") if exc.refused
+                       else "unknown")
             raise
         except BaseException:
             self._mark(token, "unknown")

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from client.encoding import b64encode, b64url_encode
-from client.errors import TransportError
+from client.errors import ProtocolError, TransportError
 from client.hashchain import ENTRY_SIZE
 from client.keystore import Keystore, parse_paper_backup
 from test_keyclient import cheap_keystore, keyclient, registered_home  # noqa: F401
@@ -99,6 +99,32 @@ def test_an_update_whose_outcome_is_unknown_is_settled_from_the_chain(alice, mon
     assert "msgcount 2" in result.output
     assert key_files(alice) == ["alice_at_example.org.sigkey.key"]
     assert sigkey_b64(alice) != b64encode(bytes(pending.verify_key))
+
+
+def test_a_5xx_after_the_write_committed_leaves_the_outcome_unknown(alice, monkeypatch):
+    """A gateway may pass the update on and answer 502 after the server committed it:
+    neither the new key nor the token may be thrown away as if it had been refused."""
+    from client.api import KeyserverAPI
+
+    original = KeyserverAPI.update_uid
+
+    def gateway_error(self, message, authorization):
+        original(self, message, authorization)
+        raise ProtocolError("PUT /v1/users/alice@example.org: 502  nope", status=502)
+
+    monkeypatch.setattr(KeyserverAPI, "update_uid", gateway_error)
+    result = keyclient(alice, "update", ALICE)
+    assert result.exit_code == 1 and "502" in result.output
+    assert key_files(alice) == ["alice_at_example.org.sigkey.key",
+                                "alice_at_example.org.sigkey.next.key"]
+    assert "1 available, 1 spent, 1 unknown" in keyclient(alice, "tokens", "list").output
+    monkeypatch.undo()
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "correct horse")
+    result = keyclient(alice, "update", ALICE)
+    assert result.exit_code == 0, result.output
+    assert "an earlier key change did reach the chain" in result.output
+    assert "msgcount 2" in result.output
+    assert key_files(alice) == ["alice_at_example.org.sigkey.key"]
 
 
 def test_a_pending_key_the_chain_never_saw_is_dropped(alice, monkeypatch):

@@ -58,7 +58,7 @@ def shared(tmp_path_factory):
             "entry"]["hashchain_pos"]
         subprocess.run(keyserver_command("chain", "load", "--instance", str(path), "-n", "12"),
                        check=True, capture_output=True)
-        server.tokens = [value.split('"')[1] for value in server.mint(30)]
+        server.tokens = [value.split('"')[1] for value in server.mint(64)]
         yield server
     finally:
         server.stop()
@@ -294,6 +294,118 @@ def test_sync_refuses_capabilities_signed_by_an_unknown_key(shared, proxy, tmp_p
     assert snapshot(home)["tokens list"] == before["tokens list"]
 
 
+def capabilities_changed(change, signed_by=None):
+    """An attack: the capabilities with ``change(capabilities)`` applied, re-signed
+    by ``signed_by`` (a ServerKey of the real server) or left as they are."""
+    def attack(request):
+        answer = request.forward()
+        if request.route != "/v1/capabilities":
+            return answer
+        capabilities = answer.json()
+        change(capabilities)
+        if signed_by is not None:
+            capabilities = resign(capabilities, signed_by.signing_key, signed_by.key_id)
+        return Answer.of_json(capabilities)
+
+    return attack
+
+
+CAPABILITY_CHANGES = {
+    "no-limits": lambda c: c.pop("limits"),
+    "limits-a-string": lambda c: c.update(limits="x"),
+    "lifetime-a-string": lambda c: c["limits"].update(max_uid_lifetime_ms="x"),
+    "negative-grace": lambda c: c["limits"].update(reclaim_grace_ms=-1),
+    "no-keyinit-lifetime": lambda c: c["limits"].pop("max_keyinit_lifetime_ms"),
+    "prices-a-list": lambda c: c.update(token_prices=[1]),
+    "price-a-string": lambda c: c["token_prices"].update(create_uid="1"),
+    "uris-a-string": lambda c: c.update(keyinitrepository_uris="http://x"),
+    "not-an-object": lambda c: c.clear(),
+}
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["as-sent", "signed-by-the-server"])
+@pytest.mark.parametrize("change", CAPABILITY_CHANGES.values(), ids=CAPABILITY_CHANGES.keys())
+def test_malformed_capabilities_stop_a_command_at_its_start(shared, proxy, tmp_path, change,
+                                                            signed):
+    """Even signed by the real server key, capabilities the client cannot act on are
+    refused before anything is done, never a crash halfway through."""
+    home = synced_home(tmp_path, proxy, shared, SYNCED)
+    before = snapshot(home)
+    proxy.attack = capabilities_changed(change, server_signing_keys(shared)[-1] if signed
+                                        else None)
+    for command in (["sync"], ["lookup", "alice@example.org"]):
+        refused(keyclient(home, *command), "capabilities")
+    with TamperProxy(shared.url) as other:
+        other.attack = proxy.attack
+        refused(keyclient(tmp_path / "new", "server", "add", other.url), "capabilities")
+    proxy.attack = None
+    assert snapshot(home) == before
+
+
+def test_a_reply_without_its_encrypted_message_is_malformed(shared, proxy, tmp_path):
+    home = synced_home(tmp_path, proxy, shared, SYNCED)
+
+    def attack(request):
+        answer = request.forward()
+        if not request.route.startswith("/v1/uids/"):
+            return answer
+        reply = answer.json()
+        del reply["entry"]["uid_message_encrypted"]
+        return Answer.of_json(reply)
+
+    proxy.attack = attack
+    refused(keyclient(home, "lookup", "alice@example.org"), "is malformed",
+            "uid_message_encrypted")
+
+
+def impostor(name: str):
+    """Capabilities naming ``name``, signed by a key they list themselves: what
+    anyone can make, so ``server add`` cannot trust the name beyond its form."""
+    forged = nacl.signing.SigningKey.generate()
+
+    def attack(request):
+        answer = request.forward()
+        if request.route != "/v1/capabilities":
+            return answer
+        capabilities = answer.json()
+        capabilities["server_name"] = name
+        capabilities["sigpubkeys"] = {"ed25519:evil": b64encode(bytes(forged.verify_key))}
+        return Answer.of_json(resign(capabilities, forged, "ed25519:evil", name))
+
+    return attack
+
+
+@pytest.mark.parametrize("name", ["../chains/example.org", "../../outside", "a/b.example", ".",
+                                  "Example.org", "example.org:8000"])
+def test_a_server_name_that_is_not_a_dns_name_is_refused(shared, proxy, tmp_path, name):
+    """The name becomes a folder of the home: as a path it could truncate another
+    server's verified chain, or write outside the home."""
+    home = synced_home(tmp_path, proxy, shared, SYNCED)
+    before = snapshot(home)
+    with TamperProxy(shared.url) as evil:
+        evil.attack = impostor(name)
+        refused(keyclient(home, "server", "add", evil.url), "not a server name")
+        assert not evil.errors, evil.errors
+    assert snapshot(home) == before
+    assert not (tmp_path / "outside").exists()
+
+
+def test_a_known_server_moves_only_when_asked(shared, proxy, tmp_path):
+    home = synced_home(tmp_path, proxy, shared, SYNCED)
+    before = snapshot(home)
+    with TamperProxy(shared.url) as evil:
+        evil.attack = impostor(SERVER)
+        refused(keyclient(home, "server", "add", evil.url), f"{SERVER} is already known at",
+                "--move")
+        assert not evil.errors, evil.errors
+    assert snapshot(home) == before
+    with TamperProxy(shared.url) as moved:       # the real server at a new address
+        assert "added example.org" in ok(keyclient(home, "server", "add", moved.url, "--move"))
+        assert moved.url in ok(keyclient(home, "server", "list"))
+        ok(keyclient(home, "sync"))
+        assert ("GET", "/v1/capabilities") in moved.seen
+
+
 @pytest.mark.parametrize("key_id", ["ed25519:evil", "real"], ids=["new-key-id", "real-key-id"])
 @pytest.mark.parametrize("whose", ["alice", "keyserver"])
 def test_lookup_refuses_a_reply_signed_by_an_unknown_key(shared, proxy, tmp_path, whose, key_id):
@@ -450,6 +562,11 @@ def promises_taken_position(attack, reply):
     return attack.sign(reply)
 
 
+def promises_a_negative_position(attack, reply):
+    reply["entry"]["hashchain_pos"] = -1
+    return attack.sign(reply)
+
+
 def names_another_entry(attack, reply):
     reply["entry"]["hashchain_entry"] = b64encode(fabricated_entry(bytes(32)))
     return attack.sign(reply)
@@ -470,6 +587,8 @@ REGISTER_ATTACKS = [
                  "the chain does not hold our entry at position {next}", id="promises-next"),
     pytest.param(promises_taken_position, None,
                  "the chain does not hold our entry at position {previous}", id="promises-taken"),
+    pytest.param(promises_a_negative_position, None, "malformed reply: hashchain_pos",
+                 id="promises-negative"),
     pytest.param(names_another_entry, None, "the reply's chain entry is not our",
                  id="names-another-entry"),
     pytest.param(None, other_entry_on_chain, "the chain holds another entry at position {pos} "

@@ -273,41 +273,41 @@ def resign_position(pos: int, signing_key, key_id: str, **changes):
     return attack
 
 
+def capabilities_changed(rewrite):
+    """An attack: the real capabilities passed through ``rewrite``, which returns them."""
+    def attack(request):
+        answer = request.forward()
+        if request.route != "/v1/capabilities":
+            return answer
+        return Answer.of_json(rewrite(answer.json()))
+
+    return attack
+
+
+def impostor(name: str, change=lambda capabilities: None):
+    """Capabilities naming ``name`` (and ``change``d), signed by a key they list
+    themselves: what anyone can make, so ``server add`` cannot trust the name beyond
+    its form, nor a sync the key."""
+    forged = nacl.signing.SigningKey.generate()
+
+    def rewrite(capabilities):
+        capabilities["server_name"] = name
+        capabilities["sigpubkeys"] = {"ed25519:evil": b64encode(bytes(forged.verify_key))}
+        change(capabilities)
+        return resign(capabilities, forged, "ed25519:evil", name)
+
+    return capabilities_changed(rewrite)
+
+
 def test_sync_refuses_capabilities_signed_by_an_unknown_key(shared, proxy, tmp_path):
     """The limits and prices the client acts on must be signed by the server key the
     chain names; a forged key listed in the capabilities themselves does not count."""
     home = synced_home(tmp_path, proxy, shared, SYNCED)
     before = snapshot(home)
-    forged = nacl.signing.SigningKey.generate()
-
-    def attack(request):
-        answer = request.forward()
-        if request.route != "/v1/capabilities":
-            return answer
-        capabilities = answer.json()
-        capabilities["sigpubkeys"] = {"ed25519:evil": b64encode(bytes(forged.verify_key))}
-        capabilities["limits"]["reclaim_grace_ms"] = 0
-        return Answer.of_json(resign(capabilities, forged, "ed25519:evil"))
-
-    proxy.attack = attack
+    proxy.attack = impostor(SERVER, lambda capabilities: capabilities["limits"].update(
+        reclaim_grace_ms=0))
     refused(keyclient(home, "sync"), "the capabilities document is not signed by the server key")
     assert snapshot(home)["tokens list"] == before["tokens list"]
-
-
-def capabilities_changed(change, signed_by=None):
-    """An attack: the capabilities with ``change(capabilities)`` applied, re-signed
-    by ``signed_by`` (a ServerKey of the real server) or left as they are."""
-    def attack(request):
-        answer = request.forward()
-        if request.route != "/v1/capabilities":
-            return answer
-        capabilities = answer.json()
-        change(capabilities)
-        if signed_by is not None:
-            capabilities = resign(capabilities, signed_by.signing_key, signed_by.key_id)
-        return Answer.of_json(capabilities)
-
-    return attack
 
 
 CAPABILITY_CHANGES = {
@@ -319,7 +319,7 @@ CAPABILITY_CHANGES = {
     "prices-a-list": lambda c: c.update(token_prices=[1]),
     "price-a-string": lambda c: c["token_prices"].update(create_uid="1"),
     "uris-a-string": lambda c: c.update(keyinitrepository_uris="http://x"),
-    "not-an-object": lambda c: c.clear(),
+    "empty": lambda c: c.clear(),
 }
 
 
@@ -331,8 +331,13 @@ def test_malformed_capabilities_stop_a_command_at_its_start(shared, proxy, tmp_p
     refused before anything is done, never a crash halfway through."""
     home = synced_home(tmp_path, proxy, shared, SYNCED)
     before = snapshot(home)
-    proxy.attack = capabilities_changed(change, server_signing_keys(shared)[-1] if signed
-                                        else None)
+    key = server_signing_keys(shared)[-1]
+
+    def rewrite(capabilities):
+        change(capabilities)
+        return resign(capabilities, key.signing_key, key.key_id) if signed else capabilities
+
+    proxy.attack = capabilities_changed(rewrite)
     for command in (["sync"], ["lookup", "alice@example.org"]):
         refused(keyclient(home, *command), "capabilities")
     with TamperProxy(shared.url) as other:
@@ -356,23 +361,6 @@ def test_a_reply_without_its_encrypted_message_is_malformed(shared, proxy, tmp_p
     proxy.attack = attack
     refused(keyclient(home, "lookup", "alice@example.org"), "is malformed",
             "uid_message_encrypted")
-
-
-def impostor(name: str):
-    """Capabilities naming ``name``, signed by a key they list themselves: what
-    anyone can make, so ``server add`` cannot trust the name beyond its form."""
-    forged = nacl.signing.SigningKey.generate()
-
-    def attack(request):
-        answer = request.forward()
-        if request.route != "/v1/capabilities":
-            return answer
-        capabilities = answer.json()
-        capabilities["server_name"] = name
-        capabilities["sigpubkeys"] = {"ed25519:evil": b64encode(bytes(forged.verify_key))}
-        return Answer.of_json(resign(capabilities, forged, "ed25519:evil", name))
-
-    return attack
 
 
 @pytest.mark.parametrize("name", ["../chains/example.org", "../../outside", "a/b.example", ".",

@@ -21,10 +21,16 @@ def create_app(test_config: Mapping[str, Any] | None = None,
         instance_path = os.path.abspath(instance_path)
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
     app.config.from_object("keyserver.defaults")
-    app.config.from_pyfile("config.py", silent=True)
+    from .config import ConfigError, check_config
+
+    try:
+        app.config.from_pyfile("config.py", silent=True)
+    except SyntaxError as exc:
+        raise ConfigError(f"{exc.filename}, line {exc.lineno}: {exc.msg}") from None
     app.config.from_prefixed_env("KEYSERVER")
     if test_config is not None:
         app.config.from_mapping(test_config)
+    check_config(app.config)
     # One byte over the limit: see params.json_body.
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"] + 1
     app.json.sort_keys = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sqlite3
 import sys
 
 import click
@@ -21,6 +22,7 @@ from client.errors import ChainError, ProtocolError
 from client.tokens import mint_token
 
 from . import chainstore, create_app, db, keyinitstore, payment, tokenkeys, vouchers
+from .config import ConfigError
 
 
 def _open_instance(path: str | None) -> Flask:
@@ -49,7 +51,22 @@ def with_instance(command):
     return wrapper
 
 
-@click.group(help="Operate a hashchain keyserver.")
+class _OperatorErrors(click.Group):
+    """A bad configuration, or a damaged or unreadable database or file, ends a
+    command in one line naming it, not in a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise click.ClickException(f"configuration: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise click.ClickException(f"database: {exc}") from None
+        except OSError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_OperatorErrors, help="Operate a hashchain keyserver.")
 def main() -> None:
     pass
 
@@ -73,8 +90,9 @@ def init_command(instance_path: str, server_name: str, base_url: str, domains: t
 
 
 @main.command("run")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535),
+              help="Port to listen on.")
 @with_instance
 def run_command(host: str, port: int) -> None:
     """Serve the instance with Flask's threaded server (use gunicorn in production)."""
@@ -110,10 +128,13 @@ def chain_load_command(count: int, domain: str | None) -> None:
     """Append N real UIDMessages of generated identities (benchmarks, tests)."""
     from .loadgen import load
 
+    served = current_app.config["DOMAINS"]
+    if domain is not None and domain not in served:
+        raise click.BadParameter(f"{domain!r} is not served here ({', '.join(served)}):"
+                                 " the chain cannot take its entries back", param_hint="--domain")
     database = db.get_db()
     with click.progressbar(length=count, label="appending") as bar:
-        length = load(database, count, domain or current_app.config["DOMAINS"][0],
-                      progress=bar.update)
+        length = load(database, count, domain or served[0], progress=bar.update)
     click.echo(f"chain length now {length}")
 
 
@@ -132,15 +153,17 @@ def keyinits_purge_command() -> None:
     click.echo(f"purged {purged} expired KeyInit(s)")
 
 
-_DURATION = re.compile(r"(\d+)([smhd])")
+_DURATION = re.compile(r"([1-9][0-9]{0,5})([smhd])")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 def parse_duration(text: str) -> int:
-    """``30d``, ``12h``, ``90m``, ``45s`` as milliseconds."""
+    """``30d``, ``12h``, ``90m``, ``45s`` as milliseconds (more than none, and at most
+    999,999 units: a voucher that is born expired, or outlives the machine, is a typo)."""
     match = _DURATION.fullmatch(text.strip())
     if not match:
-        raise click.BadParameter(f"{text!r}: use a number and a unit: 30d, 12h, 90m, 45s")
+        raise click.BadParameter(f"{text!r}: use a number from 1 to 999999 and a unit:"
+                                 " 30d, 12h, 90m, 45s")
     return int(match.group(1)) * _UNIT_MS[match.group(2)]
 
 
@@ -203,7 +226,7 @@ def vouchers_group() -> None:
 
 
 @vouchers_group.command("create")
-@click.option("--tokens", "tokens", type=click.IntRange(1), required=True,
+@click.option("--tokens", "tokens", type=click.IntRange(1, 1_000_000), required=True,
               help="Tokens each voucher is worth.")
 @click.option("--count", type=click.IntRange(1, 10_000), default=1, show_default=True,
               help="How many vouchers.")

@@ -1,0 +1,106 @@
+"""Checking the configuration once, when the app is made.
+
+Values come from ``<instance>/config.py`` and from ``KEYSERVER_*`` variables,
+which Flask parses as JSON when they are JSON and keeps as strings otherwise. A
+wrong value must stop the server at its start with a message naming the key:
+found later it is a 500 on every request, or worse, quietly something else
+(``LOOKUP_ENABLED=False`` is the string "False", which Python takes as true;
+``RESERVED_LOCALPARTS=x`` the set of its characters).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from client.http11 import HTTPError, split_url
+from client.identity import is_domain
+
+from .payment import OPERATIONS
+
+#: Switches, as Python or JSON values, or as these words (any case) in a variable.
+_BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "on": True,
+                  "false": False, "0": False, "no": False, "off": False}
+SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: The smallest body limit that still takes a UIDMessage and a KeyInit batch.
+MIN_REQUEST_BYTES = 16 * 1024
+
+#: key -> smallest allowed integer.
+_COUNTS = {
+    "MAX_REQUEST_BYTES": MIN_REQUEST_BYTES, "DEFAULT_CHUNK": 1, "MAX_CHUNK": 1,
+    "MAX_UID_LIFETIME": 1, "RECLAIM_GRACE": 0, "LASTENTRY_MAX_AGE": 1,
+    "MAX_KEYINIT_LIFETIME": 1, "MAX_KEYINITS_PER_IDENTITY": 1, "MAX_KEYINITS_PER_REQUEST": 1,
+    "KEYINIT_FETCH_RATE_PER_ADDRESS": 0, "KEYINIT_FETCH_RATE_PER_SIGKEYHASH": 0,
+    "TOKEN_KEY_LIFETIME": 1, "MAX_TOKENS_PER_ISSUE": 1,
+}
+
+
+class ConfigError(ValueError):
+    """The configuration holds a value the server cannot run with."""
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Raise ``ConfigError`` for the first bad value; normalize switches to bools, the
+    SQLite level to upper case and the default chunk to at most the largest, as the
+    code that reads them expects."""
+    for key, minimum in _COUNTS.items():
+        value = config[key]
+        if type(value) is not int or value < minimum:
+            raise ConfigError(f"{key} must be an integer of at least {minimum}, not {value!r}")
+    # A smaller MAX_CHUNK alone also bounds the default chunk.
+    config["DEFAULT_CHUNK"] = min(config["DEFAULT_CHUNK"], config["MAX_CHUNK"])
+    config["LOOKUP_ENABLED"] = _switch("LOOKUP_ENABLED", config["LOOKUP_ENABLED"])
+    level = config["SQLITE_SYNCHRONOUS"]
+    if not isinstance(level, str) or level.upper() not in SYNCHRONOUS_LEVELS:
+        raise ConfigError(f"SQLITE_SYNCHRONOUS must be one of {', '.join(SYNCHRONOUS_LEVELS)},"
+                          f" not {level!r}")
+    config["SQLITE_SYNCHRONOUS"] = level.upper()
+    if not is_domain(config["KEYSERVER_NAME"]):
+        raise ConfigError(f"KEYSERVER_NAME must be a lowercase DNS name without a port,"
+                          f" not {config['KEYSERVER_NAME']!r}")
+    _check_url("BASE_URL", config["BASE_URL"])
+    domains = _strings("DOMAINS", config["DOMAINS"], is_domain, "lowercase DNS names")
+    if not domains:
+        raise ConfigError("DOMAINS must name at least one domain")
+    _strings("RESERVED_LOCALPARTS", config["RESERVED_LOCALPARTS"])
+    _strings("ALLOWED_MIXADDRESSES", config["ALLOWED_MIXADDRESSES"])
+    for uri in _strings("KEYINIT_REPOSITORY_URIS", config["KEYINIT_REPOSITORY_URIS"]):
+        _check_url("KEYINIT_REPOSITORY_URIS", uri)
+    for key in ("DATABASE", "SIGNING_KEY_FILE"):
+        if not isinstance(config[key], str) or not config[key]:
+            raise ConfigError(f"{key} must be a file name, not {config[key]!r}")
+    _check_prices(config["TOKEN_PRICES"])
+
+
+def _switch(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOLEAN_WORDS:
+        return _BOOLEAN_WORDS[value.strip().lower()]
+    raise ConfigError(f"{key} must be true or false, not {value!r}")
+
+
+def _strings(key: str, value: Any, valid: Callable[[str], bool] = lambda s: True,
+             what: str = "strings") -> list[str]:
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(item, str) and valid(item) for item in value):
+        raise ConfigError(f"{key} must be a list of {what}, not {value!r}")
+    return list(value)
+
+
+def _check_url(key: str, value: Any) -> None:
+    try:
+        if not isinstance(value, str):
+            raise HTTPError("not a string")
+        split_url(value)
+    except HTTPError:
+        raise ConfigError(f"{key} must be an http or https URL, not {value!r}") from None
+
+
+def _check_prices(prices: Any) -> None:
+    # §10: an operation costs one token or nothing.
+    if not isinstance(prices, Mapping) or sorted(prices) != sorted(OPERATIONS) or any(
+            type(price) is not int or price not in (0, 1) for price in prices.values()):
+        raise ConfigError("TOKEN_PRICES must give each of " + ", ".join(OPERATIONS)
+                          + f" a price of 0 or 1 tokens, not {prices!r}")

@@ -74,18 +74,62 @@ def position_of(db: sqlite_utils.Database, entry_hash: bytes) -> int | None:
     return row[0] if row else None
 
 
+#: One batch of the full re-check. ``CAST`` reads an entry stored as TEXT or a number
+#: without decoding it; ``problem`` names a row whose columns disagree, because the
+#: server reads them in the entry's place (``hash`` resolves a lastentry, ``nonce``
+#: keeps nonces unique).
+_CHECK_SQL = """
+SELECT pos, CAST(entry AS BLOB),
+       CASE WHEN typeof(entry) != 'blob' THEN 'stored as ' || typeof(entry) || ', not as a BLOB'
+            WHEN hash IS NOT substr(entry, 1, 32) THEN 'hash column is not its first 32 bytes'
+            WHEN nonce IS NOT substr(entry, 34, 8) THEN 'nonce column is not its nonce'
+       END
+FROM chain WHERE pos >= ? ORDER BY pos LIMIT ?
+"""
+
+
 def verify_stored(db: sqlite_utils.Database, batch: int = 100_000) -> int:
-    """Recompute every link of the stored chain; return its length or raise
-    ``ChainError`` naming the first bad position (gaps in positions included)."""
-    prev, expected = ZERO_HASH, 0
+    """Recompute every link of the stored chain and check the columns stored beside
+    each entry; return the chain's length or raise ``ChainError`` naming the first
+    bad position: a gap, a bad entry or column, or a missing end."""
+    prev, start = ZERO_HASH, 0
     while True:
-        rows = db.conn.execute(
-            "SELECT pos, entry FROM chain WHERE pos >= ? ORDER BY pos LIMIT ?",
-            (expected, batch)).fetchall()
+        rows = db.conn.execute(_CHECK_SQL, (start, batch)).fetchall()
         if not rows:
-            return expected
-        for missing, (pos, _) in enumerate(rows, expected):
-            if pos != missing:
-                raise ChainError(f"entry {missing} is missing", position=missing)
-        prev = verify_entries([entry for _, entry in rows], prev, expected)
-        expected += len(rows)
+            _check_length(db, start)
+            return start
+        good = _good_prefix(rows, start)
+        prev = verify_entries([entry for _, entry, _ in rows[:good]], prev, start)
+        if good < len(rows):
+            raise _row_error(rows[good], start + good)
+        start += len(rows)
+
+
+def _good_prefix(rows: list[tuple], start: int) -> int:
+    """How many ``rows`` in a row sit at their expected positions without a problem."""
+    for index, (pos, _, problem) in enumerate(rows):
+        if pos != start + index or problem is not None:
+            return index
+    return len(rows)
+
+
+def _row_error(row: tuple, expected: int) -> ChainError:
+    pos, _, problem = row
+    if pos != expected:
+        return ChainError(f"entry {expected} is missing", position=expected)
+    return ChainError(f"entry {pos}: {problem}", position=pos)
+
+
+def _check_length(db: sqlite_utils.Database, length: int) -> None:
+    """Entry 0, the server's own (§7.2), is always there; and entries deleted from
+    the end leave no gap, but the indexes still name them."""
+    if length == 0:
+        raise ChainError("entry 0 is missing: the chain is empty, but entry 0 is the "
+                         "server's own (§7.2)", position=0)
+    referenced = db.conn.execute(
+        "SELECT max(pos) FROM (SELECT max(pos) AS pos FROM uids"
+        " UNION ALL SELECT max(pos) FROM identities UNION ALL SELECT max(pos) FROM history)"
+    ).fetchone()[0]
+    if referenced is not None and referenced >= length:
+        raise ChainError(f"entry {length} is missing: the chain ends there, but the indexes "
+                         f"name position {referenced}", position=length)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
+from typing import Iterator
 
 import nacl.signing
 from flask import Flask
@@ -51,7 +54,14 @@ def own_uid_message(app: Flask, signing_key: nacl.signing.SigningKey, now: int,
 
 
 def init_instance(path: str, server_name: str, base_url: str, domains: list[str]) -> Flask:
-    """Create a new instance in ``path``; raise ``InstanceExists`` if one is there."""
+    """Create a new instance in ``path``; raise ``InstanceExists`` if one is there.
+
+    A failure part-way (an error, Ctrl-C) leaves nothing behind, so that ``init``
+    can simply run again: a new folder is built beside ``path`` under a temporary
+    name and renamed into place when complete. A folder that already exists (made
+    by the operator, perhaps a mount point or in a parent we may not write) is
+    built in place, and on failure loses whatever init added to it.
+    """
     check_server_name(server_name)
     for domain in domains:
         if not is_domain(domain):
@@ -60,25 +70,58 @@ def init_instance(path: str, server_name: str, base_url: str, domains: list[str]
     if existing:
         raise InstanceExists(f"{path} already holds an instance ({', '.join(existing)}); "
                              "refusing to overwrite it")
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    config = format_config(server_name, base_url.rstrip("/"), domains)
+    if os.path.isdir(path):
+        with _undone_on_failure(path):
+            _build(path, config)
+    else:
+        _build_and_rename(path, config)
+    return create_app(instance_path=path)
+
+
+def _build_and_rename(path: str, config: str) -> None:
+    parent, name = os.path.split(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.init-", dir=parent)  # mode 0700
     try:
-        with open(os.path.join(path, "config.py"), "w") as handle:
-            handle.write(format_config(server_name, base_url.rstrip("/"), domains))
-        app = create_app(instance_path=path)
-        key = signing.generate_key()
-        signing.write_keys(signing.key_file_path(app), [key])
-        with app.app_context():
-            database = db.get_db()
-            db.init_db(database)
-            now = now_ms()
-            message = parse_uid_message(own_uid_message(app, key.signing_key, now))
-            with db.transaction(database):
-                repository.store_uid_message(database, message, now)
-            tokenkeys.create_key(database, app, now)
+        _build(staging, config)
+        os.rename(staging, path)
     except BaseException:
-        # A half-made instance would block the next attempt; nothing in it is worth keeping.
-        for name in INSTANCE_FILES + (defaults.DATABASE + "-wal", defaults.DATABASE + "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(path, name))
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    return app
+
+
+@contextlib.contextmanager
+def _undone_on_failure(folder: str) -> Iterator[None]:
+    """On any failure, remove what appeared in ``folder`` meanwhile, and only that."""
+    before = set(os.listdir(folder))
+    try:
+        yield
+    except BaseException:
+        for name in set(os.listdir(folder)) - before:
+            added = os.path.join(folder, name)
+            if os.path.isdir(added) and not os.path.islink(added):
+                shutil.rmtree(added, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(added)
+        raise
+
+
+def _build(folder: str, config: str) -> None:
+    """Write config, signing key, database, chain entry 0 and a token key into ``folder``.
+
+    The database connection is closed before returning: the folder may be renamed."""
+    with open(os.path.join(folder, "config.py"), "w") as handle:
+        handle.write(config)
+    app = create_app(instance_path=folder)
+    key = signing.generate_key()
+    signing.write_keys(signing.key_file_path(app), [key])
+    database = db.connect(db.database_path(app), app.config["SQLITE_SYNCHRONOUS"])
+    with app.app_context(), contextlib.closing(database):
+        db.init_db(database)
+        now = now_ms()
+        message = parse_uid_message(own_uid_message(app, key.signing_key, now))
+        with db.transaction(database):
+            repository.store_uid_message(database, message, now)
+        tokenkeys.create_key(database, app, now)

@@ -8,6 +8,7 @@ valid key issues.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -38,32 +39,53 @@ class TokenKey:
 
 
 def _write_private(path: str, key: rsa.RSAPrivateKey) -> None:
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Write and fsync the key; the secret never exists with a looser mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(key.private_bytes(serialization.Encoding.PEM,
                                        serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
+
+
+def _sync_directory(path: str) -> None:
+    """Make a rename in ``path`` durable before the row that names its file commits."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def create_key(db: Database, app: Flask, now: int) -> TokenKey:
-    """Generate a token key valid for ``TOKEN_KEY_LIFETIME`` and make it the issuing one."""
+    """Generate a token key valid for ``TOKEN_KEY_LIFETIME`` and make it the issuing one.
+
+    The file and its row appear together: the file is written under a temporary
+    name and renamed inside the row's transaction, just before COMMIT, so no other
+    process sees a row without its file; any failure removes the file again."""
     private = generate_token_key()
     key_id = token_key_id(private.public_key())
+    key = TokenKey(key_id, spki(private.public_key()), now,
+                   now + app.config["TOKEN_KEY_LIFETIME"], f"{key_id.hex()[:16]}.pem")
     directory = os.path.join(app.instance_path, KEY_DIR)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    filename = f"{key_id.hex()[:16]}.pem"
-    _write_private(os.path.join(directory, filename), private)
-    key = TokenKey(key_id, spki(private.public_key()), now,
-                   now + app.config["TOKEN_KEY_LIFETIME"], filename)
-    with transaction(db):
-        db.conn.execute(
-            "INSERT INTO token_keys (key_id, spki, created_ts, not_after_ts, filename)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (key.key_id, key.spki, key.created_ts, key.not_after_ts, key.filename))
+    path = os.path.join(directory, key.filename)
+    pending = f"{path}.tmp"  # the file a failure must remove
+    try:
+        _write_private(pending, private)
+        with transaction(db):
+            db.conn.execute(
+                "INSERT INTO token_keys (key_id, spki, created_ts, not_after_ts, filename)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (key.key_id, key.spki, key.created_ts, key.not_after_ts, key.filename))
+            os.replace(pending, path)
+            pending = path
+            _sync_directory(directory)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(pending)
+        raise
     return key
 
 

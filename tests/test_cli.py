@@ -2,6 +2,7 @@
 
 import pytest
 
+from client.errors import ChainError
 from keyserver import chainstore, db
 
 
@@ -42,6 +43,50 @@ def test_chain_verify_reports_first_bad_position(app, runner, how):
     result = runner.invoke(args=["chain", "verify"])
     assert result.exit_code == 1
     assert "chain broken at position 7" in result.output
+
+
+@pytest.mark.parametrize("statements, position", [
+    (["DELETE FROM chain"], 0),
+    (["DELETE FROM chain", "DELETE FROM uids", "DELETE FROM identities", "DELETE FROM history"],
+     0),
+    (["DELETE FROM chain WHERE pos >= 18"], 18),
+    (["DELETE FROM chain WHERE pos = 20"], 20),
+    (["UPDATE chain SET entry = 'text' WHERE pos = 7"], 7),
+    (["UPDATE chain SET entry = CAST(entry AS TEXT) WHERE pos = 7"], 7),
+    (["UPDATE chain SET entry = 42 WHERE pos = 7"], 7),
+    (["UPDATE chain SET hash = randomblob(32) WHERE pos = 7"], 7),
+    (["UPDATE chain SET hash = CAST(hash AS TEXT) WHERE pos = 7"], 7),
+    (["UPDATE chain SET nonce = randomblob(8) WHERE pos = 7"], 7),
+], ids=["chain-emptied", "all-emptied", "cut-end", "cut-head", "text", "text-of-entry",
+        "integer", "hash-column", "hash-column-text", "nonce-column"])
+def test_chain_verify_reports_stored_corruption(app, runner, statements, position):
+    """Columns the server reads in place of the entry, entries of the wrong type, and
+    a chain cut at its end (or to nothing) are broken, reported without a traceback."""
+    runner.invoke(args=["chain", "load", "-n", "20"])
+    for sql in statements:
+        tamper(app, sql)
+    result = runner.invoke(args=["chain", "verify"])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
+    assert f"chain broken at position {position}:" in result.output
+
+
+@pytest.mark.parametrize("broken_link", [None, 5])
+@pytest.mark.parametrize("batch", [1, 3, 4, 7, 8, 100])
+def test_verify_stored_reports_the_first_bad_position_across_batches(app, runner, batch,
+                                                                     broken_link):
+    runner.invoke(args=["chain", "load", "-n", "20"])
+    with app.app_context():
+        assert chainstore.verify_stored(db.get_db(), batch) == 21
+        entry = chainstore.entry_at(db.get_db(), 5).entry
+    tamper(app, "UPDATE chain SET nonce = randomblob(8) WHERE pos = 12")
+    tamper(app, "DELETE FROM chain WHERE pos = 9")
+    tamper(app, "UPDATE chain SET hash = randomblob(32) WHERE pos = 7")
+    if broken_link is not None:
+        tamper(app, "UPDATE chain SET entry = ? WHERE pos = 5",
+               entry[:60] + bytes([entry[60] ^ 0xFF]) + entry[61:])
+    with app.app_context(), pytest.raises(ChainError) as caught:
+        chainstore.verify_stored(db.get_db(), batch)
+    assert caught.value.position == (broken_link or 7)
 
 
 def test_commands_need_an_instance(tmp_path):

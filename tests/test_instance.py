@@ -10,7 +10,7 @@ from client.keys import verify_detached
 from client.hashchain import ZERO_HASH, search_identity, verify_entries
 from client.signedjson import verify_signed_json
 from client.uidmessage import decrypt_uid_message, parse_uid_message
-from keyserver import chainstore, db, repository, signing
+from keyserver import chainstore, db, repository, signing, tokenkeys
 from keyserver.cli import main
 from keyserver.instance import InstanceExists, init_instance
 
@@ -65,3 +65,72 @@ def test_init_cli_errors_are_messages(tmp_path):
     again = runner.invoke(main, ["init", "--instance", str(tmp_path / "i"), "--server-name",
                                  "example.org", "--url", "http://x"])
     assert again.exit_code == 1 and "refusing to overwrite" in again.output
+
+
+def tree(root) -> list[str]:
+    """Every path under ``root``, relative: what a failed init must leave unchanged."""
+    return sorted(os.path.relpath(os.path.join(folder, name), root)
+                  for folder, dirs, files in os.walk(root) for name in dirs + files)
+
+
+def fail_after(monkeypatch, module, name: str, error: BaseException) -> None:
+    real = getattr(module, name)
+
+    def run(*args, **kwargs):
+        real(*args, **kwargs)
+        raise error
+
+    monkeypatch.setattr(module, name, run)
+
+
+@pytest.mark.parametrize("folder", ["new", "empty", "foreign"])
+@pytest.mark.parametrize("module, name", [
+    (signing, "write_keys"), (db, "init_db"), (repository, "store_uid_message"),
+    (tokenkeys, "_write_private"), (tokenkeys, "_sync_directory"),
+], ids=["signing-key", "schema", "entry-0", "token-key-file", "token-key-row"])
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError("disk full")],
+                         ids=["interrupt", "oserror"])
+def test_failed_init_leaves_nothing_behind(tmp_path, monkeypatch, folder, module, name, error):
+    path = tmp_path / "instance"
+    if folder != "new":
+        path.mkdir()
+    if folder == "foreign":
+        (path / "README").write_text("the operator's")
+        (path / "tls").mkdir()
+        (path / "tls" / "cert.pem").write_text("cert")
+    before = tree(tmp_path)
+    with monkeypatch.context() as patch:
+        fail_after(patch, module, name, error)
+        with pytest.raises(type(error)):
+            init_instance(str(path), "example.org", "http://x", ["example.org"])
+    assert tree(tmp_path) == before
+    app = init_instance(str(path), "example.org", "http://x", ["example.org"])
+    with app.app_context():
+        assert chainstore.verify_stored(db.get_db()) == 1
+    if folder == "foreign":
+        assert (path / "tls" / "cert.pem").read_text() == "cert"
+
+
+def test_new_instance_appears_only_when_complete(tmp_path, monkeypatch):
+    path = tmp_path / "instance"
+    seen = []
+    real = tokenkeys.create_key
+
+    def create_key(*args):
+        seen.append(path.exists())
+        return real(*args)
+
+    monkeypatch.setattr(tokenkeys, "create_key", create_key)
+    app = init_instance(str(path), "example.org", "http://x", ["example.org"])
+    assert seen == [False]
+    assert app.instance_path == str(path) and os.listdir(tmp_path) == ["instance"]
+
+
+def test_init_refuses_an_expired_token_key_and_leaves_nothing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    monkeypatch.setenv("KEYSERVER_TOKEN_KEY_LIFETIME", "0")
+    result = CliRunner().invoke(main, ["init", "--instance", str(tmp_path / "i"),
+                                       "--server-name", "example.org", "--url", "http://x"])
+    assert result.exit_code == 1 and "TOKEN_KEY_LIFETIME must be" in result.output
+    assert os.listdir(tmp_path) == []

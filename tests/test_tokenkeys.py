@@ -1,0 +1,76 @@
+"""Token key rotation (§10): a key's file and its row appear together or not at all."""
+
+import os
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+
+from client.encoding import now_ms
+from keyserver import db, tokenkeys
+from keyserver.cli import main
+
+
+def stored(app) -> tuple[list[str], list[str]]:
+    """The files in ``token_keys/`` and the file names the rows hold."""
+    with app.app_context():
+        rows = [key.filename for key in tokenkeys.all_keys(db.get_db())]
+    return sorted(os.listdir(os.path.join(app.instance_path, tokenkeys.KEY_DIR))), sorted(rows)
+
+
+def rotate(app):
+    with app.app_context():
+        return tokenkeys.create_key(db.get_db(), app, now_ms())
+
+
+def test_rotation_adds_one_file_and_its_row(app):
+    key = rotate(app)
+    files, rows = stored(app)
+    assert files == rows and len(rows) == 2 and key.filename in rows
+    with app.app_context():
+        assert tokenkeys.private_key(key).public_key().public_numbers().e == 65537
+
+
+def refuse_inserts(app):
+    with app.app_context():
+        db.get_db().conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON token_keys"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END")
+
+
+def fail_after(monkeypatch, name: str, error: BaseException) -> None:
+    real = getattr(tokenkeys, name)
+
+    def run(*args):
+        real(*args)
+        raise error
+
+    monkeypatch.setattr(tokenkeys, name, run)
+
+
+@pytest.mark.parametrize("failure", [
+    "insert", "write", "write-interrupted", "after-rename", "after-rename-interrupted",
+])
+def test_failed_rotation_leaves_no_file_and_no_row(app, monkeypatch, failure):
+    """Before the fix the file was written first: a failing insert left it orphaned."""
+    before = stored(app)
+    error = KeyboardInterrupt() if failure.endswith("interrupted") else OSError("disk full")
+    if failure == "insert":
+        refuse_inserts(app)
+        error = sqlite3.IntegrityError()
+    elif failure.startswith("write"):
+        fail_after(monkeypatch, "_write_private", error)
+    else:
+        fail_after(monkeypatch, "_sync_directory", error)
+    with pytest.raises(type(error)):
+        rotate(app)
+    assert stored(app) == before
+
+
+def test_rotate_key_command_refuses_a_key_expired_when_made(instance, monkeypatch):
+    before = sorted(os.listdir(instance / tokenkeys.KEY_DIR))
+    monkeypatch.setenv("KEYSERVER_TOKEN_KEY_LIFETIME", "0")
+    result = CliRunner().invoke(main, ["tokens", "rotate-key", "--instance", str(instance)])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1
+    assert "TOKEN_KEY_LIFETIME must be" in result.output
+    assert sorted(os.listdir(instance / tokenkeys.KEY_DIR)) == before

@@ -18,6 +18,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import urllib.parse
 from concurrent.futures import Future
 from typing import Callable, Iterator, TypeVar
 
@@ -136,10 +137,15 @@ class Database(sqlite_utils.Database):
         self.conn.close()
 
 
-def connect(path: str, synchronous: str = "FULL") -> Database:
-    """Open the database in autocommit mode; ``transaction`` brackets writes."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0,
-                           check_same_thread=False)
+def connect(path: str, synchronous: str = "FULL", create: bool = True) -> Database:
+    """Open the database in autocommit mode; ``transaction`` brackets writes.
+
+    Without ``create`` a missing database is an error: a server pointed at a folder
+    that holds no instance must not leave an empty database there, which would then
+    make ``keyserver init`` refuse the folder."""
+    target = path if create else f"file:{urllib.parse.quote(path)}?mode=rw"
+    conn = sqlite3.connect(target, isolation_level=None, timeout=30.0,
+                           check_same_thread=False, uri=not create)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -161,7 +167,7 @@ class ConnectionPool:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return connect(self.path, self.synchronous)
+        return connect(self.path, self.synchronous, create=False)
 
     def release(self, db: Database) -> None:
         if db.conn.in_transaction:

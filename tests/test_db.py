@@ -8,8 +8,9 @@ import pytest
 
 from client.errors import IdentityTaken
 from conftest import mint
-from keyserver import chainstore, db as keyserver_db, repository
+from keyserver import chainstore, create_app, db as keyserver_db, repository
 from keyserver.db import GroupCommit, connect, init_db
+from keyserver.instance import init_instance
 
 
 @pytest.fixture
@@ -226,3 +227,15 @@ def test_a_repeated_nonce_is_redrawn_and_other_clashes_raise(database, monkeypat
     with pytest.raises(sqlite3.IntegrityError):
         with keyserver_db.transaction(database):
             chainstore.append(database, "c@example.org", bytes(32), 3)
+
+
+def test_requests_never_create_a_database(tmp_path):
+    """A server pointed at a folder without an instance fails its requests, and
+    leaves the folder empty for ``keyserver init``."""
+    folder = tmp_path / "instance"
+    folder.mkdir()
+    answer = create_app(instance_path=str(folder)).test_client().get("/v1/hashchain/head")
+    assert answer.status_code == 500 and answer.json["errcode"] == "UNAVAILABLE"
+    assert list(folder.iterdir()) == []
+    init_instance(str(folder), "example.org", "http://127.0.0.1:5000", ["example.org"])
+    assert (folder / "keyserver.sqlite").exists()

@@ -73,6 +73,7 @@ import nacl.signing
 from .encoding import (b64decode, b64encode, canonical_json, parse_json_object, require_fields,
                        require_int, require_str)
 from .errors import BadRequest, ClientError, InvalidIdentity
+from .files import fsync_directory
 from .identity import normalize_identity, parse_identity
 from .keys import ED25519, X25519
 
@@ -253,14 +254,6 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Keystore:
     """Named Ed25519 and X25519 private keys in a directory, each file encrypted
     under the passphrase. See the module docstring for the format."""
@@ -345,7 +338,7 @@ class Keystore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        _fsync_dir(self.path)
+        fsync_directory(self.path)
 
     def _get(self, name: str, function: str) -> bytes:
         stored, private = self._read(name)
@@ -384,7 +377,7 @@ class Keystore:
         finally:
             os.close(fd)
         os.unlink(path)
-        _fsync_dir(self.path)
+        fsync_directory(self.path)
 
 
 # --- Paper backup of the escrow key (§13) -------------------------------------------

@@ -16,6 +16,7 @@ import nacl.signing
 from flask import Flask, current_app
 
 from client.encoding import b64decode, b64encode
+from client.files import write_secret
 from client.keys import KeyEntry, ed25519_entry
 from client.signedjson import KEY_ID, sign_json
 
@@ -68,11 +69,7 @@ def parse_keys(text: str) -> list[ServerKey]:
 def write_keys(path: str, keys: list[ServerKey]) -> None:
     """Replace the key file atomically; the secret never exists with a looser mode."""
     tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(format_keys(keys))
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_secret(tmp, format_keys(keys).encode())
     os.replace(tmp, path)
 
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, current_app
 
 from client.encoding import b64encode
+from client.files import fsync_directory, write_secret
 from client.tokens import generate_token_key, parse_spki, spki, token_key_id
 
 from .db import Database, transaction
@@ -38,26 +39,6 @@ class TokenKey:
                 "not_after_ts": self.not_after_ts}
 
 
-def _write_private(path: str, key: rsa.RSAPrivateKey) -> None:
-    """Write and fsync the key; the secret never exists with a looser mode."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _sync_directory(path: str) -> None:
-    """Make a rename in ``path`` durable before the row that names its file commits."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def create_key(db: Database, app: Flask, now: int) -> TokenKey:
     """Generate a token key valid for ``TOKEN_KEY_LIFETIME`` and make it the issuing one.
 
@@ -73,7 +54,9 @@ def create_key(db: Database, app: Flask, now: int) -> TokenKey:
     path = os.path.join(directory, key.filename)
     pending = f"{path}.tmp"  # the file a failure must remove
     try:
-        _write_private(pending, private)
+        write_secret(pending, private.private_bytes(serialization.Encoding.PEM,
+                                                    serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
         with transaction(db):
             db.conn.execute(
                 "INSERT INTO token_keys (key_id, spki, created_ts, not_after_ts, filename)"
@@ -81,7 +64,7 @@ def create_key(db: Database, app: Flask, now: int) -> TokenKey:
                 (key.key_id, key.spki, key.created_ts, key.not_after_ts, key.filename))
             os.replace(pending, path)
             pending = path
-            _sync_directory(directory)
+            fsync_directory(directory)  # the rename, before the row commits
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(pending)

@@ -86,7 +86,7 @@ def fail_after(monkeypatch, module, name: str, error: BaseException) -> None:
 @pytest.mark.parametrize("folder", ["new", "empty", "foreign"])
 @pytest.mark.parametrize("module, name", [
     (signing, "write_keys"), (db, "init_db"), (repository, "store_uid_message"),
-    (tokenkeys, "_write_private"), (tokenkeys, "_sync_directory"),
+    (tokenkeys, "write_secret"), (tokenkeys, "fsync_directory"),
 ], ids=["signing-key", "schema", "entry-0", "token-key-file", "token-key-row"])
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError("disk full")],
                          ids=["interrupt", "oserror"])

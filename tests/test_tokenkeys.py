@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from client.encoding import now_ms
 from keyserver import db, tokenkeys
 from keyserver.cli import main
+from test_instance import fail_after
 
 
 def stored(app) -> tuple[list[str], list[str]]:
@@ -38,16 +39,6 @@ def refuse_inserts(app):
             " BEGIN SELECT RAISE(ABORT, 'refused'); END")
 
 
-def fail_after(monkeypatch, name: str, error: BaseException) -> None:
-    real = getattr(tokenkeys, name)
-
-    def run(*args):
-        real(*args)
-        raise error
-
-    monkeypatch.setattr(tokenkeys, name, run)
-
-
 @pytest.mark.parametrize("failure", [
     "insert", "write", "write-interrupted", "after-rename", "after-rename-interrupted",
 ])
@@ -59,9 +50,9 @@ def test_failed_rotation_leaves_no_file_and_no_row(app, monkeypatch, failure):
         refuse_inserts(app)
         error = sqlite3.IntegrityError()
     elif failure.startswith("write"):
-        fail_after(monkeypatch, "_write_private", error)
+        fail_after(monkeypatch, tokenkeys, "write_secret", error)
     else:
-        fail_after(monkeypatch, "_sync_directory", error)
+        fail_after(monkeypatch, tokenkeys, "fsync_directory", error)
     with pytest.raises(type(error)):
         rotate(app)
     assert stored(app) == before

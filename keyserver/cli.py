@@ -19,6 +19,8 @@ from flask.cli import ScriptInfo
 
 from client.encoding import b64encode, b64url_encode, format_ms, now_ms
 from client.errors import ChainError, ProtocolError
+from client.hashchain import open_entry
+from client.identity import server_identity
 from client.tokens import mint_token
 
 from . import chainstore, create_app, db, keyinitstore, payment, tokenkeys, vouchers
@@ -111,11 +113,17 @@ def chain_group() -> None:
 @chain_group.command("verify")
 @with_instance
 def chain_verify_command() -> None:
-    """Recompute every link of the stored chain; report the first bad position."""
+    """Recompute every link of the stored chain and report the first bad position;
+    check that entry 0 is this server's own (KEYSERVER_NAME)."""
+    database = db.get_db()
     try:
-        length = chainstore.verify_stored(db.get_db())
+        length = chainstore.verify_stored(database)
     except ChainError as exc:
         raise click.ClickException(f"chain broken at position {exc.position}: {exc}") from None
+    own = server_identity(current_app.config["KEYSERVER_NAME"])
+    if open_entry(chainstore.entry_at(database, 0).entry, own) is None:
+        raise click.ClickException(f"entry 0 is not {own}'s: KEYSERVER_NAME does not match the"
+                                   " name this instance was created with")
     click.echo(f"chain OK: {length} entries")
 
 

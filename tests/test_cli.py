@@ -96,3 +96,13 @@ def test_commands_need_an_instance(tmp_path):
 
     result = CliRunner().invoke(main, ["chain", "verify", "--instance", str(tmp_path / "none")])
     assert result.exit_code == 1 and "keyserver init" in result.output
+
+
+def test_chain_verify_checks_the_configured_name_against_entry_0(instance, monkeypatch):
+    from keyserver import create_app
+
+    monkeypatch.setenv("KEYSERVER_KEYSERVER_NAME", "other.example.org")
+    result = create_app(instance_path=str(instance)).test_cli_runner().invoke(
+        args=["chain", "verify"])
+    assert result.exit_code == 1
+    assert "entry 0 is not keyserver@other.example.org's" in result.output

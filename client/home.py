@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Iterator
 
 from .api import KeyserverAPI
 from .encoding import b64decode, now_ms
-from .errors import ClientError, VerificationError
-from .identity import is_domain
+from .errors import ClientError, InvalidIdentity, VerificationError
+from .identity import check_server_name, is_domain
 from .localchain import LocalChain, open_state
 from .signedjson import signature_key_ids, verify_signed_json
 
@@ -51,9 +51,12 @@ def check_capabilities(capabilities: object) -> str:
     keys = capabilities.get("sigpubkeys")
     if not isinstance(name, str) or not isinstance(keys, dict):
         raise VerificationError("capabilities without server_name or sigpubkeys")
-    if not is_domain(name):
+    try:
         # The name becomes a folder of the home: it must never be a path.
-        raise VerificationError(f"capabilities name {name!r}, which is not a server name")
+        check_server_name(name)
+    except InvalidIdentity as exc:
+        raise VerificationError(f"capabilities name {name!r}, which is not a server name"
+                                f" ({exc})") from None
     _check_fields(capabilities)
     for key_id in signature_key_ids(capabilities, name):
         if key_id in keys:

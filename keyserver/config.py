@@ -10,10 +10,12 @@ found later it is a 500 on every request, or worse, quietly something else
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Mapping
 
 from client.http11 import HTTPError, split_url
-from client.identity import is_domain
+from client.errors import InvalidIdentity
+from client.identity import check_server_name, is_domain
 
 from .payment import OPERATIONS
 
@@ -54,9 +56,10 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError(f"SQLITE_SYNCHRONOUS must be one of {', '.join(SYNCHRONOUS_LEVELS)},"
                           f" not {level!r}")
     config["SQLITE_SYNCHRONOUS"] = level.upper()
-    if not is_domain(config["KEYSERVER_NAME"]):
-        raise ConfigError(f"KEYSERVER_NAME must be a lowercase DNS name without a port,"
-                          f" not {config['KEYSERVER_NAME']!r}")
+    try:
+        check_server_name(config["KEYSERVER_NAME"])
+    except InvalidIdentity as exc:
+        raise ConfigError(f"KEYSERVER_NAME: {exc}") from None
     _check_url("BASE_URL", config["BASE_URL"])
     domains = _strings("DOMAINS", config["DOMAINS"], is_domain, "lowercase DNS names")
     if not domains:
@@ -90,12 +93,11 @@ def _strings(key: str, value: Any, valid: Callable[[str], bool] = lambda s: True
 
 
 def _check_url(key: str, value: Any) -> None:
-    try:
-        if not isinstance(value, str):
-            raise HTTPError("not a string")
-        split_url(value)
-    except HTTPError:
-        raise ConfigError(f"{key} must be an http or https URL, not {value!r}") from None
+    if isinstance(value, str):
+        with contextlib.suppress(HTTPError):
+            split_url(value)
+            return
+    raise ConfigError(f"{key} must be an http or https URL, not {value!r}")
 
 
 def _check_prices(prices: Any) -> None:

@@ -48,6 +48,7 @@ def test_lookup_can_be_turned_off_with_any_usual_word(instance, monkeypatch, val
     ("SQLITE_SYNCHRONOUS", "OFF; x"),
     ("KEYSERVER_NAME", "Bad Name"),
     ("KEYSERVER_NAME", "keys.example.org:8000"),
+    ("KEYSERVER_NAME", "a." * 122 + "org"),      # too long for keyserver@<name>
     ("BASE_URL", "keys.example.org"),
     ("DOMAINS", "not a list"),
     ("DOMAINS", "[]"),

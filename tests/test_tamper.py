@@ -364,7 +364,7 @@ def test_a_reply_without_its_encrypted_message_is_malformed(shared, proxy, tmp_p
 
 
 @pytest.mark.parametrize("name", ["../chains/example.org", "../../outside", "a/b.example", ".",
-                                  "Example.org", "example.org:8000"])
+                                  "Example.org", "example.org:8000", "a." * 122 + "org"])
 def test_a_server_name_that_is_not_a_dns_name_is_refused(shared, proxy, tmp_path, name):
     """The name becomes a folder of the home: as a path it could truncate another
     server's verified chain, or write outside the home."""

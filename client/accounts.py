@@ -26,16 +26,17 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import nacl.signing
 
 from .api import KeyserverAPI
-from .encoding import b64decode, now_ms, sha256
-from .errors import ClientError, IdentityTaken, ProtocolError, VerificationError
-from .hashchain import ENTRY_SIZE, ZERO_HASH, open_entry, verify_entries
+from .protocol.encoding import b64decode, sha256
+from .clock import now_ms
+from .protocol.errors import ClientError, IdentityTaken, ProtocolError, VerificationError
+from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, open_entry, verify_entries
 from .home import Home, check_capabilities
-from .keys import ed25519_entry
-from .identity import server_identity
+from .protocol.keys import ed25519_entry
+from .protocol.identity import server_identity
 from .lookup import (LookupResult, ServerKey, check_reply_signature, check_server_signature,
                      lookup, server_keys)
-from .uidmessage import build_uid_content, sign_uid_content, uid_hash, update_uid_content
-from .uidrules import Limits, is_held
+from .protocol.uidmessage import build_uid_content, sign_uid_content, uid_hash, update_uid_content
+from .protocol.uidrules import Limits, is_held
 
 if TYPE_CHECKING:
     # Only the commands that hold keys load the keystore (and its imports): sync

@@ -6,10 +6,10 @@ import json
 from typing import Iterator
 
 from .chainstate import MSGPACK, ChainState, Chunk, parse_chunk
-from .encoding import b64encode, b64url_encode
-from .errors import ChainError, TransportError
+from .protocol.encoding import b64encode, b64url_encode
+from .protocol.errors import ChainError, TransportError
 from .fetcher import Fetcher, Request, HTTPFetcher
-from .keys import KeyEntry
+from .protocol.keys import KeyEntry
 
 #: Per-entry size bound of a chunk answer (base64 plus quotes and comma).
 _ENTRY_WIRE_BYTES = 210

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import msgpack
 
-from .encoding import b64decode
-from .errors import ChainError, TransportError
-from .hashchain import ZERO_HASH, verify_entries
+from .protocol.encoding import b64decode
+from .protocol.errors import ChainError, TransportError
+from .protocol.hashchain import ZERO_HASH, verify_entries
 
 MSGPACK = "application/msgpack"
 

@@ -14,10 +14,11 @@ import click
 
 from .accounts import Accounts
 from .api import KeyserverAPI
-from .encoding import b64encode, b64url_decode, format_ms, now_ms
-from .errors import ChainError, ClientError, ProtocolError
+from .protocol.encoding import b64encode, b64url_decode, format_ms
+from .clock import now_ms
+from .protocol.errors import ChainError, ClientError, ProtocolError
 from .home import Home, default_home
-from .identity import normalize_identity
+from .protocol.identity import normalize_identity
 
 if TYPE_CHECKING:
     # The keystore and KeyInit modules are imported by the commands that use them:

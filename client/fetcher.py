@@ -19,8 +19,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .errors import BY_ERRCODE, ProtocolError, TransportError
-from .http11 import BodyTooLarge, Connection, HTTPError, RemoteDisconnected, split_url
+from .protocol.errors import BY_ERRCODE, ProtocolError, TransportError
+from .http11 import BodyTooLarge, Connection, HTTPError, RemoteDisconnected
+from .protocol.urls import URLError, split_url
 
 #: Largest error body read from a server.
 MAX_ERROR_BYTES = 64 * 1024
@@ -134,7 +135,7 @@ class HTTPFetcher(Fetcher):
     def _fetch(self, request: Request, max_length: int) -> Response:
         try:
             scheme, host, port, target = split_url(request.url)
-        except HTTPError as exc:
+        except URLError as exc:
             raise TransportError(str(exc)) from None
         connections = self._connections()
         key = (scheme, host, port)

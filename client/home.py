@@ -10,11 +10,12 @@ import os
 from typing import TYPE_CHECKING, Iterator
 
 from .api import KeyserverAPI
-from .encoding import b64decode, now_ms
-from .errors import ClientError, InvalidIdentity, VerificationError
-from .identity import check_server_name, is_domain
+from .protocol.encoding import b64decode
+from .clock import now_ms
+from .protocol.errors import ClientError, InvalidIdentity, VerificationError
+from .protocol.identity import check_server_name, is_domain
 from .localchain import LocalChain, open_state
-from .signedjson import signature_key_ids, verify_signed_json
+from .protocol.signedjson import signature_key_ids, verify_signed_json
 
 SERVERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS servers (

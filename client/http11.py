@@ -20,10 +20,11 @@ import socket
 import time
 from typing import BinaryIO
 
+from .protocol.urls import DEFAULT_PORTS
+
 #: Limits on what a server may send before the body (RFC 9112 leaves them to us).
 MAX_LINE = 64 * 1024
 MAX_HEADERS = 100
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class HTTPError(Exception):
@@ -47,29 +48,6 @@ class BodyTooLarge(HTTPError):
     def __init__(self, size: int | None, limit: int):
         super().__init__(f"answer of {size} bytes exceeds {limit}" if size is not None
                          else f"answer exceeds {limit} bytes")
-
-
-def split_url(url: str) -> tuple[str, str, int, str]:
-    """``(scheme, host, port, target)`` of an http or https URL."""
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in DEFAULT_PORTS:
-        raise HTTPError(f"unsupported URL scheme {scheme!r} in {url!r}")
-    rest = rest.partition("#")[0]
-    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-    netloc, target = rest[:cut], rest[cut:]
-    if target.startswith("?"):
-        target = "/" + target
-    if "@" in netloc:
-        raise HTTPError(f"user information in URLs is not supported: {url!r}")
-    if netloc.startswith("["):                       # [IPv6]:port
-        host, _, port = netloc[1:].partition("]")
-        port = port.removeprefix(":")
-    else:
-        host, _, port = netloc.partition(":")
-    if not host or (port and not (port.isascii() and port.isdigit())):
-        raise HTTPError(f"bad host or port in {url!r}")
-    return scheme, host, int(port) if port else DEFAULT_PORTS[scheme], target or "/"
 
 
 class _DeadlineSocketIO(io.RawIOBase):

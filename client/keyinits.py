@@ -16,11 +16,12 @@ import nacl.public
 
 from .accounts import CLOCK_MARGIN_MS, Accounts, key_name
 from .api import KeyserverAPI
-from .encoding import b64encode, now_ms
-from .errors import ClientError, NoKeyinit, ProtocolError, VerificationError
-from .keyinit import (SessionAnchor, build_keyinit, build_session_anchor, keyinit_hash,
+from .protocol.encoding import b64encode
+from .clock import now_ms
+from .protocol.errors import ClientError, NoKeyinit, ProtocolError, VerificationError
+from .protocol.keyinit import (SessionAnchor, build_keyinit, build_session_anchor, keyinit_hash,
                       open_keyinit, sigkeyhash, sign_flush)
-from .keys import X25519, KeyEntry, ed25519_entry
+from .protocol.keys import X25519, KeyEntry, ed25519_entry
 from .lookup import check_server_signature
 
 MSGCOUNT_SCHEMA = """

@@ -70,12 +70,11 @@ import nacl.pwhash.argon2id as argon2id
 import nacl.secret
 import nacl.signing
 
-from .encoding import (b64decode, b64encode, canonical_json, parse_json_object, require_fields,
+from .protocol.encoding import (b64decode, b64encode, canonical_json, parse_json_object, require_fields,
                        require_int, require_str)
-from .errors import BadRequest, ClientError, InvalidIdentity
-from .files import fsync_directory
-from .identity import normalize_identity, parse_identity
-from .keys import ED25519, X25519
+from .protocol.errors import BadRequest, ClientError, InvalidIdentity
+from .protocol.identity import normalize_identity, parse_identity
+from .protocol.keys import ED25519, X25519
 
 VERSION = 1
 KDF_ALG = "argon2id"
@@ -338,7 +337,7 @@ class Keystore:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-        fsync_directory(self.path)
+        _fsync_directory(self.path)
 
     def _get(self, name: str, function: str) -> bytes:
         stored, private = self._read(name)
@@ -377,7 +376,7 @@ class Keystore:
         finally:
             os.close(fd)
         os.unlink(path)
-        fsync_directory(self.path)
+        _fsync_directory(self.path)
 
 
 # --- Paper backup of the escrow key (§13) -------------------------------------------
@@ -492,3 +491,12 @@ def passphrase_from_env_or_prompt(prompt_fn: Callable[..., str], *, confirm: boo
     if passphrase is not None:
         return passphrase
     return prompt_fn(PASSPHRASE_PROMPT, hide_input=True, confirmation_prompt=confirm)
+
+
+def _fsync_directory(path: str) -> None:
+    """Make the files created, renamed or removed in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

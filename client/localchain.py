@@ -19,9 +19,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from .api import KeyserverAPI, download_chain
 from .chainstate import ChainState
-from .encoding import b64decode
-from .errors import ChainError, VerificationError
-from .hashchain import ENTRY_SIZE, K1_SIZE, ZERO_HASH, fast_sha256, k1_values, open_entry
+from .protocol.encoding import b64decode
+from .protocol.errors import ChainError, VerificationError
+from .protocol.hashchain import ENTRY_SIZE, K1_SIZE, ZERO_HASH, fast_sha256, k1_values, open_entry
 
 
 SCHEMA = """

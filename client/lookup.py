@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .api import KeyserverAPI
-from .encoding import b64decode, b64url_encode, sha256
-from .errors import InvalidMessage, ProtocolError, VerificationError
-from .identity import server_identity
+from .protocol.encoding import b64decode, b64url_encode, sha256
+from .protocol.errors import InvalidMessage, ProtocolError, VerificationError
+from .protocol.identity import server_identity
 from .localchain import LocalChain
-from .signedjson import signature_key_ids, verify_signed_json
-from .uidmessage import UIDMessage, decrypt_uid_message, parse_uid_message
-from .uidrules import Latest, Limits, is_current, verify_sequence
+from .protocol.signedjson import signature_key_ids, verify_signed_json
+from .protocol.uidmessage import UIDMessage, decrypt_uid_message, parse_uid_message
+from .protocol.uidrules import Latest, Limits, is_current, verify_sequence
 
 #: How long after a rotation replies by the previous key stay acceptable (§11.2).
 ROTATION_OVERLAP_MS = 3600 * 1000

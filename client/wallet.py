@@ -18,10 +18,11 @@ import sqlite3
 from typing import Iterable, Iterator
 
 from .api import KeyserverAPI
-from .encoding import b64decode, now_ms, sha256
-from .errors import ClientError, ProtocolError, VerificationError
+from .protocol.encoding import b64decode, sha256
+from .clock import now_ms
+from .protocol.errors import ClientError, ProtocolError, VerificationError
 from .home import check_capabilities
-from .tokens import (finalize_tokens, format_authorization, parse_spki, parse_token,
+from .protocol.tokens import (finalize_tokens, format_authorization, parse_spki, parse_token,
                      prepare_blinded_tokens, token_challenge)
 
 SCHEMA = """

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
-from client.encoding import b64encode, now_ms
+from client.protocol.encoding import b64encode
+
+from .clock import now_ms
 
 from . import chainstore, signing, tokenkeys
 from .db import get_db

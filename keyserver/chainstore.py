@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from client.errors import ChainError
-from client.hashchain import ZERO_HASH, format_entry, verify_entries
+from client.protocol.errors import ChainError
+from client.protocol.hashchain import ZERO_HASH, format_entry, verify_entries
 
 
 @dataclass(frozen=True)

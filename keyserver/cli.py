@@ -17,11 +17,13 @@ import click
 from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
-from client.encoding import b64encode, b64url_encode, format_ms, now_ms
-from client.errors import ChainError, ProtocolError
-from client.hashchain import open_entry
-from client.identity import server_identity
-from client.tokens import mint_token
+from client.protocol.encoding import b64encode, b64url_encode, format_ms
+
+from .clock import now_ms
+from client.protocol.errors import ChainError, ProtocolError
+from client.protocol.hashchain import open_entry
+from client.protocol.identity import server_identity
+from client.protocol.tokens import mint_token
 
 from . import chainstore, create_app, db, keyinitstore, payment, tokenkeys, vouchers
 from .config import ConfigError

@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Mapping
 
-from client.http11 import HTTPError, split_url
-from client.errors import InvalidIdentity
-from client.identity import check_server_name, is_domain
+from client.protocol.errors import InvalidIdentity
+from client.protocol.identity import check_server_name, is_domain
+from client.protocol.urls import URLError, split_url
 
 from .payment import OPERATIONS
 
@@ -94,7 +94,7 @@ def _strings(key: str, value: Any, valid: Callable[[str], bool] = lambda s: True
 
 def _check_url(key: str, value: Any) -> None:
     if isinstance(value, str):
-        with contextlib.suppress(HTTPError):
+        with contextlib.suppress(URLError):
             split_url(value)
             return
     raise ConfigError(f"{key} must be an http or https URL, not {value!r}")

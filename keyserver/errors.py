@@ -1,6 +1,6 @@
 """One place that turns every failure into ``{"errcode", "error"}`` (§1, §12).
 
-Rules raise ``client.errors.ProtocolError`` subclasses; this module owns the
+Rules raise ``client.protocol.errors.ProtocolError`` subclasses; this module owns the
 errcode → HTTP status table and the handlers, so no view builds an error body.
 """
 
@@ -11,7 +11,7 @@ import sqlite3
 from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
-from client.errors import BY_ERRCODE, ProtocolError
+from client.protocol.errors import BY_ERRCODE, ProtocolError
 
 from .payment import www_authenticate
 

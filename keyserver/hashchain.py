@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from client.encoding import b64encode
+from client.protocol.encoding import b64encode
 
 from . import chainstore
 from .db import get_db

@@ -16,11 +16,11 @@ from typing import Iterator
 import nacl.signing
 from flask import Flask
 
-from client.encoding import now_ms
-from client.hashchain import ZERO_HASH
-from client.identity import check_server_name, is_domain, server_identity
-from client.keys import ed25519_entry
-from client.uidmessage import build_uid_content, parse_uid_message, sign_uid_content
+from .clock import now_ms
+from client.protocol.hashchain import ZERO_HASH
+from client.protocol.identity import check_server_name, is_domain, server_identity
+from client.protocol.keys import ed25519_entry
+from client.protocol.uidmessage import build_uid_content, parse_uid_message, sign_uid_content
 
 from . import create_app, db, defaults, repository, signing, tokenkeys
 

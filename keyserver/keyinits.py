@@ -1,6 +1,6 @@
 """The KeyInit repository (§9, §12): AddKeyInit, FetchKeyInit and FlushKeyInit.
 
-The rules are ``client.keyinit``'s; here they meet the database. Every request
+The rules are ``client.protocol.keyinit``'s; here they meet the database. Every request
 that changes state is one job of ``db.write``: the add's token spend, purge and
 inserts, the fetch's choice and delete, the flush's replay mark and delete each
 commit together or not at all, and the write lock serializes them, so two
@@ -14,13 +14,15 @@ from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from client.encoding import b64encode, b64url_decode, now_ms
-from client.errors import (InvalidMessage, InvalidSignature, NoKeyinit, NotFound, ProtocolError,
+from client.protocol.encoding import b64encode, b64url_decode
+
+from .clock import now_ms
+from client.protocol.errors import (InvalidMessage, InvalidSignature, NoKeyinit, NotFound, ProtocolError,
                            RateLimited)
-from client.keyinit import (KeyInit, check_flush, check_keyinit_batch, choose_keyinit,
+from client.protocol.keyinit import (KeyInit, check_flush, check_keyinit_batch, choose_keyinit,
                             parse_add_request, sigkeyhash)
-from client.keys import KeyEntry
-from client.uidrules import is_current
+from client.protocol.keys import KeyEntry
+from client.protocol.uidrules import is_current
 
 from . import keyinitstore, signing
 from .capabilities import keyinit_repository_uris

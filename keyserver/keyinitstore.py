@@ -17,15 +17,15 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from client.encoding import canonical_json, sha256
-from client.keyinit import KeyInit
-from client.keys import ED25519, KeyEntry
-from client.uidrules import Latest
+from client.protocol.encoding import canonical_json, sha256
+from client.protocol.keyinit import KeyInit
+from client.protocol.keys import ED25519, KeyEntry
+from client.protocol.uidrules import Latest
 
 
 @dataclass(frozen=True)
 class Stored:
-    """A stored KeyInit as the fetch choice sees it (fits ``client.keyinit.Validity``)."""
+    """A stored KeyInit as the fetch choice sees it (fits ``client.protocol.keyinit.Validity``)."""
 
     id: int
     not_before_ts: int

@@ -15,9 +15,9 @@ from typing import Callable
 
 import nacl.signing
 
-from client.encoding import now_ms
-from client.keys import ed25519_entry
-from client.uidmessage import build_uid_content, parse_uid_message, sign_uid_content
+from .clock import now_ms
+from client.protocol.keys import ed25519_entry
+from client.protocol.uidmessage import build_uid_content, parse_uid_message, sign_uid_content
 
 from . import chainstore, db, repository
 

@@ -7,8 +7,8 @@ import re
 from flask import Flask, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from client.encoding import parse_json_object
-from client.errors import BadRequest, TooLarge
+from client.protocol.encoding import parse_json_object
+from client.protocol.errors import BadRequest, TooLarge
 
 _INT = re.compile(r"^(0|[1-9][0-9]{0,15})$")
 MSGPACK = "application/msgpack"

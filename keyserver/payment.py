@@ -15,9 +15,9 @@ from typing import Callable
 
 from flask import current_app
 
-from client.encoding import now_ms
-from client.errors import ProtocolError, TokenRequired, TokenSpent
-from client.tokens import (check_token, format_www_authenticate, parse_authorization,
+from .clock import now_ms
+from client.protocol.errors import ProtocolError, TokenRequired, TokenSpent
+from client.protocol.tokens import (check_token, format_www_authenticate, parse_authorization,
                            parse_token, spend_id, token_challenge)
 
 from . import tokenkeys

@@ -15,12 +15,12 @@ from typing import Callable, TypeVar
 import sqlite_utils
 from flask import Flask
 
-from client.encoding import b64encode, require_fields
-from client.errors import KeyInUse
-from client.keyinit import sigkeyhash
-from client.keys import ED25519, KeyEntry
-from client.uidmessage import UIDMessage, encrypt_uid_message, parse_uid_message
-from client.uidrules import (Latest, Limits, check_identity, check_lastentry,
+from client.protocol.encoding import b64encode, require_fields
+from client.protocol.errors import KeyInUse
+from client.protocol.keyinit import sigkeyhash
+from client.protocol.keys import ED25519, KeyEntry
+from client.protocol.uidmessage import UIDMessage, encrypt_uid_message, parse_uid_message
+from client.protocol.uidrules import (Latest, Limits, check_identity, check_lastentry,
                              check_preferences, check_state, check_validity, signature_error)
 
 from . import chainstore, keyinitstore, signing

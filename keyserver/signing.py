@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import nacl.signing
 from flask import Flask, current_app
 
-from client.encoding import b64decode, b64encode
-from client.files import write_secret
-from client.keys import KeyEntry, ed25519_entry
-from client.signedjson import KEY_ID, sign_json
+from client.protocol.encoding import b64decode, b64encode
+from .files import write_secret
+from client.protocol.keys import KeyEntry, ed25519_entry
+from client.protocol.signedjson import KEY_ID, sign_json
 
 _VERSION_ALPHABET = string.ascii_letters + string.digits
 

@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, current_app
 
-from client.encoding import b64encode
-from client.files import fsync_directory, write_secret
-from client.tokens import generate_token_key, parse_spki, spki, token_key_id
+from client.protocol.encoding import b64encode
+from .files import fsync_directory, write_secret
+from client.protocol.tokens import generate_token_key, parse_spki, spki, token_key_id
 
 from .db import Database, transaction
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from client.encoding import b64decode, b64encode, now_ms, require_fields, require_str
-from client.errors import InvalidMessage
-from client.tokens import AUTHENTICATOR_LEN, blind_sign
+from client.protocol.encoding import b64decode, b64encode, require_fields, require_str
+
+from .clock import now_ms
+from client.protocol.errors import InvalidMessage
+from client.protocol.tokens import AUTHENTICATOR_LEN, blind_sign
 
 from . import tokenkeys, vouchers
 from .db import Database, count, get_db, write

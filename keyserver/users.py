@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from client.encoding import b64url_decode, now_ms
-from client.errors import NotFound
-from client.identity import parse_identity
+from client.protocol.encoding import b64url_decode
+
+from .clock import now_ms
+from client.protocol.errors import NotFound
+from client.protocol.identity import parse_identity
 
 from . import chainstore, repository
 from .db import get_db, write

@@ -11,8 +11,8 @@ import base64
 import secrets
 from dataclasses import dataclass
 
-from client.encoding import sha256
-from client.errors import VoucherInvalid
+from client.protocol.encoding import sha256
+from client.protocol.errors import VoucherInvalid
 
 from .db import Database
 

@@ -136,8 +136,8 @@ def _registration(args: tuple[int, bytes, int]) -> dict:
     """One client's signed create message (with escrow, as keyclient register sends)."""
     import nacl.signing
 
-    from client.keys import ed25519_entry
-    from client.uidmessage import build_uid_content, sign_uid_content
+    from client.protocol.keys import ed25519_entry
+    from client.protocol.uidmessage import build_uid_content, sign_uid_content
     from keyserver.loadgen import synthetic_identity
 
     number, lastentry, now = args
@@ -157,7 +157,8 @@ def hammer(url: str, requests_: list[tuple[str, str, bytes | None, dict[str, str
     lock = threading.Lock()
     statuses: dict[int, int] = {}
 
-    from client.http11 import Connection, split_url
+    from client.http11 import Connection
+    from client.protocol.urls import split_url
 
     scheme, host, port, _ = split_url(url)
 
@@ -220,7 +221,9 @@ def _create_run(count: int, clients: int, workers: int, threads: int) -> tuple[f
     import json
     import multiprocessing
 
-    from client.encoding import b64decode, now_ms
+    from client.protocol.encoding import b64decode
+
+    from client.clock import now_ms
 
     BENCH.mkdir(exist_ok=True)
     instance = Path(tempfile.mkdtemp(dir=BENCH, prefix="create-")) / "instance"
@@ -273,10 +276,12 @@ def _fetch_run(count: int, clients: int, workers: int, threads: int) -> tuple[fl
     import nacl.public
     import nacl.signing
 
-    from client.encoding import b64decode, b64url_encode, now_ms
-    from client.keyinit import build_keyinit, build_session_anchor, sigkeyhash
-    from client.keys import X25519, KeyEntry, ed25519_entry
-    from client.uidmessage import build_uid_content, sign_uid_content
+    from client.protocol.encoding import b64decode, b64url_encode
+
+    from client.clock import now_ms
+    from client.protocol.keyinit import build_keyinit, build_session_anchor, sigkeyhash
+    from client.protocol.keys import X25519, KeyEntry, ed25519_entry
+    from client.protocol.uidmessage import build_uid_content, sign_uid_content
 
     BENCH.mkdir(exist_ok=True)
     instance = Path(tempfile.mkdtemp(dir=BENCH, prefix="fetch-")) / "instance"
@@ -358,7 +363,7 @@ def client(entries: int, new_entries: int, runs: int) -> None:
 def _forget_newest(home: Path, new_entries: int) -> None:
     """The server's chain does not grow here: forget the newest entries locally
     instead, which costs the client exactly what new ones would."""
-    from client.hashchain import ENTRY_SIZE, HASH_SIZE, K1_SIZE
+    from client.protocol.hashchain import ENTRY_SIZE, HASH_SIZE, K1_SIZE
 
     with sqlite3.connect(home / "state.sqlite") as state:
         length, = state.execute("SELECT length FROM chains").fetchone()

@@ -18,7 +18,7 @@ import pytest
 import requests
 from freezegun import freeze_time
 
-from client.tokens import format_authorization
+from client.protocol.tokens import format_authorization
 from keyserver import create_app
 from keyserver.instance import init_instance
 
@@ -182,8 +182,8 @@ def at(ms: int):
 
 def mint(app, count: int | None = None):
     """Tokens minted with the app's issuing key, as ``keyserver tokens mint`` does."""
-    from client.encoding import now_ms
-    from client.tokens import mint_token
+    from client.clock import now_ms
+    from client.protocol.tokens import mint_token
     from keyserver import db, payment, tokenkeys
 
     with app.app_context():
@@ -208,7 +208,7 @@ class UserActions:
         self.client = client
 
     def lastentry(self) -> bytes:
-        from client.encoding import b64decode
+        from client.protocol.encoding import b64decode
 
         return b64decode(self.client.get("/v1/hashchain/head").json["entry"])[:32]
 
@@ -216,9 +216,9 @@ class UserActions:
                        not_before_ts=None, not_after_ts=None, lastentry=None, **options):
         import nacl.signing
 
-        from client.encoding import now_ms
-        from client.keys import ed25519_entry
-        from client.uidmessage import build_uid_content, sign_uid_content
+        from client.clock import now_ms
+        from client.protocol.keys import ed25519_entry
+        from client.protocol.uidmessage import build_uid_content, sign_uid_content
 
         now = now_ms() if now is None else now
         sigkey = sigkey or nacl.signing.SigningKey.generate()
@@ -236,9 +236,9 @@ class UserActions:
                        not_after_ts=None, lastentry=None, **changes):
         import nacl.signing
 
-        from client.encoding import now_ms
-        from client.keys import ed25519_entry
-        from client.uidmessage import parse_uid_message, sign_uid_content, update_uid_content
+        from client.clock import now_ms
+        from client.protocol.keys import ed25519_entry
+        from client.protocol.uidmessage import parse_uid_message, sign_uid_content, update_uid_content
 
         now = now_ms() if now is None else now
         new_sigkey = new_sigkey or nacl.signing.SigningKey.generate()
@@ -289,9 +289,10 @@ class LiveUserActions:
         import nacl.signing
 
         from client.api import KeyserverAPI
-        from client.encoding import b64decode, now_ms
-        from client.keys import ed25519_entry
-        from client.uidmessage import build_uid_content, sign_uid_content
+        from client.protocol.encoding import b64decode
+        from client.clock import now_ms
+        from client.protocol.keys import ed25519_entry
+        from client.protocol.uidmessage import build_uid_content, sign_uid_content
 
         api = KeyserverAPI(self.server.url)
         sigkey = nacl.signing.SigningKey.generate()

@@ -30,9 +30,9 @@ import msgpack
 import nacl.signing
 import requests
 
-from client.encoding import b64decode, b64encode
-from client.hashchain import ENTRY_TYPE, ZERO_HASH
-from client.signedjson import sign_json
+from client.protocol.encoding import b64decode, b64encode
+from client.protocol.hashchain import ENTRY_TYPE, ZERO_HASH
+from client.protocol.signedjson import sign_json
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"

@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from client.encoding import b64encode, b64url_encode
-from client.errors import ProtocolError, TransportError
-from client.hashchain import ENTRY_SIZE
+from client.protocol.encoding import b64encode, b64url_encode
+from client.protocol.errors import ProtocolError, TransportError
+from client.protocol.hashchain import ENTRY_SIZE
 from client.keystore import Keystore, parse_paper_backup
 from test_keyclient import cheap_keystore, keyclient, registered_home  # noqa: F401
 

@@ -5,9 +5,9 @@ import pytest
 
 from client.api import KeyserverAPI, download_chain
 from client.chainstate import ChainState, Chunk
-from client.errors import ChainError, TransportError
+from client.protocol.errors import ChainError, TransportError
 from client.fetcher import Fetcher, Response
-from client.hashchain import ZERO_HASH, format_entry
+from client.protocol.hashchain import ZERO_HASH, format_entry
 
 
 class OneBody(Fetcher):

@@ -2,8 +2,8 @@
 
 from freezegun import freeze_time
 
-from client.encoding import b64decode
-from client.signedjson import verify_signed_json
+from client.protocol.encoding import b64decode
+from client.protocol.signedjson import verify_signed_json
 from keyserver import signing
 
 FIELDS = {"server_name", "version", "methods", "domains", "keyrepository_uris",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from client.errors import ChainError
+from client.protocol.errors import ChainError
 from keyserver import chainstore, db
 
 

@@ -10,9 +10,9 @@ import nacl.signing
 import pytest
 
 from client.api import KeyserverAPI
-from client.encoding import b64decode
-from client.keyinit import build_keyinit, build_session_anchor
-from client.keys import X25519, KeyEntry
+from client.protocol.encoding import b64decode
+from client.protocol.keyinit import build_keyinit, build_session_anchor
+from client.protocol.keys import X25519, KeyEntry
 from client.keystore import Keystore
 from test_keyclient import cheap_keystore, keyclient, registered_home  # noqa: F401
 

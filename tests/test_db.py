@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from client.errors import IdentityTaken
+from client.protocol.errors import IdentityTaken
 from conftest import mint
 from keyserver import chainstore, create_app, db as keyserver_db, repository
 from keyserver.db import GroupCommit, connect, init_db
@@ -212,7 +212,7 @@ def test_append_failing_halfway_leaves_nothing(app, client, runner, users, monke
 def test_a_repeated_nonce_is_redrawn_and_other_clashes_raise(database, monkeypatch):
     import sqlite3
 
-    from client.hashchain import ENTRY_SIZE
+    from client.protocol.hashchain import ENTRY_SIZE
 
     draws = iter([bytes(8), bytes(8), b"\x01" * 8])
     monkeypatch.setattr(chainstore.os, "urandom", lambda n: next(draws))

@@ -9,8 +9,8 @@ import requests
 
 from client.api import KeyserverAPI, download_chain
 from client.chainstate import ChainState
-from client.errors import BadRequest, ChainError
-from client.hashchain import search_identity
+from client.protocol.errors import BadRequest, ChainError
+from client.protocol.hashchain import search_identity
 from conftest import keyserver_command
 
 

@@ -9,10 +9,12 @@ import nacl.signing
 import pytest
 import requests
 
-from client.encoding import b64decode, b64url_encode, canonical_json, now_ms
-from client.keyinit import build_keyinit, build_session_anchor, sigkeyhash
-from client.keys import X25519, KeyEntry, ed25519_entry
-from client.uidmessage import build_uid_content, sign_uid_content
+from client.protocol.encoding import b64decode, b64url_encode, canonical_json
+
+from client.clock import now_ms
+from client.protocol.keyinit import build_keyinit, build_session_anchor, sigkeyhash
+from client.protocol.keys import X25519, KeyEntry, ed25519_entry
+from client.protocol.uidmessage import build_uid_content, sign_uid_content
 from conftest import DAY_MS, run_together
 
 FETCHERS = 50

@@ -8,11 +8,12 @@ import pytest
 import requests
 
 from client.api import KeyserverAPI
-from client.encoding import b64decode, b64encode, now_ms
-from client.errors import IdentityTaken, TokenSpent, TransportError
-from client.keys import ed25519_entry
-from client.tokens import parse_spki, prepare_blinded_tokens, token_challenge
-from client.uidmessage import build_uid_content, sign_uid_content
+from client.protocol.encoding import b64decode, b64encode
+from client.clock import now_ms
+from client.protocol.errors import IdentityTaken, TokenSpent, TransportError
+from client.protocol.keys import ed25519_entry
+from client.protocol.tokens import parse_spki, prepare_blinded_tokens, token_challenge
+from client.protocol.uidmessage import build_uid_content, sign_uid_content
 from client.wallet import NoTokens, Wallet
 from conftest import DAY_MS, keyserver_command, run_together
 
@@ -111,7 +112,7 @@ def test_wallet_marks_a_token_the_server_says_is_spent(live_server, wallet):
     api = KeyserverAPI(live_server.url)
     [raw] = live_server.mint(1)
     token = raw.split('"')[1]
-    from client.encoding import b64url_decode
+    from client.protocol.encoding import b64url_decode
 
     wallet.add("example.org", [b64url_decode(token)])
     requests.put(f"{live_server.url}/v1/users/carol@example.org",

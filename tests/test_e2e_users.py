@@ -6,10 +6,12 @@ import subprocess
 import nacl.signing
 import requests
 
-from client.encoding import b64decode, now_ms, sha256
-from client.hashchain import open_entry
-from client.keys import ed25519_entry
-from client.uidmessage import (build_uid_content, decrypt_uid_message, parse_uid_message,
+from client.protocol.encoding import b64decode, sha256
+
+from client.clock import now_ms
+from client.protocol.hashchain import open_entry
+from client.protocol.keys import ed25519_entry
+from client.protocol.uidmessage import (build_uid_content, decrypt_uid_message, parse_uid_message,
                                sign_uid_content, update_uid_content)
 from conftest import DAY_MS, keyserver_command, run_together
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from client.encoding import (b64decode, b64encode, b64url_decode, b64url_encode, canonical_json,
+from client.protocol.encoding import (b64decode, b64encode, b64url_decode, b64url_encode, canonical_json,
                              format_ms, parse_json_object, require_fields, require_int)
-from client.errors import BadRequest, InvalidMessage
+from client.protocol.errors import BadRequest, InvalidMessage
 
 
 def test_canonical_json_vector(vectors):

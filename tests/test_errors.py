@@ -2,7 +2,7 @@
 
 import pytest
 
-from client.errors import BY_ERRCODE
+from client.protocol.errors import BY_ERRCODE
 from keyserver.errors import STATUS
 
 SPEC_STATUS = {

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from client.errors import InvalidMessage, ProtocolError, RateLimited, TransportError, Unavailable
+from client.protocol.errors import InvalidMessage, ProtocolError, RateLimited, TransportError, Unavailable
 from client.fetcher import Fetcher, Request, Response
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from client.errors import ChainError
-from client.hashchain import (ENTRY_SIZE, ZERO_HASH, derive_keys, format_entry, open_entry,
+from client.protocol.errors import ChainError
+from client.protocol.hashchain import (ENTRY_SIZE, ZERO_HASH, derive_keys, format_entry, open_entry,
                               parse_entry, search_identity, verify_entries)
 from conftest import VECTORS
 
@@ -118,7 +118,7 @@ def test_matching_entry_with_wrong_uid_index_is_a_chain_error():
 
 
 def test_k1_values_of_a_block_are_each_entrys_k1():
-    from client.hashchain import derive_keys, k1_values
+    from client.protocol.hashchain import derive_keys, k1_values
 
     entries, prev = [], ZERO_HASH
     for n in range(5):

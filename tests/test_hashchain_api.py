@@ -4,7 +4,7 @@ import msgpack
 import pytest
 
 from client.chainstate import ChainState, parse_chunk
-from client.encoding import b64decode
+from client.protocol.encoding import b64decode
 from keyserver import db
 from keyserver.loadgen import load
 

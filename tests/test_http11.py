@@ -7,7 +7,7 @@ import time
 import pytest
 
 from client.http11 import (AnswerTooSlow, BodyTooLarge, Connection, HTTPError,
-                           RemoteDisconnected, split_url)
+                           RemoteDisconnected)
 
 
 class CannedServer:
@@ -207,24 +207,6 @@ def test_line_breaks_cannot_smuggle_headers(serve):
         with pytest.raises(HTTPError, match="line break"):
             connection.request("GET", target, headers, None, 10, 10)
     assert not connection.open            # refused before connecting
-
-
-@pytest.mark.parametrize("url, parts", [
-    ("http://ks.example/v1/x?start=1", ("http", "ks.example", 80, "/v1/x?start=1")),
-    ("HTTPS://ks.example", ("https", "ks.example", 443, "/")),
-    ("http://ks.example:8080?q=1#frag", ("http", "ks.example", 8080, "/?q=1")),
-    ("http://[::1]:9000/a", ("http", "::1", 9000, "/a")),
-    ("http://[::1]/a", ("http", "::1", 80, "/a")),
-])
-def test_split_url(url, parts):
-    assert split_url(url) == parts
-
-
-@pytest.mark.parametrize("url", ["ftp://ks.example/", "ks.example/v1", "http://u:p@ks.example/",
-                                 "http://ks.example:80a/", "http:///path", "http://:80/"])
-def test_split_url_refuses(url):
-    with pytest.raises(HTTPError):
-        split_url(url)
 
 
 def test_host_header_names_non_default_ports_and_brackets_ipv6():

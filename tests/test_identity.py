@@ -2,8 +2,8 @@
 
 import pytest
 
-from client.errors import InvalidIdentity
-from client.identity import check_server_name, normalize_identity, parse_identity
+from client.protocol.errors import InvalidIdentity
+from client.protocol.identity import check_server_name, normalize_identity, parse_identity
 
 
 def test_spec_vectors(vectors):

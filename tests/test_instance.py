@@ -5,11 +5,11 @@ import stat
 
 import pytest
 
-from client.encoding import b64decode
-from client.keys import verify_detached
-from client.hashchain import ZERO_HASH, search_identity, verify_entries
-from client.signedjson import verify_signed_json
-from client.uidmessage import decrypt_uid_message, parse_uid_message
+from client.protocol.encoding import b64decode
+from client.protocol.keys import verify_detached
+from client.protocol.hashchain import ZERO_HASH, search_identity, verify_entries
+from client.protocol.signedjson import verify_signed_json
+from client.protocol.uidmessage import decrypt_uid_message, parse_uid_message
 from keyserver import chainstore, db, repository, signing, tokenkeys
 from keyserver.cli import main
 from keyserver.instance import InstanceExists, init_instance

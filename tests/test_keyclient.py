@@ -121,7 +121,7 @@ def test_register_then_lookup(live_server, tmp_path, cheap_keystore):
     assert names == ["alice_at_example.org.sigkey.key"]          # escrow key deleted
     looked = keyclient(home, "lookup", "alice@example.org")
     assert "current" in looked.output
-    from client.encoding import b64encode
+    from client.protocol.encoding import b64encode
     assert f"sigescrow:  {b64encode(bytes(escrow.verify_key))}" in looked.output
     assert "0 available, 1 spent" in keyclient(home, "tokens", "list").output
 
@@ -156,7 +156,7 @@ def test_wrong_passphrase(live_server, tmp_path, cheap_keystore, monkeypatch):
 
 def test_lookup_of_expired_keys_says_so(live_server, tmp_path, users_live):
     from conftest import DAY_MS, at
-    from client.encoding import now_ms
+    from client.clock import now_ms
 
     home = tmp_path / "home"
     keyclient(home, "server", "add", live_server.url)

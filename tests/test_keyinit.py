@@ -8,8 +8,8 @@ import nacl.signing
 import pytest
 from conftest import mutate
 
-from client.encoding import b64decode, b64encode, canonical_json, sha256
-from client.errors import (
+from client.protocol.encoding import b64decode, b64encode, canonical_json, sha256
+from client.protocol.errors import (
     InvalidMessage,
     InvalidSignature,
     InvalidValidity,
@@ -17,7 +17,7 @@ from client.errors import (
     MsgcountMismatch,
     VerificationError,
 )
-from client.keyinit import (
+from client.protocol.keyinit import (
     FLUSH_WINDOW_MS,
     Candidate,
     SessionAnchor,
@@ -38,7 +38,7 @@ from client.keyinit import (
     sigkeyhash,
     sign_flush,
 )
-from client.keys import X25519, KeyEntry, ed25519_entry
+from client.protocol.keys import X25519, KeyEntry, ed25519_entry
 
 NOW = 1_700_000_000_000
 HOUR = 3600 * 1000

@@ -9,12 +9,12 @@ import nacl.bindings
 import nacl.signing
 import pytest
 
-from client.encoding import b64encode, b64url_encode, canonical_json, sha256
-from client.keyinit import (build_keyinit, build_session_anchor, open_keyinit, sigkeyhash,
+from client.protocol.encoding import b64encode, b64url_encode, canonical_json, sha256
+from client.protocol.keyinit import (build_keyinit, build_session_anchor, open_keyinit, sigkeyhash,
                             sign_flush)
-from client.keys import X25519, KeyEntry, ed25519_entry
-from client.signedjson import verify_signed_json
-from client.tokens import format_authorization
+from client.protocol.keys import X25519, KeyEntry, ed25519_entry
+from client.protocol.signedjson import verify_signed_json
+from client.protocol.tokens import format_authorization
 from conftest import DAY_MS, UserActions, at, mint
 from keyserver import create_app, db, keyinits, signing
 

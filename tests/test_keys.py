@@ -5,9 +5,9 @@ import nacl.public
 import nacl.signing
 import pytest
 
-from client.encoding import b64encode
-from client.errors import InvalidMessage
-from client.keys import ED25519, X25519, _ED25519_SMALL_ORDER, is_weak_key, parse_key_entry
+from client.protocol.encoding import b64encode
+from client.protocol.errors import InvalidMessage
+from client.protocol.keys import ED25519, X25519, _ED25519_SMALL_ORDER, is_weak_key, parse_key_entry
 
 P = 2**255 - 19
 

@@ -11,8 +11,8 @@ import nacl.signing
 import pytest
 
 import client.keystore as keystore
-from client.encoding import b64decode, b64encode
-from client.errors import ClientError, InvalidIdentity
+from client.protocol.encoding import b64decode, b64encode
+from client.protocol.errors import ClientError, InvalidIdentity
 from client.keystore import (DEFAULT_KDF, BadBackup, KdfParams, KeyExists, KeyNotFound,
                              Keystore, KeystoreCorrupt, KeystoreError, WrongKeyType,
                              WrongPassphrase, format_paper_backup, parse_paper_backup,

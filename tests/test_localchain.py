@@ -8,9 +8,9 @@ import msgpack
 import pytest
 
 from client.api import KeyserverAPI
-from client.errors import ChainError
+from client.protocol.errors import ChainError
 from client.fetcher import HTTPFetcher, Response
-from client.hashchain import ENTRY_SIZE
+from client.protocol.hashchain import ENTRY_SIZE
 from client.localchain import LocalChain, open_state
 from conftest import keyserver_command
 

@@ -7,12 +7,12 @@ import copy
 import pytest
 
 from client.api import KeyserverAPI
-from client.encoding import b64decode, b64encode
-from client.errors import VerificationError
+from client.protocol.encoding import b64decode, b64encode
+from client.protocol.errors import VerificationError
 from client.fetcher import HTTPFetcher, Response
 from client.localchain import LocalChain, open_state
 from client.lookup import lookup
-from client.uidrules import Limits
+from client.protocol.uidrules import Limits
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def bad_signature(reply):
 def other_key(reply):
     import nacl.signing
 
-    from client.signedjson import sign_json
+    from client.protocol.signedjson import sign_json
 
     unsigned = {k: v for k, v in reply.items() if k != "signatures"}
     reply.clear()

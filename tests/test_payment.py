@@ -4,8 +4,8 @@ spending in the write's transaction, free operations, key rotation and expiry.""
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from client.encoding import b64decode, b64url_decode, b64url_encode, sha256
-from client.tokens import (Token, finalize_tokens, format_authorization, generate_token_key,
+from client.protocol.encoding import b64decode, b64url_decode, b64url_encode, sha256
+from client.protocol.tokens import (Token, finalize_tokens, format_authorization, generate_token_key,
                            make_token_input, mint_token, parse_spki, token_challenge,
                            token_key_id)
 from conftest import TEST_TOKEN_KEY_LIFETIME, at, mint

@@ -5,9 +5,9 @@ import copy
 import nacl.signing
 import pytest
 
-from client.encoding import b64encode
-from client.errors import InvalidSignature
-from client.signedjson import sign_json, verify_signed_json
+from client.protocol.encoding import b64encode
+from client.protocol.errors import InvalidSignature
+from client.protocol.signedjson import sign_json, verify_signed_json
 
 
 @pytest.fixture

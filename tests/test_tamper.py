@@ -28,8 +28,9 @@ import pytest
 from click.testing import CliRunner
 
 from client.cli import main
-from client.encoding import b64encode, now_ms
-from client.hashchain import ENTRY_SIZE
+from client.protocol.encoding import b64encode
+from client.clock import now_ms
+from client.protocol.hashchain import ENTRY_SIZE
 from client.home import Home
 from conftest import LiveServer, LiveUserActions, init_live_instance, keyserver_command
 from tamper_proxy import (JSON, MSGPACK, Answer, ChainView, TamperProxy, extend,
@@ -417,8 +418,8 @@ def rotate_server_key(instance: Path) -> int:
     """Rotate the stopped server's key as §11.2 says: append an update of
     keyserver@<name> with the new sigkey, signed by the old one, then make the new
     key the signing key (the old one stays in the file). Returns the rotation's ts."""
-    from client.identity import server_identity
-    from client.uidmessage import parse_uid_message
+    from client.protocol.identity import server_identity
+    from client.protocol.uidmessage import parse_uid_message
     from keyserver import chainstore, create_app, db, repository, signing
     from keyserver.instance import own_uid_message
 

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from client.encoding import now_ms
+from client.clock import now_ms
 from keyserver import db, tokenkeys
 from keyserver.cli import main
 from test_instance import fail_after

@@ -7,9 +7,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from client.encoding import b64url_encode, sha256
-from client.errors import InvalidMessage, TokenInvalid, VerificationError
-from client.tokens import (
+from client.protocol.encoding import b64url_encode, sha256
+from client.protocol.errors import InvalidMessage, TokenInvalid, VerificationError
+from client.protocol.tokens import (
     _PSS, AUTHENTICATOR_LEN, TOKEN_INPUT_LEN, TOKEN_LEN, InvalidBlindedMessage, SigningFailure,
     Token, blind, blind_sign, check_token, emsa_pss_encode, finalize, finalize_tokens,
     format_authorization, format_www_authenticate, generate_token_key, make_token_input,

@@ -7,10 +7,10 @@ import nacl.signing
 import pytest
 from conftest import mutate
 
-from client.encoding import b64encode, canonical_json, sha256
-from client.errors import InvalidMessage
-from client.keys import ed25519_entry
-from client.uidmessage import (
+from client.protocol.encoding import b64encode, canonical_json, sha256
+from client.protocol.errors import InvalidMessage
+from client.protocol.keys import ed25519_entry
+from client.protocol.uidmessage import (
     build_uid_content,
     encrypt_uid_message,
     parse_uid_message,

@@ -3,11 +3,11 @@
 import nacl.signing
 import pytest
 
-from client.errors import VerificationError
-from client.keys import ed25519_entry
-from client.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
+from client.protocol.errors import VerificationError
+from client.protocol.keys import ed25519_entry
+from client.protocol.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
                                update_uid_content)
-from client.uidrules import Limits, is_current, is_held, verify_sequence
+from client.protocol.uidrules import Limits, is_current, is_held, verify_sequence
 
 DAY = 24 * 3600 * 1000
 T0 = 1_800_000_000_000
@@ -89,7 +89,7 @@ def test_empty_sequence_rejected():
 
 def test_current_and_held_boundaries():
     first, _, _ = create(T0, lifetime=DAY)
-    from client.uidrules import Latest
+    from client.protocol.uidrules import Latest
 
     latest = Latest.of(first)
     assert is_current(latest, T0) and is_current(latest, T0 + DAY - 1)

@@ -5,11 +5,11 @@ at its boundary, and the order of checks (§4.2.1)."""
 import nacl.signing
 import pytest
 
-from client.encoding import b64decode, b64encode, b64url_encode, canonical_json, sha256
-from client.hashchain import open_entry
-from client.keys import ed25519_entry
-from client.signedjson import verify_signed_json
-from client.uidmessage import decrypt_uid_message, sign_uid_content
+from client.protocol.encoding import b64decode, b64encode, b64url_encode, canonical_json, sha256
+from client.protocol.hashchain import open_entry
+from client.protocol.keys import ed25519_entry
+from client.protocol.signedjson import verify_signed_json
+from client.protocol.uidmessage import decrypt_uid_message, sign_uid_content
 from conftest import DAY_MS, at
 from keyserver import chainstore, db, signing
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from client.encoding import b64decode, b64encode, b64url_encode, sha256
-from client.tokens import (AUTHENTICATOR_LEN, finalize_tokens, parse_spki,
+from client.protocol.encoding import b64decode, b64encode, b64url_encode, sha256
+from client.protocol.tokens import (AUTHENTICATOR_LEN, finalize_tokens, parse_spki,
                            prepare_blinded_tokens, token_challenge)
 from conftest import DAY_MS, at
 from keyserver import db, vouchers

@@ -1,5 +1,5 @@
-"""Files that hold secrets, and renames that must survive a crash: the client's
-keystore and the server's key files write them the same way."""
+"""Files that hold secrets, and renames that must survive a crash: the server's
+signing key and its token keys."""
 
 from __future__ import annotations
 

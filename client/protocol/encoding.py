@@ -13,7 +13,6 @@ import datetime
 import hashlib
 import json
 import re
-import time
 from typing import Any
 
 from .errors import BadRequest, InvalidMessage
@@ -23,14 +22,6 @@ MAX_INT = 2**53 - 1
 
 _B64_STD = re.compile(r"^[A-Za-z0-9+/]*$")
 _B64_URL = re.compile(r"^[A-Za-z0-9_-]*$")
-
-
-def now_ms() -> int:
-    """The current time in protocol units (ms since the epoch); freezegun patches it.
-
-    Rounded, not truncated: ``time.time()`` is a float, and truncation would turn a
-    frozen ``...001`` ms into ``...000``."""
-    return round(time.time() * 1000)
 
 
 def format_ms(ts: int) -> str:

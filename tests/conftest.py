@@ -8,17 +8,26 @@ import datetime
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import gunicorn.config
+import nacl.signing
 import pytest
 import requests
 from freezegun import freeze_time
 
+from client.clock import now_ms
+from client.protocol.encoding import b64decode, sha256
+from client.protocol.hashchain import open_entry
+from client.protocol.keys import ed25519_entry
 from client.protocol.tokens import format_authorization
+from client.protocol.uidmessage import (build_uid_content, decrypt_uid_message,
+                                        parse_uid_message, sign_uid_content)
 from keyserver import create_app
 from keyserver.instance import init_instance
 
@@ -105,28 +114,54 @@ def keyserver_command(*args: str) -> list[str]:
 
 
 class LiveServer:
-    """A ``keyserver run`` process serving an instance on a free local port."""
+    """A ``keyserver run`` process serving an instance on a free local port.
+
+    It always stops what it started: a start that fails (the process exits, or
+    does not answer in time) stops the process before raising, and the server is a
+    context manager for fixtures and tests that start one."""
+
+    #: How long a start may take: generous, since a loaded machine (a second suite
+    #: beside this one) can take seconds to import and bind.
+    START_TIMEOUT = 60.0
 
     def __init__(self, instance: Path, port: int | None = None):
         self.instance = instance
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(instance.parent / f"server-{self.port}.log", "wb")
-        self.process = subprocess.Popen(
-            keyserver_command("run", "--instance", str(instance), "--port", str(self.port)),
-            stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait()
+        self.log_path = instance.parent / f"server-{self.port}.log"
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.command(), env=self.env(), stdout=self.log,
+                                        stderr=subprocess.STDOUT)
+        try:
+            self._wait()
+        except BaseException:
+            self.stop()
+            raise
 
-    def _wait(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
+    def command(self) -> list[str]:
+        return keyserver_command("run", "--instance", str(self.instance), "--port",
+                                 str(self.port))
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def ready(self) -> bool:
+        """Whether the server answers; subclasses add their own conditions."""
+        try:
+            requests.get(self.url + "/v1/hashchain/head", timeout=5)
+        except requests.RequestException:
+            # Refused while binding, or a read timeout while a worker boots.
+            return False
+        return True
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + self.START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited: {self.output()}")
-            try:
-                requests.get(self.url + "/v1/hashchain/head", timeout=1)
+            if self.ready():
                 return
-            except requests.ConnectionError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         raise RuntimeError(f"server did not start: {self.output()}")
 
     def mint(self, count: int) -> list[str]:
@@ -138,16 +173,58 @@ class LiveServer:
 
     def output(self) -> str:
         self.log.flush()
-        return (self.instance.parent / f"server-{self.port}.log").read_text(errors="replace")
+        return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        self.process.terminate()
+        if self.process.poll() is None:
+            self.process.terminate()
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
         self.log.close()
+
+    def __enter__(self) -> "LiveServer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+WORKERS = 2
+#: One access log line per request: "access <worker pid> <method> <path> <status>".
+ACCESS_FORMAT = "access %(p)s %(m)s %(U)s %(s)s"
+#: Newer gunicorns open a control socket in ~/.gunicorn, shared by every instance: not here.
+NO_CONTROL_SOCKET = [cli for setting in gunicorn.config.KNOWN_SETTINGS
+                     for cli in setting.cli or () if cli == "--no-control-socket"]
+
+
+class GunicornServer(LiveServer):
+    """``gunicorn -w 2 'keyserver:create_app()'`` on an instance, on a free local port;
+    with ``threads``, gthread workers (which keep connections alive)."""
+
+    def __init__(self, instance: Path, port: int, threads: int = 1):
+        self.threads = threads
+        super().__init__(instance, port)
+
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "gunicorn"), "-w", str(WORKERS),
+                "--threads", str(self.threads), "-b", f"127.0.0.1:{self.port}",
+                "--access-logfile", "-", "--access-logformat", ACCESS_FORMAT,
+                *NO_CONTROL_SOCKET, "keyserver:create_app()"]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KEYSERVER_INSTANCE": str(self.instance)}
+
+    def ready(self) -> bool:
+        """Answering means one worker is up; the races need all of them."""
+        return self.output().count("Booting worker") >= WORKERS and super().ready()
+
+    def workers_serving(self, method: str, path: str) -> set[str]:
+        """The worker pids that answered ``method path`` so far."""
+        return {fields[1] for fields in (line.split() for line in self.output().splitlines())
+                if fields[:1] == ["access"] and fields[2:4] == [method, path]}
 
 
 def init_live_instance(path: Path) -> int:
@@ -165,9 +242,8 @@ def init_live_instance(path: Path) -> int:
 def live_server(tmp_path):
     """A real server process on 127.0.0.1 whose instance was made by ``keyserver init``."""
     path = tmp_path / "live"
-    server = LiveServer(path, init_live_instance(path))
-    yield server
-    server.stop()
+    with LiveServer(path, init_live_instance(path)) as server:
+        yield server
 
 
 DAY_MS = 24 * 3600 * 1000
@@ -306,3 +382,83 @@ class LiveUserActions:
 @pytest.fixture
 def users_live(live_server):
     return LiveUserActions(live_server)
+
+
+# --- Races against real servers ------------------------------------------------------
+
+RACERS = 20
+
+
+def head_hash(url):
+    return b64decode(requests.get(url + "/v1/hashchain/head").json()["entry"])[:32]
+
+
+def new_message(url, identity):
+    sigkey, escrow = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    now = now_ms()
+    content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,
+                                not_after_ts=now + 30 * DAY_MS, lastentry=head_hash(url),
+                                sigescrow=ed25519_entry(escrow))
+    return sign_uid_content(content, sigkey, escrow_key=escrow), sigkey
+
+
+def race(server, identity, messages):
+    """PUT every message at once (one thread and one token each); return the answers."""
+    tokens = server.mint(len(messages))
+
+    def put(index):
+        response = requests.put(f"{server.url}/v1/users/{identity}",
+                                json={"uid_message": messages[index]},
+                                headers={"Authorization": tokens[index]})
+        return response.status_code, response.json()
+
+    return run_together(len(messages), put)
+
+
+def check_consistent(server, identity, expected_positions):
+    verified = subprocess.run(keyserver_command("chain", "verify", "--instance",
+                                                str(server.instance)),
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
+    conn = sqlite3.connect(server.instance / "keyserver.sqlite")
+    chain_len = conn.execute("SELECT count(*) FROM chain").fetchone()[0]
+    assert conn.execute("SELECT count(*) FROM uids").fetchone()[0] == chain_len
+    assert conn.execute("SELECT max(pos) + 1 FROM chain").fetchone()[0] == chain_len
+    positions = [row[0] for row in conn.execute(
+        "SELECT pos FROM history WHERE identity = ? ORDER BY seq", (identity,))]
+    assert positions == expected_positions
+    history_len, pos = conn.execute("SELECT history_len, pos FROM identities WHERE identity = ?",
+                                    (identity,)).fetchone()
+    assert history_len == len(expected_positions) and pos == expected_positions[-1]
+    check_keyhashes(conn)
+
+
+def check_keyhashes(conn):
+    """``keyhashes`` maps exactly the keys of accepted messages to their identity: every
+    identity's current sigkey and sigescrow, and the keys its earlier messages named
+    (a key stays its identity's forever); no key of a refused message, nothing more."""
+    stored = dict(conn.execute("SELECT keyhash, identity FROM keyhashes"))
+    expected = {}
+    for identity, sigkey, sigescrow in conn.execute(
+            "SELECT identity, sigkey, sigescrow FROM identities").fetchall():
+        for key in (sigkey, sigescrow):
+            if key is not None:
+                assert stored.get(sha256(key)) == identity, identity
+        for (pos,) in conn.execute("SELECT pos FROM history WHERE identity = ?",
+                                   (identity,)).fetchall():
+            entry, encrypted = conn.execute(
+                "SELECT c.entry, u.encrypted FROM chain c JOIN uids u ON u.pos = c.pos"
+                " WHERE c.pos = ?", (pos,)).fetchone()
+            message = parse_uid_message(decrypt_uid_message(encrypted,
+                                                            open_entry(entry, identity)))
+            expected.update((keyhash, identity) for keyhash in message.key_hashes)
+    assert stored == expected
+
+
+def registration(url, identity):
+    head = b64decode(requests.get(url + "/v1/hashchain/head").json()["entry"])[:32]
+    sigkey = nacl.signing.SigningKey.generate()
+    now = now_ms()
+    content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,
+                                not_after_ts=now + DAY_MS, lastentry=head)
+    return sign_uid_content(content, sigkey)

@@ -9,63 +9,20 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import gunicorn.config
 import pytest
 import requests
 
-from conftest import LiveServer, init_live_instance, keyserver_command, run_together
-from test_e2e_tokens import registration
-from test_e2e_users import RACERS, check_consistent, new_message, race
-
-WORKERS = 2
-#: One access log line per request: "access <worker pid> <method> <path> <status>".
-ACCESS_FORMAT = "access %(p)s %(m)s %(U)s %(s)s"
-#: Newer gunicorns open a control socket in ~/.gunicorn, shared by every instance: not here.
-NO_CONTROL_SOCKET = [cli for setting in gunicorn.config.KNOWN_SETTINGS
-                     for cli in setting.cli or () if cli == "--no-control-socket"]
-
-
-class GunicornServer(LiveServer):
-    """``gunicorn -w 2 'keyserver:create_app()'`` on an instance, on a free local port;
-    with ``threads``, gthread workers (which keep connections alive)."""
-
-    def __init__(self, instance: Path, port: int, threads: int = 1):
-        self.instance, self.port = instance, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = open(instance.parent / f"server-{port}.log", "wb")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "-w", str(WORKERS),
-             "--threads", str(threads),
-             "-b", f"127.0.0.1:{port}", "--access-logfile", "-",
-             "--access-logformat", ACCESS_FORMAT, *NO_CONTROL_SOCKET, "keyserver:create_app()"],
-            env={**os.environ, "KEYSERVER_INSTANCE": str(instance)},
-            stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait()
-        self._wait_for_workers()
-
-    def _wait_for_workers(self, timeout: float = 20.0) -> None:
-        """Answering means one worker is up; the races need all of them."""
-        deadline = time.monotonic() + timeout
-        while self.output().count("Booting worker") < WORKERS:
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn workers did not start: {self.output()}")
-            time.sleep(0.05)
-
-    def workers_serving(self, method: str, path: str) -> set[str]:
-        """The worker pids that answered ``method path`` so far."""
-        return {fields[1] for fields in (line.split() for line in self.output().splitlines())
-                if fields[:1] == ["access"] and fields[2:4] == [method, path]}
+from conftest import (RACERS, WORKERS, GunicornServer, check_consistent, init_live_instance,
+                      keyserver_command, new_message, race, registration, run_together)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     path = tmp_path_factory.mktemp("gunicorn") / "instance"
-    server = GunicornServer(path, init_live_instance(path))
-    yield server
-    server.stop()
+    with GunicornServer(path, init_live_instance(path)) as server:
+        yield server
     assert server.process.returncode == 0, server.output()
 
 
@@ -164,9 +121,8 @@ def test_one_token_raced_across_workers_pays_once(server):
 @pytest.fixture(scope="module")
 def threaded_server(tmp_path_factory):
     path = tmp_path_factory.mktemp("gthread") / "instance"
-    server = GunicornServer(path, init_live_instance(path), threads=4)
-    yield server
-    server.stop()
+    with GunicornServer(path, init_live_instance(path), threads=4) as server:
+        yield server
     assert server.process.returncode == 0, server.output()
 
 

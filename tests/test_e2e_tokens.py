@@ -3,19 +3,15 @@ the client wallet buying, spending and keeping tokens (§10)."""
 
 import subprocess
 
-import nacl.signing
 import pytest
 import requests
 
 from client.api import KeyserverAPI
 from client.protocol.encoding import b64decode, b64encode
-from client.clock import now_ms
 from client.protocol.errors import IdentityTaken, TokenSpent, TransportError
-from client.protocol.keys import ed25519_entry
 from client.protocol.tokens import parse_spki, prepare_blinded_tokens, token_challenge
-from client.protocol.uidmessage import build_uid_content, sign_uid_content
 from client.wallet import NoTokens, Wallet
-from conftest import DAY_MS, keyserver_command, run_together
+from conftest import keyserver_command, registration, run_together
 
 
 def vouchers(server, tokens, count=1):
@@ -24,15 +20,6 @@ def vouchers(server, tokens, count=1):
                                               str(server.instance)),
                             check=True, capture_output=True, text=True)
     return result.stdout.split()
-
-
-def registration(url, identity):
-    head = b64decode(requests.get(url + "/v1/hashchain/head").json()["entry"])[:32]
-    sigkey = nacl.signing.SigningKey.generate()
-    now = now_ms()
-    content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,
-                                not_after_ts=now + DAY_MS, lastentry=head)
-    return sign_uid_content(content, sigkey)
 
 
 def test_one_token_raced_by_30_clients_pays_once(live_server):

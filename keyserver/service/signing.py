@@ -17,7 +17,6 @@ from typing import Callable
 import nacl.signing
 
 from client.protocol.encoding import b64decode, b64encode
-from client.protocol.keys import KeyEntry, ed25519_entry
 from client.protocol.signedjson import KEY_ID, sign_json
 
 from ..storage.files import write_secret
@@ -32,10 +31,6 @@ _VERSION_ALPHABET = string.ascii_letters + string.digits
 class ServerKey:
     key_id: str
     signing_key: nacl.signing.SigningKey
-
-    @property
-    def entry(self) -> KeyEntry:
-        return ed25519_entry(self.signing_key)
 
     @property
     def pubkey_b64(self) -> str:

@@ -11,7 +11,8 @@ from flask import Flask
 def create_app(test_config: Mapping[str, Any] | None = None,
                instance_path: str | None = None) -> Flask:
     """Build the app: defaults, then ``<instance>/config.py``, then ``KEYSERVER_*``
-    environment variables, then ``test_config``.
+    environment variables, then ``test_config``; the checked configuration becomes
+    the app's one ``Policy`` (``http.context.policy()``).
 
     The instance folder is ``instance_path``, else ``$KEYSERVER_INSTANCE``, else
     Flask's default (``instance/`` beside the package).
@@ -31,21 +32,19 @@ def create_app(test_config: Mapping[str, Any] | None = None,
     if test_config is not None:
         app.config.from_mapping(test_config)
     check_config(app.config)
-    # One byte over the limit: see params.json_body.
+    # One byte over the limit: see http.params.json_body.
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"] + 1
     app.json.sort_keys = True
     app.json.ensure_ascii = False
     app.json.compact = True
 
-    from . import capabilities, cli, db, errors, hashchain, keyinits, params, tokens, users
+    from . import cli, http
+    from .http.context import POLICY
+    from .service import policy
+    from .storage import db
 
+    app.extensions[POLICY] = policy.from_config(app.config)
     db.init_app(app)
-    errors.init_app(app)
-    params.init_app(app)
+    http.init_app(app)
     cli.init_app(app)
-    app.register_blueprint(capabilities.bp)
-    app.register_blueprint(hashchain.bp)
-    app.register_blueprint(users.bp)
-    app.register_blueprint(tokens.bp)
-    app.register_blueprint(keyinits.bp)
     return app

@@ -18,15 +18,18 @@ from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
 from client.protocol.encoding import b64encode, b64url_encode, format_ms
-
-from .clock import now_ms
 from client.protocol.errors import ChainError, ProtocolError
 from client.protocol.hashchain import open_entry
 from client.protocol.identity import server_identity
 from client.protocol.tokens import mint_token
 
-from . import chainstore, create_app, db, keyinitstore, payment, tokenkeys, vouchers
+from . import create_app
+from .clock import now_ms
 from .config import ConfigError
+from .http.context import policy, sign, token_keyring
+from .service import payment, tokenkeys
+from .storage import chain, db, keyinits, vouchers
+from .storage.tokens import all_keys, issuing_key, spent_count
 
 
 def _open_instance(path: str | None) -> Flask:
@@ -119,11 +122,11 @@ def chain_verify_command() -> None:
     check that entry 0 is this server's own (KEYSERVER_NAME)."""
     database = db.get_db()
     try:
-        length = chainstore.verify_stored(database)
+        length = chain.verify_stored(database)
     except ChainError as exc:
         raise click.ClickException(f"chain broken at position {exc.position}: {exc}") from None
-    own = server_identity(current_app.config["KEYSERVER_NAME"])
-    if open_entry(chainstore.entry_at(database, 0).entry, own) is None:
+    own = server_identity(policy().server_name)
+    if open_entry(chain.entry_at(database, 0).entry, own) is None:
         raise click.ClickException(f"entry 0 is not {own}'s: KEYSERVER_NAME does not match the"
                                    " name this instance was created with")
     click.echo(f"chain OK: {length} entries")
@@ -138,13 +141,13 @@ def chain_load_command(count: int, domain: str | None) -> None:
     """Append N real UIDMessages of generated identities (benchmarks, tests)."""
     from .loadgen import load
 
-    served = current_app.config["DOMAINS"]
+    served = policy().domains
     if domain is not None and domain not in served:
         raise click.BadParameter(f"{domain!r} is not served here ({', '.join(served)}):"
                                  " the chain cannot take its entries back", param_hint="--domain")
     database = db.get_db()
     with click.progressbar(length=count, label="appending") as bar:
-        length = load(database, count, domain or served[0], progress=bar.update)
+        length = load(database, sign, count, domain or served[0], progress=bar.update)
     click.echo(f"chain length now {length}")
 
 
@@ -159,7 +162,7 @@ def keyinits_purge_command() -> None:
     """Delete every expired KeyInit (requests purge only the sigkeyhash they touch)."""
     database = db.get_db()
     with db.transaction(database):
-        purged = keyinitstore.purge_expired(database, now_ms())
+        purged = keyinits.purge_expired(database, now_ms())
     click.echo(f"purged {purged} expired KeyInit(s)")
 
 
@@ -193,11 +196,11 @@ def tokens_group() -> None:
 def tokens_mint_command(count: int) -> None:
     """Print N ready tokens, one base64url string a line (giveaways, tests)."""
     database = db.get_db()
-    key = tokenkeys.issuing_key(database, now_ms())
+    key = issuing_key(database, now_ms())
     if key is None:
         raise click.ClickException("no valid token key: run 'keyserver tokens rotate-key'")
-    private = tokenkeys.private_key(key)
-    lines = [b64url_encode(mint_token(private, payment.challenge()).to_bytes())
+    private = token_keyring().private_key(key)
+    lines = [b64url_encode(mint_token(private, payment.challenge(policy())).to_bytes())
              for _ in range(count)]
     with db.transaction(database):
         db.count(database, "tokens_minted", count)
@@ -208,7 +211,8 @@ def tokens_mint_command(count: int) -> None:
 @with_instance
 def tokens_rotate_command() -> None:
     """Add a new issuing token key; older keys stay valid until their not_after_ts."""
-    key = tokenkeys.create_key(db.get_db(), current_app, now_ms())
+    key = tokenkeys.create_key(db.get_db(), current_app.instance_path,
+                               policy().token_key_lifetime_ms, now_ms())
     click.echo(f"new token key {b64encode(key.key_id)} valid until {_iso(key.not_after_ts)}")
 
 
@@ -218,10 +222,10 @@ def tokens_stats_command() -> None:
     """Token keys, and how many tokens were issued, minted and spent."""
     database = db.get_db()
     now = now_ms()
-    for key in tokenkeys.all_keys(database):
+    for key in all_keys(database):
         state = "valid" if now < key.not_after_ts else "expired"
         click.echo(f"key {b64encode(key.key_id)}  {state} until {_iso(key.not_after_ts)}")
-    spent = database.conn.execute("SELECT count(*) FROM spent_tokens").fetchone()[0]
+    spent = spent_count(database)
     outstanding = sum(v.remaining for v in vouchers.listing(database)
                       if v.expires_ts is None or now < v.expires_ts)
     click.echo(f"issued via vouchers: {db.get_state(database, 'tokens_issued', 0)}")

@@ -17,7 +17,7 @@ from client.protocol.errors import InvalidIdentity
 from client.protocol.identity import check_server_name, is_domain
 from client.protocol.urls import URLError, split_url
 
-from .payment import OPERATIONS
+from .service.payment import OPERATIONS
 
 #: Switches, as Python or JSON values, or as these words (any case) in a variable.
 _BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "on": True,

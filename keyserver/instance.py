@@ -16,13 +16,15 @@ from typing import Iterator
 import nacl.signing
 from flask import Flask
 
-from .clock import now_ms
 from client.protocol.hashchain import ZERO_HASH
 from client.protocol.identity import check_server_name, is_domain, server_identity
 from client.protocol.keys import ed25519_entry
 from client.protocol.uidmessage import build_uid_content, parse_uid_message, sign_uid_content
 
-from . import create_app, db, defaults, repository, signing, tokenkeys
+from . import create_app, defaults
+from .clock import now_ms
+from .service import signing, tokenkeys, uids
+from .storage import db
 
 #: Files whose presence means an instance already lives in a folder.
 INSTANCE_FILES = ("config.py", defaults.DATABASE, defaults.SIGNING_KEY_FILE)
@@ -116,12 +118,14 @@ def _build(folder: str, config: str) -> None:
         handle.write(config)
     app = create_app(instance_path=folder)
     key = signing.generate_key()
-    signing.write_keys(signing.key_file_path(app), [key])
+    signing.write_keys(signing.key_file_path(app.instance_path, app.config["SIGNING_KEY_FILE"]),
+                       [key])
     database = db.connect(db.database_path(app), app.config["SQLITE_SYNCHRONOUS"])
     with app.app_context(), contextlib.closing(database):
         db.init_db(database)
         now = now_ms()
         message = parse_uid_message(own_uid_message(app, key.signing_key, now))
+        sign = signing.signer(app.config["KEYSERVER_NAME"], key)
         with db.transaction(database):
-            repository.store_uid_message(database, message, now)
-        tokenkeys.create_key(database, app, now)
+            uids.store_uid_message(database, message, now, sign)
+        tokenkeys.create_key(database, app.instance_path, app.config["TOKEN_KEY_LIFETIME"], now)

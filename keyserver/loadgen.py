@@ -1,5 +1,5 @@
 """Synthetic load: real UIDMessages for generated identities, appended through
-the same ``repository.store_uid_message`` path as a registration, in large
+the same ``service.uids.store_uid_message`` path as a registration, in large
 transactions, so benchmarks and tests can build big chains quickly.
 
 Building and signing the messages is the clients' share of the work; it runs in
@@ -15,11 +15,13 @@ from typing import Callable
 
 import nacl.signing
 
-from .clock import now_ms
 from client.protocol.keys import ed25519_entry
 from client.protocol.uidmessage import build_uid_content, parse_uid_message, sign_uid_content
 
-from . import chainstore, db, repository
+from .clock import now_ms
+from .service import uids
+from .service.signing import Sign
+from .storage import chain, db
 
 _ALPHABET = "abcdefghiklmnopqrstuvwxyz23456789"  # no j, 0, 1: they normalize away
 DAY_MS = 24 * 3600 * 1000
@@ -47,14 +49,15 @@ def _build(args: tuple[str, str, int, int, bytes, int]) -> list[dict]:
     return messages
 
 
-def load(database, count: int, domain: str, *, batch: int = 2000,
+def load(database: db.Database, sign: Sign, count: int, domain: str, *, batch: int = 2000,
          progress: Callable[[int], None] = lambda done: None) -> int:
-    """Append ``count`` new identities; return the new chain length."""
+    """Append ``count`` new identities, their replies signed with ``sign``; return the
+    new chain length."""
     prefix = "load" + "".join(secrets.choice(_ALPHABET[:25]) for _ in range(6))
     workers = max(1, (os.cpu_count() or 1))
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         now = now_ms()
-        lastentry = chainstore.head(database).hash
+        lastentry = chain.head(database).hash
         jobs = [(prefix, domain, first, min(batch, count - first), lastentry, now)
                 for first in range(0, count, batch)]
         for messages in pool.imap(_build, jobs):
@@ -62,6 +65,6 @@ def load(database, count: int, domain: str, *, batch: int = 2000,
             parsed = [parse_uid_message(message) for message in messages]
             with db.transaction(database):
                 for message in parsed:
-                    repository.store_uid_message(database, message, now)
+                    uids.store_uid_message(database, message, now, sign)
             progress(len(parsed))
-    return chainstore.head(database).pos + 1
+    return chain.head(database).pos + 1

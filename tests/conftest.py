@@ -260,11 +260,14 @@ def mint(app, count: int | None = None):
     """Tokens minted with the app's issuing key, as ``keyserver tokens mint`` does."""
     from client.clock import now_ms
     from client.protocol.tokens import mint_token
-    from keyserver import db, payment, tokenkeys
+    from keyserver.http.context import policy, token_keyring
+    from keyserver.service import payment
+    from keyserver.storage import db
+    from keyserver.storage.tokens import issuing_key
 
     with app.app_context():
-        private = tokenkeys.private_key(tokenkeys.issuing_key(db.get_db(), now_ms()))
-        tokens = [mint_token(private, payment.challenge()).to_bytes()
+        private = token_keyring().private_key(issuing_key(db.get_db(), now_ms()))
+        tokens = [mint_token(private, payment.challenge(policy())).to_bytes()
                   for _ in range(count or 1)]
     return tokens if count else tokens[0]
 

@@ -4,7 +4,7 @@ from freezegun import freeze_time
 
 from client.protocol.encoding import b64decode
 from client.protocol.signedjson import verify_signed_json
-from keyserver import signing
+from keyserver.http.context import current_key
 
 FIELDS = {"server_name", "version", "methods", "domains", "keyrepository_uris",
           "keyinitrepository_uris", "hashchain_uris", "hashchain_head", "sigpubkeys",
@@ -22,7 +22,7 @@ def test_capabilities_are_complete_and_signed(app, client):
     assert body["server_name"] == "example.org" and body["domains"] == ["example.org"]
     assert body["ts"] == 1795348800000
     with app.app_context():
-        key = signing.current_key()
+        key = current_key()
     assert body["sigpubkeys"] == {key.key_id: key.pubkey_b64}
     verify_signed_json(body, "example.org", key.key_id, b64decode(key.pubkey_b64))
     head = client.get("/v1/hashchain/head").json

@@ -3,7 +3,7 @@
 import pytest
 
 from client.protocol.errors import ChainError
-from keyserver import chainstore, db
+from keyserver.storage import chain, db
 
 
 def test_chain_verify_ok(runner):
@@ -16,7 +16,7 @@ def test_chain_load_appends_verified_entries(app, runner):
     assert result.exit_code == 0, result.output
     assert "chain length now 31" in result.output
     with app.app_context():
-        assert chainstore.verify_stored(db.get_db()) == 31
+        assert chain.verify_stored(db.get_db()) == 31
         count = db.get_db().conn.execute("SELECT count(*) FROM identities").fetchone()[0]
     assert count == 31
 
@@ -32,7 +32,7 @@ def tamper(app, sql, *args):
 def test_chain_verify_reports_first_bad_position(app, runner, how):
     runner.invoke(args=["chain", "load", "-n", "20"])
     with app.app_context():
-        entry = chainstore.entry_at(db.get_db(), 7).entry
+        entry = chain.entry_at(db.get_db(), 7).entry
     if how == "flip":
         tamper(app, "UPDATE chain SET entry = ? WHERE pos = 7",
                entry[:60] + bytes([entry[60] ^ 0xFF]) + entry[61:])
@@ -76,8 +76,8 @@ def test_verify_stored_reports_the_first_bad_position_across_batches(app, runner
                                                                      broken_link):
     runner.invoke(args=["chain", "load", "-n", "20"])
     with app.app_context():
-        assert chainstore.verify_stored(db.get_db(), batch) == 21
-        entry = chainstore.entry_at(db.get_db(), 5).entry
+        assert chain.verify_stored(db.get_db(), batch) == 21
+        entry = chain.entry_at(db.get_db(), 5).entry
     tamper(app, "UPDATE chain SET nonce = randomblob(8) WHERE pos = 12")
     tamper(app, "DELETE FROM chain WHERE pos = 9")
     tamper(app, "UPDATE chain SET hash = randomblob(32) WHERE pos = 7")
@@ -85,7 +85,7 @@ def test_verify_stored_reports_the_first_bad_position_across_batches(app, runner
         tamper(app, "UPDATE chain SET entry = ? WHERE pos = 5",
                entry[:60] + bytes([entry[60] ^ 0xFF]) + entry[61:])
     with app.app_context(), pytest.raises(ChainError) as caught:
-        chainstore.verify_stored(db.get_db(), batch)
+        chain.verify_stored(db.get_db(), batch)
     assert caught.value.position == (broken_link or 7)
 
 

@@ -5,7 +5,8 @@ import pytest
 
 from client.chainstate import ChainState, parse_chunk
 from client.protocol.encoding import b64decode
-from keyserver import db
+from keyserver.http.context import sign
+from keyserver.storage import db
 from keyserver.loadgen import load
 
 
@@ -13,7 +14,7 @@ from keyserver.loadgen import load
 def grown(app):
     """The instance with 24 entries (0..23)."""
     with app.app_context():
-        load(db.get_db(), 23, "example.org", batch=10)
+        load(db.get_db(), sign, 23, "example.org", batch=10)
     return app
 
 

@@ -10,7 +10,9 @@ from client.protocol.keys import verify_detached
 from client.protocol.hashchain import ZERO_HASH, search_identity, verify_entries
 from client.protocol.signedjson import verify_signed_json
 from client.protocol.uidmessage import decrypt_uid_message, parse_uid_message
-from keyserver import chainstore, db, repository, signing, tokenkeys
+from keyserver.http.context import current_key
+from keyserver.service import signing, tokenkeys, uids
+from keyserver.storage import chain, db
 from keyserver.cli import main
 from keyserver.instance import InstanceExists, init_instance
 
@@ -25,13 +27,13 @@ def test_instance_files_and_modes(instance):
 def test_entry_zero_is_the_servers_own_uid_message(app):
     with app.app_context():
         database = db.get_db()
-        entries = chainstore.read_entries(database, 0, 10)
+        entries = chain.read_entries(database, 0, 10)
         assert len(entries) == 1
         assert verify_entries(entries, ZERO_HASH) == entries[0][:32]
         [(pos, uid_hash)] = search_identity(entries, "keyserver@example.org")
         assert pos == 0
-        key = signing.current_key()
-        reply = repository.fetch_reply(database, entries[0][121:153])
+        key = current_key()
+        reply = uids.fetch_reply(database, entries[0][121:153])
     verify_signed_json(reply, "example.org", key.key_id, bytes(key.signing_key.verify_key))
     assert reply["entry"]["hashchain_pos"] == 0
     assert b64decode(reply["entry"]["hashchain_entry"]) == entries[0]
@@ -85,7 +87,7 @@ def fail_after(monkeypatch, module, name: str, error: BaseException) -> None:
 
 @pytest.mark.parametrize("folder", ["new", "empty", "foreign"])
 @pytest.mark.parametrize("module, name", [
-    (signing, "write_keys"), (db, "init_db"), (repository, "store_uid_message"),
+    (signing, "write_keys"), (db, "init_db"), (uids, "store_uid_message"),
     (tokenkeys, "write_secret"), (tokenkeys, "fsync_directory"),
 ], ids=["signing-key", "schema", "entry-0", "token-key-file", "token-key-row"])
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError("disk full")],
@@ -106,7 +108,7 @@ def test_failed_init_leaves_nothing_behind(tmp_path, monkeypatch, folder, module
     assert tree(tmp_path) == before
     app = init_instance(str(path), "example.org", "http://x", ["example.org"])
     with app.app_context():
-        assert chainstore.verify_stored(db.get_db()) == 1
+        assert chain.verify_stored(db.get_db()) == 1
     if folder == "foreign":
         assert (path / "tls" / "cert.pem").read_text() == "cert"
 

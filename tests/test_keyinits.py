@@ -16,7 +16,10 @@ from client.protocol.keys import X25519, KeyEntry, ed25519_entry
 from client.protocol.signedjson import verify_signed_json
 from client.protocol.tokens import format_authorization
 from conftest import DAY_MS, UserActions, at, mint
-from keyserver import create_app, db, keyinits, signing
+from keyserver import create_app
+from keyserver.http import keyinits
+from keyserver.http.context import current_key
+from keyserver.storage import db
 
 T0 = 1_800_000_000_000
 HOUR_MS = 3600 * 1000
@@ -125,7 +128,7 @@ def test_add_answers_a_signed_receipt_naming_what_was_stored(app, kis, alice):
     with at(T0):
         receipt = kis.added(alice, items)
     with app.app_context():
-        key = signing.current_key()
+        key = current_key()
         rows = db.get_db().conn.execute(
             "SELECT msgcount, fallback, keyinit FROM keyinits ORDER BY id").fetchall()
     verify_signed_json(receipt, "example.org", key.key_id, bytes(key.signing_key.verify_key))

@@ -9,7 +9,9 @@ from client.protocol.tokens import (Token, finalize_tokens, format_authorization
                            make_token_input, mint_token, parse_spki, token_challenge,
                            token_key_id)
 from conftest import TEST_TOKEN_KEY_LIFETIME, at, mint
-from keyserver import create_app, db, tokenkeys
+from keyserver import create_app
+from keyserver.http.context import token_keyring
+from keyserver.storage import db, tokens
 from test_vouchers import create_vouchers, issue
 
 
@@ -30,7 +32,7 @@ def test_capabilities_publish_token_key_and_prices(app, client):
     assert b64decode(key["key_id"]) == sha256(spki)
     assert parse_spki(spki).key_size == 2048
     with app.app_context():
-        stored = tokenkeys.all_keys(db.get_db())[0]
+        stored = tokens.all_keys(db.get_db())[0]
     assert key["not_after_ts"] == stored.not_after_ts
     assert stored.not_after_ts - stored.created_ts == int(TEST_TOKEN_KEY_LIFETIME)
 
@@ -86,7 +88,7 @@ def forged(app, how):
         return other_key_token(app)
     if how == "wrong challenge":
         with app.app_context():
-            private = tokenkeys.private_key(tokenkeys.all_keys(db.get_db())[0])
+            private = token_keyring().private_key(tokens.all_keys(db.get_db())[0])
         return mint_token(private, token_challenge("other.org")).to_bytes()
     raise AssertionError(how)
 
@@ -161,7 +163,7 @@ def test_rotated_key_keeps_old_tokens_valid_until_their_not_after(instance, app,
                                                                    users):
     old_token = mint(app)
     with app.app_context():
-        old = tokenkeys.all_keys(db.get_db())[0]
+        old = tokens.all_keys(db.get_db())[0]
     longer = create_app({"TOKEN_KEY_LIFETIME": 2 * int(TEST_TOKEN_KEY_LIFETIME)},
                         instance_path=str(instance))
     result = longer.test_cli_runner().invoke(args=["tokens", "rotate-key"])
@@ -192,7 +194,7 @@ def parse_token_key(raw):
 
 def mint_with(app, key):
     with app.app_context():
-        private = tokenkeys.private_key(key)
+        private = token_keyring().private_key(key)
     return mint_token(private, token_challenge("example.org")).to_bytes()
 
 

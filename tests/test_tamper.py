@@ -43,7 +43,7 @@ HOUR_MS = 3600 * 1000
 # --- Servers, client homes, state ---------------------------------------------------
 
 def server_signing_keys(server: LiveServer):
-    from keyserver.signing import parse_keys
+    from keyserver.service.signing import parse_keys
 
     return parse_keys((server.instance / "signing.key").read_text())
 
@@ -420,23 +420,28 @@ def rotate_server_key(instance: Path) -> int:
     key the signing key (the old one stays in the file). Returns the rotation's ts."""
     from client.protocol.identity import server_identity
     from client.protocol.uidmessage import parse_uid_message
-    from keyserver import chainstore, create_app, db, repository, signing
+    from keyserver import create_app
+    from keyserver.http.context import server_keys, sign
     from keyserver.instance import own_uid_message
+    from keyserver.service import signing, uids
+    from keyserver.storage import chain, db
+    from keyserver.storage.uids import latest
 
     app = create_app(instance_path=str(instance))
     with app.app_context():
         database = db.get_db()
-        old_key = signing.server_keys()[-1]
+        old_key = server_keys()[-1]
         new_key = signing.generate_key()
         now = now_ms()
         own = server_identity(SERVER)
-        previous = repository.latest(database, own)
+        previous = latest(database, own)
         message = parse_uid_message(own_uid_message(
             app, new_key.signing_key, now, msgcount=previous.msgcount + 1,
-            lastentry=chainstore.head(database).hash, previous=old_key.signing_key))
+            lastentry=chain.head(database).hash, previous=old_key.signing_key))
         with db.transaction(database):
-            repository.store_uid_message(database, message, now, previous)
-        signing.write_keys(signing.key_file_path(app), [old_key, new_key])
+            uids.store_uid_message(database, message, now, sign, previous)
+        signing.write_keys(signing.key_file_path(app.instance_path, app.config["SIGNING_KEY_FILE"]),
+                           [old_key, new_key])
     return now
 
 

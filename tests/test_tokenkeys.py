@@ -7,7 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from client.clock import now_ms
-from keyserver import db, tokenkeys
+from keyserver.http.context import token_keyring
+from keyserver.service import tokenkeys
+from keyserver.storage import db, tokens
 from keyserver.cli import main
 from test_instance import fail_after
 
@@ -15,13 +17,14 @@ from test_instance import fail_after
 def stored(app) -> tuple[list[str], list[str]]:
     """The files in ``token_keys/`` and the file names the rows hold."""
     with app.app_context():
-        rows = [key.filename for key in tokenkeys.all_keys(db.get_db())]
+        rows = [key.filename for key in tokens.all_keys(db.get_db())]
     return sorted(os.listdir(os.path.join(app.instance_path, tokenkeys.KEY_DIR))), sorted(rows)
 
 
 def rotate(app):
     with app.app_context():
-        return tokenkeys.create_key(db.get_db(), app, now_ms())
+        return tokenkeys.create_key(db.get_db(), app.instance_path,
+                                    app.config["TOKEN_KEY_LIFETIME"], now_ms())
 
 
 def test_rotation_adds_one_file_and_its_row(app):
@@ -29,7 +32,7 @@ def test_rotation_adds_one_file_and_its_row(app):
     files, rows = stored(app)
     assert files == rows and len(rows) == 2 and key.filename in rows
     with app.app_context():
-        assert tokenkeys.private_key(key).public_key().public_numbers().e == 65537
+        assert token_keyring().private_key(key).public_key().public_numbers().e == 65537
 
 
 def refuse_inserts(app):

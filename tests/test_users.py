@@ -11,7 +11,8 @@ from client.protocol.keys import ed25519_entry
 from client.protocol.signedjson import verify_signed_json
 from client.protocol.uidmessage import decrypt_uid_message, sign_uid_content
 from conftest import DAY_MS, at
-from keyserver import chainstore, db, signing
+from keyserver.http.context import current_key
+from keyserver.storage import chain, db
 
 T0 = 1_800_000_000_000  # a whole second, so freezegun can hit it exactly
 MAX_LIFETIME = 365 * DAY_MS
@@ -45,8 +46,8 @@ def test_create_returns_signed_reply_of_the_chain_entry(app, client, users):
     account = users.register("alice@example.org")
     reply = account.reply
     with app.app_context():
-        key = signing.current_key()
-        head = chainstore.head(db.get_db())
+        key = current_key()
+        head = chain.head(db.get_db())
     verify_signed_json(reply, "example.org", key.key_id, bytes(key.signing_key.verify_key))
     entry = b64decode(reply["entry"]["hashchain_entry"])
     assert reply["entry"]["hashchain_pos"] == head.pos == 1 and entry == head.entry

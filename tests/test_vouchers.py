@@ -9,7 +9,7 @@ from client.protocol.encoding import b64decode, b64encode, b64url_encode, sha256
 from client.protocol.tokens import (AUTHENTICATOR_LEN, finalize_tokens, parse_spki,
                            prepare_blinded_tokens, token_challenge)
 from conftest import DAY_MS, at
-from keyserver import db, vouchers
+from keyserver.storage import db, vouchers
 
 
 def create_vouchers(runner, tokens, count=1, expires="30d"):

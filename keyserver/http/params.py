@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from client.protocol.encoding import parse_json_object
 from client.protocol.errors import BadRequest, TooLarge
+
+from .context import policy
 
 _INT = re.compile(r"^(0|[1-9][0-9]{0,15})$")
 MSGPACK = "application/msgpack"
@@ -39,7 +41,7 @@ def json_body() -> dict:
     one byte more than the limit so that an oversize body shows here rather than
     being cut to a prefix that might parse. A body whose framing the server cannot
     decode (a bad chunk size, say) is the client's error, not the server's."""
-    limit = current_app.config["MAX_REQUEST_BYTES"]
+    limit = policy().max_request_bytes
     try:
         body = request.get_data(cache=False)
     except HTTPException:
@@ -53,7 +55,7 @@ def json_body() -> dict:
 
 def limit_body() -> None:
     """Refuse a declared oversize body before routing (Werkzeug only checks on read)."""
-    limit = current_app.config["MAX_REQUEST_BYTES"]
+    limit = policy().max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"request body over {limit} bytes")
 

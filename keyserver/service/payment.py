@@ -10,32 +10,31 @@ and the spent table's primary key lets a token be spent exactly once.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Callable
 
-from flask import current_app
-
-from .clock import now_ms
 from client.protocol.errors import ProtocolError, TokenRequired, TokenSpent
 from client.protocol.tokens import (check_token, format_www_authenticate, parse_authorization,
-                           parse_token, spend_id, token_challenge)
+                                    parse_token, spend_id, token_challenge)
 
-from . import tokenkeys
-from .db import Database, get_db
+from ..storage import tokens
+from ..storage.db import Database
+from .policy import Policy
+from .tokenkeys import TokenKeyring
 
 OPERATIONS = ("create_uid", "update_uid", "add_keyinit")
 
-
-def price(operation: str) -> int:
-    assert operation in OPERATIONS, operation
-    return current_app.config["TOKEN_PRICES"][operation]
-
-
-def challenge() -> bytes:
-    return token_challenge(current_app.config["KEYSERVER_NAME"])
+#: Called inside the write transaction with the operation's name ("create_uid",
+#: "update_uid" or "add_keyinit"); raises to refuse, and what it writes commits
+#: with the write.
+Charge = Callable[[Database, str], None]
 
 
-def _verify(authorization: str | None, now: int) -> bytes | ProtocolError:
+def challenge(policy: Policy) -> bytes:
+    return token_challenge(policy.server_name)
+
+
+def _verify(db: Database, keyring: TokenKeyring, policy: Policy, authorization: str | None,
+            now: int) -> bytes | ProtocolError:
     """The token's spend id, or the error to answer if the operation is paid."""
     try:
         raw = parse_authorization(authorization)
@@ -43,34 +42,33 @@ def _verify(authorization: str | None, now: int) -> bytes | ProtocolError:
             return TokenRequired("this operation costs a token: send "
                                  'Authorization: PrivateToken token="..."')
         token = parse_token(raw)
-        key = tokenkeys.find_valid(get_db(), token.key_id, now)
-        check_token(token, challenge=challenge(), keys={token.key_id: key} if key else {})
+        key = keyring.find_valid(db, token.key_id, now)
+        check_token(token, challenge=challenge(policy), keys={token.key_id: key} if key else {})
     except ProtocolError as exc:
         return exc
     return spend_id(token)
 
 
-def charger(authorization: str | None,
-            now: int | None = None) -> Callable[[Database, str], None]:
-    """The charge function for one request with this ``Authorization`` header."""
-    now = now_ms() if now is None else now
-    verdict = _verify(authorization, now)
+def charger(db: Database, keyring: TokenKeyring, policy: Policy, authorization: str | None,
+            now: int) -> Charge:
+    """The charge function for one request with this ``Authorization`` header, at the
+    request's ``now`` (a paid write reads the clock once)."""
+    verdict = _verify(db, keyring, policy, authorization, now)
 
     def charge(db: Database, operation: str) -> None:
         """Spend the request's token on ``operation``, unless the operator made it free."""
-        if price(operation) == 0:
+        assert operation in OPERATIONS, operation
+        if policy.token_prices[operation] == 0:
             return
         if isinstance(verdict, ProtocolError):
             raise verdict
-        try:
-            db.conn.execute("INSERT INTO spent_tokens (spend_id) VALUES (?)", (verdict,))
-        except sqlite3.IntegrityError:
-            raise TokenSpent("this token has already been spent") from None
+        if not tokens.spend(db, verdict):
+            raise TokenSpent("this token has already been spent")
 
     return charge
 
 
-def www_authenticate() -> str | None:
+def www_authenticate(db: Database, policy: Policy, now: int) -> str | None:
     """The challenge a 401 carries (§10.2), naming the key that issues tokens now."""
-    key = tokenkeys.issuing_key(get_db(), now_ms())
-    return format_www_authenticate(challenge(), key.spki) if key else None
+    key = tokens.issuing_key(db, now)
+    return format_www_authenticate(challenge(policy), key.spki) if key else None

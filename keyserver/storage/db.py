@@ -1,4 +1,5 @@
-"""The server's SQLite database (WAL mode), one connection per request.
+"""The server's SQLite database (WAL mode), one connection per request: the chain (§7),
+the key repository and its indexes (§5, §6), KeyInits (§9) and tokens (§10).
 
 Writers take the database lock up front (``BEGIN IMMEDIATE`` in
 ``transaction``), so every write is one serialized transaction: the chain

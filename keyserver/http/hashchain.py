@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import msgpack
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from client.protocol.encoding import b64encode
 
-from . import chainstore
-from .db import get_db
+from ..storage import chain
+from ..storage.db import get_db
+from .context import policy
 from .params import MSGPACK, query_int, wants_msgpack
 
 bp = Blueprint("hashchain", __name__, url_prefix="/v1/hashchain")
@@ -20,14 +21,13 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 @bp.get("")
 def fetch_hashchain() -> Response:
     start = query_int("start", 0)
-    count = query_int("count", current_app.config["DEFAULT_CHUNK"], minimum=1,
-                      maximum=current_app.config["MAX_CHUNK"])
+    count = query_int("count", policy().default_chunk, minimum=1, maximum=policy().max_chunk)
     use_msgpack = wants_msgpack()
     db = get_db()
     # The head first, and no entry past it: head_pos and entries agree even when an
     # append lands between the two reads.
-    head = chainstore.head(db)
-    entries = chainstore.read_entries(db, start, max(0, min(count, head.pos + 1 - start)))
+    head = chain.head(db)
+    entries = chain.read_entries(db, start, max(0, min(count, head.pos + 1 - start)))
     complete = len(entries) == count
     etag = None
     if complete:
@@ -58,12 +58,12 @@ def _cache_headers(response: Response, etag: str) -> None:
     response.vary.add("Accept")
 
 
-def format_head(head: chainstore.Head) -> dict:
+def format_head(head: chain.Head) -> dict:
     return {"pos": head.pos, "entry": b64encode(head.entry), "ts": head.ts}
 
 
 @bp.get("/head")
 def fetch_head() -> Response:
-    response = jsonify(format_head(chainstore.head(get_db())))
+    response = jsonify(format_head(chain.head(get_db())))
     response.headers["Cache-Control"] = "no-cache"
     return response

@@ -3,7 +3,7 @@
 import pytest
 
 from client.protocol.errors import BY_ERRCODE
-from keyserver.errors import STATUS
+from keyserver.http.errors import STATUS
 
 SPEC_STATUS = {
     400: "BAD_REQUEST INVALID_MESSAGE INVALID_IDENTITY INVALID_SIGNATURE STALE_LASTENTRY "

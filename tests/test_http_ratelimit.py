@@ -1,6 +1,6 @@
-"""The sliding window behind the KeyInit fetch limits (keyserver.ratelimit)."""
+"""The sliding window behind the KeyInit fetch limits (keyserver.http.ratelimit)."""
 
-from keyserver.ratelimit import SlidingWindow
+from keyserver.http.ratelimit import SlidingWindow
 
 
 def test_limit_per_key_within_any_window():

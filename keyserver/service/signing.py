@@ -2,7 +2,7 @@
 
 The file uses Synapse's format, one key a line: ``ed25519 <version> <b64 seed>``;
 the last line is the key that signs new objects. It is written atomically with
-mode 0600 and read once per process.
+mode 0600; the http layer reads it once per process.
 """
 
 from __future__ import annotations
@@ -12,13 +12,17 @@ import secrets
 import string
 from dataclasses import dataclass
 
+from typing import Callable
+
 import nacl.signing
-from flask import Flask, current_app
 
 from client.protocol.encoding import b64decode, b64encode
-from .files import write_secret
-from client.protocol.keys import KeyEntry, ed25519_entry
 from client.protocol.signedjson import KEY_ID, sign_json
+
+from ..storage.files import write_secret
+
+#: Signs a JSON object as this server (§11), adding it to the object's ``signatures``.
+Sign = Callable[[dict], dict]
 
 _VERSION_ALPHABET = string.ascii_letters + string.digits
 
@@ -27,10 +31,6 @@ _VERSION_ALPHABET = string.ascii_letters + string.digits
 class ServerKey:
     key_id: str
     signing_key: nacl.signing.SigningKey
-
-    @property
-    def entry(self) -> KeyEntry:
-        return ed25519_entry(self.signing_key)
 
     @property
     def pubkey_b64(self) -> str:
@@ -73,26 +73,15 @@ def write_keys(path: str, keys: list[ServerKey]) -> None:
     os.replace(tmp, path)
 
 
-def key_file_path(app: Flask) -> str:
-    return os.path.join(app.instance_path, app.config["SIGNING_KEY_FILE"])
+def key_file_path(instance_path: str, file_name: str) -> str:
+    return os.path.join(instance_path, file_name)
 
 
-def server_keys() -> list[ServerKey]:
-    """All keys in the file, loaded once per process and lazily, so the factory
-    works before ``keyserver init`` has written them."""
-    keys = current_app.extensions.get("keyserver.signing_keys")
-    if keys is None:
-        with open(key_file_path(current_app)) as handle:
-            keys = parse_keys(handle.read())
-        current_app.extensions["keyserver.signing_keys"] = keys
-    return keys
+def read_keys(path: str) -> list[ServerKey]:
+    with open(path) as handle:
+        return parse_keys(handle.read())
 
 
-def current_key() -> ServerKey:
-    return server_keys()[-1]
-
-
-def sign(obj: dict) -> dict:
-    """Sign ``obj`` as this server with its current key."""
-    key = current_key()
-    return sign_json(obj, current_app.config["KEYSERVER_NAME"], key.key_id, key.signing_key)
+def signer(server_name: str, key: ServerKey) -> Sign:
+    """Sign as ``server_name`` with ``key`` (the current one: the file's last)."""
+    return lambda obj: sign_json(obj, server_name, key.key_id, key.signing_key)

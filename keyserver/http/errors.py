@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from client.protocol.errors import BY_ERRCODE, ProtocolError
 
-from .payment import www_authenticate
+from .context import www_authenticate
 
 STATUS: dict[str, int] = {
     "BAD_REQUEST": 400,

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify
 
 from client.protocol.encoding import b64url_decode
-
-from .clock import now_ms
 from client.protocol.errors import NotFound
 from client.protocol.identity import parse_identity
 
-from . import chainstore, repository
-from .db import get_db, write
+from ..service import uids
+from ..storage import chain
+from ..storage.db import get_db, write
+from .context import charger, policy, request_now, sign
 from .hashchain import format_head
 from .params import json_body, query_int
-from .payment import charger
 
 bp = Blueprint("users", __name__, url_prefix="/v1")
 
@@ -22,15 +21,14 @@ bp = Blueprint("users", __name__, url_prefix="/v1")
 @bp.put("/users/<identity>")
 def put_user(identity: str) -> Response:
     """Create (201) or update (200) an identity with a signed UIDMessage."""
-    reply, created = repository.put_uid_message(
-        get_db(), write, identity, json_body(), now_ms(), repository.Policy.from_app(current_app),
-        charger(request.headers.get("Authorization")))
+    reply, created = uids.put_uid_message(get_db(), write, identity, json_body(), request_now(),
+                                          policy(), charger(), sign)
     return jsonify(reply), 201 if created else 200
 
 
 @bp.get("/uids/<uid_index>")
 def fetch_uid(uid_index: str) -> Response:
-    reply = repository.fetch_reply(get_db(), b64url_decode(uid_index, "UIDIndex", length=32))
+    reply = uids.fetch_reply(get_db(), b64url_decode(uid_index, "UIDIndex", length=32))
     if reply is None:
         raise NotFound("no UIDMessage under this UIDIndex")
     response = jsonify(reply)
@@ -41,7 +39,7 @@ def fetch_uid(uid_index: str) -> Response:
 def _looked_up(identity: str) -> str:
     """Lookups reveal whom someone looks for, so the operator may turn them off."""
     parse_identity(identity)
-    if not current_app.config["LOOKUP_ENABLED"]:
+    if not policy().lookup_enabled:
         raise NotFound("lookup is disabled on this server: download the chain and search it")
     return identity
 
@@ -49,18 +47,18 @@ def _looked_up(identity: str) -> str:
 @bp.get("/users/<identity>")
 def lookup_user(identity: str) -> Response:
     db = get_db()
-    reply = repository.latest_reply(db, _looked_up(identity))
+    reply = uids.latest_reply(db, _looked_up(identity))
     if reply is None:
         raise NotFound(f"{identity} is not registered")
     return jsonify(identity=identity, uid_message_reply=reply, leaf_proof=None,
-                   head=format_head(chainstore.head(db)))
+                   head=format_head(chain.head(db)))
 
 
 @bp.get("/users/<identity>/history")
 def user_history(identity: str) -> Response:
     start = query_int("start", 0)
     page_size = query_int("page_size", 10, minimum=1, maximum=100)
-    page = repository.history(get_db(), _looked_up(identity), start, page_size)
+    page = uids.history(get_db(), _looked_up(identity), start, page_size)
     if page is None:
         raise NotFound(f"{identity} is not registered")
     values, next_start = page

@@ -1,5 +1,5 @@
 """Files that hold secrets, and renames that must survive a crash: the server's
-signing key and its token keys."""
+signing key (§11) and its token keys (§10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The database: WAL mode, group commit (keyserver.db.GroupCommit) with shared
+"""The database: WAL mode, group commit (keyserver.storage.db.GroupCommit) with shared
 COMMITs and isolated failures, and appends that are whole or absent."""
 
 import threading
@@ -8,8 +8,10 @@ import pytest
 
 from client.protocol.errors import IdentityTaken
 from conftest import mint
-from keyserver import chainstore, create_app, db as keyserver_db, repository
-from keyserver.db import GroupCommit, connect, init_db
+from keyserver import create_app
+from keyserver.service import uids
+from keyserver.storage import chain, db as keyserver_db
+from keyserver.storage.db import GroupCommit, connect, init_db
 from keyserver.instance import init_instance
 
 
@@ -150,7 +152,7 @@ class Crash(Exception):
 
 def crash_after_chain_row(monkeypatch, reached):
     """The chain entry is inserted (checked from inside the transaction), then boom."""
-    append = chainstore.append
+    append = chain.append
 
     def failing(db, *args, **kwargs):
         head = append(db, *args, **kwargs)
@@ -160,12 +162,12 @@ def crash_after_chain_row(monkeypatch, reached):
         reached.append(head.pos)
         raise Crash("after the chain row")
 
-    monkeypatch.setattr(chainstore, "append", failing)
+    monkeypatch.setattr(chain, "append", failing)
 
 
 def crash_after_every_row(monkeypatch, reached):
     """Chain, repository and index rows are all written, then boom before COMMIT."""
-    store = repository.store_uid_message
+    store = uids.store_uid_message
 
     def failing(db, message, *args, **kwargs):
         store(db, message, *args, **kwargs)
@@ -174,7 +176,7 @@ def crash_after_every_row(monkeypatch, reached):
         reached.append(message.identity)
         raise Crash("after every row")
 
-    monkeypatch.setattr(repository, "store_uid_message", failing)
+    monkeypatch.setattr(uids, "store_uid_message", failing)
 
 
 @pytest.mark.parametrize("crash", [crash_after_chain_row, crash_after_every_row])
@@ -215,18 +217,18 @@ def test_a_repeated_nonce_is_redrawn_and_other_clashes_raise(database, monkeypat
     from client.protocol.hashchain import ENTRY_SIZE
 
     draws = iter([bytes(8), bytes(8), b"\x01" * 8])
-    monkeypatch.setattr(chainstore.os, "urandom", lambda n: next(draws))
+    monkeypatch.setattr(chain.os, "urandom", lambda n: next(draws))
     with keyserver_db.transaction(database):
-        first = chainstore.append(database, "a@example.org", bytes(32), 1)
-        second = chainstore.append(database, "b@example.org", bytes(32), 2)   # nonce redrawn
+        first = chain.append(database, "a@example.org", bytes(32), 1)
+        second = chain.append(database, "b@example.org", bytes(32), 2)   # nonce redrawn
     assert (first.pos, second.pos) == (0, 1) and len(second.entry) == ENTRY_SIZE
     assert second.entry[33:41] == b"\x01" * 8
     fresh = iter(bytes([n]) * 8 for n in range(2, 6))   # a retrying loop would run dry
-    monkeypatch.setattr(chainstore.os, "urandom", lambda n: next(fresh))
-    monkeypatch.setattr(chainstore, "head", lambda db: first)   # a stale head: pos 1 again
+    monkeypatch.setattr(chain.os, "urandom", lambda n: next(fresh))
+    monkeypatch.setattr(chain, "head", lambda db: first)   # a stale head: pos 1 again
     with pytest.raises(sqlite3.IntegrityError):
         with keyserver_db.transaction(database):
-            chainstore.append(database, "c@example.org", bytes(32), 3)
+            chain.append(database, "c@example.org", bytes(32), 3)
 
 
 def test_requests_never_create_a_database(tmp_path):

@@ -1,0 +1,166 @@
+"""The KeyInit repository's decisions (§9, §12): AddKeyInit, FetchKeyInit and FlushKeyInit.
+
+The rules are ``client.protocol.keyinit``'s; here they meet the storage. Every request
+that changes state is one job of the ``write`` runner: the add's token spend, purge and
+inserts, the fetch's choice and delete, the flush's replay mark and delete each
+commit together or not at all, and the write lock serializes them, so two
+fetchers can never be handed the same non-fallback KeyInit.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from client.protocol.encoding import b64encode
+from client.protocol.errors import (InvalidMessage, InvalidSignature, NoKeyinit, NotFound,
+                                    ProtocolError)
+from client.protocol.keyinit import (KeyInit, check_flush, check_keyinit_batch, choose_keyinit,
+                                     parse_add_request, sigkeyhash)
+from client.protocol.keys import KeyEntry
+from client.protocol.uidrules import is_current
+
+from ..storage import keyinits as store
+from ..storage.db import Database
+from .payment import Charge
+from .policy import KeyInitPolicy
+from .signing import Sign
+from .twophase import Verified, Write, verify_then_decide
+
+
+@dataclass(frozen=True)
+class AddState:
+    """What the add rules need of the stored state for one sigkey."""
+
+    identity_not_after_ts: int
+    last_msgcount: int | None
+    stored_count: int
+
+
+def add_state(db: Database, sigkey: KeyEntry, now: int) -> AddState | None:
+    """None unless ``sigkey`` is the current sigkey of a current identity (§9)."""
+    owner = store.sigkey_owner(db, sigkey.pubkey)
+    if owner is None or not is_current(owner, now):
+        return None
+    key_hash = sigkeyhash(sigkey.pubkey)
+    return AddState(owner.not_after_ts, store.max_msgcount(db, key_hash),
+                    store.count_unexpired(db, key_hash, now))
+
+
+def batch_error(keyinits: tuple[KeyInit, ...], sigkey: KeyEntry, state: AddState, now: int,
+                policy: KeyInitPolicy) -> ProtocolError | None:
+    """``check_keyinit_batch``'s verdict against ``state``, as a value."""
+    try:
+        check_keyinit_batch(keyinits, sigkey=sigkey, repouris=policy.repouris,
+                            last_msgcount=state.last_msgcount,
+                            identity_not_after_ts=state.identity_not_after_ts, now_ms=now,
+                            max_lifetime_ms=policy.max_lifetime_ms,
+                            max_per_request=policy.max_per_request,
+                            stored_count=state.stored_count, max_stored=policy.max_stored)
+    except ProtocolError as exc:
+        return exc
+    return None
+
+
+def add_keyinits(db: Database, write: Write, body: dict, now: int, policy: KeyInitPolicy,
+                 charge: Charge, sign: Sign) -> dict:
+    """AddKeyInit: store the batch all or nothing and return the signed receipt.
+
+    Order of checks (as §4.2.1): shape (``INVALID_MESSAGE``, including the batch's
+    size and order, sigkeyhash and repouri) → token → ``NOT_FOUND`` → state
+    (``MSGCOUNT_MISMATCH``, ``KEYINIT_LIMIT``) → ``INVALID_VALIDITY`` →
+    ``INVALID_SIGNATURE``. The batch is judged (signatures included, the costly
+    part) before the write lock against the state as read now, and judged again
+    inside only if a racing write changed that state.
+    """
+    sigkey, keyinits = parse_add_request(body)
+    key_hash = sigkeyhash(sigkey.pubkey)
+
+    def judge(state: AddState | None) -> ProtocolError | None:
+        # The shape stages do not depend on the state, so an unknown sigkey is judged
+        # against an empty one to give them their place before the token.
+        error = batch_error(keyinits, sigkey,
+                            state or AddState(now + policy.max_lifetime_ms, None, 0), now,
+                            policy)
+        if isinstance(error, InvalidMessage):
+            raise error
+        return error
+
+    def accept(db: Database, verified: Verified[AddState | None, ProtocolError | None]) -> None:
+        charge(db, "add_keyinit")
+        store.purge_expired(db, now, key_hash)
+        state, error = verified.recheck(db)
+        if state is None:
+            raise NotFound("this sigkey is not the current sigkey of a current identity: "
+                           "register or update the identity first")
+        if error is not None:
+            raise error
+        store.store(db, sigkey.pubkey, key_hash, keyinits)
+
+    verify_then_decide(db, write, lambda db: add_state(db, sigkey, now), judge, accept)
+    return sign({"sigkeyhash": b64encode(key_hash),
+                 "keyinit_hashes": [b64encode(k.hash) for k in keyinits], "ts": now})
+
+
+def fetch_keyinit(write: Write, key_hash: bytes, now: int, rng: random.Random) -> str:
+    """FetchKeyInit: a current KeyInit of ``key_hash`` chosen by ``choose_keyinit``, deleted
+    in the same transaction when the choice says so; ``NO_KEYINIT`` if there is none.
+
+    Returns the KeyInit's canonical JSON text as stored."""
+
+    def take(db: Database) -> str | None:
+        store.purge_expired(db, now, key_hash)
+        stored = store.candidates(db, key_hash, now)
+        index, delete = choose_keyinit(stored, now, rng)
+        if index is None:
+            return None
+        chosen = stored[index].id
+        text = store.keyinit_json(db, chosen)
+        if delete and not store.consume(db, chosen):
+            raise RuntimeError(f"KeyInit {chosen} vanished under the write lock")
+        return text
+
+    text = write(take)
+    if text is None:
+        raise NoKeyinit("no current KeyInit for this sigkeyhash: use the identity's static "
+                        "keys if its preferences allow, or try again later")
+    return text
+
+
+def flush_keyinits(write: Write, key_hash: bytes, body: dict, now: int,
+                   policy: KeyInitPolicy) -> int:
+    """FlushKeyInit: delete every KeyInit of ``key_hash``; return how many unexpired ones
+    went.
+
+    Order of checks: ``NOT_FOUND`` (no KeyInit was ever stored for this sigkeyhash, or
+    its sigkey is no longer its identity's current one) → ``check_flush``'s shape →
+    time and replay → signature. The signed object names one repository URI; any of
+    this server's is accepted, as they name the same repository.
+    """
+
+    def flush(db: Database) -> int:
+        state = store.flush_state(db, key_hash)
+        if state is None or store.sigkey_owner(db, state.sigkey) is None:
+            raise NotFound("no KeyInits of a current sigkey were ever stored under this "
+                           "sigkeyhash")
+        ts = _check_flush_any(body, state, key_hash, now, policy.repouris)
+        store.record_flush(db, key_hash, ts)
+        store.purge_expired(db, now, key_hash)
+        return store.delete_all(db, key_hash)
+
+    return write(flush)
+
+
+def _check_flush_any(body: dict, state: store.FlushState, key_hash: bytes, now: int,
+                     repouris: tuple[str, ...]) -> int:
+    """``check_flush`` for the first of ``repouris`` the signature verifies with."""
+    first: InvalidSignature | None = None
+    for repouri in repouris:
+        try:
+            return check_flush(body, sigkey_pubkey=state.sigkey, repouri=repouri,
+                               sigkeyhash=key_hash, now_ms=now,
+                               last_flush_ts=state.last_flush_ts)
+        except InvalidSignature as exc:
+            first = first or exc
+    assert first is not None, "a server has at least one KeyInit repository URI"
+    raise first

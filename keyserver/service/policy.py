@@ -1,0 +1,74 @@
+"""The server's policy: every configuration value the decisions consult, built once
+from the checked configuration in ``create_app`` (§4.2.1, §9, §10, §12 ``limits``).
+
+Service functions take a ``Policy`` rather than reading the configuration, so one
+place turns keys into values and a test can build a policy without an app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from client.protocol.uidrules import Limits
+
+
+@dataclass(frozen=True)
+class KeyInitPolicy:
+    """What the KeyInit add and flush rules consult (§9)."""
+
+    repouris: tuple[str, ...]
+    max_lifetime_ms: int
+    max_per_request: int
+    max_stored: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The configuration as the decisions and the capabilities (§12) see it."""
+
+    server_name: str
+    base_url: str
+    domains: tuple[str, ...]
+    reserved: frozenset[str]
+    allowed_mixaddresses: frozenset[str]
+    limits: Limits
+    keyinits: KeyInitPolicy
+    #: operation -> tokens it costs (0 or 1, §10).
+    token_prices: Mapping[str, int]
+    token_key_lifetime_ms: int
+    max_tokens_per_issue: int
+    default_chunk: int
+    max_chunk: int
+    max_request_bytes: int
+    lookup_enabled: bool
+    keyinit_fetch_rate_per_address: int
+    keyinit_fetch_rate_per_sigkeyhash: int
+
+
+def from_config(config: Mapping[str, Any]) -> Policy:
+    """The policy of a configuration ``config.check_config`` accepted."""
+    return Policy(
+        server_name=config["KEYSERVER_NAME"],
+        base_url=config["BASE_URL"],
+        domains=tuple(config["DOMAINS"]),
+        reserved=frozenset(config["RESERVED_LOCALPARTS"]),
+        allowed_mixaddresses=frozenset(config["ALLOWED_MIXADDRESSES"]),
+        limits=Limits(config["MAX_UID_LIFETIME"], config["RECLAIM_GRACE"],
+                      config["LASTENTRY_MAX_AGE"]),
+        keyinits=KeyInitPolicy(
+            # §9: without its own URIs the KeyInit repository is the server itself.
+            tuple(config["KEYINIT_REPOSITORY_URIS"]) or (config["BASE_URL"],),
+            config["MAX_KEYINIT_LIFETIME"], config["MAX_KEYINITS_PER_REQUEST"],
+            config["MAX_KEYINITS_PER_IDENTITY"]),
+        token_prices=MappingProxyType(dict(config["TOKEN_PRICES"])),
+        token_key_lifetime_ms=config["TOKEN_KEY_LIFETIME"],
+        max_tokens_per_issue=config["MAX_TOKENS_PER_ISSUE"],
+        default_chunk=config["DEFAULT_CHUNK"],
+        max_chunk=config["MAX_CHUNK"],
+        max_request_bytes=config["MAX_REQUEST_BYTES"],
+        lookup_enabled=config["LOOKUP_ENABLED"],
+        keyinit_fetch_rate_per_address=config["KEYINIT_FETCH_RATE_PER_ADDRESS"],
+        keyinit_fetch_rate_per_sigkeyhash=config["KEYINIT_FETCH_RATE_PER_SIGKEYHASH"],
+    )

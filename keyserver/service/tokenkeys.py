@@ -1,0 +1,93 @@
+"""The server's RSA token keys (§10): RSA-2048, e = 65537, one PEM file each
+(mode 0600) under ``<instance>/token_keys/``, with their rows in ``storage.tokens``.
+
+Rotation adds a key; an old key keeps verifying tokens until its own
+``not_after_ts``, so tokens bought before a rotation stay spendable. The newest
+valid key issues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from client.protocol.tokens import generate_token_key, parse_spki, spki, token_key_id
+
+from ..storage import tokens
+from ..storage.db import Database, transaction
+from ..storage.files import fsync_directory, write_secret
+from ..storage.tokens import TokenKey
+
+KEY_DIR = "token_keys"
+
+
+def key_dir(instance_path: str) -> str:
+    return os.path.join(instance_path, KEY_DIR)
+
+
+def create_key(db: Database, instance_path: str, lifetime_ms: int, now: int) -> TokenKey:
+    """Generate a token key valid for ``lifetime_ms`` and make it the issuing one.
+
+    The file and its row appear together: the file is written under a temporary
+    name and renamed inside the row's transaction, just before COMMIT, so no other
+    process sees a row without its file; any failure removes the file again."""
+    private = generate_token_key()
+    key_id = token_key_id(private.public_key())
+    key = TokenKey(key_id, spki(private.public_key()), now, now + lifetime_ms,
+                   f"{key_id.hex()[:16]}.pem")
+    directory = key_dir(instance_path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, key.filename)
+    pending = f"{path}.tmp"  # the file a failure must remove
+    try:
+        write_secret(pending, private.private_bytes(serialization.Encoding.PEM,
+                                                    serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+        with transaction(db):
+            tokens.insert_key(db, key)
+            os.replace(pending, path)
+            pending = path
+            fsync_directory(directory)  # the rename, before the row commits
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(pending)
+        raise
+    return key
+
+
+class TokenKeyring:
+    """One process's token keys, parsed and loaded once: every paid request needs one.
+
+    The http layer keeps one per app; a key id it does not know (a rotation by the
+    CLI meanwhile) reloads the rows once."""
+
+    def __init__(self, instance_path: str):
+        self.directory = key_dir(instance_path)
+        self._keys: dict[bytes, TokenKey] = {}
+        self._public: dict[bytes, rsa.RSAPublicKey] = {}
+        self._private: dict[bytes, rsa.RSAPrivateKey] = {}
+
+    def find_valid(self, db: Database, key_id: bytes, now: int) -> rsa.RSAPublicKey | None:
+        """The public key with this id if it verifies tokens at ``now``, else None."""
+        if key_id not in self._keys:
+            self._keys = {key.key_id: key for key in tokens.all_keys(db)}
+        key = self._keys.get(key_id)
+        return self.public_key(key) if key is not None and now < key.not_after_ts else None
+
+    def public_key(self, key: TokenKey) -> rsa.RSAPublicKey:
+        if key.key_id not in self._public:
+            self._public[key.key_id] = parse_spki(key.spki, error=RuntimeError)
+        return self._public[key.key_id]
+
+    def private_key(self, key: TokenKey) -> rsa.RSAPrivateKey:
+        if key.key_id not in self._private:
+            path = os.path.join(self.directory, key.filename)
+            with open(path, "rb") as handle:
+                loaded = serialization.load_pem_private_key(handle.read(), password=None)
+            if not isinstance(loaded, rsa.RSAPrivateKey) or spki(loaded.public_key()) != key.spki:
+                raise RuntimeError(f"token key file {path} does not hold key {key.key_id.hex()}")
+            self._private[key.key_id] = loaded
+        return self._private[key.key_id]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import nacl.signing
 
 from .api import KeyserverAPI
-from .protocol.encoding import b64decode, sha256
+from .protocol.encoding import sha256
 from .clock import now_ms
 from .protocol.errors import ClientError, IdentityTaken, ProtocolError, VerificationError
 from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, open_entry, verify_entries
@@ -37,6 +37,7 @@ from .lookup import (LookupResult, ServerKey, check_reply_signature, check_serve
                      lookup, server_keys)
 from .protocol.uidmessage import build_uid_content, sign_uid_content, uid_hash, update_uid_content
 from .protocol.uidrules import Limits, is_held
+from .protocol.wire import Capabilities, UIDMessageReply, parse_uid_message_reply
 
 if TYPE_CHECKING:
     # Only the commands that hold keys load the keystore (and its imports): sync
@@ -82,7 +83,7 @@ class Written:
     identity: str
     msgcount: int
     pos: int
-    reply: dict
+    reply: UIDMessageReply
 
 
 class Accounts:
@@ -95,14 +96,14 @@ class Accounts:
         self.api = KeyserverAPI(url)
         self.chain = home.chain(server)
         home.db.execute(REPLIES_SCHEMA)
-        self._capabilities: dict | None = None
+        self._capabilities: Capabilities | None = None
         #: The server's signing keys as the chain records them, after ``sync``.
         self.keys: list[ServerKey] = []
 
     # --- chain and server state ---------------------------------------------------
 
     @property
-    def capabilities(self) -> dict:
+    def capabilities(self) -> Capabilities:
         if self._capabilities is None:
             capabilities = self.api.capabilities()
             if check_capabilities(capabilities) != self.server:
@@ -113,7 +114,7 @@ class Accounts:
 
     @property
     def limits(self) -> Limits:
-        return Limits.from_capabilities(self.capabilities)
+        return self.capabilities.limits
 
     def sync(self, progress: Callable[[int], None] = lambda n: None,
              expect: dict[int, bytes] | None = None) -> int:
@@ -121,18 +122,15 @@ class Accounts:
         the ``expect``ed entries) is refused whole (§7.5)."""
         limits = self.limits    # capabilities first: a bad one stops the sync before it starts
         self.progress("syncing the chain")
-        expected = {pos: _reply_entry(reply) for _, pos, reply in self.replies()}
+        expected = {pos: reply.entry.hashchain_entry for _, pos, reply in self.replies()}
         own = server_identity(self.server)
         added = self.chain.sync(self.api, progress=progress,
                                 expect={**expected, **(expect or {})}, index=[own])
         self.progress(f"tracking {own} on the chain")
         self.keys = server_keys(self.api, self.chain, self.server, limits)
         # The limits, prices and URIs we act on are the server's signed word (§11.3).
-        ts = self.capabilities.get("ts")
-        if type(ts) is not int:
-            raise VerificationError("the capabilities carry no ts")
-        check_server_signature(self.capabilities, ts, self.server, self.keys,
-                               self.chain.length - 1, "the capabilities document")
+        check_server_signature(self.capabilities.raw, self.capabilities.ts, self.server,
+                               self.keys, self.chain.length - 1, "the capabilities document")
         return added
 
     def lookup(self, identity: str) -> LookupResult | None:
@@ -142,7 +140,7 @@ class Accounts:
                       self.keys or None)
 
     def price(self, operation: str) -> int:
-        return self.capabilities.get("token_prices", {}).get(operation, 1)
+        return self.capabilities.token_prices.get(operation, 1)
 
     @contextlib.contextmanager
     def payment(self, operation: str) -> Iterator[str | None]:
@@ -197,7 +195,7 @@ class Accounts:
                 identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=not_before_ts,
                 not_after_ts=not_after_ts, lastentry=self.chain.last_hash,
                 sigescrow=ed25519_entry(escrow),
-                repouris=self.capabilities.get("keyinitrepository_uris", []))
+                repouris=self.capabilities.keyinitrepository_uris)
             written = self._submit(sign_uid_content(content, sigkey, escrow_key=escrow))
         except BaseException:
             keystore.delete(names[0])
@@ -307,20 +305,13 @@ class Accounts:
             self.home.db.execute(
                 "INSERT OR REPLACE INTO own_replies (server, identity, pos, msgcount, reply)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (self.server, written.identity, pos, written.msgcount, json.dumps(reply)))
+                (self.server, written.identity, pos, written.msgcount, json.dumps(reply.raw)))
         return written
 
-    def _confirm_on_chain(self, identity: str, message: dict, reply: dict) -> int:
+    def _confirm_on_chain(self, identity: str, message: dict, reply: UIDMessageReply) -> int:
         """The reply must promise our entry; the chain must then hold exactly it there,
         signed by the server key of that position (§11.3)."""
-        try:
-            pos = reply["entry"]["hashchain_pos"]
-            entry = b64decode(reply["entry"]["hashchain_entry"], "hashchain_entry",
-                              error=VerificationError)
-            if type(pos) is not int or pos < 0 or type(reply["entry"]["ts"]) is not int:
-                raise TypeError("hashchain_pos must be a position, ts an integer")
-        except (KeyError, TypeError) as exc:
-            raise VerificationError(f"malformed reply: {exc}") from None
+        pos, entry = reply.entry.hashchain_pos, reply.entry.hashchain_entry
         if open_entry(entry, identity) != uid_hash(message):
             raise VerificationError("the reply's chain entry is not our message")
         self.progress(f"waiting for position {pos} on the chain")
@@ -340,13 +331,14 @@ class Accounts:
                 "INSERT OR IGNORE INTO own_replies (server, identity, pos, msgcount, reply)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(self.server, identity, found.pos, found.message.msgcount,
-                  json.dumps(found.reply)) for found in result.history])
+                  json.dumps(found.reply.raw)) for found in result.history])
 
     # --- checking -----------------------------------------------------------------
 
-    def replies(self) -> list[tuple[str, int, dict]]:
+    def replies(self) -> list[tuple[str, int, UIDMessageReply]]:
         """``(identity, pos, reply)`` of every reply we hold for our identities here."""
-        return [(identity, pos, json.loads(reply)) for identity, pos, reply in
+        return [(identity, pos, parse_uid_message_reply(json.loads(reply)))
+                for identity, pos, reply in
                 self.home.db.execute(
                     "SELECT identity, pos, reply FROM own_replies WHERE server = ?"
                     " ORDER BY pos", (self.server,))]
@@ -358,7 +350,7 @@ class Accounts:
         for identity, pos, reply in self.replies():
             if pos >= self.chain.length:
                 continue
-            if self.chain.entry(pos) != _reply_entry(reply):
+            if self.chain.entry(pos) != reply.entry.hashchain_entry:
                 raise VerificationError(
                     f"the chain no longer holds {identity}'s entry at position {pos}: the "
                     "server rewrote history", position=pos)
@@ -379,8 +371,3 @@ class Accounts:
             if pos < self.chain.length:
                 check_reply_signature(reply, self.server, self.keys, pos)
         return checked
-
-
-def _reply_entry(reply: dict) -> bytes:
-    return b64decode(reply["entry"]["hashchain_entry"], "hashchain_entry",
-                     error=VerificationError)

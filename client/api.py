@@ -1,15 +1,23 @@
-"""The keyserver's HTTP API (§12) as methods named after the spec's operations."""
+"""The keyserver's HTTP API (§12) as methods named after the spec's operations.
+
+Each method returns the answer parsed once, here, into its ``protocol.wire``
+object (or raises): callers never look into an answer's dict. Parsed is not
+verified: signatures and chain positions are for ``trust``."""
 
 from __future__ import annotations
 
 import json
 from typing import Iterator
 
-from .chainstate import MSGPACK, ChainState, Chunk, parse_chunk
-from .protocol.encoding import b64encode, b64url_encode
+from .chainstate import ChainState
+from .fetcher import Fetcher, HTTPFetcher, Request
+from .protocol.encoding import b64encode, b64url_encode, require_int
 from .protocol.errors import ChainError, TransportError
-from .fetcher import Fetcher, Request, HTTPFetcher
 from .protocol.keys import KeyEntry
+from .protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedTokens, KeyInitReceipt,
+                            UIDMessageReply, parse_capabilities, parse_chunk, parse_head,
+                            parse_issued_tokens, parse_keyinit_receipt,
+                            parse_uid_message_reply)
 
 #: Per-entry size bound of a chunk answer (base64 plus quotes and comma).
 _ENTRY_WIRE_BYTES = 210
@@ -43,9 +51,9 @@ class KeyserverAPI:
     def _get_json(self, path: str, max_length: int = MAX_JSON_BYTES) -> dict:
         return self._json("GET", path, max_length=max_length)
 
-    def capabilities(self) -> dict:
-        """KeyRepository.Capabilities (signature checked by the caller's keyring)."""
-        return self._get_json("/v1/capabilities")
+    def capabilities(self) -> Capabilities:
+        """KeyRepository.Capabilities (signature checked by ``trust.keyring``)."""
+        return parse_capabilities(self._get_json("/v1/capabilities"))
 
     def fetch_hashchain(self, start: int, count: int, *, use_msgpack: bool = True) -> Chunk:
         """KeyHashchain.FetchHashChain: entries ``start..start+count-1`` (fewer at the head)."""
@@ -56,42 +64,41 @@ class KeyserverAPI:
             count * _ENTRY_WIRE_BYTES + 1024)
         return parse_chunk(response.body, response.content_type)
 
-    def fetch_head(self) -> dict:
+    def fetch_head(self) -> Head:
         """KeyHashchain.FetchLastHashChain."""
-        return self._get_json("/v1/hashchain/head")
+        return parse_head(self._get_json("/v1/hashchain/head"))
 
-    def fetch_uid(self, uid_index_b64url: str) -> dict:
-        """KeyRepository.FetchUID: the stored UIDMessageReply (not yet verified)."""
-        return self._get_json(f"/v1/uids/{uid_index_b64url}")
+    def fetch_uid(self, uid_index_b64url: str, *,
+                  what: str = "malformed reply") -> UIDMessageReply:
+        """KeyRepository.FetchUID: the stored UIDMessageReply (not yet verified);
+        ``what`` starts the message of a malformed one."""
+        return parse_uid_message_reply(self._get_json(f"/v1/uids/{uid_index_b64url}"),
+                                       what=what)
 
-    def _put_uid(self, message: dict, authorization: str | None) -> dict:
+    def _put_uid(self, message: dict, authorization: str | None) -> UIDMessageReply:
         identity = message["content"]["identity"]
         headers = {"Authorization": authorization} if authorization else {}
-        return self._json("PUT", f"/v1/users/{identity}", {"uid_message": message}, headers)
+        return parse_uid_message_reply(
+            self._json("PUT", f"/v1/users/{identity}", {"uid_message": message}, headers))
 
-    def create_uid(self, message: dict, authorization: str | None = None) -> dict:
+    def create_uid(self, message: dict, authorization: str | None = None) -> UIDMessageReply:
         """KeyRepository.CreateUID: the signed UIDMessageReply (not yet verified)."""
         return self._put_uid(message, authorization)
 
-    def update_uid(self, message: dict, authorization: str | None = None) -> dict:
+    def update_uid(self, message: dict, authorization: str | None = None) -> UIDMessageReply:
         """KeyRepository.UpdateUID: the signed UIDMessageReply (not yet verified)."""
         return self._put_uid(message, authorization)
 
-    def lookup(self, identity: str) -> dict:
-        """KeyHashchain.LookupUID: the server's own answer for ``identity`` (not yet
-        verified, and it tells the server whom you look for: the chain search of
-        ``client.lookup`` is the private way)."""
-        return self._get_json(f"/v1/users/{identity}")
-
     def add_keyinit(self, sigkey: KeyEntry, keyinits: list[dict],
-                    authorization: str | None = None) -> dict:
+                    authorization: str | None = None) -> KeyInitReceipt:
         """KeyInitRepository.AddKeyInit: the signed receipt (not yet verified)."""
         headers = {"Authorization": authorization} if authorization else {}
-        return self._json("POST", "/v1/keyinits",
-                          {"sigkey": sigkey.to_json(), "keyinits": keyinits}, headers)
+        return parse_keyinit_receipt(self._json(
+            "POST", "/v1/keyinits", {"sigkey": sigkey.to_json(), "keyinits": keyinits}, headers))
 
     def fetch_keyinit(self, sigkeyhash: bytes) -> dict:
-        """KeyInitRepository.FetchKeyInit: one KeyInit (consumed; not yet verified)."""
+        """KeyInitRepository.FetchKeyInit: one KeyInit (consumed; not yet verified:
+        ``protocol.keyinit.open_keyinit`` parses and verifies it in one step)."""
         path = f"/v1/keyinits/{b64url_encode(sigkeyhash)}/fetch"
         return _member(self._json("POST", path), "keyinit", path)
 
@@ -99,13 +106,15 @@ class KeyserverAPI:
         """KeyInitRepository.FlushKeyInit with a signed ``{"ts", "signature"}`` body;
         returns how many KeyInits were deleted."""
         path = f"/v1/keyinits/{b64url_encode(sigkeyhash)}/flush"
-        return _member(self._json("POST", path, body), "flushed", path)
+        return require_int(_member(self._json("POST", path, body), "flushed", path),
+                           f"{path}: flushed", error=TransportError)
 
-    def issue_tokens(self, voucher: str, token_key_id: bytes, blinded: list[bytes]) -> dict:
+    def issue_tokens(self, voucher: str, token_key_id: bytes,
+                     blinded: list[bytes]) -> IssuedTokens:
         """Exchange a voucher for blind signatures (§10.3)."""
-        return self._json("POST", "/v1/tokens/issue", {
+        return parse_issued_tokens(self._json("POST", "/v1/tokens/issue", {
             "voucher": voucher, "token_key_id": b64encode(token_key_id),
-            "blinded": [b64encode(item) for item in blinded]})
+            "blinded": [b64encode(item) for item in blinded]}))
 
 
 def _member(answer: dict, name: str, path: str):

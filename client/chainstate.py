@@ -7,49 +7,9 @@ verified chain is refused whole, so nothing unverified is ever kept.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
-import msgpack
-
-from .protocol.encoding import b64decode
-from .protocol.errors import ChainError, TransportError
+from .protocol.errors import ChainError
 from .protocol.hashchain import ZERO_HASH, verify_entries
-
-MSGPACK = "application/msgpack"
-
-
-@dataclass(frozen=True)
-class Chunk:
-    first_pos: int
-    head_pos: int
-    entries: list[bytes]
-
-
-def _int(value, what: str) -> int:
-    if type(value) is not int or value < -1:
-        raise TransportError(f"hashchain chunk: {what} is not a position")
-    return value
-
-
-def parse_chunk(body: bytes, content_type: str) -> Chunk:
-    """Parse a ``/v1/hashchain`` answer in either encoding; malformed is ``TransportError``."""
-    try:
-        if content_type == MSGPACK:
-            obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
-            entries = obj["entries"]
-            if not isinstance(entries, list) or not set(map(type, entries)) <= {bytes}:
-                raise TransportError("hashchain chunk: entries must be binary")
-        else:
-            obj = json.loads(body)
-            # Wrong lengths are left to verify_entries, which names the position.
-            entries = [b64decode(e, "entry", error=TransportError) for e in obj["entries"]]
-        return Chunk(_int(obj["first_pos"], "first_pos"), _int(obj["head_pos"], "head_pos"),
-                     entries)
-    except TransportError:
-        raise
-    except Exception as exc:
-        raise TransportError(f"hashchain chunk is malformed: {exc}") from exc
+from .protocol.wire import Chunk
 
 
 class ChainState:

@@ -94,11 +94,9 @@ def sync(home: Home, server: str | None) -> None:
 
 def _entries_to_fetch(accounts: Accounts) -> int:
     """For the progress bar: the sync needs the capabilities anyway, and they name
-    the head (checked with their signature after the sync; a bad one only
+    the head (checked with their signature after the sync; a false one only
     misjudges the bar)."""
-    head = accounts.capabilities.get("hashchain_head")
-    pos = head.get("pos") if isinstance(head, dict) else None
-    return max(pos + 1 - accounts.chain.length, 0) if type(pos) is int else 0
+    return max(accounts.capabilities.hashchain_head.pos + 1 - accounts.chain.length, 0)
 
 
 def _identity(ctx: click.Context, param: click.Parameter, value: str) -> str:

@@ -10,12 +10,12 @@ import os
 from typing import TYPE_CHECKING, Iterator
 
 from .api import KeyserverAPI
-from .protocol.encoding import b64decode
 from .clock import now_ms
-from .protocol.errors import ClientError, InvalidIdentity, VerificationError
-from .protocol.identity import check_server_name, is_domain
+from .protocol.errors import ClientError, VerificationError
+from .protocol.identity import is_domain
 from .localchain import LocalChain, open_state
 from .protocol.signedjson import signature_key_ids, verify_signed_json
+from .protocol.wire import Capabilities
 
 SERVERS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS servers (
@@ -36,50 +36,16 @@ def default_home() -> str:
     return platformdirs.user_data_dir("keyclient")
 
 
-#: The limits the client acts on (§12), each a non-negative integer.
-LIMITS = ("max_uid_lifetime_ms", "reclaim_grace_ms", "lastentry_max_age_ms",
-          "max_keyinit_lifetime_ms", "max_keyinits_per_request")
-
-
-def check_capabilities(capabilities: object) -> str:
-    """The server name of signed capabilities, after checking they are signed by a
+def check_capabilities(capabilities: Capabilities) -> str:
+    """The server name of parsed capabilities, after checking they are signed by a
     key they publish (whether that key is really the server's is for the chain and
-    the notaries to tell), and that what the client acts on has its type: a bad
-    field must stop a command at its start, not halfway through."""
-    if not isinstance(capabilities, dict):
-        raise VerificationError("the capabilities are not a JSON object")
-    name = capabilities.get("server_name")
-    keys = capabilities.get("sigpubkeys")
-    if not isinstance(name, str) or not isinstance(keys, dict):
-        raise VerificationError("capabilities without server_name or sigpubkeys")
-    try:
-        # The name becomes a folder of the home: it must never be a path.
-        check_server_name(name)
-    except InvalidIdentity as exc:
-        raise VerificationError(f"capabilities name {name!r}, which is not a server name"
-                                f" ({exc})") from None
-    _check_fields(capabilities)
-    for key_id in signature_key_ids(capabilities, name):
-        if key_id in keys:
-            pubkey = b64decode(keys[key_id], "sigpubkey", length=32, error=VerificationError)
-            verify_signed_json(capabilities, name, key_id, pubkey)
+    the notaries to tell)."""
+    name, raw = capabilities.server_name, capabilities.raw
+    for key_id in signature_key_ids(raw, name):
+        if key_id in capabilities.sigpubkeys:
+            verify_signed_json(raw, name, key_id, capabilities.sigpubkeys[key_id])
             return name
     raise VerificationError(f"capabilities of {name} are not signed by a key they list")
-
-
-def _check_fields(capabilities: dict) -> None:
-    def count(value: object) -> bool:
-        return type(value) is int and value >= 0
-
-    limits = capabilities.get("limits")
-    if not isinstance(limits, dict) or not all(count(limits.get(name)) for name in LIMITS):
-        raise VerificationError(f"capabilities without the limits {', '.join(LIMITS)}")
-    prices = capabilities.get("token_prices", {})
-    if not isinstance(prices, dict) or not all(count(price) for price in prices.values()):
-        raise VerificationError("capabilities with token_prices that are not counts")
-    uris = capabilities.get("keyinitrepository_uris", [])
-    if not isinstance(uris, list) or not all(isinstance(uri, str) for uri in uris):
-        raise VerificationError("capabilities with keyinitrepository_uris that are not URLs")
 
 
 class Home:

@@ -16,13 +16,13 @@ import nacl.public
 
 from .accounts import CLOCK_MARGIN_MS, Accounts, key_name
 from .api import KeyserverAPI
-from .protocol.encoding import b64encode
 from .clock import now_ms
 from .protocol.errors import ClientError, NoKeyinit, ProtocolError, VerificationError
 from .protocol.keyinit import (SessionAnchor, build_keyinit, build_session_anchor, keyinit_hash,
                       open_keyinit, sigkeyhash, sign_flush)
 from .protocol.keys import X25519, KeyEntry, ed25519_entry
 from .lookup import check_server_signature
+from .protocol.wire import KeyInitReceipt
 
 MSGCOUNT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS keyinit_msgcounts (
@@ -63,7 +63,7 @@ class Fetched:
 
 
 def _repouri(accounts: Accounts) -> str:
-    uris = accounts.capabilities.get("keyinitrepository_uris") or []
+    uris = accounts.capabilities.keyinitrepository_uris
     if not uris:
         raise VerificationError(f"{accounts.server} names no KeyInit repository")
     return uris[0]
@@ -88,9 +88,9 @@ def _next_msgcount(accounts: Accounts, key_hash: bytes, count: int) -> int:
 def publish(accounts: Accounts, identity: str, count: int, *, fallback: bool = False,
             lifetime_ms: int | None = None) -> Published:
     """Make, upload and pay for ``count`` KeyInits of ``identity`` (one batch)."""
-    limits = accounts.capabilities["limits"]
-    if not 1 <= count <= limits["max_keyinits_per_request"]:
-        raise ClientError(f"{accounts.server} takes 1 to {limits['max_keyinits_per_request']} "
+    limits = accounts.limits
+    if not 1 <= count <= limits.max_keyinits_per_request:
+        raise ClientError(f"{accounts.server} takes 1 to {limits.max_keyinits_per_request} "
                           "KeyInits per request")
     current = accounts.current(identity)
     if not current.is_current(now_ms()):
@@ -101,8 +101,8 @@ def publish(accounts: Accounts, identity: str, count: int, *, fallback: bool = F
     assert keystore is not None
     repouri = _repouri(accounts)
     now = now_ms()
-    lifetime = min(lifetime_ms or limits["max_keyinit_lifetime_ms"],
-                   limits["max_keyinit_lifetime_ms"] - CLOCK_MARGIN_MS)
+    lifetime = min(lifetime_ms or limits.max_keyinit_lifetime_ms,
+                   limits.max_keyinit_lifetime_ms - CLOCK_MARGIN_MS)
     not_after_ts = min(now + lifetime, current.message.not_after_ts)
     key_hash = sigkeyhash(bytes(sigkey.verify_key))
     first = _next_msgcount(accounts, key_hash, count)
@@ -127,15 +127,14 @@ def publish(accounts: Accounts, identity: str, count: int, *, fallback: bool = F
     return Published(count, fallback, not_after_ts, repouri)
 
 
-def _check_receipt(accounts: Accounts, receipt: dict, key_hash: bytes,
+def _check_receipt(accounts: Accounts, receipt: KeyInitReceipt, key_hash: bytes,
                    keyinits: list[dict]) -> None:
     """The signed receipt must name exactly our batch and be signed by the server key
     the chain says is current (§11.3)."""
-    ts = receipt.get("ts")
-    if receipt.get("sigkeyhash") != b64encode(key_hash) or type(ts) is not int or \
-            receipt.get("keyinit_hashes") != [b64encode(keyinit_hash(k)) for k in keyinits]:
+    if receipt.sigkeyhash != key_hash or \
+            receipt.keyinit_hashes != tuple(keyinit_hash(k) for k in keyinits):
         raise VerificationError("the KeyInit receipt does not name the uploaded batch")
-    check_server_signature(receipt, ts, accounts.server, accounts.keys,
+    check_server_signature(receipt.raw, receipt.ts, accounts.server, accounts.keys,
                            accounts.chain.length - 1, "the KeyInit receipt")
 
 

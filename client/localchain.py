@@ -19,9 +19,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from .api import KeyserverAPI, download_chain
 from .chainstate import ChainState
-from .protocol.encoding import b64decode
 from .protocol.errors import ChainError, VerificationError
 from .protocol.hashchain import ENTRY_SIZE, K1_SIZE, ZERO_HASH, fast_sha256, k1_values, open_entry
+from .protocol.wire import Head
 
 
 SCHEMA = """
@@ -135,19 +135,12 @@ class LocalChain:
             return None
         return _Indexer(list(identities))
 
-    def _check_head(self, head: dict, length: int) -> None:
+    def _check_head(self, head: Head, length: int) -> None:
         """A head the chain already covers must be the entry it holds there (else the
         server forked the chain without making it longer)."""
-        try:
-            pos, entry = head["pos"], b64decode(head["entry"], "head entry",
-                                                error=VerificationError)
-        except (KeyError, TypeError):
-            raise VerificationError("the server's head is malformed") from None
-        if type(pos) is not int or pos < 0:
-            raise VerificationError("the server's head is malformed")
-        if pos < length and self._read_entry(pos) != entry:
-            raise ChainError(f"the server's head at position {pos} is not the entry the "
-                             "verified chain holds there: a fork", position=pos)
+        if head.pos < length and self._read_entry(head.pos) != head.entry:
+            raise ChainError(f"the server's head at position {head.pos} is not the entry the "
+                             "verified chain holds there: a fork", position=head.pos)
 
     def _read_entry(self, pos: int) -> bytes:
         with open(self.entries_path, "rb") as handle:

@@ -13,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .api import KeyserverAPI
-from .protocol.encoding import b64decode, b64url_encode, sha256
-from .protocol.errors import InvalidMessage, ProtocolError, VerificationError
+from .protocol.encoding import b64url_encode, sha256
+from .protocol.errors import ProtocolError, VerificationError
 from .protocol.identity import server_identity
 from .localchain import LocalChain
 from .protocol.signedjson import signature_key_ids, verify_signed_json
 from .protocol.uidmessage import UIDMessage, decrypt_uid_message, parse_uid_message
 from .protocol.uidrules import Latest, Limits, is_current, verify_sequence
+from .protocol.wire import UIDMessageReply
 
 #: How long after a rotation replies by the previous key stay acceptable (§11.2).
 ROTATION_OVERLAP_MS = 3600 * 1000
@@ -33,7 +34,7 @@ class Found:
     pos: int
     ts: int
     message: UIDMessage
-    reply: dict
+    reply: UIDMessageReply
 
 
 @dataclass(frozen=True)
@@ -59,28 +60,19 @@ class ServerKey:
     pubkey: bytes
 
 
-def _fetch_reply(api: KeyserverAPI, chain: LocalChain, pos: int, uid_hash: bytes) -> dict:
-    entry = chain.entry(pos)
-    try:
-        reply = api.fetch_uid(b64url_encode(sha256(uid_hash)))
-        body = reply["entry"]
-        if type(body["hashchain_pos"]) is not int or type(body["ts"]) is not int or \
-                not isinstance(body["uid_message_encrypted"], str):
-            raise TypeError("hashchain_pos and ts must be integers, uid_message_encrypted"
-                            " a string")
-        if b64decode(body["hashchain_entry"], "hashchain_entry") != entry or \
-                body["hashchain_pos"] != pos:
-            raise VerificationError(f"the reply for position {pos} names another entry")
-    except (KeyError, TypeError, InvalidMessage) as exc:
-        raise VerificationError(f"the reply for position {pos} is malformed: {exc}") from None
+def _fetch_reply(api: KeyserverAPI, chain: LocalChain, pos: int,
+                 uid_hash: bytes) -> UIDMessageReply:
+    reply = api.fetch_uid(b64url_encode(sha256(uid_hash)),
+                          what=f"the reply for position {pos} is malformed")
+    if reply.entry.hashchain_entry != chain.entry(pos) or reply.entry.hashchain_pos != pos:
+        raise VerificationError(f"the reply for position {pos} names another entry")
     return reply
 
 
-def _open(reply: dict, uid_hash: bytes, identity: str, pos: int) -> UIDMessage:
-    encrypted = b64decode(reply["entry"]["uid_message_encrypted"], "uid_message_encrypted",
-                          error=VerificationError)
+def _open(reply: UIDMessageReply, uid_hash: bytes, identity: str, pos: int) -> UIDMessage:
     try:
-        message = parse_uid_message(decrypt_uid_message(encrypted, uid_hash))
+        message = parse_uid_message(decrypt_uid_message(reply.entry.uid_message_encrypted,
+                                                        uid_hash))
     except ProtocolError as exc:
         raise VerificationError(f"the message at position {pos} is malformed: {exc}") from None
     if message.identity != identity:
@@ -109,9 +101,10 @@ def check_server_signature(obj: dict, ts: int, server_name: str, keys: list[Serv
     raise VerificationError(f"{what} is not signed by the server key valid at position {pos}")
 
 
-def check_reply_signature(reply: dict, server_name: str, keys: list[ServerKey], pos: int) -> None:
+def check_reply_signature(reply: UIDMessageReply, server_name: str, keys: list[ServerKey],
+                          pos: int) -> None:
     """A UIDMessageReply at ``pos``, signed at its ``entry.ts``."""
-    check_server_signature(reply, reply["entry"]["ts"], server_name, keys, pos,
+    check_server_signature(reply.raw, reply.entry.ts, server_name, keys, pos,
                            f"the reply for position {pos}")
 
 
@@ -126,9 +119,9 @@ def server_keys(api: KeyserverAPI, chain: LocalChain, server_name: str,
         message = _open(reply, uid_hash, own, pos)
         # A server entry's own reply may be signed by the key it installs (entry 0
         # always is) or, within the overlap, by the key it replaces.
-        keys = keys + [ServerKey(pos, reply["entry"]["ts"], message.sigkey.pubkey)]
+        keys = keys + [ServerKey(pos, reply.entry.ts, message.sigkey.pubkey)]
         check_reply_signature(reply, server_name, keys, pos)
-        messages.append((message, reply["entry"]["ts"]))
+        messages.append((message, reply.entry.ts))
     if not keys or keys[0].pos != 0:
         raise VerificationError(f"the chain does not start with {own}")
     verify_sequence(messages, limits)
@@ -149,8 +142,7 @@ def lookup(api: KeyserverAPI, chain: LocalChain, server_name: str, identity: str
     for pos, uid_hash in chain.search(identity):
         reply = _fetch_reply(api, chain, pos, uid_hash)
         check_reply_signature(reply, server_name, keys, pos)
-        history.append(Found(pos, reply["entry"]["ts"], _open(reply, uid_hash, identity, pos),
-                             reply))
+        history.append(Found(pos, reply.entry.ts, _open(reply, uid_hash, identity, pos), reply))
     if not history:
         return None
     latest = verify_sequence([(found.message, found.ts) for found in history], limits)

@@ -18,7 +18,7 @@ import sqlite3
 from typing import Iterable, Iterator
 
 from .api import KeyserverAPI
-from .protocol.encoding import b64decode, sha256
+from .protocol.encoding import sha256
 from .clock import now_ms
 from .protocol.errors import ClientError, ProtocolError, VerificationError
 from .home import check_capabilities
@@ -86,29 +86,17 @@ class Wallet:
         voucher, unblind and verify, and store them; return the voucher's remainder."""
         capabilities = api.capabilities()
         server = check_capabilities(capabilities)
-        keys = capabilities.get("token_keys") or []
-        if not keys:
+        if not capabilities.token_keys:
             raise VerificationError(f"{server} publishes no token key")
-        try:
-            newest = max(keys, key=lambda key: key["not_after_ts"])
-            spki = b64decode(newest["spki"], "token key spki", error=VerificationError)
-            key_id = b64decode(newest["key_id"], "token key id", length=32,
-                               error=VerificationError)
-        except (KeyError, TypeError) as exc:
-            raise VerificationError(f"{server}: malformed token_keys ({exc!r})") from None
-        if sha256(spki) != key_id:
+        newest = max(capabilities.token_keys, key=lambda key: key.not_after_ts)
+        if sha256(newest.spki) != newest.key_id:
             raise VerificationError(f"{server}: token key id does not match its key")
-        public = parse_spki(spki, error=VerificationError)
+        public = parse_spki(newest.spki, error=VerificationError)
         pending = prepare_blinded_tokens(public, token_challenge(server), count)
-        answer = api.issue_tokens(voucher, key_id, [item.blinded for item in pending])
-        blind_sigs = answer.get("blind_sigs")
-        if not isinstance(blind_sigs, list):
-            raise VerificationError("token issuance answer has no blind_sigs list")
-        signatures = [b64decode(sig, "blind signature", error=VerificationError)
-                      for sig in blind_sigs]
-        tokens = finalize_tokens(public, pending, signatures)
+        issued = api.issue_tokens(voucher, newest.key_id, [item.blinded for item in pending])
+        tokens = finalize_tokens(public, pending, list(issued.blind_sigs))
         self.add(server, [token.to_bytes() for token in tokens])
-        return answer.get("remaining", 0)
+        return issued.remaining
 
     def _take(self, server: str) -> bytes:
         self.db.execute("BEGIN IMMEDIATE")
@@ -131,10 +119,14 @@ class Wallet:
     @contextlib.contextmanager
     def spend(self, server: str) -> Iterator[str]:
         """Yield an ``Authorization`` header value paying with one token; settle the
-        token by how the call ended."""
+        token by how the call ended. An answer that does not verify came with a 2xx
+        status: the server committed the write and spent the token."""
         token = self._take(server)
         try:
             yield format_authorization(token)
+        except VerificationError:
+            self._mark(token, "spent")
+            raise
         except ProtocolError as exc:
             outcome = {"TOKEN_SPENT": "spent", "TOKEN_INVALID": "invalid"}
             self._mark(token, outcome.get(exc.errcode, "available") if exc.refused

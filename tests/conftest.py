@@ -289,7 +289,6 @@ class LiveUserActions:
         import nacl.signing
 
         from client.api import KeyserverAPI
-        from client.protocol.encoding import b64decode
         from client.clock import now_ms
         from client.protocol.keys import ed25519_entry
         from client.protocol.uidmessage import build_uid_content, sign_uid_content
@@ -299,8 +298,8 @@ class LiveUserActions:
         now = now_ms()
         content = build_uid_content(
             identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,
-            not_after_ts=now + 30 * DAY_MS, lastentry=b64decode(api.fetch_head()["entry"])[:32])
-        return api.create_uid(sign_uid_content(content, sigkey), self.server.mint(1)[0])
+            not_after_ts=now + 30 * DAY_MS, lastentry=api.fetch_head().entry[:32])
+        return api.create_uid(sign_uid_content(content, sigkey), self.server.mint(1)[0]).raw
 
 
 @pytest.fixture

@@ -4,10 +4,11 @@ head, whatever the chunks' sizes."""
 import pytest
 
 from client.api import KeyserverAPI, download_chain
-from client.chainstate import ChainState, Chunk
+from client.chainstate import ChainState
 from client.protocol.errors import ChainError, TransportError
 from client.fetcher import Fetcher, Response
 from client.protocol.hashchain import ZERO_HASH, format_entry
+from client.protocol.wire import Chunk
 
 
 class OneBody(Fetcher):

@@ -31,7 +31,7 @@ def test_download_in_chunks_and_verify(grown_server, use_msgpack):
     entries = [e for c in chunks for e in c]
     assert [pos for pos, _ in search_identity(entries, "keyserver@example.org")] == [0]
     head = api.fetch_head()
-    assert head["pos"] == 45 and state.last_hash == entries[-1][:32]
+    assert head.pos == 45 and state.last_hash == entries[-1][:32]
 
 
 def test_incremental_download_continues_from_state(grown_server):

@@ -89,7 +89,7 @@ def test_wallet_buys_spends_and_keeps_unspent_tokens(live_server, wallet):
     alice = registration(live_server.url, "alice@example.org")
     with wallet.spend("example.org") as authorization:
         reply = api.create_uid(alice, authorization)
-    assert reply["entry"]["hashchain_pos"] == 1
+    assert reply.entry.hashchain_pos == 1
     assert wallet.count("example.org") == {"available": 1, "spent": 1}
     # a refused write spends nothing: the token goes back
     with pytest.raises(IdentityTaken):

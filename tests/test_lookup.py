@@ -12,7 +12,6 @@ from client.protocol.errors import VerificationError
 from client.fetcher import HTTPFetcher, Response
 from client.localchain import LocalChain, open_state
 from client.lookup import lookup
-from client.protocol.uidrules import Limits
 
 
 @pytest.fixture
@@ -22,7 +21,7 @@ def synced(live_server, tmp_path):
         chain = LocalChain(open_state(str(tmp_path / "s.sqlite")), str(tmp_path / "c"),
                            "example.org")
         chain.sync(api)
-        return api, chain, Limits.from_capabilities(api.capabilities())
+        return api, chain, api.capabilities().limits
     return sync
 
 

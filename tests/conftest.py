@@ -56,6 +56,14 @@ def client(app):
 
 
 @pytest.fixture
+def state(tmp_path):
+    """A fresh client state database (the home's ``state.sqlite``)."""
+    from client.store.home import open_state
+
+    return open_state(str(tmp_path / "state.sqlite"))
+
+
+@pytest.fixture
 def runner(app):
     return app.test_cli_runner()
 
@@ -288,7 +296,7 @@ class LiveUserActions:
     def register(self, identity):
         import nacl.signing
 
-        from client.api import KeyserverAPI
+        from client.transport.api import KeyserverAPI
         from client.clock import now_ms
         from client.protocol.keys import ed25519_entry
         from client.protocol.uidmessage import build_uid_content, sign_uid_content

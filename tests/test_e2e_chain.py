@@ -7,8 +7,9 @@ import subprocess
 import pytest
 import requests
 
-from client.api import KeyserverAPI, download_chain
-from client.chainstate import ChainState
+from client.session import download_chain
+from client.transport.api import KeyserverAPI
+from client.trust.chainstate import ChainState
 from client.protocol.errors import BadRequest, ChainError
 from client.protocol.hashchain import search_identity
 from conftest import keyserver_command

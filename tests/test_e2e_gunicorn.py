@@ -171,7 +171,7 @@ def threaded_server(tmp_path_factory):
 
 
 def test_the_client_reuses_a_kept_alive_connection(threaded_server):
-    from client.api import KeyserverAPI
+    from client.transport.api import KeyserverAPI
 
     api = KeyserverAPI(threaded_server.url)
     try:

@@ -3,7 +3,7 @@
 import msgpack
 import pytest
 
-from client.chainstate import ChainState
+from client.trust.chainstate import ChainState
 from client.protocol.wire import parse_chunk
 from client.protocol.encoding import b64decode
 from keyserver import db

@@ -7,17 +7,15 @@ verified: signatures and chain positions are for ``trust``."""
 from __future__ import annotations
 
 import json
-from typing import Iterator
 
-from .chainstate import ChainState
 from .fetcher import Fetcher, HTTPFetcher, Request
-from .protocol.encoding import b64encode, b64url_encode, require_int
-from .protocol.errors import ChainError, TransportError
-from .protocol.keys import KeyEntry
-from .protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedTokens, KeyInitReceipt,
-                            UIDMessageReply, parse_capabilities, parse_chunk, parse_head,
-                            parse_issued_tokens, parse_keyinit_receipt,
-                            parse_uid_message_reply)
+from ..protocol.encoding import b64encode, b64url_encode, require_int
+from ..protocol.errors import TransportError
+from ..protocol.keys import KeyEntry
+from ..protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedTokens, KeyInitReceipt,
+                             UIDMessageReply, parse_capabilities, parse_chunk, parse_head,
+                             parse_issued_tokens, parse_keyinit_receipt,
+                             parse_uid_message_reply)
 
 #: Per-entry size bound of a chunk answer (base64 plus quotes and comma).
 _ENTRY_WIRE_BYTES = 210
@@ -122,44 +120,3 @@ def _member(answer: dict, name: str, path: str):
         return answer[name]
     except KeyError:
         raise TransportError(f"{path}: answer has no {name!r}") from None
-
-
-def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10000,
-                   use_msgpack: bool = True) -> Iterator[list[bytes]]:
-    """Fetch and verify the chain from ``state.length`` to the head, chunk by chunk,
-    yielding each verified chunk's entries (the caller persists them).
-
-    It stops at the first short chunk that reaches its ``head_pos``: only short
-    chunks come from the head, whereas a complete chunk may come from a cache with an
-    older ``head_pos``. (A short chunk below its ``head_pos`` met an append between
-    two reads of the server: the next request gets the rest.)
-
-    While a complete chunk is verified, the next one is already being fetched (the
-    network wait and the hashing overlap), so a long chain downloads at the speed of
-    verification."""
-    def fetch(start: int) -> Chunk:
-        return api.fetch_hashchain(start, chunk_size, use_msgpack=use_msgpack)
-
-    executor = None
-    pending = None   # the prefetched chunk at state.length
-    try:
-        while True:
-            chunk = pending.result() if pending is not None else fetch(state.length)
-            pending = None
-            if len(chunk.entries) == chunk_size:
-                if executor is None:   # only a long download needs the thread
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    executor = ThreadPoolExecutor(1)
-                pending = executor.submit(fetch, state.length + chunk_size)
-            entries = state.accept(chunk)
-            if entries:
-                yield entries
-            if len(entries) < chunk_size and chunk.head_pos < state.length:
-                return
-            if not entries:
-                raise ChainError(f"the server names head {chunk.head_pos} but serves no "
-                                 f"entry at {state.length}", position=state.length)
-    finally:
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)

@@ -1,5 +1,6 @@
-"""The client's token wallet (§10): buy tokens with a voucher by blind issuance,
-keep them, and spend exactly one per paid call.
+"""The client's token wallet (§10): keep tokens (bought by blind issuance through
+the session, ``session.ServerSession.buy_tokens``, or added), and spend exactly
+one per paid call.
 
 A token is taken out (``reserved``) for the duration of a call. The server
 spends a token only when the write commits, so after a 4xx answer the token
@@ -17,13 +18,9 @@ import os
 import sqlite3
 from typing import Iterable, Iterator
 
-from .api import KeyserverAPI
-from .protocol.encoding import sha256
-from .clock import now_ms
-from .protocol.errors import ClientError, ProtocolError, VerificationError
-from .home import check_capabilities
-from .protocol.tokens import (finalize_tokens, format_authorization, parse_spki, parse_token,
-                     prepare_blinded_tokens, token_challenge)
+from ..clock import now_ms
+from ..protocol.errors import ClientError, ProtocolError, VerificationError
+from ..protocol.tokens import format_authorization, parse_token
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -80,23 +77,6 @@ class Wallet:
     def count(self, server: str) -> dict[str, int]:
         return dict(self.db.execute(
             "SELECT state, count(*) FROM tokens WHERE server = ? GROUP BY state", (server,)))
-
-    def buy(self, api: KeyserverAPI, voucher: str, count: int) -> int:
-        """Blind ``count`` fresh token inputs, have the server sign them against the
-        voucher, unblind and verify, and store them; return the voucher's remainder."""
-        capabilities = api.capabilities()
-        server = check_capabilities(capabilities)
-        if not capabilities.token_keys:
-            raise VerificationError(f"{server} publishes no token key")
-        newest = max(capabilities.token_keys, key=lambda key: key.not_after_ts)
-        if sha256(newest.spki) != newest.key_id:
-            raise VerificationError(f"{server}: token key id does not match its key")
-        public = parse_spki(newest.spki, error=VerificationError)
-        pending = prepare_blinded_tokens(public, token_challenge(server), count)
-        issued = api.issue_tokens(voucher, newest.key_id, [item.blinded for item in pending])
-        tokens = finalize_tokens(public, pending, list(issued.blind_sigs))
-        self.add(server, [token.to_bytes() for token in tokens])
-        return issued.remaining
 
     def _take(self, server: str) -> bytes:
         self.db.execute("BEGIN IMMEDIATE")

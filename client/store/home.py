@@ -1,6 +1,7 @@
 """The client's home folder (``--home`` / ``KEYCLIENT_HOME``, default a per-user
-data directory): the state database, one verified chain per keyserver, the
-wallet and the keystore.
+data directory): the state database, one verified chain per keyserver (§7.5), the
+wallet (§10) and the keystore. The state database also keeps the replies for the
+user's own identities (§7.5) and the KeyInit msgcounts used (§9).
 
 Everything in it is private to the user (folder 0700, files 0600). The state
 database has one schema, built by ``MIGRATIONS`` when the home opens: step ``n``

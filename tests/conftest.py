@@ -68,6 +68,12 @@ def runner(app):
     return app.test_cli_runner()
 
 
+def load_chain(server, count: int) -> None:
+    """Grow a live server's chain by ``count`` entries (``keyserver chain load``)."""
+    subprocess.run(keyserver_command("chain", "load", "--instance", str(server.instance),
+                                     "-n", str(count)), check=True, capture_output=True)
+
+
 def mutate(obj, path, value):
     """A deep copy of ``obj`` with the member at ``path`` set to ``value`` (or
     deleted, when ``value`` is ``KeyError``): one malformed variant per test case."""

@@ -1,18 +1,11 @@
 """The client's local chain at rest (§7.5): only what was recorded as verified
 survives a crash."""
 
-import subprocess
-
 from client.protocol.hashchain import ENTRY_SIZE
 from client.session import sync_chain
 from client.store.localchain import LocalChain
 from client.transport.api import KeyserverAPI
-from conftest import keyserver_command
-
-
-def load(server, count):
-    subprocess.run(keyserver_command("chain", "load", "--instance", str(server.instance),
-                                     "-n", str(count)), check=True, capture_output=True)
+from conftest import load_chain as load
 
 
 def test_crash_leftovers_are_truncated(live_server, state, tmp_path):

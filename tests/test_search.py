@@ -2,19 +2,12 @@
 per-identity index (``client.store.search``)."""
 
 import hashlib
-import subprocess
-
 from client.protocol.hashchain import ENTRY_SIZE
 from client.session import sync_chain
 from client.store.localchain import LocalChain
 from client.store.search import ChainSearch
 from client.transport.api import KeyserverAPI
-from conftest import keyserver_command
-
-
-def load(server, count):
-    subprocess.run(keyserver_command("chain", "load", "--instance", str(server.instance),
-                                     "-n", str(count)), check=True, capture_output=True)
+from conftest import load_chain as load
 
 
 def test_search_finds_every_entry_and_indexes_it(live_server, state, tmp_path, users_live):

@@ -2,33 +2,19 @@
 chunk by chunk until the head, whatever the chunks' sizes; ``sync_chain`` persisted
 and continued, a tampered chain rejected whole."""
 
-import subprocess
-
 import msgpack
 import pytest
 
 from client.protocol.errors import ChainError
-from client.protocol.hashchain import ENTRY_SIZE, ZERO_HASH, format_entry
+from client.protocol.hashchain import ENTRY_SIZE
 from client.protocol.wire import Chunk
 from client.session import download_chain, sync_chain
 from client.store.localchain import LocalChain
 from client.transport.api import KeyserverAPI
 from client.transport.fetcher import HTTPFetcher, Response
 from client.trust.chainstate import ChainState
-from conftest import keyserver_command
-
-
-def load(server, count):
-    subprocess.run(keyserver_command("chain", "load", "--instance", str(server.instance),
-                                     "-n", str(count)), check=True, capture_output=True)
-
-
-def make_chain(length):
-    entries, prev = [], ZERO_HASH
-    for n in range(length):
-        entries.append(format_entry(prev, n.to_bytes(8, "big"), "a@example.org", bytes(32)))
-        prev = entries[-1][:32]
-    return entries
+from conftest import load_chain as load
+from test_chainstate import make_chain
 
 
 class Chunks:

@@ -2,7 +2,6 @@
 gives the object back, ``format_x`` gives exactly what the server serves today, and
 each malformed answer is refused with its exact error."""
 
-import copy
 import json
 
 import msgpack
@@ -19,6 +18,7 @@ from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedToke
                                   format_uid_message_reply, parse_capabilities, parse_chunk,
                                   parse_head, parse_issued_tokens, parse_keyinit_receipt,
                                   parse_uid_message_reply)
+from conftest import mutate
 
 ENTRY = bytes(range(153))
 ENCRYPTED = bytes(100)
@@ -118,24 +118,14 @@ def test_formats_match_the_server(client, users):
 # --- rejects --------------------------------------------------------------------------
 
 def change(path, value):
-    """A copy-and-set of the member at ``path`` (None deletes it)."""
-    def apply(obj):
-        obj = copy.deepcopy(obj)
-        target = obj
-        for key in path[:-1]:
-            target = target[key]
-        if value is None:
-            del target[path[-1]]
-        else:
-            target[path[-1]] = value
-        return obj
-    return apply
+    """The object with the member at ``path`` set to ``value`` (``KeyError``: deleted)."""
+    return lambda obj: mutate(obj, path, value)
 
 
 REPLY_REJECTS = {
     "not-an-object": (lambda obj: [obj], "malformed reply: reply: not a JSON object"),
-    "no-entry": (change(["entry"], None), "malformed reply: entry: missing"),
-    "no-message": (change(["entry", "uid_message_encrypted"], None),
+    "no-entry": (change(["entry"], KeyError), "malformed reply: entry: missing"),
+    "no-message": (change(["entry", "uid_message_encrypted"], KeyError),
                    "malformed reply: uid_message_encrypted: missing"),
     "short-message": (change(["entry", "uid_message_encrypted"], b64encode(bytes(71))),
                       "malformed reply: uid_message_encrypted: shorter than 72 bytes"),
@@ -149,7 +139,7 @@ REPLY_REJECTS = {
                      "malformed reply: hashchain_pos: must be an integer in [0, 2^53-1]"),
     "ts-a-float": (change(["entry", "ts"], 1.0),
                    "malformed reply: ts: must be an integer in [0, 2^53-1]"),
-    "no-signatures": (change(["signatures"], None), "malformed reply: signatures: missing"),
+    "no-signatures": (change(["signatures"], KeyError), "malformed reply: signatures: missing"),
     "signatures-a-list": (change(["signatures"], []),
                           "malformed reply: signatures: not a JSON object"),
     "signature-not-a-string": (change(["signatures", "example.org"], {"ed25519:a": 1}),
@@ -168,12 +158,12 @@ def test_malformed_replies_are_refused(how, error):
 def test_a_reply_error_starts_with_what_the_caller_names():
     with pytest.raises(VerificationError, match="^the reply for position 3 is malformed: "
                        "uid_message_encrypted: missing$"):
-        parse_uid_message_reply(change(["entry", "uid_message_encrypted"], None)(reply_obj()),
+        parse_uid_message_reply(change(["entry", "uid_message_encrypted"], KeyError)(reply_obj()),
                                 what="the reply for position 3 is malformed")
 
 
 HEAD_REJECTS = {
-    "no-ts": (change(["ts"], None), "the server's head is malformed: ts: missing"),
+    "no-ts": (change(["ts"], KeyError), "the server's head is malformed: ts: missing"),
     "negative-pos": (change(["pos"], -1),
                      "the server's head is malformed: pos: must be an integer in [0, 2^53-1]"),
     "short-entry": (change(["entry"], b64encode(bytes(32))),
@@ -223,13 +213,13 @@ CAPABILITY_REJECTS = {
     "empty": (lambda obj: {}, "malformed capabilities: server_name: missing"),
     "name-a-path": (change(["server_name"], "../x"),
                     "capabilities name '../x', which is not a server name"),
-    "no-version": (change(["version"], None), "malformed capabilities: version: missing"),
+    "no-version": (change(["version"], KeyError), "malformed capabilities: version: missing"),
     "methods-a-string": (change(["methods"], "x"),
                          "malformed capabilities: methods: must be a list of strings"),
     "uris-a-string": (change(["keyinitrepository_uris"], "http://x"),
                       "malformed capabilities: keyinitrepository_uris: must be a list of "
                       "strings"),
-    "head-without-entry": (change(["hashchain_head", "entry"], None),
+    "head-without-entry": (change(["hashchain_head", "entry"], KeyError),
                            "malformed capabilities: hashchain_head: entry: missing"),
     "short-sigpubkey": (change(["sigpubkeys", "ed25519:a_1"], b64encode(bytes(31))),
                         "malformed capabilities: sigpubkeys.ed25519:a_1: must encode 32 bytes, "
@@ -248,9 +238,9 @@ CAPABILITY_REJECTS = {
     "negative-grace": (change(["limits", "reclaim_grace_ms"], -1),
                        "malformed capabilities: limits: reclaim_grace_ms: must be an integer "
                        "in [0, 2^53-1]"),
-    "no-keyinit-lifetime": (change(["limits", "max_keyinit_lifetime_ms"], None),
+    "no-keyinit-lifetime": (change(["limits", "max_keyinit_lifetime_ms"], KeyError),
                             "malformed capabilities: limits: max_keyinit_lifetime_ms: missing"),
-    "no-ts": (change(["ts"], None), "malformed capabilities: ts: missing"),
+    "no-ts": (change(["ts"], KeyError), "malformed capabilities: ts: missing"),
 }
 
 
@@ -269,7 +259,7 @@ RECEIPT_REJECTS = {
                         "malformed KeyInit receipt: keyinit_hashes: must be a list"),
     "short-hash": (change(["keyinit_hashes", 1], b64encode(bytes(8))),
                    "malformed KeyInit receipt: keyinit_hashes[1]: must encode 32 bytes, not 8"),
-    "no-ts": (change(["ts"], None), "malformed KeyInit receipt: ts: missing"),
+    "no-ts": (change(["ts"], KeyError), "malformed KeyInit receipt: ts: missing"),
 }
 
 

@@ -18,41 +18,28 @@ settles it from the chain: promoted if the chain holds it, deleted if not.
 
 from __future__ import annotations
 
-import contextlib
-import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 import nacl.signing
 
-from .api import KeyserverAPI
-from .protocol.encoding import b64decode, sha256
 from .clock import now_ms
+from .protocol.encoding import sha256
 from .protocol.errors import ClientError, IdentityTaken, ProtocolError, VerificationError
-from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, open_entry, verify_entries
-from .home import Home, check_capabilities
+from .protocol.hashchain import open_entry
 from .protocol.keys import ed25519_entry
-from .protocol.identity import server_identity
-from .lookup import (LookupResult, ServerKey, check_reply_signature, check_server_signature,
-                     lookup, server_keys)
 from .protocol.uidmessage import build_uid_content, sign_uid_content, uid_hash, update_uid_content
-from .protocol.uidrules import Limits, is_held
+from .protocol.uidrules import is_held
+from .protocol.wire import UIDMessageReply
+from .session import ServerSession
+from .trust.history import LookupResult
+from .trust.keyring import check_reply_signature
 
 if TYPE_CHECKING:
     # Only the commands that hold keys load the keystore (and its imports): sync
     # and lookup start faster without it. The caller that makes a Keystore has it.
-    from .keystore import Keystore
+    from .store.keystore import Keystore
 
-REPLIES_SCHEMA = """
-CREATE TABLE IF NOT EXISTS own_replies (
-    server TEXT NOT NULL,
-    identity TEXT NOT NULL,
-    pos INTEGER NOT NULL,
-    msgcount INTEGER NOT NULL,
-    reply TEXT NOT NULL,
-    PRIMARY KEY (server, identity, pos)
-)
-"""
 #: Lifetime asked for when the server allows more.
 DEFAULT_LIFETIME_MS = 365 * 24 * 3600 * 1000
 #: Room for a client clock that is off from the server's: validity starts this much
@@ -82,89 +69,23 @@ class Written:
     identity: str
     msgcount: int
     pos: int
-    reply: dict
+    reply: UIDMessageReply
 
 
 class Accounts:
-    """The user's identities on keyserver ``server`` at ``url``; ``keystore`` holds
-    their private keys (None for commands that need none)."""
+    """The user's identities on the server of ``session``; ``keystore`` holds their
+    private keys (None for commands that need none)."""
 
-    def __init__(self, home: Home, server: str, url: str, keystore: Keystore | None = None,
-                 progress: Callable[[str], None] = lambda step: None):
-        self.home, self.server, self.keystore, self.progress = home, server, keystore, progress
-        self.api = KeyserverAPI(url)
-        self.chain = home.chain(server)
-        home.db.execute(REPLIES_SCHEMA)
-        self._capabilities: dict | None = None
-        #: The server's signing keys as the chain records them, after ``sync``.
-        self.keys: list[ServerKey] = []
-
-    # --- chain and server state ---------------------------------------------------
-
-    @property
-    def capabilities(self) -> dict:
-        if self._capabilities is None:
-            capabilities = self.api.capabilities()
-            if check_capabilities(capabilities) != self.server:
-                raise VerificationError(f"{self.api.base_url} answers as another server"
-                                        f" than {self.server}")
-            self._capabilities = capabilities
-        return self._capabilities
-
-    @property
-    def limits(self) -> Limits:
-        return Limits.from_capabilities(self.capabilities)
-
-    def sync(self, progress: Callable[[int], None] = lambda n: None,
-             expect: dict[int, bytes] | None = None) -> int:
-        """Bring the chain up to date; a chain that contradicts a reply we hold (or
-        the ``expect``ed entries) is refused whole (§7.5)."""
-        limits = self.limits    # capabilities first: a bad one stops the sync before it starts
-        self.progress("syncing the chain")
-        expected = {pos: _reply_entry(reply) for _, pos, reply in self.replies()}
-        own = server_identity(self.server)
-        added = self.chain.sync(self.api, progress=progress,
-                                expect={**expected, **(expect or {})}, index=[own])
-        self.progress(f"tracking {own} on the chain")
-        self.keys = server_keys(self.api, self.chain, self.server, limits)
-        # The limits, prices and URIs we act on are the server's signed word (§11.3).
-        ts = self.capabilities.get("ts")
-        if type(ts) is not int:
-            raise VerificationError("the capabilities carry no ts")
-        check_server_signature(self.capabilities, ts, self.server, self.keys,
-                               self.chain.length - 1, "the capabilities document")
-        return added
-
-    def lookup(self, identity: str) -> LookupResult | None:
-        """``identity`` on the chain, with the server keys the last ``sync`` found
-        (found afresh if there was none)."""
-        return lookup(self.api, self.chain, self.server, identity, self.limits,
-                      self.keys or None)
-
-    def price(self, operation: str) -> int:
-        return self.capabilities.get("token_prices", {}).get(operation, 1)
-
-    @contextlib.contextmanager
-    def payment(self, operation: str) -> Iterator[str | None]:
-        """An ``Authorization`` value paying for ``operation`` with a wallet token
-        (settled by how the call ends), or None when the server makes it free."""
-        if not self.price(operation):
-            yield None
-            return
-        with self.home.wallet() as wallet, wallet.spend(self.server) as authorization:
-            yield authorization
-
-    def require_tokens(self, operation: str) -> None:
-        """Fail before any work is done when the wallet cannot pay for ``operation``."""
-        if self.price(operation):
-            with self.home.wallet() as wallet:
-                wallet.require(self.server)
+    def __init__(self, session: ServerSession, keystore: Keystore | None = None):
+        self.session, self.keystore = session, keystore
+        self.home, self.server, self.chain = session.home, session.server, session.chain
+        self.progress = session.progress
 
     def validity(self) -> tuple[int, int]:
         """``(not_before_ts, not_after_ts)`` for a new message: from a little before
         now to as long as the server allows, within a year."""
         now = now_ms()
-        lifetime = min(DEFAULT_LIFETIME_MS, self.limits.max_uid_lifetime_ms - CLOCK_MARGIN_MS)
+        lifetime = min(DEFAULT_LIFETIME_MS, self.session.limits.max_uid_lifetime_ms - CLOCK_MARGIN_MS)
         return now - CLOCK_MARGIN_MS, now + lifetime
 
     # --- writing ------------------------------------------------------------------
@@ -174,20 +95,20 @@ class Accounts:
         """Register ``identity`` (§13): a new SIGKEY and SIGESCROW; the escrow key goes
         to paper and leaves the machine once the chain holds the registration."""
         keystore = self._keystore()
-        self.sync()
+        self.session.sync()
         self.progress(f"checking that {identity} is free")
-        existing = self.lookup(identity)
+        existing = self.session.lookup(identity)
         if existing is not None and is_held(existing.latest, now_ms(),
-                                            self.limits.reclaim_grace_ms):
+                                            self.session.limits.reclaim_grace_ms):
             raise IdentityTaken(f"{identity} is already registered on {self.server} "
                                 f"(position {existing.history[-1].pos})")
-        self.require_tokens("create_uid")
+        self.session.require_tokens("create_uid")
         sigkey, escrow = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
         names = [key_name(identity, "sigkey"), key_name(identity, "escrow")]
         keystore.put_signing_key(names[0], sigkey)
         keystore.put_signing_key(names[1], escrow)  # until the paper copy is confirmed used
         try:
-            from .keystore import format_paper_backup
+            from .store.paper import format_paper_backup
 
             deliver_paper(format_paper_backup(identity, escrow))
             if not confirm():
@@ -197,7 +118,7 @@ class Accounts:
                 identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=not_before_ts,
                 not_after_ts=not_after_ts, lastentry=self.chain.last_hash,
                 sigescrow=ed25519_entry(escrow),
-                repouris=self.capabilities.get("keyinitrepository_uris", []))
+                repouris=self.session.capabilities.keyinitrepository_uris)
             written = self._submit(sign_uid_content(content, sigkey, escrow_key=escrow))
         except BaseException:
             keystore.delete(names[0])
@@ -209,7 +130,7 @@ class Accounts:
     def update(self, identity: str) -> Written:
         """Replace the sigkey with a new one, signed by the current one (§4.2); this
         also renews the validity."""
-        keystore = self._keystore()
+        self._keystore()
         current = self.current(identity)
         old = self.own_sigkey(identity, current)
         self.progress("making a new signing key")
@@ -231,9 +152,9 @@ class Accounts:
     def current(self, identity: str) -> LookupResult:
         """``identity`` looked up on the synced chain, after settling a sigkey change
         whose outcome was unknown."""
-        self.sync()
+        self.session.sync()
         self.progress(f"looking up {identity} on the chain")
-        result = self.lookup(identity)
+        result = self.session.lookup(identity)
         if result is None:
             raise NotRegistered(f"{identity} is not on {self.server}'s chain")
         self._settle_pending(identity, result)
@@ -242,7 +163,7 @@ class Accounts:
 
     def own_sigkey(self, identity: str, current: LookupResult) -> nacl.signing.SigningKey:
         """Our private sigkey of ``identity``, which must be the one on the chain."""
-        from .keystore import KeyNotFound
+        from .store.keystore import KeyNotFound
 
         try:
             key = self._keystore().get_signing_key(key_name(identity, "sigkey"))
@@ -264,7 +185,7 @@ class Accounts:
                         sign: Callable[[dict, nacl.signing.SigningKey], dict]) -> Written:
         keystore = self._keystore()
         identity = current.identity
-        self.require_tokens("update_uid")
+        self.session.require_tokens("update_uid")
         new = nacl.signing.SigningKey.generate()
         pending = key_name(identity, "sigkey.next")
         keystore.put_signing_key(pending, new, overwrite=True)
@@ -293,9 +214,9 @@ class Accounts:
         content = message["content"]
         create = content["msgcount"] == 0
         self.progress("sending the " + ("registration" if create else "update"))
-        send = self.api.create_uid if create else self.api.update_uid
+        send = self.session.api.create_uid if create else self.session.api.update_uid
         try:
-            with self.payment("create_uid" if create else "update_uid") as authorization:
+            with self.session.payment("create_uid" if create else "update_uid") as authorization:
                 reply = send(message, authorization)
         except ProtocolError as exc:
             if pending is not None and exc.refused:   # the server changed nothing
@@ -303,62 +224,41 @@ class Accounts:
             raise
         pos = self._confirm_on_chain(content["identity"], message, reply)
         written = Written(content["identity"], content["msgcount"], pos, reply)
-        with self.home.db:
-            self.home.db.execute(
-                "INSERT OR REPLACE INTO own_replies (server, identity, pos, msgcount, reply)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (self.server, written.identity, pos, written.msgcount, json.dumps(reply)))
+        self.home.record_replies(self.server, written.identity, [(pos, written.msgcount, reply)],
+                                 replace=True)
         return written
 
-    def _confirm_on_chain(self, identity: str, message: dict, reply: dict) -> int:
+    def _confirm_on_chain(self, identity: str, message: dict, reply: UIDMessageReply) -> int:
         """The reply must promise our entry; the chain must then hold exactly it there,
         signed by the server key of that position (§11.3)."""
-        try:
-            pos = reply["entry"]["hashchain_pos"]
-            entry = b64decode(reply["entry"]["hashchain_entry"], "hashchain_entry",
-                              error=VerificationError)
-            if type(pos) is not int or pos < 0 or type(reply["entry"]["ts"]) is not int:
-                raise TypeError("hashchain_pos must be a position, ts an integer")
-        except (KeyError, TypeError) as exc:
-            raise VerificationError(f"malformed reply: {exc}") from None
+        pos, entry = reply.entry.hashchain_pos, reply.entry.hashchain_entry
         if open_entry(entry, identity) != uid_hash(message):
             raise VerificationError("the reply's chain entry is not our message")
         self.progress(f"waiting for position {pos} on the chain")
         for _ in range(SYNC_ATTEMPTS):
             if self.chain.length > pos:
                 break
-            self.sync(expect={pos: entry})
+            self.session.sync(expect={pos: entry})
         if self.chain.length <= pos or self.chain.entry(pos) != entry:
             raise VerificationError(f"the chain does not hold our entry at position {pos}")
-        check_reply_signature(reply, self.server, self.keys, pos)
+        check_reply_signature(reply, self.server, self.session.keys, pos)
         return pos
 
     def _record(self, identity: str, result: LookupResult) -> None:
         """Keep the verified replies of an identity we own (found by lookup)."""
-        with self.home.db:
-            self.home.db.executemany(
-                "INSERT OR IGNORE INTO own_replies (server, identity, pos, msgcount, reply)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(self.server, identity, found.pos, found.message.msgcount,
-                  json.dumps(found.reply)) for found in result.history])
+        self.home.record_replies(self.server, identity, [
+            (found.pos, found.message.msgcount, found.reply) for found in result.history])
 
     # --- checking -----------------------------------------------------------------
-
-    def replies(self) -> list[tuple[str, int, dict]]:
-        """``(identity, pos, reply)`` of every reply we hold for our identities here."""
-        return [(identity, pos, json.loads(reply)) for identity, pos, reply in
-                self.home.db.execute(
-                    "SELECT identity, pos, reply FROM own_replies WHERE server = ?"
-                    " ORDER BY pos", (self.server,))]
 
     def check_replies(self) -> int:
         """Each reply we hold must match the chain's entry at its position (§7.5);
         return how many the chain covers so far."""
         checked = 0
-        for identity, pos, reply in self.replies():
+        for identity, pos, reply in self.home.own_replies(self.server):
             if pos >= self.chain.length:
                 continue
-            if self.chain.entry(pos) != _reply_entry(reply):
+            if self.chain.entry(pos) != reply.entry.hashchain_entry:
                 raise VerificationError(
                     f"the chain no longer holds {identity}'s entry at position {pos}: the "
                     "server rewrote history", position=pos)
@@ -368,19 +268,10 @@ class Accounts:
     def verify(self) -> int:
         """Re-verify every link of the local chain from its first entry, then our
         replies against it and their signatures; return how many replies."""
-        self.progress(f"re-verifying {self.chain.length} entries")
-        data = self.chain.read()
-        entries = [data[i:i + ENTRY_SIZE] for i in range(0, len(data), ENTRY_SIZE)]
-        if verify_entries(entries, ZERO_HASH) != self.chain.last_hash:
-            raise VerificationError("the local chain does not end in the verified hash")
+        self.session.verify_chain()
         checked = self.check_replies()
-        self.keys = server_keys(self.api, self.chain, self.server, self.limits)
-        for _, pos, reply in self.replies():
+        keys = self.session.track_keys()
+        for _, pos, reply in self.home.own_replies(self.server):
             if pos < self.chain.length:
-                check_reply_signature(reply, self.server, self.keys, pos)
+                check_reply_signature(reply, self.server, keys, pos)
         return checked
-
-
-def _reply_entry(reply: dict) -> bytes:
-    return b64decode(reply["entry"]["hashchain_entry"], "hashchain_entry",
-                     error=VerificationError)

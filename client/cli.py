@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING
 import click
 
 from .accounts import Accounts
-from .api import KeyserverAPI
-from .protocol.encoding import b64encode, b64url_decode, format_ms
 from .clock import now_ms
+from .protocol.encoding import b64encode, b64url_decode, format_ms
 from .protocol.errors import ChainError, ClientError, ProtocolError
-from .home import Home, default_home
 from .protocol.identity import normalize_identity
+from .session import ServerSession, add_server
+from .store.home import Home, default_home
 
 if TYPE_CHECKING:
     # The keystore and KeyInit modules are imported by the commands that use them:
     # sync and lookup, the commands run most, start faster without them.
-    from .keystore import Keystore
+    from .store.keystore import Keystore
 
 
 class _Group(click.Group):
@@ -64,7 +64,7 @@ def server_group() -> None:
 @click.pass_obj
 def server_add(home: Home, url: str, move: bool) -> None:
     """Remember the keyserver at URL (its capabilities' signature is checked)."""
-    name = home.add_server(url, move)
+    name = add_server(home, url, move)
     click.echo(f"added {name} at {url}")
 
 
@@ -83,22 +83,20 @@ def sync(home: Home, server: str | None) -> None:
     """Download and verify SERVER's chain from the last verified position (all
     remembered servers if none is named)."""
     for name, url in _servers(home, server):
-        accounts = Accounts(home, name, url)
-        with click.progressbar(length=_entries_to_fetch(accounts),
+        session = ServerSession(home, name, url)
+        with click.progressbar(length=_entries_to_fetch(session),
                                label=f"syncing {name}") as bar:
-            added = accounts.sync(progress=bar.update)
-        current = accounts.keys[-1]
-        click.echo(f"{name}: {added} new entries, {accounts.chain.length} verified; "
+            added = session.sync(progress=bar.update)
+        current = session.keys[-1]
+        click.echo(f"{name}: {added} new entries, {session.chain.length} verified; "
                    f"server key {b64encode(current.pubkey)} (since position {current.pos})")
 
 
-def _entries_to_fetch(accounts: Accounts) -> int:
+def _entries_to_fetch(session: ServerSession) -> int:
     """For the progress bar: the sync needs the capabilities anyway, and they name
-    the head (checked with their signature after the sync; a bad one only
+    the head (checked with their signature after the sync; a false one only
     misjudges the bar)."""
-    head = accounts.capabilities.get("hashchain_head")
-    pos = head.get("pos") if isinstance(head, dict) else None
-    return max(pos + 1 - accounts.chain.length, 0) if type(pos) is int else 0
+    return max(session.capabilities.hashchain_head.pos + 1 - session.chain.length, 0)
 
 
 def _identity(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -134,12 +132,12 @@ def lookup_command(home: Home, identity: str, server: str | None) -> None:
     """Sync, search the whole chain for IDENTITY, verify every message of it and
     print its current keys. Exit status 1 when it is not on the chain (or anything
     fails to verify), 3 when its keys are expired or not yet valid."""
-    accounts = _accounts(home, server, keys=False)
-    accounts.sync()
-    result = accounts.lookup(identity)
+    session = _session(home, server)
+    session.sync()
+    result = session.lookup(identity)
     if result is None:
-        click.echo(f"{identity}: not found on {accounts.server} "
-                   f"({accounts.chain.length} entries searched)")
+        click.echo(f"{identity}: not found on {session.server} "
+                   f"({session.chain.length} entries searched)")
         raise SystemExit(1)
     message = result.message
     now = now_ms()
@@ -189,7 +187,7 @@ def tokens_buy(home: Home, voucher: str, count: int, server: str | None) -> None
     """Exchange VOUCHER for N unlinkable tokens (blind issuance)."""
     name, url = _one_server(home, server)
     with home.wallet() as wallet:
-        remaining = wallet.buy(KeyserverAPI(url), voucher, count)
+        remaining = ServerSession(home, name, url).buy_tokens(wallet, voucher, count)
     click.echo(f"bought {count} token(s) for {name}; the voucher has {remaining} left")
 
 
@@ -206,7 +204,7 @@ def tokens_list(home: Home) -> None:
 
 
 def _keystore(home: Home) -> Keystore:
-    from .keystore import Keystore, passphrase_from_env_or_prompt
+    from .store.keystore import Keystore, passphrase_from_env_or_prompt
 
     path = os.path.join(home.path, "keys")
     new = not os.path.isdir(path) or not os.listdir(path)
@@ -215,11 +213,16 @@ def _keystore(home: Home) -> Keystore:
     return keystore
 
 
-def _accounts(home: Home, server: str | None, *, keys: bool = True) -> Accounts:
-    """The user's identities on the named (or only) server, reporting progress."""
+def _session(home: Home, server: str | None) -> ServerSession:
+    """The named (or only) server, reporting progress."""
     name, url = _one_server(home, server)
-    return Accounts(home, name, url, _keystore(home) if keys else None,
-                    progress=lambda step: click.echo(f"... {step}", err=True))
+    return ServerSession(home, name, url, progress=lambda step: click.echo(f"... {step}",
+                                                                           err=True))
+
+
+def _accounts(home: Home, server: str | None) -> Accounts:
+    """The user's identities on the named (or only) server, with the keystore."""
+    return Accounts(_session(home, server), _keystore(home))
 
 
 @main.command("register")
@@ -274,7 +277,7 @@ def update_command(home: Home, identity: str, server: str | None) -> None:
 def recover_command(home: Home, identity: str, escrow_file, server: str | None) -> None:
     """Give IDENTITY a new signing key authorized by the paper escrow key (when the
     signing key is lost or stolen)."""
-    from .keystore import parse_paper_backup
+    from .store.paper import parse_paper_backup
 
     backup_identity, escrow = parse_paper_backup(escrow_file.read())
     if backup_identity != identity:
@@ -305,7 +308,7 @@ def keyinit_publish(home: Home, identity: str, count: int, fallback: bool, days:
     from . import keyinits
 
     accounts = _accounts(home, server)
-    published = keyinits.publish(accounts, identity, count, fallback=fallback,
+    published = keyinits.publish(accounts.session, accounts, identity, count, fallback=fallback,
                                  lifetime_ms=days * 24 * 3600 * 1000 if days else None)
     kind = "fallback KeyInit(s)" if fallback else "KeyInit(s)"
     click.echo(f"published {published.count} {kind} of {identity} to {published.repouri}, "
@@ -321,7 +324,7 @@ def keyinit_fetch(home: Home, identity: str, server: str | None) -> None:
     with IDENTITY's signing key and print the opened session anchor as JSON."""
     from . import keyinits
 
-    fetched = keyinits.fetch(_accounts(home, server, keys=False), identity)
+    fetched = keyinits.fetch(_session(home, server), identity)
     click.echo(json.dumps(fetched.to_json(), indent=2, sort_keys=True))
 
 
@@ -333,7 +336,8 @@ def keyinit_flush(home: Home, identity: str, server: str | None) -> None:
     """Delete every KeyInit of IDENTITY that the server still holds."""
     from . import keyinits
 
-    flushed = keyinits.flush(_accounts(home, server), identity)
+    accounts = _accounts(home, server)
+    flushed = keyinits.flush(accounts.session, accounts, identity)
     click.echo(f"flushed {flushed} KeyInit(s) of {identity}")
 
 
@@ -344,7 +348,7 @@ def verify_command(home: Home, server: str | None) -> None:
     """Re-verify the local chain of every server (or SERVER) from its first entry, and
     that the server's replies for your identities match it."""
     for name, url in _servers(home, server):
-        accounts = Accounts(home, name, url)
+        accounts = Accounts(ServerSession(home, name, url))
         replies = accounts.verify()
         click.echo(f"{name}: {accounts.chain.length} entries verified, {replies} of your "
                    "replies match the chain")

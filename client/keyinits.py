@@ -15,23 +15,15 @@ from dataclasses import dataclass
 import nacl.public
 
 from .accounts import CLOCK_MARGIN_MS, Accounts, key_name
-from .api import KeyserverAPI
-from .protocol.encoding import b64encode
 from .clock import now_ms
 from .protocol.errors import ClientError, NoKeyinit, ProtocolError, VerificationError
 from .protocol.keyinit import (SessionAnchor, build_keyinit, build_session_anchor, keyinit_hash,
-                      open_keyinit, sigkeyhash, sign_flush)
+                               open_keyinit, sigkeyhash, sign_flush)
 from .protocol.keys import X25519, KeyEntry, ed25519_entry
-from .lookup import check_server_signature
-
-MSGCOUNT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS keyinit_msgcounts (
-    server TEXT NOT NULL,
-    sigkeyhash BLOB NOT NULL,
-    msgcount INTEGER NOT NULL,
-    PRIMARY KEY (server, sigkeyhash)
-)
-"""
+from .protocol.wire import KeyInitReceipt
+from .session import ServerSession
+from .transport.api import KeyserverAPI
+from .trust.keyring import check_server_signature
 
 
 @dataclass(frozen=True)
@@ -62,50 +54,35 @@ class Fetched:
                                   "pfkeys": [key.to_json() for key in self.anchor.pfkeys]}}
 
 
-def _repouri(accounts: Accounts) -> str:
-    uris = accounts.capabilities.get("keyinitrepository_uris") or []
+def _repouri(session: ServerSession) -> str:
+    uris = session.capabilities.keyinitrepository_uris
     if not uris:
-        raise VerificationError(f"{accounts.server} names no KeyInit repository")
+        raise VerificationError(f"{session.server} names no KeyInit repository")
     return uris[0]
 
 
-def _next_msgcount(accounts: Accounts, key_hash: bytes, count: int) -> int:
-    """Reserve ``count`` msgcounts for a batch (recorded before it is sent, so a
-    failed batch never has its msgcounts reused)."""
-    db = accounts.home.db
-    db.execute(MSGCOUNT_SCHEMA)
-    row = db.execute("SELECT msgcount FROM keyinit_msgcounts WHERE server = ? AND "
-                          "sigkeyhash = ?", (accounts.server, key_hash)).fetchone()
-    first = max(now_ms(), row[0] + 1 if row else 0)
-    with db:
-        db.execute(
-            "INSERT INTO keyinit_msgcounts (server, sigkeyhash, msgcount) VALUES (?, ?, ?)"
-            " ON CONFLICT (server, sigkeyhash) DO UPDATE SET msgcount = excluded.msgcount",
-            (accounts.server, key_hash, first + count - 1))
-    return first
-
-
-def publish(accounts: Accounts, identity: str, count: int, *, fallback: bool = False,
-            lifetime_ms: int | None = None) -> Published:
-    """Make, upload and pay for ``count`` KeyInits of ``identity`` (one batch)."""
-    limits = accounts.capabilities["limits"]
-    if not 1 <= count <= limits["max_keyinits_per_request"]:
-        raise ClientError(f"{accounts.server} takes 1 to {limits['max_keyinits_per_request']} "
+def publish(session: ServerSession, accounts: Accounts, identity: str, count: int, *,
+            fallback: bool = False, lifetime_ms: int | None = None) -> Published:
+    """Make, upload and pay for ``count`` KeyInits of ``identity``, one of the
+    user's ``accounts`` on the server of ``session`` (one batch)."""
+    limits = session.limits
+    if not 1 <= count <= limits.max_keyinits_per_request:
+        raise ClientError(f"{session.server} takes 1 to {limits.max_keyinits_per_request} "
                           "KeyInits per request")
     current = accounts.current(identity)
     if not current.is_current(now_ms()):
         raise ClientError(f"{identity} is not current: update it first ('keyclient update')")
     sigkey = accounts.own_sigkey(identity, current)
-    accounts.require_tokens("add_keyinit")
+    session.require_tokens("add_keyinit")
     keystore = accounts.keystore
     assert keystore is not None
-    repouri = _repouri(accounts)
+    repouri = _repouri(session)
     now = now_ms()
-    lifetime = min(lifetime_ms or limits["max_keyinit_lifetime_ms"],
-                   limits["max_keyinit_lifetime_ms"] - CLOCK_MARGIN_MS)
+    lifetime = min(lifetime_ms or limits.max_keyinit_lifetime_ms,
+                   limits.max_keyinit_lifetime_ms - CLOCK_MARGIN_MS)
     not_after_ts = min(now + lifetime, current.message.not_after_ts)
     key_hash = sigkeyhash(bytes(sigkey.verify_key))
-    first = _next_msgcount(accounts, key_hash, count)
+    first = session.home.reserve_msgcounts(session.server, key_hash, count, now)
     keyinits, names = [], []
     for msgcount in range(first, first + count):
         private = nacl.public.PrivateKey.generate()
@@ -115,55 +92,54 @@ def publish(accounts: Accounts, identity: str, count: int, *, fallback: bool = F
         keyinits.append(build_keyinit(sigkey, msgcount=msgcount, not_before_ts=now -
                                       CLOCK_MARGIN_MS, not_after_ts=not_after_ts,
                                       fallback=fallback, repouri=repouri, anchor=anchor))
-    accounts.progress(f"uploading {count} KeyInit(s) to {repouri}")
+    session.progress(f"uploading {count} KeyInit(s) to {repouri}")
     try:
-        with accounts.payment("add_keyinit") as authorization:
-            receipt = accounts.api.add_keyinit(ed25519_entry(sigkey), keyinits, authorization)
+        with session.payment("add_keyinit") as authorization:
+            receipt = session.api.add_keyinit(ed25519_entry(sigkey), keyinits, authorization)
     except ProtocolError:
         for name in names:   # refused: nothing was stored
             keystore.delete(name)
         raise
-    _check_receipt(accounts, receipt, key_hash, keyinits)
+    _check_receipt(session, receipt, key_hash, keyinits)
     return Published(count, fallback, not_after_ts, repouri)
 
 
-def _check_receipt(accounts: Accounts, receipt: dict, key_hash: bytes,
+def _check_receipt(session: ServerSession, receipt: KeyInitReceipt, key_hash: bytes,
                    keyinits: list[dict]) -> None:
     """The signed receipt must name exactly our batch and be signed by the server key
     the chain says is current (§11.3)."""
-    ts = receipt.get("ts")
-    if receipt.get("sigkeyhash") != b64encode(key_hash) or type(ts) is not int or \
-            receipt.get("keyinit_hashes") != [b64encode(keyinit_hash(k)) for k in keyinits]:
+    if receipt.sigkeyhash != key_hash or \
+            receipt.keyinit_hashes != tuple(keyinit_hash(k) for k in keyinits):
         raise VerificationError("the KeyInit receipt does not name the uploaded batch")
-    check_server_signature(receipt, ts, accounts.server, accounts.keys,
-                           accounts.chain.length - 1, "the KeyInit receipt")
+    check_server_signature(receipt.raw, receipt.ts, session.server, session.keys,
+                           session.chain.length - 1, "the KeyInit receipt")
 
 
-def flush(accounts: Accounts, identity: str) -> int:
-    """Delete all of ``identity``'s KeyInits in the server's repository."""
+def flush(session: ServerSession, accounts: Accounts, identity: str) -> int:
+    """Delete all of ``identity``'s KeyInits in the repository of ``session``'s server."""
     current = accounts.current(identity)
     sigkey = accounts.own_sigkey(identity, current)
     key_hash = sigkeyhash(bytes(sigkey.verify_key))
-    body = sign_flush(sigkey, _repouri(accounts), key_hash, now_ms())
-    return accounts.api.flush_keyinit(key_hash, body)
+    body = sign_flush(sigkey, _repouri(session), key_hash, now_ms())
+    return session.api.flush_keyinit(key_hash, body)
 
 
-def fetch(accounts: Accounts, identity: str) -> Fetched:
+def fetch(session: ServerSession, identity: str) -> Fetched:
     """As a sender: find ``identity`` on the verified chain, fetch one of its KeyInits
     from the repositories its UIDMessage names, verify it and open its anchor."""
-    accounts.sync()
-    accounts.progress(f"looking up {identity} on the chain")
-    result = accounts.lookup(identity)
+    session.sync()
+    session.progress(f"looking up {identity} on the chain")
+    result = session.lookup(identity)
     if result is None:
-        raise ClientError(f"{identity} is not on {accounts.server}'s chain")
+        raise ClientError(f"{identity} is not on {session.server}'s chain")
     now = now_ms()
     if not result.is_current(now):
         raise ClientError(f"{identity}'s keys are expired: do not use them")
     sigkey = result.message.sigkey
-    repouris = result.message.repouris or (accounts.api.base_url,)
+    repouris = result.message.repouris or (session.api.base_url,)
     for repouri in repouris:
-        api = accounts.api if repouri == accounts.api.base_url else KeyserverAPI(repouri)
-        accounts.progress(f"fetching a KeyInit from {repouri}")
+        api = session.api if repouri == session.api.base_url else KeyserverAPI(repouri)
+        session.progress(f"fetching a KeyInit from {repouri}")
         try:
             keyinit = api.fetch_keyinit(sigkeyhash(sigkey.pubkey))
         except NoKeyinit:

@@ -109,8 +109,9 @@ def main() -> None:
 @click.option("--workers", default=2, show_default=True, help="gunicorn workers.")
 def chain(entries: int, chunk: int, use_json: bool, runs: int, workers: int) -> None:
     """Time a full download + verification of an N-entry chain over HTTP."""
-    from client.api import KeyserverAPI, download_chain
-    from client.chainstate import ChainState
+    from client.session import download_chain
+    from client.transport.api import KeyserverAPI
+    from client.trust.chainstate import ChainState
 
     instance = chain_instance(entries)
     with gunicorn(instance, workers) as (url, process):
@@ -157,7 +158,7 @@ def hammer(url: str, requests_: list[tuple[str, str, bytes | None, dict[str, str
     lock = threading.Lock()
     statuses: dict[int, int] = {}
 
-    from client.http11 import Connection
+    from client.transport.http11 import Connection
     from client.protocol.urls import split_url
 
     scheme, host, port, _ = split_url(url)
@@ -345,8 +346,9 @@ def client(entries: int, new_entries: int, runs: int) -> None:
             "SELECT identity FROM identities ORDER BY pos DESC LIMIT 1")
     results: dict[str, list[float]] = {}
     with gunicorn(instance, 2) as (url, _):
-        from client.api import KeyserverAPI, download_chain
-        from client.chainstate import ChainState
+        from client.session import download_chain
+        from client.transport.api import KeyserverAPI
+        from client.trust.chainstate import ChainState
 
         for _ in download_chain(KeyserverAPI(url), ChainState()):
             pass   # warm the server's page cache: this measures the client, not the disk
@@ -381,8 +383,8 @@ def _forget_newest(home: Path, new_entries: int) -> None:
 def _library_run(url: str, identity: str, new_entries: int) -> dict[str, float]:
     """The same steps through the library in one process, as an application that
     embeds it runs them (no interpreter start, no imports per step)."""
-    from client.accounts import Accounts
-    from client.home import Home
+    from client.session import ServerSession, add_server
+    from client.store.home import Home
 
     path = Path(tempfile.mkdtemp(dir=BENCH, prefix="library-"))
     timings = {}
@@ -394,16 +396,16 @@ def _library_run(url: str, identity: str, new_entries: int) -> dict[str, float]:
 
     try:
         home = Home(str(path))
-        home.add_server(url)
-        accounts = Accounts(home, "bench.example", url)
-        timed("library: sync from empty", accounts.sync)
-        timed("library: lookup, identity not yet seen", lambda: accounts.lookup(identity))
+        add_server(home, url)
+        session = ServerSession(home, "bench.example", url)
+        timed("library: sync from empty", session.sync)
+        timed("library: lookup, identity not yet seen", lambda: session.lookup(identity))
         home.db.close()
         _forget_newest(path, new_entries)
         home = Home(str(path))
-        accounts = Accounts(home, "bench.example", url)
-        timed(f"library: incremental sync of {new_entries} entries", accounts.sync)
-        timed("library: lookup of that identity after it", lambda: accounts.lookup(identity))
+        session = ServerSession(home, "bench.example", url)
+        timed(f"library: incremental sync of {new_entries} entries", session.sync)
+        timed("library: lookup of that identity after it", lambda: session.lookup(identity))
         return timings
     finally:
         shutil.rmtree(path)

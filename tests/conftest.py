@@ -65,8 +65,22 @@ def client(app):
 
 
 @pytest.fixture
+def state(tmp_path):
+    """A fresh client state database (the home's ``state.sqlite``)."""
+    from client.store.home import open_state
+
+    return open_state(str(tmp_path / "state.sqlite"))
+
+
+@pytest.fixture
 def runner(app):
     return app.test_cli_runner()
+
+
+def load_chain(server, count: int) -> None:
+    """Grow a live server's chain by ``count`` entries (``keyserver chain load``)."""
+    subprocess.run(keyserver_command("chain", "load", "--instance", str(server.instance),
+                                     "-n", str(count)), check=True, capture_output=True)
 
 
 def mutate(obj, path, value):
@@ -367,8 +381,7 @@ class LiveUserActions:
     def register(self, identity):
         import nacl.signing
 
-        from client.api import KeyserverAPI
-        from client.protocol.encoding import b64decode
+        from client.transport.api import KeyserverAPI
         from client.clock import now_ms
         from client.protocol.keys import ed25519_entry
         from client.protocol.uidmessage import build_uid_content, sign_uid_content
@@ -378,8 +391,8 @@ class LiveUserActions:
         now = now_ms()
         content = build_uid_content(
             identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,
-            not_after_ts=now + 30 * DAY_MS, lastentry=b64decode(api.fetch_head()["entry"])[:32])
-        return api.create_uid(sign_uid_content(content, sigkey), self.server.mint(1)[0])
+            not_after_ts=now + 30 * DAY_MS, lastentry=api.fetch_head().entry[:32])
+        return api.create_uid(sign_uid_content(content, sigkey), self.server.mint(1)[0]).raw
 
 
 @pytest.fixture

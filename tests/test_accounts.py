@@ -10,7 +10,8 @@ import pytest
 from client.protocol.encoding import b64encode, b64url_encode
 from client.protocol.errors import ProtocolError, TransportError
 from client.protocol.hashchain import ENTRY_SIZE
-from client.keystore import Keystore, parse_paper_backup
+from client.store.keystore import Keystore
+from client.store.paper import parse_paper_backup
 from test_keyclient import cheap_keystore, keyclient, registered_home  # noqa: F401
 
 ALICE = "alice@example.org"
@@ -104,7 +105,7 @@ def test_an_update_whose_outcome_is_unknown_is_settled_from_the_chain(alice, mon
 def test_a_5xx_after_the_write_committed_leaves_the_outcome_unknown(alice, monkeypatch):
     """A gateway may pass the update on and answer 502 after the server committed it:
     neither the new key nor the token may be thrown away as if it had been refused."""
-    from client.api import KeyserverAPI
+    from client.transport.api import KeyserverAPI
 
     original = KeyserverAPI.update_uid
 

@@ -9,11 +9,11 @@ import nacl.public
 import nacl.signing
 import pytest
 
-from client.api import KeyserverAPI
+from client.transport.api import KeyserverAPI
 from client.protocol.encoding import b64decode
 from client.protocol.keyinit import build_keyinit, build_session_anchor
 from client.protocol.keys import X25519, KeyEntry
-from client.keystore import Keystore
+from client.store.keystore import Keystore
 from test_keyclient import cheap_keystore, keyclient, registered_home  # noqa: F401
 
 ALICE = "alice@example.org"

@@ -7,8 +7,9 @@ import subprocess
 import pytest
 import requests
 
-from client.api import KeyserverAPI, download_chain
-from client.chainstate import ChainState
+from client.session import download_chain
+from client.transport.api import KeyserverAPI
+from client.trust.chainstate import ChainState
 from client.protocol.errors import BadRequest, ChainError
 from client.protocol.hashchain import search_identity
 from conftest import keyserver_command
@@ -31,7 +32,7 @@ def test_download_in_chunks_and_verify(grown_server, use_msgpack):
     entries = [e for c in chunks for e in c]
     assert [pos for pos, _ in search_identity(entries, "keyserver@example.org")] == [0]
     head = api.fetch_head()
-    assert head["pos"] == 45 and state.last_hash == entries[-1][:32]
+    assert head.pos == 45 and state.last_hash == entries[-1][:32]
 
 
 def test_incremental_download_continues_from_state(grown_server):

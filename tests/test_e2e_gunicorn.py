@@ -127,7 +127,7 @@ def threaded_server(tmp_path_factory):
 
 
 def test_the_client_reuses_a_kept_alive_connection(threaded_server):
-    from client.api import KeyserverAPI
+    from client.transport.api import KeyserverAPI
 
     api = KeyserverAPI(threaded_server.url)
     try:
@@ -136,7 +136,7 @@ def test_the_client_reuses_a_kept_alive_connection(threaded_server):
         sock = connection._sock
         assert connection.open                       # the server kept it alive
         for _ in range(5):
-            assert api.fetch_head()["pos"] >= 0
+            assert api.fetch_head().pos >= 0
         assert connection._sock is sock              # ... and it served them all
     finally:
         api.fetcher.close()

@@ -6,11 +6,13 @@ import subprocess
 import pytest
 import requests
 
-from client.api import KeyserverAPI
+from client.transport.api import KeyserverAPI
 from client.protocol.encoding import b64decode, b64encode
 from client.protocol.errors import IdentityTaken, TokenSpent, TransportError
 from client.protocol.tokens import parse_spki, prepare_blinded_tokens, token_challenge
-from client.wallet import NoTokens, Wallet
+from client.session import ServerSession
+from client.store.home import Home
+from client.store.wallet import NoTokens, Wallet
 from conftest import keyserver_command, registration, run_together
 
 
@@ -61,6 +63,11 @@ def test_voucher_worth_10_raced_by_10_clients_asking_5(live_server):
     assert all(body["errcode"] == "VOUCHER_INVALID" for status, body in results if status != 200)
 
 
+def session(server, tmp_path):
+    """The live server in a fresh home: buying checks its token key against the chain."""
+    return ServerSession(Home(str(tmp_path / "home")), "example.org", server.url)
+
+
 @pytest.fixture
 def wallet(tmp_path):
     wallet = Wallet(str(tmp_path / "wallet.sqlite"))
@@ -68,15 +75,15 @@ def wallet(tmp_path):
     wallet.close()
 
 
-def test_wallet_buys_spends_and_keeps_unspent_tokens(live_server, wallet):
+def test_wallet_buys_spends_and_keeps_unspent_tokens(live_server, wallet, tmp_path):
     api = KeyserverAPI(live_server.url)
     [code] = vouchers(live_server, 3)
-    assert wallet.buy(api, code, 2) == 1
+    assert session(live_server, tmp_path).buy_tokens(wallet, code, 2) == 1
     assert wallet.count("example.org") == {"available": 2}
     alice = registration(live_server.url, "alice@example.org")
     with wallet.spend("example.org") as authorization:
         reply = api.create_uid(alice, authorization)
-    assert reply["entry"]["hashchain_pos"] == 1
+    assert reply.entry.hashchain_pos == 1
     assert wallet.count("example.org") == {"available": 1, "spent": 1}
     # a refused write spends nothing: the token goes back
     with pytest.raises(IdentityTaken):
@@ -115,7 +122,7 @@ def test_wallet_reopened_after_a_crash_distrusts_reserved_tokens(tmp_path, live_
     path = str(tmp_path / "w.sqlite")
     wallet = Wallet(path)
     [code] = vouchers(live_server, 1)
-    wallet.buy(KeyserverAPI(live_server.url), code, 1)
+    session(live_server, tmp_path).buy_tokens(wallet, code, 1)
     wallet._take("example.org")   # as if the process died during the call
     wallet.close()
     reopened = Wallet(path)

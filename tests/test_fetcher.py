@@ -5,7 +5,7 @@ import json
 import pytest
 
 from client.protocol.errors import InvalidMessage, ProtocolError, RateLimited, TransportError, Unavailable
-from client.fetcher import Fetcher, Request, Response
+from client.transport.fetcher import Fetcher, Request, Response
 
 
 def answer(status, errcode=None, headers=None):
@@ -115,7 +115,7 @@ import http.server  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
-from client.fetcher import HTTPFetcher  # noqa: E402
+from client.transport.fetcher import HTTPFetcher  # noqa: E402
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

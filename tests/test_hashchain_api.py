@@ -3,7 +3,8 @@
 import msgpack
 import pytest
 
-from client.chainstate import ChainState, parse_chunk
+from client.trust.chainstate import ChainState
+from client.protocol.wire import parse_chunk
 from client.protocol.encoding import b64decode
 from keyserver.http.context import sign
 from keyserver.storage import db

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from client.http11 import (AnswerTooSlow, BodyTooLarge, Connection, HTTPError,
+from client.transport.http11 import (AnswerTooSlow, BodyTooLarge, Connection, HTTPError,
                            RemoteDisconnected)
 
 

@@ -91,7 +91,7 @@ def test_tokens_add_buy_list(live_server, tmp_path):
 
 @pytest.fixture
 def cheap_keystore(monkeypatch):
-    import client.keystore as keystore
+    import client.store.keystore as keystore
 
     monkeypatch.setattr(keystore, "DEFAULT_KDF", keystore.KdfParams.cheapest())
     monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "correct horse")
@@ -106,7 +106,7 @@ def registered_home(live_server, tmp_path, tokens=1):
 
 
 def test_register_then_lookup(live_server, tmp_path, cheap_keystore):
-    from client.keystore import parse_paper_backup
+    from client.store.paper import parse_paper_backup
 
     home = registered_home(live_server, tmp_path)
     paper = tmp_path / "escrow.txt"

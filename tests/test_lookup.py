@@ -6,13 +6,15 @@ import copy
 
 import pytest
 
-from client.api import KeyserverAPI
+from client.lookup import lookup
 from client.protocol.encoding import b64decode, b64encode
 from client.protocol.errors import VerificationError
-from client.fetcher import HTTPFetcher, Response
-from client.localchain import LocalChain, open_state
-from client.lookup import lookup
-from client.protocol.uidrules import Limits
+from client.session import sync_chain
+from client.store.home import open_state
+from client.store.localchain import LocalChain
+from client.store.search import ChainSearch
+from client.transport.api import KeyserverAPI
+from client.transport.fetcher import HTTPFetcher, Response
 
 
 @pytest.fixture
@@ -21,19 +23,19 @@ def synced(live_server, tmp_path):
         api = KeyserverAPI(live_server.url, fetcher)
         chain = LocalChain(open_state(str(tmp_path / "s.sqlite")), str(tmp_path / "c"),
                            "example.org")
-        chain.sync(api)
-        return api, chain, Limits.from_capabilities(api.capabilities())
+        sync_chain(api, chain)
+        return api, ChainSearch(chain), api.capabilities().limits
     return sync
 
 
 def test_lookup_finds_current_keys(live_server, users_live, synced):
     reply = users_live.register("alice@example.org")
-    api, chain, limits = synced()
-    result = lookup(api, chain, "example.org", "alice@example.org", limits)
+    api, search, limits = synced()
+    result = lookup(api, search, "example.org", "alice@example.org", limits)
     assert [found.pos for found in result.history] == [reply["entry"]["hashchain_pos"]]
     assert result.message.identity == "alice@example.org"
     assert result.is_current(result.history[0].ts)
-    assert lookup(api, chain, "example.org", "nobody@example.org", limits) is None
+    assert lookup(api, search, "example.org", "nobody@example.org", limits) is None
 
 
 class Lying(HTTPFetcher):
@@ -86,14 +88,14 @@ def swapped_message(reply):
 @pytest.mark.parametrize("how", [other_position, bad_signature, other_key, swapped_message])
 def test_a_lying_reply_is_caught(live_server, users_live, synced, how):
     users_live.register("alice@example.org")
-    api, chain, limits = synced(Lying(how))
+    api, search, limits = synced(Lying(how))
     with pytest.raises(VerificationError):
-        lookup(api, chain, "example.org", "alice@example.org", limits)
+        lookup(api, search, "example.org", "alice@example.org", limits)
 
 
 def test_the_chain_must_start_with_the_server(live_server, synced):
-    api, chain, limits = synced()
-    original = copy.copy(chain.search)
-    chain.search = lambda identity: [] if identity.startswith("keyserver@") else original(identity)
+    api, search, limits = synced()
+    original = copy.copy(search.search)
+    search.search = lambda identity: [] if identity.startswith("keyserver@") else original(identity)
     with pytest.raises(VerificationError, match="does not start with"):
-        lookup(api, chain, "example.org", "alice@example.org", limits)
+        lookup(api, search, "example.org", "alice@example.org", limits)

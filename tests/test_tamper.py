@@ -31,7 +31,7 @@ from client.cli import main
 from client.protocol.encoding import b64encode
 from client.clock import now_ms
 from client.protocol.hashchain import ENTRY_SIZE
-from client.home import Home
+from client.store.home import Home
 from conftest import LiveServer, LiveUserActions, init_live_instance, keyserver_command
 from tamper_proxy import (JSON, MSGPACK, Answer, ChainView, TamperProxy, extend,
                           fabricated_entry, link, relink, resign)
@@ -309,6 +309,9 @@ def test_sync_refuses_capabilities_signed_by_an_unknown_key(shared, proxy, tmp_p
         reclaim_grace_ms=0))
     refused(keyclient(home, "sync"), "the capabilities document is not signed by the server key")
     assert snapshot(home)["tokens list"] == before["tokens list"]
+    refused(keyclient(home, "tokens", "buy", "VOUCHER"),
+            "the capabilities document is not signed by the server key")
+    assert snapshot(home)["tokens list"] == before["tokens list"]
 
 
 CAPABILITY_CHANGES = {
@@ -507,7 +510,7 @@ def test_lookup_after_a_key_rotation(rotated, tmp_path, who, signer, after, refu
 
 @pytest.fixture
 def cheap_keystore(monkeypatch):
-    import client.keystore as keystore
+    import client.store.keystore as keystore
 
     monkeypatch.setattr(keystore, "DEFAULT_KDF", keystore.KdfParams.cheapest())
     monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "correct horse")

@@ -17,19 +17,25 @@ from .keys import KeyEntry, verify_detached
 from .uidmessage import UIDMessage
 
 
+DAY_MS = 24 * 3600 * 1000
+
+
 @dataclass(frozen=True)
 class Limits:
-    """The time limits of §4 (capabilities' ``limits`` carry them as ``*_ms``)."""
+    """A server's limits (§12 capabilities' ``limits``), one object for both sides.
+
+    The first three are the time limits of §4 that the rules here apply; the others
+    default to the spec's defaults, so that a caller which only applies the rules
+    can name those three alone."""
 
     max_uid_lifetime_ms: int
     reclaim_grace_ms: int
     lastentry_max_age_ms: int
-
-    @classmethod
-    def from_capabilities(cls, capabilities: dict) -> "Limits":
-        limits = capabilities["limits"]
-        return cls(limits["max_uid_lifetime_ms"], limits["reclaim_grace_ms"],
-                   limits["lastentry_max_age_ms"])
+    max_chunk: int = 10000
+    max_keyinit_lifetime_ms: int = 30 * DAY_MS
+    max_keyinits_per_identity: int = 100
+    max_keyinits_per_request: int = 50
+    max_request_bytes: int = 256 * 1024
 
 
 @dataclass(frozen=True)

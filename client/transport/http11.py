@@ -20,7 +20,7 @@ import socket
 import time
 from typing import BinaryIO
 
-from .protocol.urls import DEFAULT_PORTS
+from ..protocol.urls import DEFAULT_PORTS
 
 #: Limits on what a server may send before the body (RFC 9112 leaves them to us).
 MAX_LINE = 64 * 1024

@@ -19,9 +19,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .protocol.errors import BY_ERRCODE, ProtocolError, TransportError
-from .http11 import BodyTooLarge, Connection, HTTPError, RemoteDisconnected
-from .protocol.urls import URLError, split_url
+from ..protocol.errors import BY_ERRCODE, ProtocolError, TransportError
+from .http11 import BodyTooLarge, Connection, RemoteDisconnected
+from ..protocol.urls import URLError, split_url
 
 #: Largest error body read from a server.
 MAX_ERROR_BYTES = 64 * 1024

@@ -1,5 +1,6 @@
-"""The client's token wallet (§10): buy tokens with a voucher by blind issuance,
-keep them, and spend exactly one per paid call.
+"""The client's token wallet (§10): keep tokens (bought by blind issuance through
+the session, ``session.ServerSession.buy_tokens``, or added), and spend exactly
+one per paid call.
 
 A token is taken out (``reserved``) for the duration of a call. The server
 spends a token only when the write commits, so after a 4xx answer the token
@@ -17,13 +18,9 @@ import os
 import sqlite3
 from typing import Iterable, Iterator
 
-from .api import KeyserverAPI
-from .protocol.encoding import b64decode, sha256
-from .clock import now_ms
-from .protocol.errors import ClientError, ProtocolError, VerificationError
-from .home import check_capabilities
-from .protocol.tokens import (finalize_tokens, format_authorization, parse_spki, parse_token,
-                     prepare_blinded_tokens, token_challenge)
+from ..clock import now_ms
+from ..protocol.errors import ClientError, ProtocolError, VerificationError
+from ..protocol.tokens import format_authorization, parse_token
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -81,35 +78,6 @@ class Wallet:
         return dict(self.db.execute(
             "SELECT state, count(*) FROM tokens WHERE server = ? GROUP BY state", (server,)))
 
-    def buy(self, api: KeyserverAPI, voucher: str, count: int) -> int:
-        """Blind ``count`` fresh token inputs, have the server sign them against the
-        voucher, unblind and verify, and store them; return the voucher's remainder."""
-        capabilities = api.capabilities()
-        server = check_capabilities(capabilities)
-        keys = capabilities.get("token_keys") or []
-        if not keys:
-            raise VerificationError(f"{server} publishes no token key")
-        try:
-            newest = max(keys, key=lambda key: key["not_after_ts"])
-            spki = b64decode(newest["spki"], "token key spki", error=VerificationError)
-            key_id = b64decode(newest["key_id"], "token key id", length=32,
-                               error=VerificationError)
-        except (KeyError, TypeError) as exc:
-            raise VerificationError(f"{server}: malformed token_keys ({exc!r})") from None
-        if sha256(spki) != key_id:
-            raise VerificationError(f"{server}: token key id does not match its key")
-        public = parse_spki(spki, error=VerificationError)
-        pending = prepare_blinded_tokens(public, token_challenge(server), count)
-        answer = api.issue_tokens(voucher, key_id, [item.blinded for item in pending])
-        blind_sigs = answer.get("blind_sigs")
-        if not isinstance(blind_sigs, list):
-            raise VerificationError("token issuance answer has no blind_sigs list")
-        signatures = [b64decode(sig, "blind signature", error=VerificationError)
-                      for sig in blind_sigs]
-        tokens = finalize_tokens(public, pending, signatures)
-        self.add(server, [token.to_bytes() for token in tokens])
-        return answer.get("remaining", 0)
-
     def _take(self, server: str) -> bytes:
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -131,10 +99,14 @@ class Wallet:
     @contextlib.contextmanager
     def spend(self, server: str) -> Iterator[str]:
         """Yield an ``Authorization`` header value paying with one token; settle the
-        token by how the call ended."""
+        token by how the call ended. An answer that does not verify came with a 2xx
+        status: the server committed the write and spent the token."""
         token = self._take(server)
         try:
             yield format_authorization(token)
+        except VerificationError:
+            self._mark(token, "spent")
+            raise
         except ProtocolError as exc:
             outcome = {"TOKEN_SPENT": "spent", "TOKEN_INVALID": "invalid"}
             self._mark(token, outcome.get(exc.errcode, "available") if exc.refused

@@ -1,0 +1,239 @@
+"""One keyserver, as the client works with it (§7.5, §10.3, §11.3): the
+fetch -> verify -> persist loop every command runs, shaped like python-tuf's
+ngclient ``Updater``: ``transport`` moves and parses, ``trust`` decides, ``store``
+keeps only what verified.
+
+A ``ServerSession`` checks the server's capabilities when they arrive (named
+for this server and signed by a key they list: a bad one stops a command before
+it does anything) and, once per sync, against the key the chain says is the
+server's (§11.3). Everything that acts on capabilities (limits, prices,
+repository URIs, token keys) takes them from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
+
+from .clock import now_ms
+from .lookup import lookup, server_keys
+from .protocol.encoding import sha256
+from .protocol.errors import ChainError, VerificationError
+from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, verify_entries
+from .protocol.identity import server_identity
+from .protocol.uidrules import Limits
+from .protocol.wire import Capabilities, Chunk
+from .store.home import Home
+from .store.localchain import LocalChain
+from .store.search import ChainSearch
+from .transport.api import KeyserverAPI
+from .trust.chainstate import ChainState, check_expected, check_head
+from .trust.history import LookupResult
+from .trust.keyring import ServerKey, check_capabilities, check_self_signed
+
+if TYPE_CHECKING:
+    # Tokens need RSA (cryptography, slow to import): only commands that pay load it.
+    from .store.wallet import Wallet
+
+
+def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10000,
+                   use_msgpack: bool = True) -> Iterator[list[bytes]]:
+    """Fetch and verify the chain from ``state.length`` to the head, chunk by chunk,
+    yielding each verified chunk's entries (the caller persists them).
+
+    It stops at the first short chunk that reaches its ``head_pos``: only short
+    chunks come from the head, whereas a complete chunk may come from a cache with an
+    older ``head_pos``. (A short chunk below its ``head_pos`` met an append between
+    two reads of the server: the next request gets the rest.)
+
+    While a complete chunk is verified, the next one is already being fetched (the
+    network wait and the hashing overlap), so a long chain downloads at the speed of
+    verification."""
+    def fetch(start: int) -> Chunk:
+        return api.fetch_hashchain(start, chunk_size, use_msgpack=use_msgpack)
+
+    executor = None
+    pending = None   # the prefetched chunk at state.length
+    try:
+        while True:
+            chunk = pending.result() if pending is not None else fetch(state.length)
+            pending = None
+            if len(chunk.entries) == chunk_size:
+                if executor is None:   # only a long download needs the thread
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    executor = ThreadPoolExecutor(1)
+                pending = executor.submit(fetch, state.length + chunk_size)
+            entries = state.accept(chunk)
+            if entries:
+                yield entries
+            if len(entries) < chunk_size and chunk.head_pos < state.length:
+                return
+            if not entries:
+                raise ChainError(f"the server names head {chunk.head_pos} but serves no "
+                                 f"entry at {state.length}", position=state.length)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def sync_chain(api: KeyserverAPI, chain: LocalChain, *, chunk_size: int = 10000,
+               progress: Callable[[int], None] = lambda n: None,
+               expect: Mapping[int, bytes] | None = None,
+               search: ChainSearch | None = None, index: Sequence[str] = ()) -> int:
+    """Download and verify everything after the local head; return how many new
+    entries. Nothing of a sync that fails is kept (§7.5: a chain that does not
+    verify is rejected whole): not a bad chunk, not the good chunks before it,
+    not a chain whose entry at a position in ``expect`` (replies we hold) differs,
+    nor one that the server's current head contradicts.
+
+    The identities in ``index`` are searched in the new entries on the way when
+    the download is long: a second process computes k1 and scans each chunk
+    while this one verifies the next (a later search then has nothing left)."""
+    state = chain.state()
+    start = chain.length
+    indexer = None
+    try:
+        with chain.appending() as write:
+            for entries in download_chain(api, state, chunk_size=chunk_size):
+                block = b"".join(entries)
+                write(block)
+                if indexer is None and search is not None and index and \
+                        len(entries) == chunk_size:
+                    indexer = search.indexer(start, index)
+                if indexer is not None:
+                    indexer.add(block, state.length - len(entries))
+                progress(len(entries))
+        check_expected(expect or {}, start, state.length, chain.read_entry)
+        check_head(api.fetch_head(), state.length, chain.read_entry)
+    except BaseException:
+        chain.discard()
+        if indexer is not None:
+            indexer.close()
+        raise
+    chain.commit(state)
+    if search is not None and indexer is not None:
+        fresh, matches = indexer.results()
+        search.record_scans(start, fresh, matches, indexer.identities)
+    return chain.length - start
+
+
+def add_server(home: Home, url: str, move: bool = False) -> str:
+    """Remember the keyserver at ``url``; return its name. Its capabilities must be
+    signed by a key they list (the chain tells later whether it is the server's)."""
+    api = KeyserverAPI(url)
+    capabilities = api.capabilities()
+    check_self_signed(capabilities)
+    home.remember_server(capabilities.server_name, api.base_url, now_ms(), move)
+    return capabilities.server_name
+
+
+class ServerSession:
+    """The keyserver ``server`` at ``url``, its verified chain in ``home``."""
+
+    def __init__(self, home: Home, server: str, url: str,
+                 progress: Callable[[str], None] = lambda step: None):
+        self.home, self.server, self.progress = home, server, progress
+        self.api = KeyserverAPI(url)
+        self.chain = home.chain(server)
+        self.search = ChainSearch(self.chain)
+        self._capabilities: Capabilities | None = None
+        #: The server's signing keys as the chain records them, after ``sync``.
+        self.keys: list[ServerKey] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The server's capabilities, fetched once, named for this server and signed
+        by a key they list; after ``sync`` also by the chain's key."""
+        if self._capabilities is None:
+            capabilities = self.api.capabilities()
+            if capabilities.server_name != self.server:
+                raise VerificationError(f"{self.api.base_url} answers as another server"
+                                        f" than {self.server}")
+            check_self_signed(capabilities)
+            self._capabilities = capabilities
+        return self._capabilities
+
+    @property
+    def limits(self) -> Limits:
+        return self.capabilities.limits
+
+    def sync(self, progress: Callable[[int], None] = lambda n: None,
+             expect: dict[int, bytes] | None = None) -> int:
+        """Bring the chain up to date, find the server's keys on it and check the
+        capabilities against them. A chain that contradicts a reply we hold (or the
+        ``expect``ed entries) is refused whole (§7.5)."""
+        self.capabilities    # first: a bad one stops the sync before it starts
+        self.progress("syncing the chain")
+        expected = {pos: reply.entry.hashchain_entry
+                    for _, pos, reply in self.home.own_replies(self.server)}
+        added = sync_chain(self.api, self.chain, progress=progress,
+                           expect={**expected, **(expect or {})}, search=self.search,
+                           index=[server_identity(self.server)])
+        self.track_keys()
+        check_capabilities(self.capabilities, self.server, self.keys, self.chain.length - 1)
+        return added
+
+    def track_keys(self) -> list[ServerKey]:
+        """Find the server's signing keys on the verified chain (§7.2, §11.2)."""
+        self.progress(f"tracking {server_identity(self.server)} on the chain")
+        self.keys = server_keys(self.api, self.search, self.server, self.limits)
+        return self.keys
+
+    def verify_chain(self) -> None:
+        """Re-verify every link of the local chain from its first entry (§7.5): what
+        the disk holds must still end in the hash recorded as verified."""
+        self.progress(f"re-verifying {self.chain.length} entries")
+        data = self.chain.read()
+        entries = [data[i:i + ENTRY_SIZE] for i in range(0, len(data), ENTRY_SIZE)]
+        if verify_entries(entries, ZERO_HASH) != self.chain.last_hash:
+            raise VerificationError("the local chain does not end in the verified hash")
+
+    def lookup(self, identity: str) -> LookupResult | None:
+        """``identity`` on the chain, with the server keys the last ``sync`` found
+        (found afresh if there was none)."""
+        return lookup(self.api, self.search, self.server, identity, self.limits,
+                      self.keys or None)
+
+    # --- payment (§10) ------------------------------------------------------------
+
+    def price(self, operation: str) -> int:
+        return self.capabilities.token_prices.get(operation, 1)
+
+    @contextlib.contextmanager
+    def payment(self, operation: str) -> Iterator[str | None]:
+        """An ``Authorization`` value paying for ``operation`` with a wallet token
+        (settled by how the call ends), or None when the server makes it free."""
+        if not self.price(operation):
+            yield None
+            return
+        with self.home.wallet() as wallet, wallet.spend(self.server) as authorization:
+            yield authorization
+
+    def require_tokens(self, operation: str) -> None:
+        """Fail before any work is done when the wallet cannot pay for ``operation``."""
+        if self.price(operation):
+            with self.home.wallet() as wallet:
+                wallet.require(self.server)
+
+    def buy_tokens(self, wallet: Wallet, voucher: str, count: int) -> int:
+        """Blind ``count`` fresh token inputs, have the server sign them against the
+        voucher, unblind and verify, and store them in ``wallet``; return the
+        voucher's remainder. The token key is the newest of capabilities checked
+        against the chain (a sync first), never one they merely list."""
+        from .protocol.tokens import (finalize_tokens, parse_spki, prepare_blinded_tokens,
+                                      token_challenge)
+
+        self.sync()
+        keys = self.capabilities.token_keys
+        if not keys:
+            raise VerificationError(f"{self.server} publishes no token key")
+        newest = max(keys, key=lambda key: key.not_after_ts)
+        if sha256(newest.spki) != newest.key_id:
+            raise VerificationError(f"{self.server}: token key id does not match its key")
+        public = parse_spki(newest.spki, error=VerificationError)
+        pending = prepare_blinded_tokens(public, token_challenge(self.server), count)
+        issued = self.api.issue_tokens(voucher, newest.key_id, [item.blinded for item in pending])
+        tokens = finalize_tokens(public, pending, list(issued.blind_sigs))
+        wallet.add(self.server, [token.to_bytes() for token in tokens])
+        return issued.remaining

@@ -1,0 +1,186 @@
+"""The client's home folder (``--home`` / ``KEYCLIENT_HOME``, default a per-user
+data directory): the state database, one verified chain per keyserver (§7.5), the
+wallet (§10) and the keystore. The state database also keeps the replies for the
+user's own identities (§7.5) and the KeyInit msgcounts used (§9).
+
+Everything in it is private to the user (folder 0700, files 0600). The state
+database has one schema, built by ``MIGRATIONS`` when the home opens: step ``n``
+takes a database at ``PRAGMA user_version`` ``n`` to ``n + 1`` in one transaction.
+Step 0 creates every table if it is missing, so it also adopts a home written
+before the schema had a version (whose tables each module created on first use)
+with all its data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+from ..protocol.errors import ClientError
+from ..protocol.identity import is_domain
+from ..protocol.wire import UIDMessageReply, parse_uid_message_reply
+from .localchain import LocalChain
+
+if TYPE_CHECKING:
+    from .wallet import Wallet
+
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS servers (
+        name TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        added_ts INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS chains (
+        server TEXT PRIMARY KEY,
+        length INTEGER NOT NULL,
+        last_hash BLOB NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS found (
+        server TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        pos INTEGER NOT NULL,
+        uid_hash BLOB NOT NULL,
+        PRIMARY KEY (server, identity, pos)
+    );
+    CREATE TABLE IF NOT EXISTS scanned (
+        server TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        upto INTEGER NOT NULL,
+        PRIMARY KEY (server, identity)
+    );
+    CREATE TABLE IF NOT EXISTS own_replies (
+        server TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        pos INTEGER NOT NULL,
+        msgcount INTEGER NOT NULL,
+        reply TEXT NOT NULL,
+        PRIMARY KEY (server, identity, pos)
+    );
+    CREATE TABLE IF NOT EXISTS keyinit_msgcounts (
+        server TEXT NOT NULL,
+        sigkeyhash BLOB NOT NULL,
+        msgcount INTEGER NOT NULL,
+        PRIMARY KEY (server, sigkeyhash)
+    );
+    """,
+]
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring the state database to the newest schema, one step per transaction."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise ClientError(f"the home's state database has schema {version}, newer than "
+                          f"this keyclient's {len(MIGRATIONS)}: update keyclient")
+    for step in range(version, len(MIGRATIONS)):
+        try:
+            db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[step]};"
+                             f" PRAGMA user_version = {step + 1}; COMMIT;")
+        except BaseException:
+            if db.in_transaction:
+                db.rollback()
+            raise
+
+
+def open_state(path: str) -> sqlite3.Connection:
+    """The client's state database (mode 0600), migrated to the newest schema."""
+    if not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    db = sqlite3.connect(path)
+    migrate(db)
+    return db
+
+
+def default_home() -> str:
+    import platformdirs   # only when no --home is given
+
+    return platformdirs.user_data_dir("keyclient")
+
+
+class Home:
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        os.makedirs(self.path, mode=0o700, exist_ok=True)
+        self.db = open_state(os.path.join(self.path, "state.sqlite"))
+
+    # --- servers --------------------------------------------------------------------
+
+    def remember_server(self, name: str, url: str, now_ms: int, move: bool = False) -> None:
+        """Remember the keyserver ``name`` at ``url``.
+
+        A server already known at another URL keeps it unless ``move``: anyone can
+        sign capabilities with a server's name, and silently following them would
+        point every later command at an impostor."""
+        with self.db:
+            known = self.db.execute("SELECT url FROM servers WHERE name = ?", (name,)).fetchone()
+            if known and known[0] != url and not move:
+                raise ClientError(f"{name} is already known at {known[0]}; if it has moved to"
+                                  f" {url}, add it again with --move")
+            self.db.execute(
+                "INSERT INTO servers (name, url, added_ts) VALUES (?, ?, ?) ON CONFLICT (name)"
+                " DO UPDATE SET url = excluded.url", (name, url, now_ms))
+
+    def servers(self) -> list[tuple[str, str]]:
+        return list(self.db.execute("SELECT name, url FROM servers ORDER BY name"))
+
+    def chain(self, name: str) -> LocalChain:
+        if not is_domain(name):
+            raise ClientError(f"{name!r} is not a server name")
+        return LocalChain(self.db, os.path.join(self.path, "chains", name), name)
+
+    # --- the user's own identities ------------------------------------------------
+
+    def own_replies(self, server: str) -> list[tuple[str, int, UIDMessageReply]]:
+        """``(identity, pos, reply)`` of every reply we hold for our identities on
+        ``server``, by position."""
+        return [(identity, pos, parse_uid_message_reply(json.loads(reply)))
+                for identity, pos, reply in self.db.execute(
+                    "SELECT identity, pos, reply FROM own_replies WHERE server = ?"
+                    " ORDER BY pos", (server,))]
+
+    def record_replies(self, server: str, identity: str,
+                       replies: Iterable[tuple[int, int, UIDMessageReply]], *,
+                       replace: bool = False) -> None:
+        """Keep ``(pos, msgcount, reply)`` of verified replies for our ``identity``
+        (what the server sent, so that its signature still verifies); a position
+        already held keeps its reply unless ``replace``."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        with self.db:
+            self.db.executemany(
+                f"{verb} INTO own_replies (server, identity, pos, msgcount, reply)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(server, identity, pos, msgcount, json.dumps(reply.raw))
+                 for pos, msgcount, reply in replies])
+
+    def reserve_msgcounts(self, server: str, sigkeyhash: bytes, count: int,
+                          now_ms: int) -> int:
+        """The first of ``count`` KeyInit msgcounts for a batch under ``sigkeyhash``:
+        the larger of the last one used here plus one and ``now_ms`` (§9: they grow
+        forever, also across machines and lost state). Recorded before the batch is
+        sent, so a failed batch never has its msgcounts reused."""
+        with self.db:
+            row = self.db.execute("SELECT msgcount FROM keyinit_msgcounts WHERE server = ? AND "
+                                  "sigkeyhash = ?", (server, sigkeyhash)).fetchone()
+            first = max(now_ms, row[0] + 1 if row else 0)
+            self.db.execute(
+                "INSERT INTO keyinit_msgcounts (server, sigkeyhash, msgcount) VALUES (?, ?, ?)"
+                " ON CONFLICT (server, sigkeyhash) DO UPDATE SET msgcount = excluded.msgcount",
+                (server, sigkeyhash, first + count - 1))
+        return first
+
+    # --- wallet ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def wallet(self) -> Iterator[Wallet]:
+        # Tokens need RSA (cryptography, slow to import): only commands that pay load it.
+        from .wallet import Wallet
+
+        wallet = Wallet(os.path.join(self.path, "wallet.sqlite"))
+        try:
+            yield wallet
+        finally:
+            wallet.close()

@@ -1,0 +1,122 @@
+"""The keyserver's HTTP API (§12) as methods named after the spec's operations.
+
+Each method returns the answer parsed once, here, into its ``protocol.wire``
+object (or raises): callers never look into an answer's dict. Parsed is not
+verified: signatures and chain positions are for ``trust``."""
+
+from __future__ import annotations
+
+import json
+
+from .fetcher import Fetcher, HTTPFetcher, Request
+from ..protocol.encoding import b64encode, b64url_encode, require_int
+from ..protocol.errors import TransportError
+from ..protocol.keys import KeyEntry
+from ..protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedTokens, KeyInitReceipt,
+                             UIDMessageReply, parse_capabilities, parse_chunk, parse_head,
+                             parse_issued_tokens, parse_keyinit_receipt,
+                             parse_uid_message_reply)
+
+#: Per-entry size bound of a chunk answer (base64 plus quotes and comma).
+_ENTRY_WIRE_BYTES = 210
+MAX_JSON_BYTES = 4 * 1024 * 1024
+
+
+class KeyserverAPI:
+    """One keyserver, reached at ``base_url`` through ``fetcher``."""
+
+    def __init__(self, base_url: str, fetcher: Fetcher | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.fetcher = fetcher or HTTPFetcher()
+
+    def _json(self, method: str, path: str, body: dict | None = None,
+              headers: dict[str, str] | None = None, max_length: int = MAX_JSON_BYTES) -> dict:
+        headers = dict(headers or {})
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        response = self.fetcher.fetch(Request(method, self.base_url + path, headers, data),
+                                      max_length)
+        try:
+            obj = json.loads(response.body)
+        except (ValueError, RecursionError) as exc:   # nested too deeply to parse
+            raise TransportError(f"{path}: answer is not JSON") from exc
+        if not isinstance(obj, dict):
+            raise TransportError(f"{path}: answer is not a JSON object")
+        return obj
+
+    def _get_json(self, path: str, max_length: int = MAX_JSON_BYTES) -> dict:
+        return self._json("GET", path, max_length=max_length)
+
+    def capabilities(self) -> Capabilities:
+        """KeyRepository.Capabilities (signature checked by ``trust.keyring``)."""
+        return parse_capabilities(self._get_json("/v1/capabilities"))
+
+    def fetch_hashchain(self, start: int, count: int, *, use_msgpack: bool = True) -> Chunk:
+        """KeyHashchain.FetchHashChain: entries ``start..start+count-1`` (fewer at the head)."""
+        accept = MSGPACK if use_msgpack else "application/json"
+        response = self.fetcher.fetch(
+            Request("GET", f"{self.base_url}/v1/hashchain?start={start}&count={count}",
+                    {"Accept": accept}),
+            count * _ENTRY_WIRE_BYTES + 1024)
+        return parse_chunk(response.body, response.content_type)
+
+    def fetch_head(self) -> Head:
+        """KeyHashchain.FetchLastHashChain."""
+        return parse_head(self._get_json("/v1/hashchain/head"))
+
+    def fetch_uid(self, uid_index_b64url: str, *,
+                  what: str = "malformed reply") -> UIDMessageReply:
+        """KeyRepository.FetchUID: the stored UIDMessageReply (not yet verified);
+        ``what`` starts the message of a malformed one."""
+        return parse_uid_message_reply(self._get_json(f"/v1/uids/{uid_index_b64url}"),
+                                       what=what)
+
+    def _put_uid(self, message: dict, authorization: str | None) -> UIDMessageReply:
+        identity = message["content"]["identity"]
+        headers = {"Authorization": authorization} if authorization else {}
+        return parse_uid_message_reply(
+            self._json("PUT", f"/v1/users/{identity}", {"uid_message": message}, headers))
+
+    def create_uid(self, message: dict, authorization: str | None = None) -> UIDMessageReply:
+        """KeyRepository.CreateUID: the signed UIDMessageReply (not yet verified)."""
+        return self._put_uid(message, authorization)
+
+    def update_uid(self, message: dict, authorization: str | None = None) -> UIDMessageReply:
+        """KeyRepository.UpdateUID: the signed UIDMessageReply (not yet verified)."""
+        return self._put_uid(message, authorization)
+
+    def add_keyinit(self, sigkey: KeyEntry, keyinits: list[dict],
+                    authorization: str | None = None) -> KeyInitReceipt:
+        """KeyInitRepository.AddKeyInit: the signed receipt (not yet verified)."""
+        headers = {"Authorization": authorization} if authorization else {}
+        return parse_keyinit_receipt(self._json(
+            "POST", "/v1/keyinits", {"sigkey": sigkey.to_json(), "keyinits": keyinits}, headers))
+
+    def fetch_keyinit(self, sigkeyhash: bytes) -> dict:
+        """KeyInitRepository.FetchKeyInit: one KeyInit (consumed; not yet verified:
+        ``protocol.keyinit.open_keyinit`` parses and verifies it in one step)."""
+        path = f"/v1/keyinits/{b64url_encode(sigkeyhash)}/fetch"
+        return _member(self._json("POST", path), "keyinit", path)
+
+    def flush_keyinit(self, sigkeyhash: bytes, body: dict) -> int:
+        """KeyInitRepository.FlushKeyInit with a signed ``{"ts", "signature"}`` body;
+        returns how many KeyInits were deleted."""
+        path = f"/v1/keyinits/{b64url_encode(sigkeyhash)}/flush"
+        return require_int(_member(self._json("POST", path, body), "flushed", path),
+                           f"{path}: flushed", error=TransportError)
+
+    def issue_tokens(self, voucher: str, token_key_id: bytes,
+                     blinded: list[bytes]) -> IssuedTokens:
+        """Exchange a voucher for blind signatures (§10.3)."""
+        return parse_issued_tokens(self._json("POST", "/v1/tokens/issue", {
+            "voucher": voucher, "token_key_id": b64encode(token_key_id),
+            "blinded": [b64encode(item) for item in blinded]}))
+
+
+def _member(answer: dict, name: str, path: str):
+    try:
+        return answer[name]
+    except KeyError:
+        raise TransportError(f"{path}: answer has no {name!r}") from None

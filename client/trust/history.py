@@ -1,0 +1,112 @@
+"""An identity's history as the chain and the server's replies tell it (§7.3),
+verified without any I/O: the caller found the entries and fetched their replies.
+
+For every entry: the reply must name this entry and position and be signed by the
+server key the chain says was the server's at that position (§11.3); the message
+must open with the UIDHash the entry gave and be for this identity. Then the whole
+create/update sequence must hold under §4, each rule at its reply's ``entry.ts``.
+The server's own keys come from its own identity, ``keyserver@<server_name>``,
+the same way: each of its entries installs the next key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..protocol.errors import ProtocolError, VerificationError
+from ..protocol.identity import server_identity
+from ..protocol.uidmessage import UIDMessage, decrypt_uid_message, parse_uid_message
+from ..protocol.uidrules import Latest, Limits, is_current, verify_sequence
+from ..protocol.wire import UIDMessageReply
+from .keyring import ServerKey, check_reply_signature
+
+
+@dataclass(frozen=True)
+class Match:
+    """One entry of the identity on the verified chain, its UIDHash (opened from
+    the entry) and the server's reply fetched for it (not yet verified)."""
+
+    pos: int
+    entry: bytes
+    uid_hash: bytes
+    reply: UIDMessageReply
+
+
+@dataclass(frozen=True)
+class Found:
+    """One verified message of an identity, where the chain holds it, and the
+    server's signed reply that vouches for it."""
+
+    pos: int
+    ts: int
+    message: UIDMessage
+    reply: UIDMessageReply
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    identity: str
+    history: tuple[Found, ...]
+    latest: Latest
+
+    @property
+    def message(self) -> UIDMessage:
+        return self.history[-1].message
+
+    def is_current(self, now_ms: int) -> bool:
+        return is_current(self.latest, now_ms)
+
+
+def _check_entry(match: Match) -> None:
+    entry = match.reply.entry
+    if entry.hashchain_entry != match.entry or entry.hashchain_pos != match.pos:
+        raise VerificationError(f"the reply for position {match.pos} names another entry")
+
+
+def _open(match: Match, identity: str) -> UIDMessage:
+    reply, pos = match.reply, match.pos
+    try:
+        message = parse_uid_message(decrypt_uid_message(reply.entry.uid_message_encrypted,
+                                                        match.uid_hash))
+    except ProtocolError as exc:
+        raise VerificationError(f"the message at position {pos} is malformed: {exc}") from None
+    if message.identity != identity:
+        raise VerificationError(f"the message at position {pos} is for {message.identity}")
+    return message
+
+
+def verify_server_keys(server_name: str, matches: Sequence[Match],
+                       limits: Limits) -> list[ServerKey]:
+    """The server's signing keys as its own entries record them (§7.2), given the
+    matches of ``keyserver@<server_name>``."""
+    own = server_identity(server_name)
+    keys: list[ServerKey] = []
+    messages = []
+    for match in matches:
+        _check_entry(match)
+        message = _open(match, own)
+        # A server entry's own reply may be signed by the key it installs (entry 0
+        # always is) or, within the overlap, by the key it replaces.
+        keys = keys + [ServerKey(match.pos, match.reply.entry.ts, message.sigkey.pubkey)]
+        check_reply_signature(match.reply, server_name, keys, match.pos)
+        messages.append((message, match.reply.entry.ts))
+    if not keys or keys[0].pos != 0:
+        raise VerificationError(f"the chain does not start with {own}")
+    verify_sequence(messages, limits)
+    return keys
+
+
+def verify_history(identity: str, server_name: str, matches: Sequence[Match],
+                   keys: Sequence[ServerKey], limits: Limits) -> LookupResult | None:
+    """The identity's verified history and current keys, or None without matches."""
+    history = []
+    for match in matches:
+        _check_entry(match)
+        check_reply_signature(match.reply, server_name, keys, match.pos)
+        history.append(Found(match.pos, match.reply.entry.ts, _open(match, identity),
+                             match.reply))
+    if not history:
+        return None
+    latest = verify_sequence([(found.message, found.ts) for found in history], limits)
+    return LookupResult(identity, tuple(history), latest)

@@ -1,0 +1,62 @@
+"""What the client trusts of a chain (``client.trust.chainstate``, §7.5), without
+I/O: a chunk continues the verified prefix or is refused whole; a finished
+download must agree with the replies we hold and with the server's head."""
+
+import pytest
+
+from client.protocol.errors import ChainError, VerificationError
+from client.protocol.hashchain import ZERO_HASH, format_entry
+from client.protocol.wire import Chunk, Head
+from client.trust.chainstate import ChainState, check_expected, check_head
+
+
+def make_chain(length):
+    entries, prev = [], ZERO_HASH
+    for n in range(length):
+        entries.append(format_entry(prev, n.to_bytes(8, "big"), "a@example.org", bytes(32)))
+        prev = entries[-1][:32]
+    return entries
+
+
+CHAIN = make_chain(6)
+
+
+def test_chunks_advance_the_state():
+    state = ChainState()
+    assert state.accept(Chunk(0, 5, CHAIN[:4])) == CHAIN[:4]
+    assert state.accept(Chunk(4, 5, CHAIN[4:])) == CHAIN[4:]
+    assert (state.length, state.last_hash) == (6, CHAIN[5][:32])
+
+
+@pytest.mark.parametrize("chunk, error", [
+    (Chunk(3, 5, CHAIN[3:]), "chunk starts at 3, expected 2"),
+    (Chunk(2, 0, CHAIN[2:]), "server head 0 is behind the verified chain of 2 entries"),
+    (Chunk(2, 3, CHAIN[2:]), "chunk claims head 3 before its own entries"),
+    (Chunk(2, 5, [CHAIN[3], *CHAIN[3:]]), "entry 2: hash does not link to entry 1"),
+], ids=["gap", "rollback", "head-before-entries", "bad-link"])
+def test_a_chunk_that_does_not_continue_is_refused_whole(chunk, error):
+    state = ChainState()
+    state.accept(Chunk(0, 5, CHAIN[:2]))
+    with pytest.raises(ChainError, match=error):
+        state.accept(chunk)
+    assert (state.length, state.last_hash) == (2, CHAIN[1][:32])
+
+
+def entry_at(pos):
+    return CHAIN[pos]
+
+
+def test_expected_entries_must_be_the_chains():
+    check_expected({1: CHAIN[1], 9: b"beyond the download"}, 0, 6, entry_at)
+    check_expected({0: b"before the download"}, 1, 6, entry_at)
+    with pytest.raises(VerificationError, match="another entry at position 4") as info:
+        check_expected({4: CHAIN[3]}, 0, 6, entry_at)
+    assert info.value.position == 4
+
+
+def test_a_head_the_chain_covers_must_be_its_entry():
+    check_head(Head(5, CHAIN[5], 1), 6, entry_at)
+    check_head(Head(8, b"not yet downloaded", 1), 6, entry_at)
+    with pytest.raises(ChainError, match="head at position 3 is not the entry") as info:
+        check_head(Head(3, CHAIN[2], 1), 6, entry_at)
+    assert info.value.position == 3

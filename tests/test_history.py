@@ -1,0 +1,98 @@
+"""An identity's history verified without I/O (``client.trust.history``, §7.3,
+§11.3): each reply names its entry and position, is signed by the key the chain
+gives that position, opens to a message of this identity, and the sequence
+follows §4."""
+
+import dataclasses
+import re
+
+import nacl.signing
+import pytest
+
+from client.protocol.errors import VerificationError
+from client.protocol.hashchain import ZERO_HASH, format_entry
+from client.protocol.keys import ed25519_entry
+from client.protocol.signedjson import sign_json
+from client.protocol.uidmessage import build_uid_content, encrypt_uid_message, sign_uid_content
+from client.protocol.uidrules import Limits
+from client.protocol.wire import ReplyEntry, format_uid_message_reply, parse_uid_message_reply
+from client.trust.history import Match, verify_history, verify_server_keys
+
+SERVER = "example.org"
+OWN = "keyserver@example.org"
+ALICE = "alice@example.org"
+DAY_MS = 24 * 3600 * 1000
+T0 = 1_800_000_000_000
+LIMITS = Limits(max_uid_lifetime_ms=365 * DAY_MS, reclaim_grace_ms=30 * DAY_MS,
+                lastentry_max_age_ms=DAY_MS)
+SERVER_KEY = nacl.signing.SigningKey(bytes([7]) * 32)
+
+
+def match(pos, identity, *, ts=T0, sigkey=None, msgcount=0, previous=None,
+          server_key=SERVER_KEY, reply_pos=None):
+    """A chain entry of ``identity`` at ``pos`` and the server's signed reply for it."""
+    sigkey = sigkey or nacl.signing.SigningKey.generate()
+    content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=msgcount,
+                                not_before_ts=ts, not_after_ts=ts + DAY_MS, lastentry=ZERO_HASH)
+    message = sign_uid_content(content, sigkey, previous_sigkey=previous)
+    uid_hash, encrypted = encrypt_uid_message(message)
+    entry = format_entry(bytes(32), pos.to_bytes(8, "big"), identity, uid_hash)
+    reply = format_uid_message_reply(ReplyEntry(encrypted, entry,
+                                                pos if reply_pos is None else reply_pos, ts))
+    reply = parse_uid_message_reply(sign_json(reply, SERVER, "ed25519:a", server_key))
+    return Match(pos, entry, uid_hash, reply)
+
+
+def server_keys():
+    return verify_server_keys(SERVER, [match(0, OWN, sigkey=SERVER_KEY)], LIMITS)
+
+
+def test_the_server_keys_come_from_its_own_entries():
+    [key] = server_keys()
+    assert (key.pos, key.ts, key.pubkey) == (0, T0, bytes(SERVER_KEY.verify_key))
+
+
+def test_a_chain_without_the_server_at_0_is_refused():
+    with pytest.raises(VerificationError, match=f"the chain does not start with {OWN}"):
+        verify_server_keys(SERVER, [], LIMITS)
+
+
+def test_a_history_verifies():
+    first_key = nacl.signing.SigningKey.generate()
+    matches = [match(1, ALICE, sigkey=first_key),
+               match(4, ALICE, ts=T0 + 1, msgcount=1, previous=first_key)]
+    result = verify_history(ALICE, SERVER, matches, server_keys(), LIMITS)
+    assert [found.pos for found in result.history] == [1, 4]
+    assert result.message.msgcount == 1 and result.latest.msgcount == 1
+    assert result.history[1].reply is matches[1].reply
+
+
+def test_no_matches_is_not_found():
+    assert verify_history(ALICE, SERVER, [], server_keys(), LIMITS) is None
+
+
+def other_entry(found):
+    return dataclasses.replace(found, entry=match(1, ALICE).entry)
+
+
+REJECTS = {
+    "other-position": (lambda found: match(1, ALICE, reply_pos=2),
+                       "the reply for position 1 names another entry"),
+    "other-entry": (other_entry, "the reply for position 1 names another entry"),
+    "unknown-signer": (lambda found: match(1, ALICE, server_key=nacl.signing.SigningKey
+                                           .generate()),
+                       "the reply for position 1 is not signed by the server key valid at "
+                       "position 1"),
+    "wrong-uid-hash": (lambda found: dataclasses.replace(found, uid_hash=bytes(32)),
+                       "encrypted UIDMessage does not belong to this UIDHash"),
+    "another-identity": (lambda found: match(1, "bob@example.org"),
+                         "the message at position 1 is for bob@example.org"),
+    "update-by-a-stranger": (lambda found: match(1, ALICE, msgcount=1),
+                             "alice@example.org, message 0 (msgcount 1)"),
+}
+
+
+@pytest.mark.parametrize("how, error", REJECTS.values(), ids=REJECTS.keys())
+def test_a_lying_history_is_refused(how, error):
+    with pytest.raises(VerificationError, match=re.escape(error)):
+        verify_history(ALICE, SERVER, [how(match(1, ALICE))], server_keys(), LIMITS)

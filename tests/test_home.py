@@ -1,0 +1,140 @@
+"""The home's state database (``client.store.home``): one schema, built by
+migrations when the home opens; a home written before the schema had a version
+opens with all its data."""
+
+import json
+import sqlite3
+
+import pytest
+
+import client.store.home as home_module
+from client.protocol.errors import ClientError
+from client.protocol.wire import ReplyEntry, format_uid_message_reply, parse_uid_message_reply
+from client.store.home import MIGRATIONS, Home
+
+TABLES = {"servers", "chains", "found", "scanned", "own_replies", "keyinit_msgcounts"}
+REPLY = format_uid_message_reply(ReplyEntry(bytes(72), bytes(153), 1, 1000),
+                                 {"example.org": {"ed25519:a": "sig"}})
+
+#: What the client before schema versions created, each table on first use
+#: (``keyinit_msgcounts`` only once a KeyInit was published: this home never did).
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chains (
+    server TEXT PRIMARY KEY,
+    length INTEGER NOT NULL,
+    last_hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS found (
+    server TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    pos INTEGER NOT NULL,
+    uid_hash BLOB NOT NULL,
+    PRIMARY KEY (server, identity, pos)
+);
+CREATE TABLE IF NOT EXISTS scanned (
+    server TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    upto INTEGER NOT NULL,
+    PRIMARY KEY (server, identity)
+);
+CREATE TABLE IF NOT EXISTS servers (
+    name TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    added_ts INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS own_replies (
+    server TEXT NOT NULL,
+    identity TEXT NOT NULL,
+    pos INTEGER NOT NULL,
+    msgcount INTEGER NOT NULL,
+    reply TEXT NOT NULL,
+    PRIMARY KEY (server, identity, pos)
+);
+"""
+
+
+def tables(db):
+    return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def version(db):
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_a_new_home_has_the_whole_schema(tmp_path):
+    home = Home(str(tmp_path / "home"))
+    assert tables(home.db) == TABLES
+    assert version(home.db) == len(MIGRATIONS)
+
+
+def test_a_home_of_the_old_schema_opens_with_its_data(tmp_path):
+    path = tmp_path / "home"
+    path.mkdir()
+    with sqlite3.connect(path / "state.sqlite") as db:
+        db.executescript(OLD_SCHEMA)
+        db.execute("INSERT INTO servers VALUES ('example.org', 'http://ks.test', 5)")
+        db.execute("INSERT INTO chains VALUES ('example.org', 0, ?)", (bytes(32),))
+        db.execute("INSERT INTO found VALUES ('example.org', 'a@example.org', 1, ?)", (b"h",))
+        db.execute("INSERT INTO scanned VALUES ('example.org', 'a@example.org', 2)")
+        db.execute("INSERT INTO own_replies VALUES ('example.org', 'a@example.org', 1, 0, ?)",
+                   (json.dumps(REPLY),))
+    db.close()
+    home = Home(str(path))
+    assert version(home.db) == len(MIGRATIONS) and tables(home.db) == TABLES
+    assert home.servers() == [("example.org", "http://ks.test")]
+    assert home.own_replies("example.org") == [("a@example.org", 1,
+                                                 parse_uid_message_reply(REPLY))]
+    assert list(home.db.execute("SELECT * FROM found")) == [
+        ("example.org", "a@example.org", 1, b"h")]
+    assert list(home.db.execute("SELECT * FROM scanned")) == [
+        ("example.org", "a@example.org", 2)]
+    assert home.reserve_msgcounts("example.org", bytes(32), 2, 10) == 10   # the new table
+    home.db.close()
+    assert version(Home(str(path)).db) == len(MIGRATIONS)     # opened again: nothing to do
+
+
+def test_a_home_of_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "home"
+    path.mkdir()
+    with sqlite3.connect(path / "state.sqlite") as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(ClientError, match="newer than this keyclient's"):
+        Home(str(path))
+
+
+def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(home_module, "MIGRATIONS",
+                        [*MIGRATIONS, "CREATE TABLE extra (x); CREATE TABLE broken ("])
+    with pytest.raises(sqlite3.OperationalError):
+        Home(str(tmp_path / "home"))
+    db = sqlite3.connect(tmp_path / "home" / "state.sqlite")
+    assert version(db) == len(MIGRATIONS) and "extra" not in tables(db)
+
+
+def test_a_known_server_moves_only_when_asked(tmp_path):
+    home = Home(str(tmp_path / "home"))
+    home.remember_server("example.org", "http://a.test", 1)
+    with pytest.raises(ClientError, match="already known at http://a.test"):
+        home.remember_server("example.org", "http://b.test", 2)
+    home.remember_server("example.org", "http://b.test", 2, move=True)
+    assert home.servers() == [("example.org", "http://b.test")]
+
+
+def test_keyinit_msgcounts_only_grow(tmp_path):
+    home = Home(str(tmp_path / "home"))
+    assert home.reserve_msgcounts("example.org", b"k", 3, 100) == 100
+    assert home.reserve_msgcounts("example.org", b"k", 1, 50) == 103      # clock went back
+    assert home.reserve_msgcounts("example.org", b"k", 1, 500) == 500
+    assert home.reserve_msgcounts("other.org", b"k", 1, 7) == 7
+
+
+def test_replies_are_kept_as_sent(tmp_path):
+    home = Home(str(tmp_path / "home"))
+    reply = parse_uid_message_reply(REPLY)
+    home.record_replies("example.org", "a@example.org", [(1, 0, reply)])
+    other = parse_uid_message_reply({**REPLY, "signatures": {}})
+    home.record_replies("example.org", "a@example.org", [(1, 0, other)])
+    assert home.own_replies("example.org")[0][2].raw == REPLY          # first one kept
+    home.record_replies("example.org", "a@example.org", [(1, 0, other)], replace=True)
+    assert home.own_replies("example.org")[0][2].raw == other.raw

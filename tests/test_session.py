@@ -1,0 +1,114 @@
+"""The fetch -> verify -> persist loop (``client.session``): ``download_chain``
+chunk by chunk until the head, whatever the chunks' sizes; ``sync_chain`` persisted
+and continued, a tampered chain rejected whole."""
+
+import msgpack
+import pytest
+
+from client.protocol.errors import ChainError
+from client.protocol.hashchain import ENTRY_SIZE
+from client.protocol.wire import Chunk
+from client.session import download_chain, sync_chain
+from client.store.localchain import LocalChain
+from client.transport.api import KeyserverAPI
+from client.transport.fetcher import HTTPFetcher, Response
+from client.trust.chainstate import ChainState
+from conftest import load_chain as load
+from test_chainstate import make_chain
+
+
+class Chunks:
+    """Serves ``chain``, each answer cut to at most the next of ``sizes``, with the
+    head at ``head_pos`` (default: the chain's last position)."""
+
+    def __init__(self, chain, sizes, head_pos=None):
+        self.chain, self.sizes, self.requests = chain, list(sizes), []
+        self.head_pos = len(chain) - 1 if head_pos is None else head_pos
+
+    def fetch_hashchain(self, start, count, use_msgpack=True):
+        self.requests.append(start)
+        size = min(count, self.sizes.pop(0) if self.sizes else count)
+        return Chunk(start, self.head_pos, self.chain[start:start + size])
+
+
+def download(api, chunk_size):
+    state = ChainState()
+    got = [entry for entries in download_chain(api, state, chunk_size=chunk_size)
+           for entry in entries]
+    return got, state
+
+
+def test_complete_chunks_until_a_short_one():
+    chain = make_chain(25)
+    api = Chunks(chain, [])
+    got, state = download(api, 10)
+    assert got == chain and state.length == 25 and api.requests == [0, 10, 20]
+
+
+def test_a_short_chunk_below_its_head_is_continued():
+    """An append landed between the server's two reads: ask again for the rest."""
+    chain = make_chain(12)
+    api = Chunks(chain, [4])
+    got, _ = download(api, 10)
+    assert got == chain and api.requests == [0, 4]
+
+
+def test_an_empty_chunk_below_its_head_is_a_chain_error():
+    chain = make_chain(5)
+    api = Chunks(chain, [], head_pos=9)
+    with pytest.raises(ChainError, match="names head 9 but serves no entry at 5"):
+        download(api, 10)
+
+
+def test_the_next_chunk_is_fetched_while_one_is_verified_and_dropped_on_failure():
+    chain = make_chain(25)
+    chain[3] = chain[3][:100] + bytes([chain[3][100] ^ 1]) + chain[3][101:]
+    api = Chunks(chain, [])
+    with pytest.raises(ChainError, match="entry 3"):
+        download(api, 10)
+    assert sorted(api.requests) == [0, 10]   # 10 was prefetched, then nothing more
+
+
+def test_sync_persists_and_continues(live_server, state, tmp_path):
+    load(live_server, 30)
+    api = KeyserverAPI(live_server.url)
+    chain = LocalChain(state, str(tmp_path / "c"), "example.org")
+    assert sync_chain(api, chain, chunk_size=7) == 31
+    load(live_server, 4)
+    reopened = LocalChain(state, str(tmp_path / "c"), "example.org")
+    assert reopened.length == 31
+    assert sync_chain(api, reopened, chunk_size=7) == 4
+    assert len(reopened.read()) == 35 * ENTRY_SIZE
+    assert sync_chain(api, reopened) == 0
+
+
+class Tampering(HTTPFetcher):
+    """Serves the real chain with one entry's byte flipped."""
+
+    def __init__(self, position):
+        super().__init__()
+        self.position = position
+
+    def _fetch(self, request, max_length):
+        response = super()._fetch(request, max_length)
+        if "/v1/hashchain?" not in request.url:
+            return response
+        body = msgpack.unpackb(response.body)
+        index = self.position - body["first_pos"]
+        if 0 <= index < len(body["entries"]):
+            entry = bytearray(body["entries"][index])
+            entry[100] ^= 1
+            body["entries"][index] = bytes(entry)
+        return Response(response.status, response.headers, msgpack.packb(body))
+
+
+def test_tampered_chain_is_rejected_whole(live_server, state, tmp_path):
+    load(live_server, 20)
+    chain = LocalChain(state, str(tmp_path / "c"), "example.org")
+    with pytest.raises(ChainError) as info:
+        sync_chain(KeyserverAPI(live_server.url, Tampering(13)), chain, chunk_size=5)
+    assert info.value.position == 13
+    assert LocalChain(state, str(tmp_path / "c"), "example.org").length == 0
+    assert sync_chain(KeyserverAPI(live_server.url), chain) == 21
+
+

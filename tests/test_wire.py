@@ -1,0 +1,286 @@
+"""The served and server-signed objects (``client.protocol.wire``): format then parse
+gives the object back, ``format_x`` gives exactly what the server serves today, and
+each malformed answer is refused with its exact error."""
+
+import json
+
+import msgpack
+import pytest
+from freezegun import freeze_time
+
+from client.protocol.encoding import b64encode, sha256
+from client.protocol.errors import TransportError, VerificationError
+from client.protocol.uidrules import Limits
+from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedTokens,
+                                  KeyInitReceipt, ReplyEntry, TokenKeyInfo,
+                                  format_capabilities, format_chunk, format_head,
+                                  format_issued_tokens, format_keyinit_receipt,
+                                  format_uid_message_reply, parse_capabilities, parse_chunk,
+                                  parse_head, parse_issued_tokens, parse_keyinit_receipt,
+                                  parse_uid_message_reply)
+from conftest import mutate
+
+ENTRY = bytes(range(153))
+ENCRYPTED = bytes(100)
+SIGNATURES = {"example.org": {"ed25519:a_1": b64encode(bytes(64))}}
+LIMITS = Limits(max_uid_lifetime_ms=1000, reclaim_grace_ms=2000, lastentry_max_age_ms=3000,
+                max_chunk=10, max_keyinit_lifetime_ms=4000, max_keyinits_per_identity=5,
+                max_keyinits_per_request=6, max_request_bytes=7000)
+TOKEN_KEY = TokenKeyInfo(sha256(b"spki"), b"spki", 9000)
+CAPABILITIES = Capabilities(
+    server_name="example.org", version="1", methods=("KeyRepository.Capabilities",),
+    domains=("example.org",), keyrepository_uris=("http://ks.test",),
+    keyinitrepository_uris=("http://ks.test",), hashchain_uris=("http://ks.test",),
+    hashchain_head=Head(4, ENTRY), sigpubkeys={"ed25519:a_1": bytes(32)},
+    token_keys=(TOKEN_KEY,), token_prices={"create_uid": 1, "update_uid": 0},
+    limits=LIMITS, ts=1234, raw={})
+
+
+def reply_obj():
+    return format_uid_message_reply(ReplyEntry(ENCRYPTED, ENTRY, 3, 1234), SIGNATURES)
+
+
+def capabilities_obj():
+    return {**format_capabilities(CAPABILITIES), "signatures": SIGNATURES}
+
+
+def receipt_obj():
+    return format_keyinit_receipt(KeyInitReceipt(bytes(32), (bytes(32), b"\1" * 32), 55, {}))
+
+
+# --- round trips ----------------------------------------------------------------------
+
+def test_reply_round_trip_keeps_what_was_sent():
+    obj = reply_obj()
+    reply = parse_uid_message_reply(obj)
+    assert reply.entry == ReplyEntry(ENCRYPTED, ENTRY, 3, 1234)
+    assert reply.signatures == SIGNATURES and reply.raw is obj
+    assert format_uid_message_reply(reply.entry, reply.signatures) == obj
+    assert "signatures" not in format_uid_message_reply(reply.entry)
+
+
+def test_head_round_trip():
+    head = Head(7, ENTRY, 99)
+    assert parse_head(format_head(head)) == head
+    assert format_head(Head(7, ENTRY)) == {"pos": 7, "entry": b64encode(ENTRY)}
+
+
+@pytest.mark.parametrize("binary, content_type", [(True, MSGPACK), (False, "application/json")])
+def test_chunk_round_trip(binary, content_type):
+    chunk = Chunk(5, 9, [ENTRY, ENTRY[::-1]])
+    body = format_chunk(chunk, binary=binary)
+    data = msgpack.packb(body, use_bin_type=True) if binary else json.dumps(body).encode()
+    assert parse_chunk(data, content_type) == chunk
+
+
+def test_capabilities_round_trip():
+    obj = capabilities_obj()
+    parsed = parse_capabilities(obj)
+    assert parsed == CAPABILITIES and parsed.raw is obj
+    assert format_capabilities(parsed) == {k: v for k, v in obj.items() if k != "signatures"}
+
+
+def test_capabilities_tolerate_later_members():
+    obj = {**capabilities_obj(), "log_vkey": "x", "checkpoint": "y"}
+    assert parse_capabilities(obj) == CAPABILITIES
+
+
+def test_receipt_and_issuance_round_trip():
+    receipt = parse_keyinit_receipt(receipt_obj())
+    assert receipt == KeyInitReceipt(bytes(32), (bytes(32), b"\1" * 32), 55, {})
+    assert format_keyinit_receipt(receipt) == receipt_obj()
+    issued = IssuedTokens((b"sig1", b"sig2"), 3)
+    assert parse_issued_tokens(format_issued_tokens(issued)) == issued
+
+
+# --- format_x is what the server serves -----------------------------------------------
+
+def unsigned(obj):
+    return {k: v for k, v in obj.items() if k != "signatures"}
+
+
+def test_formats_match_the_server(client, users):
+    with freeze_time("2026-11-22 12:00:00"):
+        capabilities = client.get("/v1/capabilities").json
+    assert format_capabilities(parse_capabilities(capabilities)) == unsigned(capabilities)
+    reply = users.register("alice@example.org").reply
+    parsed = parse_uid_message_reply(reply)
+    assert format_uid_message_reply(parsed.entry, parsed.signatures) == reply
+    head = client.get("/v1/hashchain/head").json
+    assert format_head(parse_head(head)) == head
+    for accept in ("application/json", MSGPACK):
+        response = client.get("/v1/hashchain?start=0&count=5", headers={"Accept": accept})
+        chunk = parse_chunk(response.data, response.mimetype)
+        served = (msgpack.unpackb(response.data) if accept == MSGPACK else response.json)
+        assert format_chunk(chunk, binary=accept == MSGPACK) == served
+
+
+# --- rejects --------------------------------------------------------------------------
+
+def change(path, value):
+    """The object with the member at ``path`` set to ``value`` (``KeyError``: deleted)."""
+    return lambda obj: mutate(obj, path, value)
+
+
+REPLY_REJECTS = {
+    "not-an-object": (lambda obj: [obj], "malformed reply: reply: not a JSON object"),
+    "no-entry": (change(["entry"], KeyError), "malformed reply: entry: missing"),
+    "no-message": (change(["entry", "uid_message_encrypted"], KeyError),
+                   "malformed reply: uid_message_encrypted: missing"),
+    "short-message": (change(["entry", "uid_message_encrypted"], b64encode(bytes(71))),
+                      "malformed reply: uid_message_encrypted: shorter than 72 bytes"),
+    "short-entry": (change(["entry", "hashchain_entry"], b64encode(bytes(152))),
+                    "malformed reply: hashchain_entry: must encode 153 bytes, not 152"),
+    "padded-entry": (change(["entry", "hashchain_entry"], b64encode(ENTRY) + "="),
+                     "malformed reply: hashchain_entry: not unpadded base64"),
+    "negative-pos": (change(["entry", "hashchain_pos"], -1),
+                     "malformed reply: hashchain_pos: must be an integer in [0, 2^53-1]"),
+    "pos-a-string": (change(["entry", "hashchain_pos"], "3"),
+                     "malformed reply: hashchain_pos: must be an integer in [0, 2^53-1]"),
+    "ts-a-float": (change(["entry", "ts"], 1.0),
+                   "malformed reply: ts: must be an integer in [0, 2^53-1]"),
+    "no-signatures": (change(["signatures"], KeyError), "malformed reply: signatures: missing"),
+    "signatures-a-list": (change(["signatures"], []),
+                          "malformed reply: signatures: not a JSON object"),
+    "signature-not-a-string": (change(["signatures", "example.org"], {"ed25519:a": 1}),
+                               "malformed reply: signatures.example.org: must map key ids to "
+                               "signatures"),
+}
+
+
+@pytest.mark.parametrize("how, error", REPLY_REJECTS.values(), ids=REPLY_REJECTS.keys())
+def test_malformed_replies_are_refused(how, error):
+    with pytest.raises(VerificationError) as info:
+        parse_uid_message_reply(how(reply_obj()))
+    assert str(info.value) == error
+
+
+def test_a_reply_error_starts_with_what_the_caller_names():
+    with pytest.raises(VerificationError, match="^the reply for position 3 is malformed: "
+                       "uid_message_encrypted: missing$"):
+        parse_uid_message_reply(change(["entry", "uid_message_encrypted"], KeyError)(reply_obj()),
+                                what="the reply for position 3 is malformed")
+
+
+HEAD_REJECTS = {
+    "no-ts": (change(["ts"], KeyError), "the server's head is malformed: ts: missing"),
+    "negative-pos": (change(["pos"], -1),
+                     "the server's head is malformed: pos: must be an integer in [0, 2^53-1]"),
+    "short-entry": (change(["entry"], b64encode(bytes(32))),
+                    "the server's head is malformed: entry: must encode 153 bytes, not 32"),
+    "a-list": (lambda obj: [], "the server's head is malformed: head: not a JSON object"),
+}
+
+
+@pytest.mark.parametrize("how, error", HEAD_REJECTS.values(), ids=HEAD_REJECTS.keys())
+def test_malformed_heads_are_refused(how, error):
+    with pytest.raises(VerificationError) as info:
+        parse_head(how(format_head(Head(1, ENTRY, 2))))
+    assert str(info.value) == error
+
+
+CHUNK_REJECTS = {
+    "not-msgpack": (b"\xc1", MSGPACK, "hashchain chunk is malformed: "),
+    "entries-as-strings": (msgpack.packb({"first_pos": 0, "head_pos": 0, "entries": ["x"]}),
+                           MSGPACK, "hashchain chunk: entries must be binary"),
+    "no-head": (json.dumps({"first_pos": 0, "entries": []}).encode(), "application/json",
+                "hashchain chunk is malformed: 'head_pos'"),
+    "head-a-string": (json.dumps({"first_pos": 0, "head_pos": "1", "entries": []}).encode(),
+                      "application/json", "hashchain chunk: head_pos is not a position"),
+    "below-minus-one": (json.dumps({"first_pos": -2, "head_pos": 1, "entries": []}).encode(),
+                        "application/json", "hashchain chunk: first_pos is not a position"),
+    "bad-base64": (json.dumps({"first_pos": 0, "head_pos": 1, "entries": ["a="]}).encode(),
+                   "application/json", "entry: not unpadded base64"),
+}
+
+
+@pytest.mark.parametrize("body, content_type, error", CHUNK_REJECTS.values(),
+                         ids=CHUNK_REJECTS.keys())
+def test_malformed_chunks_are_transport_errors(body, content_type, error):
+    with pytest.raises(TransportError) as info:
+        parse_chunk(body, content_type)
+    assert str(info.value).startswith(error)
+
+
+def test_chunk_entries_of_a_wrong_length_are_left_to_the_chain_check():
+    """``verify_entries`` names the position of a short entry; the parser keeps it."""
+    body = msgpack.packb({"first_pos": 0, "head_pos": 0, "entries": [b"short"]})
+    assert parse_chunk(body, MSGPACK).entries == [b"short"]
+
+
+CAPABILITY_REJECTS = {
+    "not-an-object": (lambda obj: [], "malformed capabilities: capabilities: not a JSON object"),
+    "empty": (lambda obj: {}, "malformed capabilities: server_name: missing"),
+    "name-a-path": (change(["server_name"], "../x"),
+                    "capabilities name '../x', which is not a server name"),
+    "no-version": (change(["version"], KeyError), "malformed capabilities: version: missing"),
+    "methods-a-string": (change(["methods"], "x"),
+                         "malformed capabilities: methods: must be a list of strings"),
+    "uris-a-string": (change(["keyinitrepository_uris"], "http://x"),
+                      "malformed capabilities: keyinitrepository_uris: must be a list of "
+                      "strings"),
+    "head-without-entry": (change(["hashchain_head", "entry"], KeyError),
+                           "malformed capabilities: hashchain_head: entry: missing"),
+    "short-sigpubkey": (change(["sigpubkeys", "ed25519:a_1"], b64encode(bytes(31))),
+                        "malformed capabilities: sigpubkeys.ed25519:a_1: must encode 32 bytes, "
+                        "not 31"),
+    "token-key-id-short": (change(["token_keys", 0, "key_id"], b64encode(bytes(31))),
+                           "malformed capabilities: token_keys[0]: key_id: must encode 32 "
+                           "bytes, not 31"),
+    "token-keys-an-object": (change(["token_keys"], {}),
+                             "malformed capabilities: token_keys: must be a list"),
+    "prices-a-list": (change(["token_prices"], [1]),
+                      "malformed capabilities: token_prices: not a JSON object"),
+    "price-a-string": (change(["token_prices", "create_uid"], "1"),
+                       "malformed capabilities: token_prices.create_uid: must be a count"),
+    "limits-a-string": (change(["limits"], "x"),
+                        "malformed capabilities: limits: not a JSON object"),
+    "negative-grace": (change(["limits", "reclaim_grace_ms"], -1),
+                       "malformed capabilities: limits: reclaim_grace_ms: must be an integer "
+                       "in [0, 2^53-1]"),
+    "no-keyinit-lifetime": (change(["limits", "max_keyinit_lifetime_ms"], KeyError),
+                            "malformed capabilities: limits: max_keyinit_lifetime_ms: missing"),
+    "no-ts": (change(["ts"], KeyError), "malformed capabilities: ts: missing"),
+}
+
+
+@pytest.mark.parametrize("how, error", CAPABILITY_REJECTS.values(),
+                         ids=CAPABILITY_REJECTS.keys())
+def test_malformed_capabilities_are_refused(how, error):
+    with pytest.raises(VerificationError) as info:
+        parse_capabilities(how(capabilities_obj()))
+    assert str(info.value).startswith(error)
+
+
+RECEIPT_REJECTS = {
+    "short-sigkeyhash": (change(["sigkeyhash"], b64encode(bytes(31))),
+                         "malformed KeyInit receipt: sigkeyhash: must encode 32 bytes, not 31"),
+    "hashes-a-string": (change(["keyinit_hashes"], "x"),
+                        "malformed KeyInit receipt: keyinit_hashes: must be a list"),
+    "short-hash": (change(["keyinit_hashes", 1], b64encode(bytes(8))),
+                   "malformed KeyInit receipt: keyinit_hashes[1]: must encode 32 bytes, not 8"),
+    "no-ts": (change(["ts"], KeyError), "malformed KeyInit receipt: ts: missing"),
+}
+
+
+@pytest.mark.parametrize("how, error", RECEIPT_REJECTS.values(), ids=RECEIPT_REJECTS.keys())
+def test_malformed_receipts_are_refused(how, error):
+    with pytest.raises(VerificationError) as info:
+        parse_keyinit_receipt(how(receipt_obj()))
+    assert str(info.value) == error
+
+
+ISSUANCE_REJECTS = {
+    "no-sigs": ({"remaining": 1}, "malformed token issuance answer: blind_sigs: missing"),
+    "sigs-an-object": ({"blind_sigs": {}, "remaining": 1},
+                       "malformed token issuance answer: blind_sigs: must be a list"),
+    "no-remaining": ({"blind_sigs": []},
+                     "malformed token issuance answer: remaining: missing"),
+}
+
+
+@pytest.mark.parametrize("obj, error", ISSUANCE_REJECTS.values(), ids=ISSUANCE_REJECTS.keys())
+def test_malformed_issuance_answers_are_refused(obj, error):
+    with pytest.raises(VerificationError) as info:
+        parse_issued_tokens(obj)
+    assert str(info.value) == error

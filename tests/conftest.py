@@ -19,13 +19,16 @@ import gunicorn.config
 import nacl.signing
 import pytest
 import requests
+from click.testing import CliRunner
 from freezegun import freeze_time
 
 from client.clock import now_ms
-from client.protocol.encoding import b64decode, sha256
-from client.protocol.hashchain import open_entry
+from client.cli import main
+from client.protocol.encoding import b64decode, b64encode, sha256
+from client.protocol.hashchain import ZERO_HASH, format_entry, open_entry
 from client.protocol.keys import ed25519_entry
-from client.protocol.tokens import format_authorization
+from client.protocol.tokens import (format_authorization, parse_spki, prepare_blinded_tokens,
+                                    token_challenge)
 from client.protocol.uidmessage import (build_uid_content, decrypt_uid_message,
                                         parse_uid_message, sign_uid_content)
 from keyserver import create_app
@@ -478,3 +481,66 @@ def registration(url, identity):
     content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,
                                 not_after_ts=now + DAY_MS, lastentry=head)
     return sign_uid_content(content, sigkey)
+
+
+# --- Shared by several test modules ----------------------------------------------------
+
+def keyclient(home, *args):
+    return CliRunner().invoke(main, ["--home", str(home), *args])
+
+
+@pytest.fixture
+def cheap_keystore(monkeypatch):
+    import client.store.keystore as keystore
+
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", keystore.KdfParams.cheapest())
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "correct horse")
+
+
+def registered_home(live_server, tmp_path, tokens=1):
+    home = tmp_path / "home"
+    keyclient(home, "server", "add", live_server.url)
+    if tokens:
+        keyclient(home, "tokens", "add", *[t.split('"')[1] for t in live_server.mint(tokens)])
+    return home
+
+
+def create_vouchers(runner, tokens, count=1, expires="30d"):
+    result = runner.invoke(args=["vouchers", "create", "--tokens", str(tokens), "--count",
+                                 str(count), "--expires", expires])
+    assert result.exit_code == 0, result.output
+    codes = [line for line in result.stdout.split() if line.count("-") == 7]
+    assert len(codes) == count
+    return codes
+
+
+def token_key(client):
+    key = client.get("/v1/capabilities").json["token_keys"][0]
+    return b64decode(key["key_id"]), parse_spki(b64decode(key["spki"]))
+
+
+def issue(client, code, count, key_id=None):
+    kid, public = token_key(client)
+    pending = prepare_blinded_tokens(public, token_challenge("example.org"), count)
+    response = client.post("/v1/tokens/issue", json={
+        "voucher": code, "token_key_id": b64encode(key_id or kid),
+        "blinded": [b64encode(p.blinded) for p in pending]})
+    return response, pending, public
+
+
+def make_chain(length):
+    entries, prev = [], ZERO_HASH
+    for n in range(length):
+        entries.append(format_entry(prev, n.to_bytes(8, "big"), "a@example.org", bytes(32)))
+        prev = entries[-1][:32]
+    return entries
+
+
+def fail_after(monkeypatch, module, name: str, error: BaseException) -> None:
+    real = getattr(module, name)
+
+    def run(*args, **kwargs):
+        real(*args, **kwargs)
+        raise error
+
+    monkeypatch.setattr(module, name, run)

@@ -12,7 +12,7 @@ from client.protocol.errors import ProtocolError, TransportError
 from client.protocol.hashchain import ENTRY_SIZE
 from client.store.keystore import Keystore
 from client.store.paper import parse_paper_backup
-from test_keyclient import cheap_keystore, keyclient, registered_home  # noqa: F401
+from conftest import keyclient, registered_home
 
 ALICE = "alice@example.org"
 

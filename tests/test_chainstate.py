@@ -5,18 +5,9 @@ download must agree with the replies we hold and with the server's head."""
 import pytest
 
 from client.protocol.errors import ChainError, VerificationError
-from client.protocol.hashchain import ZERO_HASH, format_entry
 from client.protocol.wire import Chunk, Head
 from client.trust.chainstate import ChainState, check_expected, check_head
-
-
-def make_chain(length):
-    entries, prev = [], ZERO_HASH
-    for n in range(length):
-        entries.append(format_entry(prev, n.to_bytes(8, "big"), "a@example.org", bytes(32)))
-        prev = entries[-1][:32]
-    return entries
-
+from conftest import make_chain
 
 CHAIN = make_chain(6)
 

@@ -14,7 +14,7 @@ from client.protocol.encoding import b64decode
 from client.protocol.keyinit import build_keyinit, build_session_anchor
 from client.protocol.keys import X25519, KeyEntry
 from client.store.keystore import Keystore
-from test_keyclient import cheap_keystore, keyclient, registered_home  # noqa: F401
+from conftest import keyclient, registered_home
 
 ALICE = "alice@example.org"
 NONE_LEFT = f"no KeyInit of {ALICE} is available"

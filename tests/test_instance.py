@@ -15,6 +15,7 @@ from keyserver.service import signing, tokenkeys, uids
 from keyserver.storage import chain, db
 from keyserver.cli import main
 from keyserver.instance import InstanceExists, init_instance
+from conftest import fail_after
 
 
 def test_instance_files_and_modes(instance):
@@ -73,16 +74,6 @@ def tree(root) -> list[str]:
     """Every path under ``root``, relative: what a failed init must leave unchanged."""
     return sorted(os.path.relpath(os.path.join(folder, name), root)
                   for folder, dirs, files in os.walk(root) for name in dirs + files)
-
-
-def fail_after(monkeypatch, module, name: str, error: BaseException) -> None:
-    real = getattr(module, name)
-
-    def run(*args, **kwargs):
-        real(*args, **kwargs)
-        raise error
-
-    monkeypatch.setattr(module, name, run)
 
 
 @pytest.mark.parametrize("folder", ["new", "empty", "foreign"])

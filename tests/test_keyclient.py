@@ -5,15 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from client.cli import main
-from conftest import keyserver_command
-
-
-def keyclient(home, *args):
-    return CliRunner().invoke(main, ["--home", str(home), *args])
+from conftest import keyclient, keyserver_command, registered_home
 
 
 def test_server_add_list_and_sync(live_server, tmp_path):
@@ -88,21 +83,6 @@ def test_tokens_add_buy_list(live_server, tmp_path):
     assert bad.exit_code == 2 and "token" in bad.output
     assert (home / "wallet.sqlite").stat().st_mode & 0o777 == 0o600
 
-
-@pytest.fixture
-def cheap_keystore(monkeypatch):
-    import client.store.keystore as keystore
-
-    monkeypatch.setattr(keystore, "DEFAULT_KDF", keystore.KdfParams.cheapest())
-    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "correct horse")
-
-
-def registered_home(live_server, tmp_path, tokens=1):
-    home = tmp_path / "home"
-    keyclient(home, "server", "add", live_server.url)
-    if tokens:
-        keyclient(home, "tokens", "add", *[t.split('"')[1] for t in live_server.mint(tokens)])
-    return home
 
 
 def test_register_then_lookup(live_server, tmp_path, cheap_keystore):

@@ -8,11 +8,10 @@ from client.protocol.encoding import b64decode, b64url_decode, b64url_encode, sh
 from client.protocol.tokens import (Token, finalize_tokens, format_authorization, generate_token_key,
                            make_token_input, mint_token, parse_spki, token_challenge,
                            token_key_id)
-from conftest import TEST_TOKEN_KEY_LIFETIME, at, mint
+from conftest import TEST_TOKEN_KEY_LIFETIME, at, create_vouchers, issue, mint
 from keyserver import create_app
 from keyserver.http.context import token_keyring
 from keyserver.storage import db, tokens
-from test_vouchers import create_vouchers, issue
 
 
 def spent_count(app):

@@ -14,7 +14,7 @@ from client.transport.api import KeyserverAPI
 from client.transport.fetcher import HTTPFetcher, Response
 from client.trust.chainstate import ChainState
 from conftest import load_chain as load
-from test_chainstate import make_chain
+from conftest import make_chain
 
 
 class Chunks:

@@ -11,7 +11,7 @@ from keyserver.http.context import token_keyring
 from keyserver.service import tokenkeys
 from keyserver.storage import db, tokens
 from keyserver.cli import main
-from test_instance import fail_after
+from conftest import fail_after
 
 
 def stored(app) -> tuple[list[str], list[str]]:

@@ -6,33 +6,10 @@ from pathlib import Path
 import pytest
 
 from client.protocol.encoding import b64decode, b64encode, b64url_encode, sha256
-from client.protocol.tokens import (AUTHENTICATOR_LEN, finalize_tokens, parse_spki,
-                           prepare_blinded_tokens, token_challenge)
-from conftest import DAY_MS, at
+from client.protocol.tokens import (AUTHENTICATOR_LEN, finalize_tokens, prepare_blinded_tokens,
+                                    token_challenge)
+from conftest import DAY_MS, at, create_vouchers, issue, token_key
 from keyserver.storage import db, vouchers
-
-
-def create_vouchers(runner, tokens, count=1, expires="30d"):
-    result = runner.invoke(args=["vouchers", "create", "--tokens", str(tokens), "--count",
-                                 str(count), "--expires", expires])
-    assert result.exit_code == 0, result.output
-    codes = [line for line in result.stdout.split() if line.count("-") == 7]
-    assert len(codes) == count
-    return codes
-
-
-def token_key(client):
-    key = client.get("/v1/capabilities").json["token_keys"][0]
-    return b64decode(key["key_id"]), parse_spki(b64decode(key["spki"]))
-
-
-def issue(client, code, count, key_id=None):
-    kid, public = token_key(client)
-    pending = prepare_blinded_tokens(public, token_challenge("example.org"), count)
-    response = client.post("/v1/tokens/issue", json={
-        "voucher": code, "token_key_id": b64encode(key_id or kid),
-        "blinded": [b64encode(p.blinded) for p in pending]})
-    return response, pending, public
 
 
 def remaining(app):

@@ -2,7 +2,7 @@
 
 from freezegun import freeze_time
 
-from client.protocol.encoding import b64decode
+from client.protocol.encoding import b64encode
 from client.protocol.signedjson import verify_signed_json
 from keyserver.http.context import current_key
 
@@ -23,8 +23,8 @@ def test_capabilities_are_complete_and_signed(app, client):
     assert body["ts"] == 1795348800000
     with app.app_context():
         key = current_key()
-    assert body["sigpubkeys"] == {key.key_id: key.pubkey_b64}
-    verify_signed_json(body, "example.org", key.key_id, b64decode(key.pubkey_b64))
+    assert body["sigpubkeys"] == {key.key_id: b64encode(key.pubkey)}
+    verify_signed_json(body, "example.org", key.key_id, key.pubkey)
     head = client.get("/v1/hashchain/head").json
     assert body["hashchain_head"] == {"pos": head["pos"], "entry": head["entry"]}
 

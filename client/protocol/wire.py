@@ -257,7 +257,8 @@ class Capabilities:
     token_prices: Mapping[str, int]
     limits: Limits
     ts: int
-    raw: dict = field(compare=False, repr=False)
+    #: As parsed (the signature covers it); None for capabilities the server builds.
+    raw: dict | None = field(default=None, compare=False, repr=False)
 
 
 #: Capabilities' ``limits`` (§12), in the order the server lists them.
@@ -348,7 +349,8 @@ class KeyInitReceipt:
     sigkeyhash: bytes
     keyinit_hashes: tuple[bytes, ...]
     ts: int
-    raw: dict = field(compare=False, repr=False)
+    #: As parsed (the signature covers it); None for a receipt the server builds.
+    raw: dict | None = field(default=None, compare=False, repr=False)
 
 
 def format_keyinit_receipt(receipt: KeyInitReceipt) -> dict:

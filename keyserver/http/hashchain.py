@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 from flask import Blueprint, Response, jsonify, request
 
-from client.protocol.encoding import b64encode
+from client.protocol.wire import Chunk, Head, format_chunk, format_head
 
 from ..storage import chain
 from ..storage.db import get_db
@@ -21,7 +21,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 @bp.get("")
 def fetch_hashchain() -> Response:
     start = query_int("start", 0)
-    count = query_int("count", policy().default_chunk, minimum=1, maximum=policy().max_chunk)
+    count = query_int("count", policy().default_chunk, minimum=1, maximum=policy().limits.max_chunk)
     use_msgpack = wants_msgpack()
     db = get_db()
     # The head first, and no entry past it: head_pos and entries agree even when an
@@ -37,12 +37,10 @@ def fetch_hashchain() -> Response:
             response = Response(status=304)
             _cache_headers(response, etag)
             return response
-    body = {"first_pos": start, "head_pos": head.pos}
+    body = format_chunk(Chunk(start, head.pos, entries), binary=use_msgpack)
     if use_msgpack:
-        body["entries"] = entries
         response = Response(msgpack.packb(body, use_bin_type=True), mimetype=MSGPACK)
     else:
-        body["entries"] = [b64encode(entry) for entry in entries]
         response = jsonify(body)
     if complete:
         _cache_headers(response, etag)
@@ -58,12 +56,13 @@ def _cache_headers(response: Response, etag: str) -> None:
     response.vary.add("Accept")
 
 
-def format_head(head: chain.Head) -> dict:
-    return {"pos": head.pos, "entry": b64encode(head.entry), "ts": head.ts}
+def served_head(head: chain.Head) -> dict:
+    """§12 FetchLastHashChain: the stored head as served."""
+    return format_head(Head(head.pos, head.entry, head.ts))
 
 
 @bp.get("/head")
 def fetch_head() -> Response:
-    response = jsonify(format_head(chain.head(get_db())))
+    response = jsonify(served_head(chain.head(get_db())))
     response.headers["Cache-Control"] = "no-cache"
     return response

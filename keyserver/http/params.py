@@ -9,11 +9,11 @@ from werkzeug.exceptions import HTTPException
 
 from client.protocol.encoding import parse_json_object
 from client.protocol.errors import BadRequest, TooLarge
+from client.protocol.wire import MSGPACK
 
 from .context import policy
 
 _INT = re.compile(r"^(0|[1-9][0-9]{0,15})$")
-MSGPACK = "application/msgpack"
 
 
 def query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
@@ -41,7 +41,7 @@ def json_body() -> dict:
     one byte more than the limit so that an oversize body shows here rather than
     being cut to a prefix that might parse. A body whose framing the server cannot
     decode (a bad chunk size, say) is the client's error, not the server's."""
-    limit = policy().max_request_bytes
+    limit = policy().limits.max_request_bytes
     try:
         body = request.get_data(cache=False)
     except HTTPException:
@@ -55,7 +55,7 @@ def json_body() -> dict:
 
 def limit_body() -> None:
     """Refuse a declared oversize body before routing (Werkzeug only checks on read)."""
-    limit = policy().max_request_bytes
+    limit = policy().limits.max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"request body over {limit} bytes")
 

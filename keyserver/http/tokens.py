@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from client.protocol.encoding import b64encode
+from client.protocol.wire import IssuedTokens, format_issued_tokens
 
 from ..service.tokens import issue_tokens
 from ..storage.db import get_db, write
@@ -18,4 +18,4 @@ bp = Blueprint("tokens", __name__, url_prefix="/v1/tokens")
 def issue() -> Response:
     signatures, remaining = issue_tokens(get_db(), write, json_body(), request_now(), policy(),
                                          token_keyring())
-    return jsonify(blind_sigs=[b64encode(s) for s in signatures], remaining=remaining)
+    return jsonify(format_issued_tokens(IssuedTokens(tuple(signatures), remaining)))

@@ -12,7 +12,7 @@ from ..service import uids
 from ..storage import chain
 from ..storage.db import get_db, write
 from .context import charger, policy, request_now, sign
-from .hashchain import format_head
+from .hashchain import served_head
 from .params import json_body, query_int
 
 bp = Blueprint("users", __name__, url_prefix="/v1")
@@ -51,7 +51,7 @@ def lookup_user(identity: str) -> Response:
     if reply is None:
         raise NotFound(f"{identity} is not registered")
     return jsonify(identity=identity, uid_message_reply=reply, leaf_proof=None,
-                   head=format_head(chain.head(db)))
+                   head=served_head(chain.head(db)))
 
 
 @bp.get("/users/<identity>/history")

@@ -12,13 +12,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from client.protocol.encoding import b64encode
 from client.protocol.errors import (InvalidMessage, InvalidSignature, NoKeyinit, NotFound,
                                     ProtocolError)
 from client.protocol.keyinit import (KeyInit, check_flush, check_keyinit_batch, choose_keyinit,
                                      parse_add_request, sigkeyhash)
 from client.protocol.keys import KeyEntry
 from client.protocol.uidrules import is_current
+from client.protocol.wire import KeyInitReceipt, format_keyinit_receipt
 
 from ..storage import keyinits as store
 from ..storage.db import Database
@@ -98,8 +98,8 @@ def add_keyinits(db: Database, write: Write, body: dict, now: int, policy: KeyIn
         store.store(db, sigkey.pubkey, key_hash, keyinits)
 
     verify_then_decide(db, write, lambda db: add_state(db, sigkey, now), judge, accept)
-    return sign({"sigkeyhash": b64encode(key_hash),
-                 "keyinit_hashes": [b64encode(k.hash) for k in keyinits], "ts": now})
+    return sign(format_keyinit_receipt(
+        KeyInitReceipt(key_hash, tuple(keyinit.hash for keyinit in keyinits), now)))
 
 
 def fetch_keyinit(write: Write, key_hash: bytes, now: int, rng: random.Random) -> str:

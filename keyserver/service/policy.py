@@ -40,8 +40,6 @@ class Policy:
     token_key_lifetime_ms: int
     max_tokens_per_issue: int
     default_chunk: int
-    max_chunk: int
-    max_request_bytes: int
     lookup_enabled: bool
     keyinit_fetch_rate_per_address: int
     keyinit_fetch_rate_per_sigkeyhash: int
@@ -55,8 +53,14 @@ def from_config(config: Mapping[str, Any]) -> Policy:
         domains=tuple(config["DOMAINS"]),
         reserved=frozenset(config["RESERVED_LOCALPARTS"]),
         allowed_mixaddresses=frozenset(config["ALLOWED_MIXADDRESSES"]),
-        limits=Limits(config["MAX_UID_LIFETIME"], config["RECLAIM_GRACE"],
-                      config["LASTENTRY_MAX_AGE"]),
+        limits=Limits(
+            max_uid_lifetime_ms=config["MAX_UID_LIFETIME"],
+            reclaim_grace_ms=config["RECLAIM_GRACE"],
+            lastentry_max_age_ms=config["LASTENTRY_MAX_AGE"], max_chunk=config["MAX_CHUNK"],
+            max_keyinit_lifetime_ms=config["MAX_KEYINIT_LIFETIME"],
+            max_keyinits_per_identity=config["MAX_KEYINITS_PER_IDENTITY"],
+            max_keyinits_per_request=config["MAX_KEYINITS_PER_REQUEST"],
+            max_request_bytes=config["MAX_REQUEST_BYTES"]),
         keyinits=KeyInitPolicy(
             # §9: without its own URIs the KeyInit repository is the server itself.
             tuple(config["KEYINIT_REPOSITORY_URIS"]) or (config["BASE_URL"],),
@@ -66,8 +70,6 @@ def from_config(config: Mapping[str, Any]) -> Policy:
         token_key_lifetime_ms=config["TOKEN_KEY_LIFETIME"],
         max_tokens_per_issue=config["MAX_TOKENS_PER_ISSUE"],
         default_chunk=config["DEFAULT_CHUNK"],
-        max_chunk=config["MAX_CHUNK"],
-        max_request_bytes=config["MAX_REQUEST_BYTES"],
         lookup_enabled=config["LOOKUP_ENABLED"],
         keyinit_fetch_rate_per_address=config["KEYINIT_FETCH_RATE_PER_ADDRESS"],
         keyinit_fetch_rate_per_sigkeyhash=config["KEYINIT_FETCH_RATE_PER_SIGKEYHASH"],

@@ -33,8 +33,8 @@ class ServerKey:
     signing_key: nacl.signing.SigningKey
 
     @property
-    def pubkey_b64(self) -> str:
-        return b64encode(bytes(self.signing_key.verify_key))
+    def pubkey(self) -> bytes:
+        return bytes(self.signing_key.verify_key)
 
 
 def generate_key() -> ServerKey:

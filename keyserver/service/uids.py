@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from client.protocol.encoding import b64encode, require_fields
+from client.protocol.encoding import require_fields
 from client.protocol.errors import KeyInUse, ProtocolError
 from client.protocol.keyinit import sigkeyhash
 from client.protocol.uidmessage import UIDMessage, encrypt_uid_message, parse_uid_message
 from client.protocol.uidrules import (Latest, check_identity, check_lastentry,
                                       check_preferences, check_state, check_validity,
                                       signature_error)
+from client.protocol.wire import ReplyEntry, format_uid_message_reply
 
 from ..storage import chain, keyinits, uids
 from ..storage.uids import StoredReply
@@ -26,16 +27,10 @@ from .signing import Sign
 from .twophase import Verified, Write, verify_then_decide
 
 
-def format_reply(encrypted: bytes, entry: bytes, pos: int, ts: int) -> dict:
-    """The UIDMessageReply (§5) without its signatures: the object the server signs."""
-    return {"entry": {"uid_message_encrypted": b64encode(encrypted),
-                      "hashchain_entry": b64encode(entry),
-                      "hashchain_pos": pos, "ts": ts}}
-
-
 def format_stored_reply(stored: StoredReply) -> dict:
-    return {**format_reply(stored.encrypted, stored.entry, stored.pos, stored.ts),
-            "signatures": stored.signatures}
+    """A stored UIDMessageReply as served (§5), with the signatures it was given."""
+    return format_uid_message_reply(
+        ReplyEntry(stored.encrypted, stored.entry, stored.pos, stored.ts), stored.signatures)
 
 
 def check_keys_free(db: sqlite_utils.Database, message: UIDMessage) -> None:
@@ -101,7 +96,7 @@ def store_uid_message(db: sqlite_utils.Database, message: UIDMessage, now: int, 
     """
     uid_hash, encrypted = sealed or encrypt_uid_message(message.raw)
     head = chain.append(db, message.identity, uid_hash, now, last)
-    reply = sign(format_reply(encrypted, head.entry, head.pos, now))
+    reply = sign(format_uid_message_reply(ReplyEntry(encrypted, head.entry, head.pos, now)))
     uids.insert(db, message, head.pos, encrypted, now, reply["signatures"], previous)
     if previous is not None and (message.msgcount == 0 or message.sigkey != previous.sigkey):
         # §9: KeyInits die with the sigkey that signed them, and with the owner on

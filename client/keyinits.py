@@ -138,7 +138,8 @@ def fetch(session: ServerSession, identity: str) -> Fetched:
     sigkey = result.message.sigkey
     repouris = result.message.repouris or (session.api.base_url,)
     for repouri in repouris:
-        api = session.api if repouri == session.api.base_url else KeyserverAPI(repouri)
+        api = (session.api if repouri == session.api.base_url
+               else KeyserverAPI(repouri, session.api.fetcher))
         session.progress(f"fetching a KeyInit from {repouri}")
         try:
             keyinit = api.fetch_keyinit(sigkeyhash(sigkey.pubkey))

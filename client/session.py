@@ -27,6 +27,7 @@ from .store.home import Home
 from .store.localchain import LocalChain
 from .store.search import ChainSearch
 from .transport.api import KeyserverAPI
+from .transport.fetcher import Fetcher
 from .trust.chainstate import ChainState, check_expected, check_head
 from .trust.history import LookupResult
 from .trust.keyring import ServerKey, check_capabilities, check_self_signed
@@ -118,10 +119,12 @@ def sync_chain(api: KeyserverAPI, chain: LocalChain, *, chunk_size: int = 10000,
     return chain.length - start
 
 
-def add_server(home: Home, url: str, move: bool = False) -> str:
-    """Remember the keyserver at ``url``; return its name. Its capabilities must be
-    signed by a key they list (the chain tells later whether it is the server's)."""
-    api = KeyserverAPI(url)
+def add_server(home: Home, url: str, move: bool = False,
+               fetcher: Fetcher | None = None) -> str:
+    """Remember the keyserver at ``url`` (reached through ``fetcher``, by default an
+    ``HTTPFetcher``); return its name. Its capabilities must be signed by a key
+    they list (the chain tells later whether it is the server's)."""
+    api = KeyserverAPI(url, fetcher)
     capabilities = api.capabilities()
     check_self_signed(capabilities)
     home.remember_server(capabilities.server_name, api.base_url, now_ms(), move)
@@ -129,12 +132,14 @@ def add_server(home: Home, url: str, move: bool = False) -> str:
 
 
 class ServerSession:
-    """The keyserver ``server`` at ``url``, its verified chain in ``home``."""
+    """The keyserver ``server`` at ``url`` (reached through ``fetcher``, by default
+    an ``HTTPFetcher``), its verified chain in ``home``."""
 
     def __init__(self, home: Home, server: str, url: str,
-                 progress: Callable[[str], None] = lambda step: None):
+                 progress: Callable[[str], None] = lambda step: None,
+                 fetcher: Fetcher | None = None):
         self.home, self.server, self.progress = home, server, progress
-        self.api = KeyserverAPI(url)
+        self.api = KeyserverAPI(url, fetcher)
         self.chain = home.chain(server)
         self.search = ChainSearch(self.chain)
         self._capabilities: Capabilities | None = None

@@ -1,5 +1,7 @@
 """Shared fixtures: a fresh instance per test, the Flask ``app``/``client``/``runner``,
-and ``live_server`` (a real ``keyserver run`` process on 127.0.0.1)."""
+``app_server`` (a keyserver in-process, every client object of the test reaching
+it through ``simulator.AppFetcher``) and ``live_server`` (a real ``keyserver run``
+process on 127.0.0.1, for the end-to-end tests)."""
 
 from __future__ import annotations
 
@@ -78,12 +80,6 @@ def state(tmp_path):
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
-
-
-def load_chain(server, count: int) -> None:
-    """Grow a live server's chain by ``count`` entries (``keyserver chain load``)."""
-    subprocess.run(keyserver_command("chain", "load", "--instance", str(server.instance),
-                                     "-n", str(count)), check=True, capture_output=True)
 
 
 def mutate(obj, path, value):
@@ -186,7 +182,7 @@ class LiveServer:
         result = subprocess.run(keyserver_command("tokens", "mint", "-n", str(count),
                                                   "--instance", str(self.instance)),
                                 check=True, capture_output=True, text=True)
-        return [f'PrivateToken token="{line}"' for line in result.stdout.split()]
+        return authorizations(result.stdout)
 
     def output(self) -> str:
         self.log.flush()
@@ -261,6 +257,66 @@ def live_server(tmp_path):
     path = tmp_path / "live"
     with LiveServer(path, init_live_instance(path)) as server:
         yield server
+
+
+def authorizations(minted: str) -> list[str]:
+    """The output of ``keyserver tokens mint`` as Authorization header values."""
+    return [f'PrivateToken token="{line}"' for line in minted.split()]
+
+
+#: Where an in-process server is reached: nothing listens there (RFC 2606), so a
+#: client object that missed the ``AppFetcher`` fails at once.
+APP_URL = "http://keyserver.invalid"
+
+
+class AppServer:
+    """The in-process twin of ``LiveServer``: an instance made by ``init_instance``
+    (as ``keyserver init`` makes it), its app from ``create_app``, reached through
+    ``fetcher``. Operator commands run through the app's CLI runner, as
+    ``keyserver <command> --instance`` would run them."""
+
+    def __init__(self, instance: Path, url: str = APP_URL):
+        from simulator import AppFetcher
+
+        init_instance(str(instance), SERVER_NAME, url, [SERVER_NAME])
+        self.instance, self.url = instance, url
+        self.app = create_app({"TESTING": True}, instance_path=str(instance))
+        self.fetcher = AppFetcher(self.app, url)
+
+    def command(self, *args: str) -> str:
+        """Run ``keyserver *args`` on the instance; return its standard output."""
+        result = self.app.test_cli_runner().invoke(args=list(args))
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    def mint(self, count: int) -> list[str]:
+        """Tokens from ``keyserver tokens mint``, as Authorization header values."""
+        return authorizations(self.command("tokens", "mint", "-n", str(count)))
+
+    def load_chain(self, count: int) -> None:
+        """Grow the chain by ``count`` entries (``keyserver chain load``)."""
+        self.command("chain", "load", "-n", str(count))
+
+    def vouchers(self, tokens: int, count: int = 1) -> list[str]:
+        """``count`` voucher codes worth ``tokens`` each (``keyserver vouchers create``)."""
+        return create_vouchers(self.app.test_cli_runner(), tokens, count)
+
+
+def serve_in_process(monkeypatch, instance: Path) -> AppServer:
+    """An ``AppServer`` that every ``KeyserverAPI`` given no fetcher reaches, those
+    the ``keyclient`` commands build included (the seam is
+    ``client.transport.fetcher.default_fetcher``)."""
+    import client.transport.fetcher as fetching
+
+    server = AppServer(instance)
+    monkeypatch.setattr(fetching, "default_fetcher", lambda: server.fetcher)
+    return server
+
+
+@pytest.fixture
+def app_server(tmp_path, monkeypatch):
+    """A keyserver without a process (see ``AppServer``)."""
+    return serve_in_process(monkeypatch, tmp_path / "app")
 
 
 DAY_MS = 24 * 3600 * 1000
@@ -375,8 +431,9 @@ def users(client):
     return UserActions(client)
 
 
-class LiveUserActions:
-    """Registers identities on a live server over HTTP, paying with minted tokens."""
+class ServerUserActions:
+    """Registers identities on a server (live or in-process) through the client's
+    ``KeyserverAPI``, paying with minted tokens."""
 
     def __init__(self, server):
         self.server = server
@@ -400,7 +457,12 @@ class LiveUserActions:
 
 @pytest.fixture
 def users_live(live_server):
-    return LiveUserActions(live_server)
+    return ServerUserActions(live_server)
+
+
+@pytest.fixture
+def users_app(app_server):
+    return ServerUserActions(app_server)
 
 
 # --- Races against real servers ------------------------------------------------------
@@ -475,7 +537,9 @@ def check_keyhashes(conn):
 
 
 def registration(url, identity):
-    head = b64decode(requests.get(url + "/v1/hashchain/head").json()["entry"])[:32]
+    from client.transport.api import KeyserverAPI
+
+    head = KeyserverAPI(url).fetch_head().entry[:32]
     sigkey = nacl.signing.SigningKey.generate()
     now = now_ms()
     content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,

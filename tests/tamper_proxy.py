@@ -7,7 +7,8 @@ proxy. An attack calls ``request.forward()`` to get the real server's answer
 (optionally for another path) and returns it rewritten, or answers by itself.
 An exception inside an attack is kept in ``proxy.errors`` (and answered with a
 500): a test must check that list, so that a broken attack is never mistaken
-for the client detecting one.
+for the client detecting one. ``simulator.TamperFetcher`` runs the same attacks
+in-process, forwarding to a Flask app's test client instead of over HTTP.
 
 The helpers below build the attacks the tests need: chain views (the real chain
 run through a ``forge`` function, served in msgpack or JSON), relinking entries
@@ -58,30 +59,57 @@ class Answer:
         return cls(status, {"Content-Type": JSON}, json.dumps(obj).encode())
 
 
-class Request:
-    """One request the client sent to the proxy."""
+#: Passes a request on to the real server: ``send(method, target, headers, body)``.
+Send = Callable[[str, str, dict[str, str], bytes | None], Answer]
 
-    def __init__(self, proxy: TamperProxy, method: str, path: str, headers: dict[str, str],
-                 body: bytes):
-        self.proxy, self.method, self.path, self.headers, self.body = (
-            proxy, method, path, headers, body)
+
+def answer_headers(headers) -> dict[str, str]:
+    """The end-to-end headers of a real answer (those of one hop dropped)."""
+    return {k: v for k, v in headers.items() if k.lower() not in _HOP_HEADERS}
+
+
+class Request:
+    """One request the client sent, as an attack sees it. ``send`` reaches the real
+    server: over HTTP for the proxy, through the app's test client for
+    ``simulator.TamperFetcher``."""
+
+    def __init__(self, send: Send, method: str, path: str, headers: dict[str, str],
+                 body: bytes | None):
+        self.send, self.method, self.path, self.headers, self.body = (
+            send, method, path, headers, body)
         parts = urlsplit(path)
         self.route = parts.path
         self.query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
 
     def forward(self, path: str | None = None, headers: dict[str, str] | None = None) -> Answer:
-        """The real server's answer to this request (or to ``path`` with ``headers``)."""
-        response = requests.request(
-            self.method if path is None else "GET", self.proxy.upstream + (path or self.path),
-            headers=self.headers if headers is None else headers,
-            data=self.body if path is None else None, timeout=30, allow_redirects=False)
-        with response:
-            return Answer(response.status_code,
-                          {k: v for k, v in response.headers.items()
-                           if k.lower() not in _HOP_HEADERS}, response.content)
+        """The real server's answer to this request (or to GET ``path`` with ``headers``)."""
+        if path is None:
+            return self.send(self.method, self.path, self.headers, self.body)
+        return self.send("GET", path, self.headers if headers is None else headers, None)
 
 
 Attack = Callable[[Request], Answer]
+
+
+class Tampering:
+    """What the proxy and the in-process ``TamperFetcher`` share: the test's
+    ``attack`` (None: honest), the requests ``seen``, and the ``errors`` raised
+    inside the attack, each answered with a 500 (a test checks the list, so that a
+    broken attack is never mistaken for the client detecting one)."""
+
+    def __init__(self):
+        self.attack: Attack | None = None
+        self.errors: list[Exception] = []
+        self.seen: list[tuple[str, str]] = []
+
+    def answer(self, request: Request) -> Answer:
+        self.seen.append((request.method, request.path))
+        try:
+            return (self.attack or Request.forward)(request)
+        except Exception as exc:  # a bug in the test's attack, not a detection
+            self.errors.append(exc)
+            return Answer(500, {"Content-Type": "text/plain"},
+                          f"attack failed: {exc!r}".encode())
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -91,14 +119,8 @@ class _Handler(BaseHTTPRequestHandler):
         proxy: TamperProxy = self.server.proxy
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
-        request = Request(proxy, self.command, self.path, headers, body)
-        proxy.seen.append((self.command, self.path))
-        try:
-            answer = (proxy.attack or Request.forward)(request)
-        except Exception as exc:  # a bug in the test's attack, not a detection
-            proxy.errors.append(exc)
-            answer = Answer(500, {"Content-Type": "text/plain"}, f"attack failed: {exc!r}".encode())
+        answer = proxy.answer(Request(proxy.send, self.command, self.path,
+                                      answer_headers(self.headers), body))
         self.send_response(answer.status)
         for name, value in answer.headers.items():
             if name.lower() not in _HOP_HEADERS:
@@ -113,14 +135,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class TamperProxy:
+class TamperProxy(Tampering):
     """The proxy server; use as a context manager (or call ``close``)."""
 
     def __init__(self, upstream: str):
+        super().__init__()
         self.upstream = upstream.rstrip("/")
-        self.attack: Attack | None = None
-        self.errors: list[Exception] = []
-        self.seen: list[tuple[str, str]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.proxy = self
@@ -128,6 +148,15 @@ class TamperProxy:
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
                                        daemon=True)
         self.thread.start()
+
+    def send(self, method: str, target: str, headers: dict[str, str],
+             body: bytes | None) -> Answer:
+        """The upstream server's answer, over HTTP."""
+        response = requests.request(method, self.upstream + target, headers=headers,
+                                    data=body, timeout=30, allow_redirects=False)
+        with response:
+            return Answer(response.status_code, answer_headers(response.headers),
+                          response.content)
 
     def close(self) -> None:
         self.server.shutdown()

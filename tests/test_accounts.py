@@ -1,4 +1,4 @@
-"""The user's own identities through ``keyclient`` against a real server: update
+"""The user's own identities through ``keyclient`` against a server in-process: update
 (new sigkey signed by the old one), recover (by the paper escrow key), keys never
 lost to a failure halfway, and ``verify``/``sync`` checking our replies (§7.5)."""
 
@@ -12,7 +12,7 @@ from client.protocol.errors import ProtocolError, TransportError
 from client.protocol.hashchain import ENTRY_SIZE
 from client.store.keystore import Keystore
 from client.store.paper import parse_paper_backup
-from conftest import keyclient, registered_home
+from conftest import keyclient, registered_home, serve_in_process
 
 ALICE = "alice@example.org"
 
@@ -34,10 +34,10 @@ def looked_up(home):
 
 
 @pytest.fixture
-def alice(live_server, tmp_path, cheap_keystore):  # noqa: F811
+def alice(app_server, tmp_path, cheap_keystore):  # noqa: F811
     """A home that registered alice (escrow backup in tmp_path/escrow.txt) and holds
     two more tokens."""
-    home = registered_home(live_server, tmp_path, tokens=3)
+    home = registered_home(app_server, tmp_path, tokens=3)
     result = keyclient(home, "register", ALICE, "--escrow-out", str(tmp_path / "escrow.txt"),
                        "--yes")
     assert result.exit_code == 0, result.output
@@ -58,14 +58,14 @@ def test_update_replaces_the_sigkey(alice):
     assert "1 available, 2 spent" in keyclient(alice, "tokens", "list").output
 
 
-def test_a_refused_update_keeps_the_old_key(alice, live_server, tmp_path):
+def test_a_refused_update_keeps_the_old_key(alice, app_server, tmp_path):
     before = sigkey_b64(alice)
     # Another home spends the wallet's next token first: the server says TOKEN_SPENT.
     with sqlite3.connect(alice / "wallet.sqlite") as conn:
         [(token,)] = conn.execute("SELECT token FROM tokens WHERE state = 'available'"
                                   " ORDER BY added_ts, rowid LIMIT 1")
     other = tmp_path / "other"
-    keyclient(other, "server", "add", live_server.url)
+    keyclient(other, "server", "add", app_server.url)
     keyclient(other, "tokens", "add", b64url_encode(token))
     assert keyclient(other, "register", "bob@example.org", "--yes").exit_code == 0
     result = keyclient(alice, "update", ALICE)
@@ -113,14 +113,13 @@ def test_a_5xx_after_the_write_committed_leaves_the_outcome_unknown(alice, monke
         original(self, message, authorization)
         raise ProtocolError("PUT /v1/users/alice@example.org: 502  nope", status=502)
 
-    monkeypatch.setattr(KeyserverAPI, "update_uid", gateway_error)
-    result = keyclient(alice, "update", ALICE)
-    assert result.exit_code == 1 and "502" in result.output
-    assert key_files(alice) == ["alice_at_example.org.sigkey.key",
-                                "alice_at_example.org.sigkey.next.key"]
-    assert "1 available, 1 spent, 1 unknown" in keyclient(alice, "tokens", "list").output
-    monkeypatch.undo()
-    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "correct horse")
+    with monkeypatch.context() as patch:
+        patch.setattr(KeyserverAPI, "update_uid", gateway_error)
+        result = keyclient(alice, "update", ALICE)
+        assert result.exit_code == 1 and "502" in result.output
+        assert key_files(alice) == ["alice_at_example.org.sigkey.key",
+                                    "alice_at_example.org.sigkey.next.key"]
+        assert "1 available, 1 spent, 1 unknown" in keyclient(alice, "tokens", "list").output
     result = keyclient(alice, "update", ALICE)
     assert result.exit_code == 0, result.output
     assert "an earlier key change did reach the chain" in result.output
@@ -135,11 +134,10 @@ def test_a_pending_key_the_chain_never_saw_is_dropped(alice, monkeypatch):
         raise TransportError("timed out before sending")
 
     before = sigkey_b64(alice)
-    monkeypatch.setattr(Accounts, "_submit", never_sent)
-    assert keyclient(alice, "update", ALICE).exit_code == 1
-    assert len(key_files(alice)) == 2
-    monkeypatch.undo()
-    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "correct horse")
+    with monkeypatch.context() as patch:
+        patch.setattr(Accounts, "_submit", never_sent)
+        assert keyclient(alice, "update", ALICE).exit_code == 1
+        assert len(key_files(alice)) == 2
     result = keyclient(alice, "update", ALICE)
     assert result.exit_code == 0, result.output
     assert "msgcount 1" in result.output and "earlier key change" not in result.output
@@ -162,12 +160,12 @@ def test_recover_with_the_paper_escrow_key(alice, tmp_path):
     assert keyclient(alice, "update", ALICE).exit_code == 0             # the new key works
 
 
-def test_recover_refuses_a_wrong_backup(alice, tmp_path, live_server):
+def test_recover_refuses_a_wrong_backup(alice, tmp_path, app_server):
     retyped = tmp_path / "retyped.txt"
     retyped.write_text((tmp_path / "escrow.txt").read_text().upper())  # case does not matter
     other = keyclient(alice, "recover", "bob@example.org", "--escrow", str(retyped))
     assert other.exit_code == 1 and "the backup is for alice@example.org" in other.output
-    bob_home = registered_home(live_server, tmp_path / "b", tokens=1)
+    bob_home = registered_home(app_server, tmp_path / "b", tokens=1)
     bob_paper = tmp_path / "bob.txt"
     assert keyclient(bob_home, "register", "bob@example.org", "--escrow-out", str(bob_paper),
                      "--yes").exit_code == 0
@@ -179,7 +177,7 @@ def test_recover_refuses_a_wrong_backup(alice, tmp_path, live_server):
     assert "msgcount:   0" in looked_up(alice)
 
 
-def test_verify_rechecks_the_chain_and_our_replies(alice, live_server):
+def test_verify_rechecks_the_chain_and_our_replies(alice):
     keyclient(alice, "update", ALICE)
     result = keyclient(alice, "verify")
     assert result.exit_code == 0, result.output
@@ -192,20 +190,15 @@ def test_verify_rechecks_the_chain_and_our_replies(alice, live_server):
     assert result.exit_code == 1 and "entry 1" in result.output
 
 
-def test_a_chain_contradicting_a_reply_we_hold_is_refused_whole(alice, live_server):
+def test_a_chain_contradicting_a_reply_we_hold_is_refused_whole(alice, app_server):
     """A reply promised position 2 to another entry than the chain then holds there."""
-    import subprocess
-
-    from conftest import keyserver_command
-
     with sqlite3.connect(alice / "state.sqlite") as conn:
         [(reply,)] = conn.execute("SELECT reply FROM own_replies WHERE pos = 1")
         promised = json.loads(reply)
         promised["entry"]["hashchain_pos"] = 2
         conn.execute("INSERT INTO own_replies (server, identity, pos, msgcount, reply)"
                      " VALUES ('example.org', ?, 2, 1, ?)", (ALICE, json.dumps(promised)))
-    subprocess.run(keyserver_command("chain", "load", "--instance", str(live_server.instance),
-                                     "-n", "3"), check=True, capture_output=True)
+    app_server.load_chain(3)
     entries = alice / "chains" / "example.org" / "entries.bin"
     before = entries.read_bytes()
     result = keyclient(alice, "sync")
@@ -229,19 +222,13 @@ def test_verify_checks_the_replies_we_hold(alice):
 
 def test_free_operations_need_no_tokens(tmp_path, monkeypatch, cheap_keystore):  # noqa: F811
     """An operator who prices nothing: the wallet is never asked."""
-    from conftest import LiveServer, init_live_instance
-
     monkeypatch.setenv("KEYSERVER_TOKEN_PRICES",
                        '{"create_uid": 0, "update_uid": 0, "add_keyinit": 0}')
-    path = tmp_path / "free"
-    server = LiveServer(path, init_live_instance(path))
-    try:
-        home = tmp_path / "home"
-        keyclient(home, "server", "add", server.url)
-        for args in (("register", ALICE, "--yes"), ("update", ALICE),
-                     ("keyinit", "publish", ALICE, "-n", "2")):
-            result = keyclient(home, *args)
-            assert result.exit_code == 0, result.output
-        assert "example.org: 0 available" in keyclient(home, "tokens", "list").output
-    finally:
-        server.stop()
+    server = serve_in_process(monkeypatch, tmp_path / "free")
+    home = tmp_path / "home"
+    keyclient(home, "server", "add", server.url)
+    for args in (("register", ALICE, "--yes"), ("update", ALICE),
+                 ("keyinit", "publish", ALICE, "-n", "2")):
+        result = keyclient(home, *args)
+        assert result.exit_code == 0, result.output
+    assert "example.org: 0 available" in keyclient(home, "tokens", "list").output

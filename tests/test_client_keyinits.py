@@ -1,4 +1,4 @@
-"""``keyclient keyinit publish/fetch/flush`` against a real server (§9, §13): the
+"""``keyclient keyinit publish/fetch/flush`` against a server in-process (§9, §13): the
 owner keeps the private keys, a sender gets each KeyInit once, verified with the
 owner's sigkey from the chain and opened."""
 
@@ -21,17 +21,17 @@ NONE_LEFT = f"no KeyInit of {ALICE} is available"
 
 
 @pytest.fixture
-def alice(live_server, tmp_path, cheap_keystore):  # noqa: F811
-    home = registered_home(live_server, tmp_path, tokens=4)
+def alice(app_server, tmp_path, cheap_keystore):  # noqa: F811
+    home = registered_home(app_server, tmp_path, tokens=4)
     assert keyclient(home, "register", ALICE, "--yes").exit_code == 0
     return home
 
 
 @pytest.fixture
-def bob(live_server, tmp_path):
+def bob(app_server, tmp_path):
     """A sender: knows the server, holds no keys and no tokens."""
     home = tmp_path / "bob"
-    keyclient(home, "server", "add", live_server.url)
+    keyclient(home, "server", "add", app_server.url)
     return home
 
 
@@ -47,10 +47,10 @@ def fetch(bob):
     return json.loads(result.stdout)
 
 
-def test_published_keyinits_are_fetched_once_each_and_open(alice, bob, live_server):
+def test_published_keyinits_are_fetched_once_each_and_open(alice, bob, app_server):
     result = keyclient(alice, "keyinit", "publish", ALICE, "-n", "3")
     assert result.exit_code == 0, result.output
-    assert f"published 3 KeyInit(s) of {ALICE} to {live_server.url}" in result.output
+    assert f"published 3 KeyInit(s) of {ALICE} to {app_server.url}" in result.output
     mine = private_keys(alice)
     assert len(mine) == 3
     seen = []
@@ -71,7 +71,7 @@ def test_fallback_keyinit_is_handed_out_again(alice, bob):
     assert first == second and first["fallback"] is True
 
 
-def test_msgcounts_keep_growing_even_when_local_state_is_lost(alice, bob, live_server):
+def test_msgcounts_keep_growing_even_when_local_state_is_lost(alice, bob, app_server):
     assert keyclient(alice, "keyinit", "publish", ALICE, "-n", "2").exit_code == 0
     with sqlite3.connect(alice / "state.sqlite") as conn:
         conn.execute("DELETE FROM keyinit_msgcounts")
@@ -96,7 +96,7 @@ def test_a_new_sigkey_retires_the_old_keyinits(alice, bob):
     assert fetch(bob)["identity"] == ALICE        # opened with the new sigkey from the chain
 
 
-def test_refused_uploads_keep_no_private_keys(alice, live_server, tmp_path):
+def test_refused_uploads_keep_no_private_keys(alice, app_server, tmp_path):
     too_many = keyclient(alice, "keyinit", "publish", ALICE, "-n", "51")
     assert too_many.exit_code == 1 and "1 to 50 KeyInits per request" in too_many.output
     with sqlite3.connect(alice / "wallet.sqlite") as conn:
@@ -151,7 +151,7 @@ def test_a_tampered_keyinit_is_refused(alice, bob, monkeypatch, how, message):
     assert result.exit_code == 1 and message in result.output
 
 
-def test_a_keyinit_for_an_unlisted_repository_is_refused(alice, bob, monkeypatch, live_server):
+def test_a_keyinit_for_an_unlisted_repository_is_refused(alice, bob, monkeypatch, app_server):
     """Signed by Alice, but made for a repository her UIDMessage does not name (the
     server only takes KeyInits for its own URIs, so the test serves one itself)."""
     keyclient(alice, "keyinit", "publish", ALICE, "-n", "1")

@@ -5,13 +5,12 @@ from client.protocol.hashchain import ENTRY_SIZE
 from client.session import sync_chain
 from client.store.localchain import LocalChain
 from client.transport.api import KeyserverAPI
-from conftest import load_chain as load
 
 
-def test_crash_leftovers_are_truncated(live_server, state, tmp_path):
-    load(live_server, 5)
+def test_crash_leftovers_are_truncated(app_server, state, tmp_path):
+    app_server.load_chain(5)
     chain = LocalChain(state, str(tmp_path / "c"), "example.org")
-    sync_chain(KeyserverAPI(live_server.url), chain)
+    sync_chain(KeyserverAPI(app_server.url), chain)
     with open(chain.entries_path, "ab") as handle:
         handle.write(b"x" * 200)   # written, never recorded as verified
     reopened = LocalChain(state, str(tmp_path / "c"), "example.org")

@@ -14,13 +14,14 @@ from client.store.home import open_state
 from client.store.localchain import LocalChain
 from client.store.search import ChainSearch
 from client.transport.api import KeyserverAPI
-from client.transport.fetcher import HTTPFetcher, Response
+from simulator import TamperFetcher
+from tamper_proxy import Answer
 
 
 @pytest.fixture
-def synced(live_server, tmp_path):
+def synced(app_server, tmp_path):
     def sync(fetcher=None):
-        api = KeyserverAPI(live_server.url, fetcher)
+        api = KeyserverAPI(app_server.url, fetcher)
         chain = LocalChain(open_state(str(tmp_path / "s.sqlite")), str(tmp_path / "c"),
                            "example.org")
         sync_chain(api, chain)
@@ -28,8 +29,8 @@ def synced(live_server, tmp_path):
     return sync
 
 
-def test_lookup_finds_current_keys(live_server, users_live, synced):
-    reply = users_live.register("alice@example.org")
+def test_lookup_finds_current_keys(users_app, synced):
+    reply = users_app.register("alice@example.org")
     api, search, limits = synced()
     result = lookup(api, search, "example.org", "alice@example.org", limits)
     assert [found.pos for found in result.history] == [reply["entry"]["hashchain_pos"]]
@@ -38,22 +39,18 @@ def test_lookup_finds_current_keys(live_server, users_live, synced):
     assert lookup(api, search, "example.org", "nobody@example.org", limits) is None
 
 
-class Lying(HTTPFetcher):
-    """Rewrites FetchUID answers with ``how``."""
+def lying(how):
+    """An attack rewriting FetchUID answers with ``how``."""
 
-    def __init__(self, how):
-        super().__init__()
-        self.how = how
+    def attack(request):
+        answer = request.forward()
+        if not request.route.startswith("/v1/uids/"):
+            return answer
+        reply = answer.json()
+        how(reply)
+        return Answer.of_json(reply, answer.status)
 
-    def _fetch(self, request, max_length):
-        response = super()._fetch(request, max_length)
-        if "/v1/uids/" not in request.url:
-            return response
-        import json
-
-        reply = json.loads(response.body)
-        self.how(reply)
-        return Response(response.status, response.headers, json.dumps(reply).encode())
+    return attack
 
 
 def other_position(reply):
@@ -86,14 +83,18 @@ def swapped_message(reply):
 
 
 @pytest.mark.parametrize("how", [other_position, bad_signature, other_key, swapped_message])
-def test_a_lying_reply_is_caught(live_server, users_live, synced, how):
-    users_live.register("alice@example.org")
-    api, search, limits = synced(Lying(how))
+def test_a_lying_reply_is_caught(app_server, users_app, synced, how):
+    users_app.register("alice@example.org")
+    tampering = TamperFetcher(app_server.app, app_server.url)
+    tampering.attack = lying(how)
+    api, search, limits = synced(tampering)
     with pytest.raises(VerificationError):
         lookup(api, search, "example.org", "alice@example.org", limits)
+    assert tampering.errors == []
+    assert any(path.startswith("/v1/uids/") for _, path in tampering.seen)
 
 
-def test_the_chain_must_start_with_the_server(live_server, synced):
+def test_the_chain_must_start_with_the_server(synced):
     api, search, limits = synced()
     original = copy.copy(search.search)
     search.search = lambda identity: [] if identity.startswith("keyserver@") else original(identity)

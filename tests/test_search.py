@@ -7,22 +7,21 @@ from client.session import sync_chain
 from client.store.localchain import LocalChain
 from client.store.search import ChainSearch
 from client.transport.api import KeyserverAPI
-from conftest import load_chain as load
 
 
-def test_search_finds_every_entry_and_indexes_it(live_server, state, tmp_path, users_live):
-    users_live.register("alice@example.org")
-    load(live_server, 10)
-    users_live.register("bob@example.org")
+def test_search_finds_every_entry_and_indexes_it(app_server, state, tmp_path, users_app):
+    users_app.register("alice@example.org")
+    app_server.load_chain(10)
+    users_app.register("bob@example.org")
     chain = LocalChain(state, str(tmp_path / "c"), "example.org")
     searcher = ChainSearch(chain)
-    sync_chain(KeyserverAPI(live_server.url), chain)
+    sync_chain(KeyserverAPI(app_server.url), chain)
     [(alice_pos, _)] = searcher.search("alice@example.org")
     assert alice_pos == 1
     assert [pos for pos, _ in searcher.search("keyserver@example.org")] == [0]
     assert searcher.search("carol@example.org") == []
-    users_live.register("carol@example.org")
-    sync_chain(KeyserverAPI(live_server.url), chain)
+    users_app.register("carol@example.org")
+    sync_chain(KeyserverAPI(app_server.url), chain)
     assert [pos for pos, _ in searcher.search("carol@example.org")] == [13]
     with open(searcher.k1_path, "rb") as handle:
         assert len(handle.read()) == 14 * 32
@@ -34,23 +33,23 @@ def expected_k1s(chain):
                     for i in range(chain.length))
 
 
-def test_parallel_search_fills_a_k1_cache_with_a_gap(live_server, state, tmp_path, users_live,
+def test_parallel_search_fills_a_k1_cache_with_a_gap(app_server, state, tmp_path, users_app,
                                                      monkeypatch):
     """A k1 file cut short (a crash mid-write) is completed by the next search, in
     parallel, and only the missing values are computed."""
     import client.store.search as search_module
 
-    users_live.register("alice@example.org")
-    load(live_server, 40)
+    users_app.register("alice@example.org")
+    app_server.load_chain(40)
     chain = LocalChain(state, str(tmp_path / "c"), "example.org")
     searcher = ChainSearch(chain)
-    sync_chain(KeyserverAPI(live_server.url), chain)
+    sync_chain(KeyserverAPI(app_server.url), chain)
     searcher.search("nobody@example.org")
     with open(searcher.k1_path, "ab") as handle:
         handle.truncate(10 * 32 + 7)
-    users_live.register("bob@example.org")
-    load(live_server, 30)
-    sync_chain(KeyserverAPI(live_server.url), chain)
+    users_app.register("bob@example.org")
+    app_server.load_chain(30)
+    sync_chain(KeyserverAPI(app_server.url), chain)
     with open(searcher.k1_path, "rb") as handle:
         assert len(handle.read()) == 10 * 32 + 7
     monkeypatch.setattr(search_module, "PARALLEL_MIN", 10)
@@ -61,20 +60,20 @@ def test_parallel_search_fills_a_k1_cache_with_a_gap(live_server, state, tmp_pat
         assert handle.read() == expected_k1s(chain)
 
 
-def test_search_many_scans_each_identity_from_where_it_stopped(live_server, state, tmp_path,
-                                                               users_live, monkeypatch):
+def test_search_many_scans_each_identity_from_where_it_stopped(app_server, state, tmp_path,
+                                                               users_app, monkeypatch):
     import client.store.search as search_module
 
-    users_live.register("alice@example.org")
-    load(live_server, 20)
+    users_app.register("alice@example.org")
+    app_server.load_chain(20)
     chain = LocalChain(state, str(tmp_path / "c"), "example.org")
     searcher = ChainSearch(chain)
-    sync_chain(KeyserverAPI(live_server.url), chain)
+    sync_chain(KeyserverAPI(app_server.url), chain)
     assert [pos for pos, _ in searcher.search("alice@example.org")] == [1]      # scanned 0..21
-    users_live.register("bob@example.org")
-    users_live.register("alice@example.org".replace("alice", "carol"))
-    load(live_server, 20)
-    sync_chain(KeyserverAPI(live_server.url), chain)
+    users_app.register("bob@example.org")
+    users_app.register("alice@example.org".replace("alice", "carol"))
+    app_server.load_chain(20)
+    sync_chain(KeyserverAPI(app_server.url), chain)
     scanned = []
     original = search_module._scan
     monkeypatch.setattr(search_module, "_scan", lambda block, k1s, identity, first: (
@@ -96,8 +95,8 @@ def test_search_many_scans_each_identity_from_where_it_stopped(live_server, stat
     assert searcher.search_many(["bob@example.org", "keyserver@example.org"])[
         "keyserver@example.org"] == [(0, searcher.search("keyserver@example.org")[0][1])]
     assert scanned == [("keyserver@example.org", 0, 44)] and reads == [0]
-    load(live_server, 5)
-    sync_chain(KeyserverAPI(live_server.url), chain)
+    app_server.load_chain(5)
+    sync_chain(KeyserverAPI(app_server.url), chain)
     reads.clear()
     searcher.search("bob@example.org")
     assert reads == [44]          # only the new entries are read from disk

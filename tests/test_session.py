@@ -11,10 +11,10 @@ from client.protocol.wire import Chunk
 from client.session import download_chain, sync_chain
 from client.store.localchain import LocalChain
 from client.transport.api import KeyserverAPI
-from client.transport.fetcher import HTTPFetcher, Response
 from client.trust.chainstate import ChainState
-from conftest import load_chain as load
 from conftest import make_chain
+from simulator import TamperFetcher
+from tamper_proxy import Answer
 
 
 class Chunks:
@@ -69,12 +69,12 @@ def test_the_next_chunk_is_fetched_while_one_is_verified_and_dropped_on_failure(
     assert sorted(api.requests) == [0, 10]   # 10 was prefetched, then nothing more
 
 
-def test_sync_persists_and_continues(live_server, state, tmp_path):
-    load(live_server, 30)
-    api = KeyserverAPI(live_server.url)
+def test_sync_persists_and_continues(app_server, state, tmp_path):
+    app_server.load_chain(30)
+    api = KeyserverAPI(app_server.url)
     chain = LocalChain(state, str(tmp_path / "c"), "example.org")
     assert sync_chain(api, chain, chunk_size=7) == 31
-    load(live_server, 4)
+    app_server.load_chain(4)
     reopened = LocalChain(state, str(tmp_path / "c"), "example.org")
     assert reopened.length == 31
     assert sync_chain(api, reopened, chunk_size=7) == 4
@@ -82,33 +82,33 @@ def test_sync_persists_and_continues(live_server, state, tmp_path):
     assert sync_chain(api, reopened) == 0
 
 
-class Tampering(HTTPFetcher):
-    """Serves the real chain with one entry's byte flipped."""
+def flip_entry(position):
+    """An attack serving the real chain with one entry's byte flipped."""
 
-    def __init__(self, position):
-        super().__init__()
-        self.position = position
-
-    def _fetch(self, request, max_length):
-        response = super()._fetch(request, max_length)
-        if "/v1/hashchain?" not in request.url:
-            return response
-        body = msgpack.unpackb(response.body)
-        index = self.position - body["first_pos"]
+    def attack(request):
+        answer = request.forward()
+        if request.route != "/v1/hashchain":
+            return answer
+        body = msgpack.unpackb(answer.body)
+        index = position - body["first_pos"]
         if 0 <= index < len(body["entries"]):
             entry = bytearray(body["entries"][index])
             entry[100] ^= 1
             body["entries"][index] = bytes(entry)
-        return Response(response.status, response.headers, msgpack.packb(body))
+        return Answer(answer.status, answer.headers, msgpack.packb(body))
+
+    return attack
 
 
-def test_tampered_chain_is_rejected_whole(live_server, state, tmp_path):
-    load(live_server, 20)
+def test_tampered_chain_is_rejected_whole(app_server, state, tmp_path):
+    app_server.load_chain(20)
     chain = LocalChain(state, str(tmp_path / "c"), "example.org")
+    tampering = TamperFetcher(app_server.app, app_server.url)
+    tampering.attack = flip_entry(13)
     with pytest.raises(ChainError) as info:
-        sync_chain(KeyserverAPI(live_server.url, Tampering(13)), chain, chunk_size=5)
-    assert info.value.position == 13
+        sync_chain(KeyserverAPI(app_server.url, tampering), chain, chunk_size=5)
+    assert info.value.position == 13 and tampering.errors == []
     assert LocalChain(state, str(tmp_path / "c"), "example.org").length == 0
-    assert sync_chain(KeyserverAPI(live_server.url), chain) == 21
+    assert sync_chain(KeyserverAPI(app_server.url), chain) == 21
 
 

@@ -32,7 +32,7 @@ from client.protocol.encoding import b64encode
 from client.clock import now_ms
 from client.protocol.hashchain import ENTRY_SIZE
 from client.store.home import Home
-from conftest import LiveServer, LiveUserActions, init_live_instance, keyserver_command
+from conftest import LiveServer, ServerUserActions, init_live_instance, keyserver_command
 from tamper_proxy import (JSON, MSGPACK, Answer, ChainView, TamperProxy, extend,
                           fabricated_entry, link, relink, resign)
 
@@ -55,7 +55,7 @@ def shared(tmp_path_factory):
     path = tmp_path_factory.mktemp("shared") / "live"
     server = LiveServer(path, init_live_instance(path))
     try:
-        server.alice_pos = LiveUserActions(server).register("alice@example.org")[
+        server.alice_pos = ServerUserActions(server).register("alice@example.org")[
             "entry"]["hashchain_pos"]
         subprocess.run(keyserver_command("chain", "load", "--instance", str(path), "-n", "12"),
                        check=True, capture_output=True)
@@ -456,7 +456,7 @@ def rotated(tmp_path_factory):
     port = init_live_instance(path)
     before = LiveServer(path, port)
     try:
-        alice_pos = LiveUserActions(before).register("alice@example.org")["entry"]["hashchain_pos"]
+        alice_pos = ServerUserActions(before).register("alice@example.org")["entry"]["hashchain_pos"]
     finally:
         before.stop()
     rotation_ts = rotate_server_key(path)
@@ -464,7 +464,7 @@ def rotated(tmp_path_factory):
     server.alice_pos, server.rotation_ts = alice_pos, rotation_ts
     try:
         server.old_key, server.new_key = server_signing_keys(server)
-        bob = LiveUserActions(server).register("bob@example.org")
+        bob = ServerUserActions(server).register("bob@example.org")
         server.bob_pos = bob["entry"]["hashchain_pos"]
         assert server.new_key.key_id in bob["signatures"][SERVER]
         server.tokens = [value.split('"')[1] for value in server.mint(5)]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-from .fetcher import Fetcher, HTTPFetcher, Request
+from . import fetcher as fetching
+from .fetcher import Fetcher, Request
 from ..protocol.encoding import b64encode, b64url_encode, require_int
 from ..protocol.errors import TransportError
 from ..protocol.keys import KeyEntry
@@ -23,11 +24,12 @@ MAX_JSON_BYTES = 4 * 1024 * 1024
 
 
 class KeyserverAPI:
-    """One keyserver, reached at ``base_url`` through ``fetcher``."""
+    """One keyserver, reached at ``base_url`` through ``fetcher`` (by default
+    ``fetcher.default_fetcher()``, an ``HTTPFetcher``)."""
 
     def __init__(self, base_url: str, fetcher: Fetcher | None = None):
         self.base_url = base_url.rstrip("/")
-        self.fetcher = fetcher or HTTPFetcher()
+        self.fetcher = fetcher or fetching.default_fetcher()
 
     def _json(self, method: str, path: str, body: dict | None = None,
               headers: dict[str, str] | None = None, max_length: int = MAX_JSON_BYTES) -> dict:

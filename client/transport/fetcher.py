@@ -163,3 +163,13 @@ class HTTPFetcher(Fetcher):
         for connection in connections.values():
             connection.close()
         connections.clear()
+
+
+def default_fetcher() -> Fetcher:
+    """The fetcher of a ``KeyserverAPI`` given none: a new ``HTTPFetcher``.
+
+    This is the one seam through which tests reach a server without a process:
+    they replace this function (``tests/conftest.py``, ``app_server``) so that every
+    client object, also those the ``keyclient`` commands build, talks to a Flask
+    app in-process."""
+    return HTTPFetcher()

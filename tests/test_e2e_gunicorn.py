@@ -116,6 +116,35 @@ def test_one_token_raced_across_workers_pays_once(server):
                              for identity in identities))) == WORKERS
 
 
+def test_entry_times_never_decrease_across_workers(server):
+    """§5: each worker reads the clock when a request begins, then waits for the write
+    lock; an entry's time is max(now, the time of the entry before it), so an append
+    whose request began earlier never carries an earlier time than the entry it
+    follows."""
+    before = head_pos(server)
+    identities = [f"clock{letter}@example.org" for letter in "abcdefghiklmnopqrstuvwxyz"[:RACERS]]
+    tokens = server.mint(RACERS)
+    messages = [registration(server.url, identity) for identity in identities]
+
+    def put(index):
+        response = requests.put(f"{server.url}/v1/users/{identities[index]}",
+                                json={"uid_message": messages[index]},
+                                headers={"Authorization": tokens[index]})
+        return response.status_code, response.json()
+
+    answers = run_together(RACERS, put)
+    assert sorted(status for status, _ in answers) == [201] * RACERS, answers
+    with sqlite3.connect(server.instance / "keyserver.sqlite") as conn:
+        rows = conn.execute("SELECT c.pos, c.ts, u.ts FROM chain c JOIN uids u ON u.pos = c.pos"
+                            " WHERE c.pos > ? ORDER BY c.pos", (before,)).fetchall()
+    conn.close()
+    times = [chain_ts for _, chain_ts, _ in rows]
+    assert len(rows) == RACERS and times == sorted(times), rows
+    assert all(chain_ts == reply_ts for _, chain_ts, reply_ts in rows)
+    replied = {body["entry"]["hashchain_pos"]: body["entry"]["ts"] for _, body in answers}
+    assert replied == {pos: chain_ts for pos, chain_ts, _ in rows}
+
+
 # --- The client against gthread workers, which keep connections alive ------------------
 
 @pytest.fixture(scope="module")

@@ -243,6 +243,24 @@ def test_validity_boundaries(app, users, not_before, not_after, ok):
             expect_error(users, app, "alice@example.org", message, 400, "INVALID_VALIDITY")
 
 
+@pytest.mark.parametrize("not_after,ok", [(T0, False), (T0 + 1, True)])
+def test_a_clock_behind_the_chain_is_judged_at_the_entry_time(app, users, not_after, ok):
+    """§5: a request whose clock reads earlier than the newest entry gets that
+    entry's time, and every time rule is judged at it: here ``not_after_ts > ts``
+    with ``ts`` the head's T0, not the request's earlier clock."""
+    with at(T0):
+        users.register("bob@example.org")
+    with at(T0 - 10_000):
+        message, _, _ = users.create_message("alice@example.org", not_before_ts=T0 - 20_000,
+                                             not_after_ts=not_after)
+        if ok:
+            response = users.put("alice@example.org", message)
+            assert response.status_code == 201, response.json
+            assert response.json["entry"]["ts"] == T0
+        else:
+            expect_error(users, app, "alice@example.org", message, 400, "INVALID_VALIDITY")
+
+
 # --- signatures ----------------------------------------------------------------------------
 
 def test_selfsignature_by_wrong_key(app, users):

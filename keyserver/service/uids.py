@@ -39,14 +39,12 @@ def check_keys_free(db: sqlite_utils.Database, message: UIDMessage) -> None:
         raise KeyInUse("this key is already used by another identity: generate a new one")
 
 
-def check_lastentry_fresh(db: sqlite_utils.Database, lastentry: bytes, now: int,
-                          max_age_ms: int) -> chain.Head:
-    """§7.4, against the head, which is returned for the append that follows."""
+def check_lastentry_fresh(db: sqlite_utils.Database, lastentry: bytes, head: chain.Head,
+                          ts: int, max_age_ms: int) -> None:
+    """§7.4 at the entry's time ``ts``, against the ``head`` it will follow."""
     position = chain.position_of(db, lastentry)
-    head = chain.head(db)
     successor = chain.entry_at(db, position + 1) if position is not None else None
-    check_lastentry(position, head.pos, successor.ts if successor else None, now, max_age_ms)
-    return head
+    check_lastentry(position, head.pos, successor.ts if successor else None, ts, max_age_ms)
 
 
 def put_uid_message(db: sqlite_utils.Database, write: Write, path_identity: str, body: dict,
@@ -68,14 +66,17 @@ def put_uid_message(db: sqlite_utils.Database, write: Write, path_identity: str,
                verified: Verified[Latest | None, ProtocolError | None]) -> tuple[dict, bool]:
         previous, error = verified.recheck(db)
         charge(db, "create_uid" if message.msgcount == 0 else "update_uid")
-        create = check_state(message, previous, now, policy.limits.reclaim_grace_ms)
+        # §5: the entry's time, under the write lock; every time rule is judged at it.
+        head = chain.head(db)
+        ts = chain.next_ts(head, now)
+        create = check_state(message, previous, ts, policy.limits.reclaim_grace_ms)
         check_keys_free(db, message)
-        check_validity(message, now, policy.limits.max_uid_lifetime_ms)
+        check_validity(message, ts, policy.limits.max_uid_lifetime_ms)
         if error is not None:
             raise error
-        head = check_lastentry_fresh(db, message.lastentry, now,
-                                     policy.limits.lastentry_max_age_ms)
-        return store_uid_message(db, message, now, sign, previous, sealed, head), create
+        check_lastentry_fresh(db, message.lastentry, head, ts,
+                              policy.limits.lastentry_max_age_ms)
+        return store_uid_message(db, message, ts, sign, previous, sealed, head), create
 
     return verify_then_decide(db, write, lambda db: uids.latest(db, message.identity),
                               lambda latest: signature_error(message, latest), accept)
@@ -96,8 +97,8 @@ def store_uid_message(db: sqlite_utils.Database, message: UIDMessage, now: int, 
     """
     uid_hash, encrypted = sealed or encrypt_uid_message(message.raw)
     head = chain.append(db, message.identity, uid_hash, now, last)
-    reply = sign(format_uid_message_reply(ReplyEntry(encrypted, head.entry, head.pos, now)))
-    uids.insert(db, message, head.pos, encrypted, now, reply["signatures"], previous)
+    reply = sign(format_uid_message_reply(ReplyEntry(encrypted, head.entry, head.pos, head.ts)))
+    uids.insert(db, message, head.pos, encrypted, head.ts, reply["signatures"], previous)
     if previous is not None and (message.msgcount == 0 or message.sigkey != previous.sigkey):
         # §9: KeyInits die with the sigkey that signed them, and with the owner on
         # a reclaim; senders must not get key material the identity no longer vouches for.

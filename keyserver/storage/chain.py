@@ -33,13 +33,21 @@ def head(db: sqlite_utils.Database) -> Head | None:
     return Head(*row) if row else None
 
 
+def next_ts(last: Head | None, now: int) -> int:
+    """The time of the entry after ``last`` (§5): ``max(now, last.ts)``, so that times
+    never decrease along the chain, whichever worker's clock is behind."""
+    return max(now, last.ts) if last else now
+
+
 def append(db: sqlite_utils.Database, identity: str, uid_hash: bytes, now: int,
            last: Head | None = None) -> Head:
     """Append the entry of ``identity``'s UIDMessage with hash ``uid_hash`` after
-    ``last``, the head if the caller read it in this transaction."""
+    ``last``, the head if the caller read it in this transaction; the entry's time
+    is ``next_ts(last, now)``."""
     assert db.conn.in_transaction, "append runs inside db.transaction"
     if last is None:
         last = head(db)
+    now = next_ts(last, now)
     pos, prev = (last.pos + 1, last.hash) if last else (0, ZERO_HASH)
     while True:
         nonce = os.urandom(8)

@@ -224,6 +224,7 @@ class Accounts:
             raise
         pos = self._confirm_on_chain(content["identity"], message, reply)
         written = Written(content["identity"], content["msgcount"], pos, reply)
+        self.session.hold([reply])
         self.home.record_replies(self.server, written.identity, [(pos, written.msgcount, reply)],
                                  replace=True)
         return written

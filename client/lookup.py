@@ -9,6 +9,7 @@ from __future__ import annotations
 from .protocol.encoding import b64url_encode, sha256
 from .protocol.identity import server_identity
 from .protocol.uidrules import Limits
+from .protocol.wire import UIDMessageReply
 from .store.search import ChainSearch
 from .transport.api import KeyserverAPI
 from .trust.history import LookupResult, Match, verify_history, verify_server_keys
@@ -24,10 +25,11 @@ def _matches(api: KeyserverAPI, search: ChainSearch, identity: str) -> list[Matc
 
 
 def server_keys(api: KeyserverAPI, search: ChainSearch, server_name: str,
-                limits: Limits) -> list[ServerKey]:
-    """The server's signing keys as its own entries on the chain record them (§7.2)."""
-    return verify_server_keys(server_name, _matches(api, search, server_identity(server_name)),
-                              limits)
+                limits: Limits) -> tuple[list[ServerKey], list[UIDMessageReply]]:
+    """The server's signing keys as its own entries on the chain record them (§7.2),
+    and the verified replies that record them."""
+    matches = _matches(api, search, server_identity(server_name))
+    return verify_server_keys(server_name, matches, limits), [match.reply for match in matches]
 
 
 def lookup(api: KeyserverAPI, search: ChainSearch, server_name: str, identity: str,
@@ -39,5 +41,5 @@ def lookup(api: KeyserverAPI, search: ChainSearch, server_name: str, identity: s
     if keys is None:
         # One pass over the chain finds both (the server's own entries give its keys).
         search.search_many([server_identity(server_name), identity])
-        keys = server_keys(api, search, server_name, limits)
+        keys, _ = server_keys(api, search, server_name, limits)
     return verify_history(identity, server_name, _matches(api, search, identity), keys, limits)

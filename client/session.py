@@ -22,7 +22,7 @@ from .protocol.errors import ChainError, VerificationError
 from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, verify_entries
 from .protocol.identity import server_identity
 from .protocol.uidrules import Limits
-from .protocol.wire import Capabilities, Chunk
+from .protocol.wire import Capabilities, Chunk, UIDMessageReply
 from .store.home import Home
 from .store.localchain import LocalChain
 from .store.search import ChainSearch
@@ -31,6 +31,7 @@ from .transport.fetcher import Fetcher
 from .trust.chainstate import ChainState, check_expected, check_head
 from .trust.history import LookupResult
 from .trust.keyring import ServerKey, check_capabilities, check_self_signed
+from .trust.ordering import RepliesOutOfOrder, check_ordered
 
 if TYPE_CHECKING:
     # Tokens need RSA (cryptography, slow to import): only commands that pay load it.
@@ -182,8 +183,26 @@ class ServerSession:
     def track_keys(self) -> list[ServerKey]:
         """Find the server's signing keys on the verified chain (§7.2, §11.2)."""
         self.progress(f"tracking {server_identity(self.server)} on the chain")
-        self.keys = server_keys(self.api, self.search, self.server, self.limits)
+        keys, replies = server_keys(self.api, self.search, self.server, self.limits)
+        self.hold(replies)
+        self.keys = keys
         return self.keys
+
+    def hold(self, replies: Sequence[UIDMessageReply]) -> None:
+        """Keep verified replies of this server, once their times are in order with
+        each other and with every reply held before (§7.3 "ordered"). A decrease
+        proves the server cheats: both replies are kept as evidence in the home,
+        and the command fails."""
+        try:
+            check_ordered(replies)
+            for reply in replies:
+                held = self.home.out_of_order(self.server, reply)
+                if held is not None:
+                    check_ordered([held, reply])
+        except RepliesOutOfOrder as exc:
+            self.home.record_evidence(self.server, str(exc), exc.replies, now_ms())
+            raise
+        self.home.hold_replies(self.server, replies)
 
     def verify_chain(self) -> None:
         """Re-verify every link of the local chain from its first entry (§7.5): what
@@ -196,9 +215,15 @@ class ServerSession:
 
     def lookup(self, identity: str) -> LookupResult | None:
         """``identity`` on the chain, with the server keys the last ``sync`` found
-        (found afresh if there was none)."""
-        return lookup(self.api, self.search, self.server, identity, self.limits,
-                      self.keys or None)
+        (found afresh if there was none); its replies are held (``hold``)."""
+        if not self.keys:
+            # One pass over the chain finds both (the server's own entries give its keys).
+            self.search.search_many([server_identity(self.server), identity])
+            self.track_keys()
+        result = lookup(self.api, self.search, self.server, identity, self.limits, self.keys)
+        if result is not None:
+            self.hold([found.reply for found in result.history])
+        return result
 
     # --- payment (§10) ------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from client.protocol.errors import ClientError
 from client.protocol.wire import ReplyEntry, format_uid_message_reply, parse_uid_message_reply
 from client.store.home import MIGRATIONS, Home
 
-TABLES = {"servers", "chains", "found", "scanned", "own_replies", "keyinit_msgcounts"}
+TABLES = {"servers", "chains", "found", "scanned", "own_replies", "keyinit_msgcounts",
+          "held_replies", "evidence"}
 REPLY = format_uid_message_reply(ReplyEntry(bytes(72), bytes(153), 1, 1000),
                                  {"example.org": {"ed25519:a": "sig"}})
 
@@ -89,6 +90,9 @@ def test_a_home_of_the_old_schema_opens_with_its_data(tmp_path):
     assert list(home.db.execute("SELECT * FROM scanned")) == [
         ("example.org", "a@example.org", 2)]
     assert home.reserve_msgcounts("example.org", bytes(32), 2, 10) == 10   # the new table
+    # Our own replies count for the ordering rule from the start (§7.3).
+    assert list(home.db.execute("SELECT server, pos, ts FROM held_replies")) == [
+        ("example.org", 1, 1000)]
     home.db.close()
     assert version(Home(str(path)).db) == len(MIGRATIONS)     # opened again: nothing to do
 
@@ -138,3 +142,23 @@ def test_replies_are_kept_as_sent(tmp_path):
     assert home.own_replies("example.org")[0][2].raw == REPLY          # first one kept
     home.record_replies("example.org", "a@example.org", [(1, 0, other)], replace=True)
     assert home.own_replies("example.org")[0][2].raw == other.raw
+
+
+def reply_at(pos, ts):
+    return parse_uid_message_reply({"entry": {**REPLY["entry"], "hashchain_pos": pos, "ts": ts},
+                                    "signatures": REPLY["signatures"]})
+
+
+def test_held_replies_find_the_one_out_of_order(tmp_path):
+    home = Home(str(tmp_path / "home"))
+    home.hold_replies("example.org", [reply_at(3, 300), reply_at(5, 500)])
+    home.hold_replies("example.org", [reply_at(3, 300)])                  # kept once
+    assert home.out_of_order("example.org", reply_at(4, 400)) is None
+    assert home.out_of_order("example.org", reply_at(4, 300)) is None     # equal times
+    assert home.out_of_order("example.org", reply_at(4, 299)).entry.hashchain_pos == 3
+    assert home.out_of_order("example.org", reply_at(4, 501)).entry.hashchain_pos == 5
+    assert home.out_of_order("other.org", reply_at(4, 1)) is None         # per server
+    home.record_evidence("example.org", "why", [reply_at(3, 300), reply_at(4, 299)], 7)
+    [(ts, what, replies)] = home.evidence("example.org")
+    assert (ts, what, [r["entry"]["ts"] for r in replies]) == (7, "why", [300, 299])
+

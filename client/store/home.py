@@ -67,6 +67,26 @@ MIGRATIONS = [
         PRIMARY KEY (server, sigkeyhash)
     );
     """,
+    # Every verified reply held from a server (§7.3 "ordered"), and the evidence of
+    # a server caught cheating.
+    """
+    CREATE TABLE held_replies (
+        server TEXT NOT NULL,
+        pos INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        reply TEXT NOT NULL,
+        PRIMARY KEY (server, pos, ts)
+    );
+    INSERT OR IGNORE INTO held_replies (server, pos, ts, reply)
+        SELECT server, pos, json_extract(reply, '$.entry.ts'), reply FROM own_replies;
+    CREATE TABLE evidence (
+        id INTEGER PRIMARY KEY,
+        server TEXT NOT NULL,
+        recorded_ts INTEGER NOT NULL,
+        what TEXT NOT NULL,
+        replies TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -148,6 +168,7 @@ class Home:
         """Keep ``(pos, msgcount, reply)`` of verified replies for our ``identity``
         (what the server sent, so that its signature still verifies); a position
         already held keeps its reply unless ``replace``."""
+        replies = list(replies)
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self.db:
             self.db.executemany(
@@ -155,6 +176,42 @@ class Home:
                 " VALUES (?, ?, ?, ?, ?)",
                 [(server, identity, pos, msgcount, json.dumps(reply.raw))
                  for pos, msgcount, reply in replies])
+            self._hold(server, [reply for _, _, reply in replies])
+
+    def hold_replies(self, server: str, replies: Iterable[UIDMessageReply]) -> None:
+        """Keep verified replies of ``server`` (as sent), for the ordering rule."""
+        with self.db:
+            self._hold(server, replies)
+
+    def _hold(self, server: str, replies: Iterable[UIDMessageReply]) -> None:
+        self.db.executemany(
+            "INSERT OR IGNORE INTO held_replies (server, pos, ts, reply) VALUES (?, ?, ?, ?)",
+            [(server, reply.entry.hashchain_pos, reply.entry.ts, json.dumps(reply.raw))
+             for reply in replies])
+
+    def out_of_order(self, server: str, reply: UIDMessageReply) -> UIDMessageReply | None:
+        """A held reply whose time contradicts ``reply``'s place (§7.3 "ordered"): an
+        earlier position with a later time, or a later position with an earlier one."""
+        pos, ts = reply.entry.hashchain_pos, reply.entry.ts
+        row = self.db.execute(
+            "SELECT reply FROM held_replies WHERE server = ? AND"
+            " ((pos < ? AND ts > ?) OR (pos > ? AND ts < ?)) LIMIT 1",
+            (server, pos, ts, pos, ts)).fetchone()
+        return parse_uid_message_reply(json.loads(row[0])) if row else None
+
+    def record_evidence(self, server: str, what: str, replies: Iterable[UIDMessageReply],
+                        now_ms: int) -> None:
+        """Keep what proves that ``server`` cheated, as it signed it."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO evidence (server, recorded_ts, what, replies) VALUES (?, ?, ?, ?)",
+                (server, now_ms, what, json.dumps([reply.raw for reply in replies])))
+
+    def evidence(self, server: str) -> list[tuple[int, str, list[dict]]]:
+        """``(recorded_ts, what, replies)`` of every piece of evidence against ``server``."""
+        return [(ts, what, json.loads(replies)) for ts, what, replies in self.db.execute(
+            "SELECT recorded_ts, what, replies FROM evidence WHERE server = ? ORDER BY id",
+            (server,))]
 
     def reserve_msgcounts(self, server: str, sigkeyhash: bytes, count: int,
                           now_ms: int) -> int:

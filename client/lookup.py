@@ -20,7 +20,8 @@ def _matches(api: KeyserverAPI, search: ChainSearch, identity: str) -> list[Matc
     """Each of ``identity``'s entries with the reply the server serves for it."""
     return [Match(pos, search.chain.entry(pos), uid_hash,
                   api.fetch_uid(b64url_encode(sha256(uid_hash)),
-                                what=f"the reply for position {pos} is malformed"))
+                                what=f"the reply for position {pos} is malformed"),
+                  search.chain.first_seen(pos))
             for pos, uid_hash in search.search(identity)]
 
 

@@ -94,6 +94,7 @@ def sync_chain(api: KeyserverAPI, chain: LocalChain, *, chunk_size: int = 10000,
     while this one verifies the next (a later search then has nothing left)."""
     state = chain.state()
     start = chain.length
+    received_ts = now_ms()   # §7.3 F: the entries of this sync arrive at or after it
     indexer = None
     try:
         with chain.appending() as write:
@@ -113,7 +114,7 @@ def sync_chain(api: KeyserverAPI, chain: LocalChain, *, chunk_size: int = 10000,
         if indexer is not None:
             indexer.close()
         raise
-    chain.commit(state)
+    chain.commit(state, received_ts)
     if search is not None and indexer is not None:
         fresh, matches = indexer.results()
         search.record_scans(start, fresh, matches, indexer.identities)

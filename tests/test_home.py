@@ -13,7 +13,7 @@ from client.protocol.wire import ReplyEntry, format_uid_message_reply, parse_uid
 from client.store.home import MIGRATIONS, Home
 
 TABLES = {"servers", "chains", "found", "scanned", "own_replies", "keyinit_msgcounts",
-          "held_replies", "evidence"}
+          "held_replies", "evidence", "first_seen"}
 REPLY = format_uid_message_reply(ReplyEntry(bytes(72), bytes(153), 1, 1000),
                                  {"example.org": {"ed25519:a": "sig"}})
 
@@ -93,6 +93,8 @@ def test_a_home_of_the_old_schema_opens_with_its_data(tmp_path):
     # Our own replies count for the ordering rule from the start (§7.3).
     assert list(home.db.execute("SELECT server, pos, ts FROM held_replies")) == [
         ("example.org", 1, 1000)]
+    # A chain verified before: counts as first received when the home was migrated.
+    assert list(home.db.execute("SELECT * FROM first_seen")) == []       # (length 0)
     home.db.close()
     assert version(Home(str(path)).db) == len(MIGRATIONS)     # opened again: nothing to do
 

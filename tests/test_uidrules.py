@@ -96,3 +96,27 @@ def test_current_and_held_boundaries():
     assert not is_current(latest, T0 - 1) and not is_current(latest, T0 + DAY)
     assert is_held(latest, T0 + DAY + 5, 5) and not is_held(latest, T0 + DAY + 6, 5)
     assert not is_held(None, T0, 5)
+
+
+def test_effective_time_judges_the_reclaim():
+    """§7.3: a reclaim counts only if the effective time is past the grace."""
+    first, _, _ = create(T0, lifetime=DAY)
+    released = T0 + DAY + 30 * DAY
+    late, _, _ = create(released + 1)
+    with pytest.raises(VerificationError, match="already registered"):
+        verify_sequence([(first, T0), (late, released + 1)], LIMITS, [T0, released])
+    assert verify_sequence([(first, T0), (late, released + 1)], LIMITS,
+                           [T0, released + 1]).sigkey == late.sigkey
+    with pytest.raises(VerificationError, match="already registered"):      # never later
+        verify_sequence([(first, T0), (late, released)], LIMITS, [T0, released + 10])
+
+
+def test_effective_time_judges_the_lifetime_cap_but_not_the_expiry():
+    longest, _, _ = create(T0, lifetime=365 * DAY)
+    verify_sequence([(longest, T0)], LIMITS, [T0])
+    with pytest.raises(VerificationError, match="more than"):
+        verify_sequence([(longest, T0)], LIMITS, [T0 - 1])
+    short, _, _ = create(T0, lifetime=DAY)
+    with pytest.raises(VerificationError, match="not in the future"):
+        verify_sequence([(short, T0 + DAY)], LIMITS, [T0])
+

@@ -109,13 +109,19 @@ def check_state(message: UIDMessage, latest: Latest | None, now_ms: int,
     return False
 
 
-def check_validity(message: UIDMessage, now_ms: int, max_uid_lifetime_ms: int) -> None:
-    """``not_before < not_after``, ``now < not_after <= now + MAX_UID_LIFETIME`` (§4.1)."""
+def check_validity(message: UIDMessage, now_ms: int, max_uid_lifetime_ms: int,
+                   cap_ts: int | None = None) -> None:
+    """``not_before < not_after``, ``now < not_after <= cap + MAX_UID_LIFETIME`` (§4.1).
+
+    ``cap_ts`` (default ``now_ms``) is the time the lifetime cap is judged at: a
+    client judges it at the effective time of §7.3, since a later time makes it
+    easier, and ``not_after > now`` at the entry's own time."""
+    cap_ts = now_ms if cap_ts is None else cap_ts
     if message.not_before_ts >= message.not_after_ts:
         raise InvalidValidity("not_before_ts must be before not_after_ts")
     if message.not_after_ts <= now_ms:
         raise InvalidValidity("not_after_ts is not in the future")
-    if message.not_after_ts > now_ms + max_uid_lifetime_ms:
+    if message.not_after_ts > cap_ts + max_uid_lifetime_ms:
         raise InvalidValidity(f"not_after_ts is more than {max_uid_lifetime_ms} ms ahead")
 
 
@@ -185,18 +191,23 @@ def check_lastentry(position: int | None, head_pos: int, successor_ts: int | Non
                              "and use a recent entry")
 
 
-def verify_sequence(messages: Sequence[tuple[UIDMessage, int]], limits: Limits) -> Latest:
+def verify_sequence(messages: Sequence[tuple[UIDMessage, int]], limits: Limits,
+                    effective: Sequence[int] | None = None) -> Latest:
     """Check that an identity's messages, each with its reply's ``entry.ts``, form a
     valid create/update sequence (§7.3); return the last one's ``Latest``.
 
-    Time rules are evaluated at each ``entry.ts``; a new msgcount 0 is a new owner
-    and only valid once the previous message's reclaim grace has passed.
+    ``effective`` gives each message's effective time (§7.3, revision 2; default its
+    ``entry.ts``): the rules a later time makes easier, a reclaim after the grace (a
+    new msgcount 0 is a new owner) and the lifetime cap, are judged at it, so that a
+    server dating an entry in the future gains nothing; ``not_after_ts > ts`` is
+    judged at ``entry.ts``.
     """
     latest: Latest | None = None
     for index, (message, ts) in enumerate(messages):
+        eff = ts if effective is None else min(ts, effective[index])
         try:
-            create = check_state(message, latest, ts, limits.reclaim_grace_ms)
-            check_validity(message, ts, limits.max_uid_lifetime_ms)
+            create = check_state(message, latest, eff, limits.reclaim_grace_ms)
+            check_validity(message, ts, limits.max_uid_lifetime_ms, cap_ts=eff)
             check_signatures(message, latest, create)
         except (IdentityTaken, MsgcountMismatch, InvalidValidity, InvalidSignature) as exc:
             raise VerificationError(f"{message.identity}, message {index} "

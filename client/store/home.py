@@ -87,6 +87,20 @@ MIGRATIONS = [
         replies TEXT NOT NULL
     );
     """,
+    # When the client first received the entries up to each verified length (§7.3
+    # ``F``). A chain verified before this step counts as received now: that bounds
+    # the time of its entries no looser than their own (min(ts, F + 5 min)).
+    """
+    CREATE TABLE first_seen (
+        server TEXT NOT NULL,
+        end_pos INTEGER NOT NULL,
+        received_ts INTEGER NOT NULL,
+        PRIMARY KEY (server, end_pos)
+    );
+    INSERT INTO first_seen (server, end_pos, received_ts)
+        SELECT server, length, CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM chains
+        WHERE length > 0;
+    """,
 ]
 
 

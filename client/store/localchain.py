@@ -50,14 +50,26 @@ class LocalChain:
             if handle.tell() > self.length * ENTRY_SIZE:
                 handle.truncate(self.length * ENTRY_SIZE)
 
-    def commit(self, state: ChainState) -> None:
-        """Record ``state`` as verified: the entries up to it are on disk."""
+    def commit(self, state: ChainState, received_ts: int) -> None:
+        """Record ``state`` as verified: the entries up to it are on disk, and the new
+        ones were received at ``received_ts`` (this client's clock) or later."""
         with self.db:
             self.db.execute(
                 "INSERT INTO chains (server, length, last_hash) VALUES (?, ?, ?)"
                 " ON CONFLICT (server) DO UPDATE SET length = excluded.length,"
                 " last_hash = excluded.last_hash", (self.server, state.length, state.last_hash))
+            if state.length > self.length:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO first_seen (server, end_pos, received_ts)"
+                    " VALUES (?, ?, ?)", (self.server, state.length, received_ts))
         self.length, self.last_hash = state.length, state.last_hash
+
+    def first_seen(self, pos: int) -> int | None:
+        """When this client first received an entry at or after ``pos`` (§7.3 ``F``):
+        the time of the first sync that reached past it; None if none did."""
+        row = self.db.execute("SELECT min(received_ts) FROM first_seen WHERE server = ?"
+                              " AND end_pos > ?", (self.server, pos)).fetchone()
+        return row[0]
 
     def read_entry(self, pos: int) -> bytes:
         """The entry at ``pos`` on disk, recorded or not (a download checks the

@@ -21,6 +21,9 @@ from ..protocol.uidrules import Latest, Limits, is_current, verify_sequence
 from ..protocol.wire import UIDMessageReply
 from .keyring import ServerKey, check_reply_signature
 
+#: §7.3: how much later than the client first received an entry its time may be.
+FIRST_SEEN_SLACK_MS = 5 * 60 * 1000
+
 
 @dataclass(frozen=True)
 class Match:
@@ -31,6 +34,17 @@ class Match:
     entry: bytes
     uid_hash: bytes
     reply: UIDMessageReply
+    #: When this client first received an entry at or after ``pos`` (§7.3 ``F``).
+    first_seen_ts: int | None = None
+
+    @property
+    def effective_ts(self) -> int:
+        """§7.3: the reply's ``entry.ts``, but no later than ``F`` + 5 minutes, so a
+        server that dates an entry in the future gains nothing by it."""
+        ts = self.reply.entry.ts
+        if self.first_seen_ts is None:
+            return ts
+        return min(ts, self.first_seen_ts + FIRST_SEEN_SLACK_MS)
 
 
 @dataclass(frozen=True)
@@ -93,7 +107,7 @@ def verify_server_keys(server_name: str, matches: Sequence[Match],
         messages.append((message, match.reply.entry.ts))
     if not keys or keys[0].pos != 0:
         raise VerificationError(f"the chain does not start with {own}")
-    verify_sequence(messages, limits)
+    verify_sequence(messages, limits, [match.effective_ts for match in matches])
     return keys
 
 
@@ -108,5 +122,6 @@ def verify_history(identity: str, server_name: str, matches: Sequence[Match],
                              match.reply))
     if not history:
         return None
-    latest = verify_sequence([(found.message, found.ts) for found in history], limits)
+    latest = verify_sequence([(found.message, found.ts) for found in history], limits,
+                             [match.effective_ts for match in matches])
     return LookupResult(identity, tuple(history), latest)

@@ -22,15 +22,24 @@ def test_chunks_advance_the_state():
 @pytest.mark.parametrize("chunk, error", [
     (Chunk(3, 5, CHAIN[3:]), "chunk starts at 3, expected 2"),
     (Chunk(2, 0, CHAIN[2:]), "server head 0 is behind the verified chain of 2 entries"),
+    (Chunk(2, 0, []), "server head 0 is behind the verified chain of 2 entries"),
     (Chunk(2, 3, CHAIN[2:]), "chunk claims head 3 before its own entries"),
     (Chunk(2, 5, [CHAIN[3], *CHAIN[3:]]), "entry 2: hash does not link to entry 1"),
-], ids=["gap", "rollback", "head-before-entries", "bad-link"])
+], ids=["gap", "rollback", "rollback-of-one-entry", "head-before-entries", "bad-link"])
 def test_a_chunk_that_does_not_continue_is_refused_whole(chunk, error):
     state = ChainState()
     state.accept(Chunk(0, 5, CHAIN[:2]))
     with pytest.raises(ChainError, match=error):
         state.accept(chunk)
     assert (state.length, state.last_hash) == (2, CHAIN[1][:32])
+
+
+def test_a_head_at_the_last_verified_entry_is_no_rollback():
+    """The boundary of the rollback rule: head = length - 1 is the chain we hold."""
+    state = ChainState()
+    state.accept(Chunk(0, 5, CHAIN[:2]))
+    assert state.accept(Chunk(2, 1, [])) == []
+    assert state.length == 2
 
 
 def entry_at(pos):

@@ -13,7 +13,9 @@ from client.protocol.errors import VerificationError
 from client.protocol.hashchain import ZERO_HASH, format_entry
 from client.protocol.keys import ed25519_entry
 from client.protocol.signedjson import sign_json
-from client.protocol.uidmessage import build_uid_content, encrypt_uid_message, sign_uid_content
+from client.protocol.encoding import canonical_json
+from client.protocol.uidmessage import (build_uid_content, encrypt_uid_message, seal,
+                                        sign_uid_content)
 from client.protocol.uidrules import Limits
 from client.protocol.wire import ReplyEntry, format_uid_message_reply, parse_uid_message_reply
 from client.trust.history import Match, verify_history, verify_server_keys
@@ -71,6 +73,19 @@ def test_no_matches_is_not_found():
     assert verify_history(ALICE, SERVER, [], server_keys(), LIMITS) is None
 
 
+def resealed(found):
+    """Another validly signed message of alice, sealed under this entry's UIDHash:
+    the MAC opens, only the hash check can tell (§7.3)."""
+    sigkey = nacl.signing.SigningKey.generate()
+    other = sign_uid_content(build_uid_content(ALICE, ed25519_entry(sigkey), msgcount=0,
+                                               not_before_ts=T0, not_after_ts=T0 + DAY_MS,
+                                               lastentry=ZERO_HASH), sigkey)
+    encrypted = seal(canonical_json(other), found.uid_hash)
+    reply = format_uid_message_reply(ReplyEntry(encrypted, found.entry, found.pos, T0))
+    return dataclasses.replace(found, reply=parse_uid_message_reply(
+        sign_json(reply, SERVER, "ed25519:a", SERVER_KEY)))
+
+
 def other_entry(found):
     return dataclasses.replace(found, entry=match(1, ALICE).entry)
 
@@ -85,6 +100,7 @@ REJECTS = {
                        "position 1"),
     "wrong-uid-hash": (lambda found: dataclasses.replace(found, uid_hash=bytes(32)),
                        "encrypted UIDMessage does not belong to this UIDHash"),
+    "resealed-under-the-uid-hash": (resealed, "UIDMessage does not hash to its UIDHash"),
     "another-identity": (lambda found: match(1, "bob@example.org"),
                          "the message at position 1 is for bob@example.org"),
     "update-by-a-stranger": (lambda found: match(1, ALICE, msgcount=1),
@@ -96,3 +112,14 @@ REJECTS = {
 def test_a_lying_history_is_refused(how, error):
     with pytest.raises(VerificationError, match=re.escape(error)):
         verify_history(ALICE, SERVER, [how(match(1, ALICE))], server_keys(), LIMITS)
+
+
+def test_a_server_key_that_signs_its_own_installation_needs_the_previous_key():
+    """keyserver@ updates form a signed sequence like anyone's (§7.2, §11.2): an entry
+    that installs a new server key, signed only by that new key, is refused."""
+    stranger = nacl.signing.SigningKey.generate()
+    installs = match(1, OWN, ts=T0 + 1, msgcount=1, sigkey=stranger, previous=stranger,
+                     server_key=stranger)
+    with pytest.raises(VerificationError, match=re.escape(f"{OWN}, message 1 (msgcount 1)")):
+        verify_server_keys(SERVER, [match(0, OWN, sigkey=SERVER_KEY), installs], LIMITS)
+

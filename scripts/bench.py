@@ -5,6 +5,7 @@ and prints figures to paste into docs/benchmarks.md.
     scripts/bench chain -n 1000000      download + verify the whole chain over HTTP
     scripts/bench create -n 5000        CreateUID throughput, 8 concurrent clients
     scripts/bench fetch -n 10000        FetchKeyInit throughput, 8 concurrent clients
+    scripts/bench issue -n 30           token issuance, 100-token voucher requests
     scripts/bench client -n 1000000     keyclient sync and lookup, as processes
 """
 
@@ -20,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -48,6 +50,20 @@ def chain_instance(n: int) -> Path:
 
 
 @contextlib.contextmanager
+def fresh_instance(prefix: str) -> Iterator[Path]:
+    """A new instance (``keyserver init``) under .bench/ for one run, removed after it."""
+    BENCH.mkdir(exist_ok=True)
+    instance = Path(tempfile.mkdtemp(dir=BENCH, prefix=f"{prefix}-")) / "instance"
+    try:
+        subprocess.run([BIN / "keyserver", "init", "--instance", instance, "--server-name",
+                        "bench.example", "--url", "http://127.0.0.1"], check=True,
+                       capture_output=True)
+        yield instance
+    finally:
+        shutil.rmtree(instance.parent)
+
+
+@contextlib.contextmanager
 def gunicorn(instance: Path, workers: int, threads: int = 1,
              config: dict[str, str] | None = None):
     """Serve ``instance``; ``config`` adds ``KEYSERVER_*`` environment variables."""
@@ -59,7 +75,9 @@ def gunicorn(instance: Path, workers: int, threads: int = 1,
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
-            with contextlib.suppress(requests.ConnectionError):
+            # A worker still booting on a busy machine accepts the connection but
+            # answers after the timeout: wait for it too.
+            with contextlib.suppress(requests.ConnectionError, requests.Timeout):
                 requests.get(url + "/v1/hashchain/head", timeout=1)
                 break
             time.sleep(0.05)
@@ -226,12 +244,7 @@ def _create_run(count: int, clients: int, workers: int, threads: int) -> tuple[f
 
     from client.clock import now_ms
 
-    BENCH.mkdir(exist_ok=True)
-    instance = Path(tempfile.mkdtemp(dir=BENCH, prefix="create-")) / "instance"
-    try:
-        subprocess.run([BIN / "keyserver", "init", "--instance", instance, "--server-name",
-                        "bench.example", "--url", "http://127.0.0.1"], check=True,
-                       capture_output=True)
+    with fresh_instance("create") as instance:
         with gunicorn(instance, workers, threads) as (url, server):
             head = b64decode(requests.get(url + "/v1/hashchain/head").json()["entry"])[:32]
             now = now_ms()
@@ -250,8 +263,6 @@ def _create_run(count: int, clients: int, workers: int, threads: int) -> tuple[f
             cpu = worker_cpu_seconds(server.pid) - cpu
         verified = subprocess.run([BIN / "keyserver", "chain", "verify", "--instance", instance],
                                   capture_output=True, text=True).stdout.strip()
-    finally:
-        shutil.rmtree(instance.parent)
     return elapsed, (f"server CPU {cpu / count * 1000:.2f} ms per registration; "
                      f"answers {statuses}; {verified}")
 
@@ -284,12 +295,8 @@ def _fetch_run(count: int, clients: int, workers: int, threads: int) -> tuple[fl
     from client.protocol.keys import X25519, KeyEntry, ed25519_entry
     from client.protocol.uidmessage import build_uid_content, sign_uid_content
 
-    BENCH.mkdir(exist_ok=True)
-    instance = Path(tempfile.mkdtemp(dir=BENCH, prefix="fetch-")) / "instance"
     repouri = "http://127.0.0.1"
-    try:
-        subprocess.run([BIN / "keyserver", "init", "--instance", instance, "--server-name",
-                        "bench.example", "--url", repouri], check=True, capture_output=True)
+    with fresh_instance("fetch") as instance:
         batches = [list(range(start, min(start + 50, count + 1)))
                    for start in range(1, count + 1, 50)]
         tokens = [f'PrivateToken token="{token}"' for token in subprocess.run(
@@ -325,9 +332,63 @@ def _fetch_run(count: int, clients: int, workers: int, threads: int) -> tuple[fl
         with contextlib.closing(sqlite3.connect(instance / "keyserver.sqlite")) as conn:
             left = {("fallback" if fallback else "non-fallback"): n for fallback, n in conn.execute(
                 "SELECT fallback, count(*) FROM keyinits GROUP BY fallback")}
-    finally:
-        shutil.rmtree(instance.parent)
     return elapsed, f"answers {statuses}; KeyInits left {left}"
+
+
+@main.command()
+@click.option("-n", "count", default=30, show_default=True, help="Voucher requests per run.")
+@click.option("--tokens", "per_request", default=100, show_default=True,
+              help="Blinded messages per request (the server's MAX_TOKENS_PER_ISSUE).")
+@click.option("--clients", default=4, show_default=True, help="Concurrent clients.")
+@click.option("--workers", default=2, show_default=True, help="gunicorn workers.")
+@click.option("--runs", default=3, show_default=True)
+def issue(count: int, per_request: int, clients: int, workers: int, runs: int) -> None:
+    """Token issuance over HTTP against gunicorn: N voucher requests of 100 blinded
+    messages each, every one blind-signed and its voucher charged in a durable commit
+    (each run on a fresh instance; vouchers made and messages blinded before the clock
+    starts, one extra request's tokens finalized and verified first)."""
+    repeat(f"Token issuance: {per_request} tokens a request, {clients} clients, "
+           f"gunicorn -w {workers}", "tokens", count * per_request, runs,
+           lambda: _issue_run(count, per_request, clients, workers))
+
+
+def _issue_run(count: int, per_request: int, clients: int,
+               workers: int) -> tuple[float, str]:
+    import json
+
+    from client.protocol.encoding import b64decode, b64encode
+    from client.protocol.tokens import (finalize_tokens, parse_spki, prepare_blinded_tokens,
+                                        token_challenge)
+
+    with fresh_instance("issue") as instance:
+        codes = [line for line in subprocess.run(
+            [BIN / "keyserver", "vouchers", "create", "--tokens", str(per_request),
+             "--count", str(count + 1), "--instance", instance],
+            check=True, capture_output=True, text=True).stdout.split() if line.count("-") == 7]
+        with gunicorn(instance, workers) as (url, server):
+            [key] = requests.get(url + "/v1/capabilities").json()["token_keys"]
+            public = parse_spki(b64decode(key["spki"]))
+            challenge = token_challenge("bench.example")
+
+            def request(code: str) -> tuple[list, bytes]:
+                pending = prepare_blinded_tokens(public, challenge, per_request)
+                body = {"voucher": code, "token_key_id": key["key_id"],
+                        "blinded": [b64encode(item.blinded) for item in pending]}
+                return pending, json.dumps(body).encode()
+
+            pending, body = request(codes.pop())
+            answer = requests.post(url + "/v1/tokens/issue", data=body,
+                                   headers={"Content-Type": "application/json"})
+            answer.raise_for_status()
+            finalize_tokens(public, pending, [b64decode(s) for s in answer.json()["blind_sigs"]])
+            work = [("POST", "/v1/tokens/issue", request(code)[1], {}) for code in codes]
+            cpu = worker_cpu_seconds(server.pid)
+            elapsed, statuses = hammer(url, work, clients)
+            cpu = worker_cpu_seconds(server.pid) - cpu
+        with contextlib.closing(sqlite3.connect(instance / "keyserver.sqlite")) as conn:
+            [(left,)] = conn.execute("SELECT sum(remaining) FROM vouchers")
+    return elapsed, (f"server CPU {cpu / (count * per_request) * 1000:.2f} ms per token; "
+                     f"answers {statuses}; tokens left on the vouchers {left}")
 
 
 @main.command()

@@ -22,7 +22,7 @@ PROTOCOL_ALLOWED = {
     "__future__", "base64", "binascii", "collections", "dataclasses", "datetime", "enum",
     "functools", "hashlib", "hmac", "itertools", "json", "math", "os", "random", "re",
     "secrets", "string", "struct", "typing", "_sha2", "_sha256", "_sha512",
-    "nacl", "cryptography", "msgpack",
+    "nacl", "cryptography", "msgpack", "gmpy2",
 }
 #: Attribute uses that read the clock or do I/O, by module.
 FORBIDDEN_ATTRIBUTES = {

@@ -10,11 +10,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from client.protocol.encoding import b64url_encode, sha256
 from client.protocol.errors import InvalidMessage, TokenInvalid, VerificationError
 from client.protocol.tokens import (
-    _PSS, AUTHENTICATOR_LEN, TOKEN_INPUT_LEN, TOKEN_LEN, InvalidBlindedMessage, SigningFailure,
-    Token, blind, blind_sign, check_token, emsa_pss_encode, finalize, finalize_tokens,
-    format_authorization, format_www_authenticate, generate_token_key, make_token_input,
-    mint_token, parse_authorization, parse_spki, parse_token, prepare_blinded_tokens, spend_id,
-    spki, token_challenge, token_key_id, verify,
+    _PSS, AUTHENTICATOR_LEN, TOKEN_INPUT_LEN, TOKEN_LEN, BlindSigner, InvalidBlindedMessage,
+    SigningFailure, Token, blind, blind_sign, check_token, emsa_pss_encode, finalize,
+    finalize_tokens, format_authorization, format_www_authenticate, generate_token_key,
+    make_token_input, mint_token, parse_authorization, parse_spki, parse_token,
+    prepare_blinded_tokens, spend_id, spki, token_challenge, token_key_id, verify,
 )
 from conftest import SERVER_NAME, VECTORS
 
@@ -38,6 +38,11 @@ def vector_key(rfc9474) -> rsa.RSAPrivateKey:
 @pytest.fixture(scope="module")
 def key() -> rsa.RSAPrivateKey:
     return generate_token_key()
+
+
+@pytest.fixture(scope="module")
+def signer(key) -> BlindSigner:
+    return BlindSigner.from_private_key(key)
 
 
 @pytest.fixture(scope="module")
@@ -67,21 +72,21 @@ def test_rfc9474_deterministic_vector(rfc9474, vector_key):
     blinded, got_inv = blind(public, v["msg"], r=pow(inv, -1, n), salt=v["salt"])
     assert blinded == v["blinded_msg"]
     assert got_inv == inv
-    blind_sig = blind_sign(vector_key, blinded)
+    blind_sig = blind_sign(BlindSigner.from_private_key(vector_key), blinded)
     assert blind_sig == v["blind_sig"]
     assert finalize(public, v["msg"], blind_sig, inv) == v["sig"]
     assert verify(public, v["msg"], v["sig"])
     public.verify(v["sig"], v["msg"], _PSS, hashes.SHA384())  # any RSA-PSS verifier agrees
 
 
-def test_blind_sign_finalize_round_trips_on_random_messages(key):
+def test_blind_sign_finalize_round_trips_on_random_messages(key, signer):
     rng = random.Random(9474)
     public = key.public_key()
     for _ in range(20):
         msg = rng.randbytes(rng.randrange(0, 200))
         blinded, inv = blind(public, msg)
         assert len(blinded) == 256
-        sig = finalize(public, msg, blind_sign(key, blinded), inv)
+        sig = finalize(public, msg, blind_sign(signer, blinded), inv)
         assert verify(public, msg, sig)
         flipped = bytearray(sig)
         flipped[rng.randrange(len(sig))] ^= 1 << rng.randrange(8)
@@ -112,23 +117,23 @@ def test_verify_rejects_wrong_length_signature(key):
 
 
 @pytest.mark.parametrize("value", [lambda n: n, lambda n: n + 1, lambda n: 2**2048 - 1])
-def test_blind_sign_rejects_out_of_range(key, value):
+def test_blind_sign_rejects_out_of_range(key, value, signer):
     n = key.public_key().public_numbers().n
     with pytest.raises(InvalidBlindedMessage, match="out of range") as info:
-        blind_sign(key, value(n).to_bytes(256, "big"))
+        blind_sign(signer, value(n).to_bytes(256, "big"))
     assert isinstance(info.value, ValueError) and isinstance(info.value, InvalidMessage)
 
 
-def test_blind_sign_accepts_the_range_ends(key):
+def test_blind_sign_accepts_the_range_ends(key, signer):
     n = key.public_key().public_numbers().n
-    assert blind_sign(key, bytes(256)) == bytes(256)
-    assert blind_sign(key, (n - 1).to_bytes(256, "big")) == (n - 1).to_bytes(256, "big")
+    assert blind_sign(signer, bytes(256)) == bytes(256)
+    assert blind_sign(signer, (n - 1).to_bytes(256, "big")) == (n - 1).to_bytes(256, "big")
 
 
 @pytest.mark.parametrize("length", [0, 255, 257])
-def test_blind_sign_rejects_wrong_length(key, length):
+def test_blind_sign_rejects_wrong_length(signer, length):
     with pytest.raises(InvalidBlindedMessage, match="must be 256 bytes"):
-        blind_sign(key, b"\x01" * length)
+        blind_sign(signer, b"\x01" * length)
 
 
 def test_blind_sign_checks_its_result(key):
@@ -140,7 +145,7 @@ def test_blind_sign_checks_its_result(key):
     faulty_key = faulty.private_key(unsafe_skip_rsa_key_validation=True)
     blinded, _ = blind(key.public_key(), b"msg")
     with pytest.raises(SigningFailure, match="signing failure"):
-        blind_sign(faulty_key, blinded)
+        blind_sign(BlindSigner.from_private_key(faulty_key), blinded)
 
 
 def test_blind_rejects_bad_r_and_salt(key):
@@ -153,10 +158,10 @@ def test_blind_rejects_bad_r_and_salt(key):
         blind(public, b"msg", salt=b"\x00" * 47)
 
 
-def test_finalize_rejects_bad_blind_signatures(key):
+def test_finalize_rejects_bad_blind_signatures(key, signer):
     public = key.public_key()
     blinded, inv = blind(public, b"msg")
-    blind_sig = blind_sign(key, blinded)
+    blind_sig = blind_sign(signer, blinded)
     with pytest.raises(VerificationError, match="does not verify"):
         finalize(public, b"other", blind_sig, inv)
     with pytest.raises(VerificationError, match="does not verify"):
@@ -316,12 +321,12 @@ def test_any_flipped_bit_is_rejected(token, keys):
 # --- issuance ---------------------------------------------------------------------
 
 
-def test_voucher_issuance_round_trip(key, keys):
+def test_voucher_issuance_round_trip(key, keys, signer):
     public = key.public_key()
     pending = prepare_blinded_tokens(public, CHALLENGE, 3)
     assert len(pending) == 3 and all(len(item.blinded) == 256 for item in pending)
     assert len({item.token_input for item in pending}) == 3
-    blind_sigs = [blind_sign(key, item.blinded) for item in pending]
+    blind_sigs = [blind_sign(signer, item.blinded) for item in pending]
     tokens = finalize_tokens(public, pending, blind_sigs)
     for item, got in zip(pending, tokens):
         assert got.token_input == item.token_input
@@ -329,10 +334,10 @@ def test_voucher_issuance_round_trip(key, keys):
     assert prepare_blinded_tokens(public, CHALLENGE, 0) == []
 
 
-def test_finalize_tokens_rejects_bad_answers(key):
+def test_finalize_tokens_rejects_bad_answers(key, signer):
     public = key.public_key()
     pending = prepare_blinded_tokens(public, CHALLENGE, 2)
-    blind_sigs = [blind_sign(key, item.blinded) for item in pending]
+    blind_sigs = [blind_sign(signer, item.blinded) for item in pending]
     with pytest.raises(VerificationError, match="expected 2 blind signatures, got 1"):
         finalize_tokens(public, pending, blind_sigs[:1])
     with pytest.raises(VerificationError, match="blind signature 1"):
@@ -341,7 +346,9 @@ def test_finalize_tokens_rejects_bad_answers(key):
     n_other = other.public_key().public_numbers().n
     # another key's signatures (of the messages reduced below its modulus, which may
     # be smaller than ours) must not finalize
-    wrong = [blind_sign(other, (int.from_bytes(item.blinded, "big") % n_other).to_bytes(256, "big"))
+    other_signer = BlindSigner.from_private_key(other)
+    wrong = [blind_sign(other_signer,
+                        (int.from_bytes(item.blinded, "big") % n_other).to_bytes(256, "big"))
              for item in pending]
     with pytest.raises(VerificationError, match="blind signature 0"):
         finalize_tokens(public, pending, wrong)

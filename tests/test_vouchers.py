@@ -1,15 +1,17 @@
 """Vouchers and blind issuance (§10.3), and unlinkability made visible."""
 
+import logging
 import os
 from pathlib import Path
 
+import gmpy2
 import pytest
 
 from client.protocol.encoding import b64decode, b64encode, b64url_encode, sha256
-from client.protocol.tokens import (AUTHENTICATOR_LEN, finalize_tokens, prepare_blinded_tokens,
-                                    token_challenge)
+from client.protocol.tokens import (AUTHENTICATOR_LEN, SigningFailure, finalize_tokens,
+                                    parse_spki, prepare_blinded_tokens, token_challenge)
 from conftest import DAY_MS, at, create_vouchers, issue, token_key
-from keyserver.storage import db, vouchers
+from keyserver.storage import db, tokens, vouchers
 
 
 def remaining(app):
@@ -63,6 +65,63 @@ def test_voucher_expiry_boundary(app, client, runner):
         response, _, _ = issue(client, code, 1)
         assert response.json["errcode"] == "VOUCHER_INVALID" and "expired" in response.json["error"]
     assert remaining(app) == [4]
+
+
+def issue_with(client, code, key, count):
+    """POST messages blinded for ``key`` (a ``TokenKey`` row), whatever the capabilities list."""
+    pending = prepare_blinded_tokens(parse_spki(key.spki), token_challenge("example.org"), count)
+    return client.post("/v1/tokens/issue", json={
+        "voucher": code, "token_key_id": b64encode(key.key_id),
+        "blinded": [b64encode(p.blinded) for p in pending]})
+
+
+def test_no_tokens_under_an_expired_token_key(app, client, runner):
+    """A key issues while ``now < not_after_ts`` and never after (§10.4), also when a
+    newer key is valid; the refused request is INVALID_MESSAGE, like an unknown key,
+    and the voucher keeps every token."""
+    [code] = create_vouchers(runner, 5, expires="never")
+    with app.app_context():
+        [old] = tokens.all_keys(db.get_db())
+    with at(old.not_after_ts - DAY_MS):
+        assert runner.invoke(args=["tokens", "rotate-key"]).exit_code == 0
+    with app.app_context():
+        [_, new] = tokens.all_keys(db.get_db())
+    with at(old.not_after_ts - 1):
+        assert issue_with(client, code, old, 2).status_code == 200
+    assert remaining(app) == [3]
+    with at(old.not_after_ts):
+        response = issue_with(client, code, old, 2)
+        assert (response.status_code, response.json["errcode"]) == (400, "INVALID_MESSAGE")
+        assert "blind_sigs" not in response.json
+        assert remaining(app) == [3]
+        assert issue_with(client, code, new, 1).status_code == 200
+    assert remaining(app) == [2]
+
+
+def test_a_faulty_blind_signature_is_never_released(app, client, runner, monkeypatch, caplog):
+    """A fault in one CRT half of one message (the p half of the second) would give
+    away a factor of n: the request fails as a whole with 500, nothing is released,
+    the voucher is not charged, and the operator finds the failure in the log."""
+    [code] = create_vouchers(runner, 5)
+    powmod_sec, calls = gmpy2.powmod_sec, []
+
+    def faulty(base, exponent, modulus):
+        calls.append(modulus)
+        result = powmod_sec(base, exponent, modulus)
+        return result + 1 if len(calls) == 3 else result
+
+    monkeypatch.setattr(gmpy2, "powmod_sec", faulty)
+    with caplog.at_level(logging.ERROR):
+        response, _, _ = issue(client, code, 3)
+    assert (response.status_code, response.json["errcode"]) == (500, "UNAVAILABLE")
+    assert "blind_sigs" not in response.json
+    assert len(calls) == 4 and calls[2] == calls[0]  # signing stopped at the second message
+    assert remaining(app) == [5]
+    assert any(isinstance(record.exc_info[1], SigningFailure)
+               for record in caplog.records if record.exc_info)
+    monkeypatch.undo()
+    response, _, _ = issue(client, code, 3)
+    assert response.status_code == 200 and remaining(app) == [2]
 
 
 @pytest.mark.parametrize("change,errcode", [

@@ -8,7 +8,9 @@ Three layers, all pure (no I/O, no clock):
   the encoded message as an integer, which no library exposes, so
   EMSA-PSS-ENCODE (RFC 8017 §9.1.1) is implemented here; verification is
   cryptography's ordinary RSA-PSS, since a finalized blind signature is an
-  ordinary signature.
+  ordinary signature. BlindSign is raw RSA on the requester's input, which no
+  library offers either: it runs on GMP (``gmpy2.powmod_sec``, constant time)
+  with a ``BlindSigner`` prepared once per key.
 * Token keys and the token format of §10.1 (shaped after RFC 9578):
   ``spki``/``parse_spki``, ``token_key_id``, ``token_challenge``,
   ``make_token_input``, ``Token``/``parse_token``, ``check_token``, ``spend_id``.
@@ -28,10 +30,12 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import gmpy2
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from gmpy2 import mpz
 
 from .encoding import b64url_decode, b64url_encode, sha256
 from .errors import InvalidMessage, TokenInvalid, VerificationError
@@ -127,32 +131,55 @@ def blind(public_key: rsa.RSAPublicKey, msg: bytes, *, r: int | None = None,
     return z.to_bytes(_modulus_len(public_key), "big"), inv
 
 
-def _rsasp1(numbers: rsa.RSAPrivateNumbers, m: int) -> int:
-    """RSASP1 (RFC 8017 §5.2.1) with the CRT, in plain integer arithmetic."""
-    s1 = pow(m, numbers.dmp1, numbers.p)
-    s2 = pow(m, numbers.dmq1, numbers.q)
-    h = numbers.iqmp * (s1 - s2) % numbers.p
-    return s2 + h * numbers.q
+@dataclass(frozen=True, repr=False)
+class BlindSigner:
+    """A private token key prepared for ``blind_sign``: its CRT numbers as GMP integers.
+
+    Build it once per key (``from_private_key``) and keep it: a voucher request
+    signs up to 100 messages with one key. ``repr=False`` keeps the secret
+    numbers out of logs and tracebacks.
+    """
+
+    n: mpz
+    e: mpz
+    p: mpz
+    q: mpz
+    dp: mpz
+    dq: mpz
+    qinv: mpz
+    size: int  # the modulus length in bytes: of every blinded message and signature
+
+    @classmethod
+    def from_private_key(cls, private_key: rsa.RSAPrivateKey) -> BlindSigner:
+        numbers = private_key.private_numbers()
+        public = numbers.public_numbers
+        return cls(mpz(public.n), mpz(public.e), mpz(numbers.p), mpz(numbers.q),
+                   mpz(numbers.dmp1), mpz(numbers.dmq1), mpz(numbers.iqmp),
+                   _modulus_len(private_key.public_key()))
 
 
-def blind_sign(private_key: rsa.RSAPrivateKey, blinded_msg: bytes) -> bytes:
+def blind_sign(signer: BlindSigner, blinded_msg: bytes) -> bytes:
     """RFC 9474 §4.3 BlindSign: the raw RSA signature of a blinded message.
 
-    The signer cannot check what it signs, so it checks its own arithmetic
-    instead (s^e mod n == m) before releasing anything.
+    The message is chosen by the requester, so the secret exponentiations run in
+    constant time (GMP's ``mpz_powm_sec``, §10.3), one per CRT half. The signer
+    cannot check what it signs, so it checks its own arithmetic instead
+    (s^e mod n == m) before releasing anything: a fault in one CRT half would
+    otherwise give away a factor of n.
     """
-    numbers = private_key.private_numbers()
-    n, e = numbers.public_numbers.n, numbers.public_numbers.e
-    k = _modulus_len(private_key.public_key())
+    k = signer.size
     if len(blinded_msg) != k:
         raise InvalidBlindedMessage(f"blinded message must be {k} bytes, not {len(blinded_msg)}")
-    m = int.from_bytes(blinded_msg, "big")
-    if m >= n:
+    m = mpz(int.from_bytes(blinded_msg, "big"))
+    if m >= signer.n:
         raise InvalidBlindedMessage("message representative out of range: blinded message >= n")
-    s = _rsasp1(numbers, m)
-    if pow(s, e, n) != m:
+    s1 = gmpy2.powmod_sec(m, signer.dp, signer.p)
+    s2 = gmpy2.powmod_sec(m, signer.dq, signer.q)
+    h = signer.qinv * (s1 - s2) % signer.p  # Garner's recombination (RFC 8017 §5.2.1)
+    s = s2 + h * signer.q
+    if gmpy2.powmod(s, signer.e, signer.n) != m:
         raise SigningFailure("signing failure: RSA result does not verify")
-    return s.to_bytes(k, "big")
+    return int(s).to_bytes(k, "big")
 
 
 def finalize(public_key: rsa.RSAPublicKey, msg: bytes, blind_sig: bytes, inv: int) -> bytes:

@@ -14,7 +14,8 @@ import os
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from client.protocol.tokens import generate_token_key, parse_spki, spki, token_key_id
+from client.protocol.tokens import (BlindSigner, generate_token_key, parse_spki, spki,
+                                    token_key_id)
 
 from ..storage import tokens
 from ..storage.db import Database, transaction
@@ -69,6 +70,7 @@ class TokenKeyring:
         self._keys: dict[bytes, TokenKey] = {}
         self._public: dict[bytes, rsa.RSAPublicKey] = {}
         self._private: dict[bytes, rsa.RSAPrivateKey] = {}
+        self._signers: dict[bytes, BlindSigner] = {}
 
     def find_valid(self, db: Database, key_id: bytes, now: int) -> rsa.RSAPublicKey | None:
         """The public key with this id if it verifies tokens at ``now``, else None."""
@@ -91,3 +93,9 @@ class TokenKeyring:
                 raise RuntimeError(f"token key file {path} does not hold key {key.key_id.hex()}")
             self._private[key.key_id] = loaded
         return self._private[key.key_id]
+
+    def signer(self, key: TokenKey) -> BlindSigner:
+        """The key prepared for blind signing, once per process rather than per message."""
+        if key.key_id not in self._signers:
+            self._signers[key.key_id] = BlindSigner.from_private_key(self.private_key(key))
+        return self._signers[key.key_id]

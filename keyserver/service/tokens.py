@@ -36,8 +36,8 @@ def issue_tokens(db: Database, write: Write, body: dict, now: int, policy: Polic
                 for i, item in enumerate(blinded)]
 
     def sign_all(_: None) -> list[bytes]:
-        private = keyring.private_key(key)
-        return [blind_sign(private, message) for message in messages]
+        signer = keyring.signer(key)
+        return [blind_sign(signer, message) for message in messages]
 
     def charge(db: Database, verified: Verified[None, list[bytes]]) -> tuple[list[bytes], int]:
         # The spend decides: it refuses what the voucher no longer holds.

@@ -321,10 +321,15 @@ def keyinit_publish(home: Home, identity: str, count: int, fallback: bool, days:
 @click.pass_obj
 def keyinit_fetch(home: Home, identity: str, server: str | None) -> None:
     """As a sender: find IDENTITY on the chain, fetch one of its KeyInits, verify it
-    with IDENTITY's signing key and print the opened session anchor as JSON."""
+    with IDENTITY's signing key and print the opened session anchor as JSON.
+
+    Only repositories the keyserver vouches for are contacted, over https (http to
+    loopback only); the others IDENTITY lists are skipped and named on stderr."""
     from . import keyinits
 
     fetched = keyinits.fetch(_session(home, server), identity)
+    for skipped in fetched.skipped:
+        click.echo(f"skipped {skipped.uri}: {skipped.reason}", err=True)
     click.echo(json.dumps(fetched.to_json(), indent=2, sort_keys=True))
 
 

@@ -23,6 +23,9 @@ RESERVED_LOCALPARTS = [
 ALLOWED_MIXADDRESSES: list = []
 #: URIs of this server's KeyInit repository (§9); empty means [BASE_URL].
 KEYINIT_REPOSITORY_URIS: list = []
+#: KeyInit repositories of other operators that this server vouches for (§9): UIDMessages
+#: may name them beside KEYINIT_REPOSITORY_URIS, and capabilities list both.
+ALLOWED_REPOURIS: list = []
 
 #: Paths inside the instance folder unless absolute.
 DATABASE = "keyserver.sqlite"

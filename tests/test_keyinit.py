@@ -26,6 +26,7 @@ from client.protocol.keyinit import (
     check_flush,
     check_keyinit_batch,
     choose_keyinit,
+    choose_repositories,
     decrypt_session_anchor,
     encrypt_session_anchor,
     flush_signing_bytes,
@@ -493,3 +494,19 @@ def test_open_rejects_anchor_that_does_not_open():
               "signature": b64encode(SIGNING_KEY.sign(canonical_json(contents)).signature)}
     with pytest.raises(VerificationError, match="does not open"):
         open_keyinit(forged, sigkey=SIGKEY, now_ms=NOW)
+
+
+def test_choose_repositories_keeps_only_vouched_private_ones():
+    """§9 (revision 2): a sender contacts what the keyserver vouches for, over https
+    (http to loopback only); the rest is skipped with a reason, order kept."""
+    vouched = ("https://b.example", "http://127.0.0.1:8000", "http://keys.example",
+               "https://a.example")
+    listed = ["https://a.example", "http://evil.internal", "http://keys.example",
+              "http://127.0.0.1:8000", "https://b.example"]
+    usable, skipped = choose_repositories(listed, vouched, "example.org")
+    assert usable == ("https://a.example", "http://127.0.0.1:8000", "https://b.example")
+    assert [(s.uri, s.reason) for s in skipped] == [
+        ("http://evil.internal", "not a KeyInit repository example.org vouches for"),
+        ("http://keys.example",
+         "'http://keys.example' is neither https nor http to a loopback address")]
+    assert choose_repositories([], vouched, "example.org") == ((), ())

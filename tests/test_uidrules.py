@@ -3,11 +3,12 @@
 import nacl.signing
 import pytest
 
-from client.protocol.errors import VerificationError
+from client.protocol.errors import InvalidMessage, VerificationError
 from client.protocol.keys import ed25519_entry
 from client.protocol.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
                                update_uid_content)
-from client.protocol.uidrules import Limits, is_current, is_held, verify_sequence
+from client.protocol.uidrules import (Limits, check_repouris, is_current, is_held,
+                                      verify_sequence)
 
 DAY = 24 * 3600 * 1000
 T0 = 1_800_000_000_000
@@ -96,3 +97,16 @@ def test_current_and_held_boundaries():
     assert not is_current(latest, T0 - 1) and not is_current(latest, T0 + DAY)
     assert is_held(latest, T0 + DAY + 5, 5) and not is_held(latest, T0 + DAY + 6, 5)
     assert not is_held(None, T0, 5)
+
+
+def test_repouris_only_those_vouched_for():
+    """§9 (revision 2): the server's own repositories and the ones it allows, exactly."""
+    first, key, _ = create(T0)
+    vouched = ("https://keys.example.org", "https://keyinits.example.net")
+    check_repouris(first, vouched)                                   # none listed
+    listed, _ = update(first, key, T0, repouris=list(reversed(vouched)))
+    check_repouris(listed, vouched)
+    for foreign in (["http://169.254.169.254"], [vouched[0], "https://keys.example.org/"]):
+        message, _ = update(first, key, T0, repouris=foreign)
+        with pytest.raises(InvalidMessage, match="not KeyInit repositories of this server"):
+            check_repouris(message, vouched)

@@ -24,6 +24,7 @@ from .encoding import (b64decode, b64encode, canonical_json, parse_json_object, 
 from .errors import (InvalidMessage, InvalidSignature, InvalidValidity, KeyinitLimit,
                      MsgcountMismatch, ProtocolError, VerificationError)
 from .keys import ED25519, X25519, KeyEntry, parse_key_entry, sign_detached, verify_detached
+from .urls import URLError, check_private_transport
 
 VERSION = "1"
 NONCE_SIZE = 24
@@ -392,6 +393,41 @@ def check_flush(body: Any, *, sigkey_pubkey: bytes, repouri: str, sigkeyhash: by
                                '{"action": "flush", "repouri", "sigkeyhash", "ts"} '
                                "with the identity's current sigkey")
     return ts
+
+
+# --- Choosing repositories (sender's client) --------------------------------------
+
+@dataclass(frozen=True)
+class Skipped:
+    """A repository URI of an identity that the sender's client will not contact, and why."""
+
+    uri: str
+    reason: str
+
+
+def choose_repositories(repouris: Iterable[str], vouched: Collection[str],
+                        server: str) -> tuple[tuple[str, ...], tuple[Skipped, ...]]:
+    """The ``repouris`` a sender may contact, in order, and the ones it must skip (§9,
+    revision 2).
+
+    The identity's owner chose its ``repouris``, so only those the identity's
+    keyserver ``server`` vouches for (``vouched``: its verified capabilities'
+    ``keyinitrepository_uris``) are usable, and only over https (http to a loopback
+    host only): a fetch names the sigkeyhash, which an eavesdropper must not read.
+    """
+    usable: list[str] = []
+    skipped: list[Skipped] = []
+    for uri in repouris:
+        if uri not in vouched:
+            skipped.append(Skipped(uri, f"not a KeyInit repository {server} vouches for"))
+            continue
+        try:
+            check_private_transport(uri)
+        except URLError as exc:
+            skipped.append(Skipped(uri, str(exc)))
+            continue
+        usable.append(uri)
+    return tuple(usable), tuple(skipped)
 
 
 # --- Opening (sender's client) ---------------------------------------------------

@@ -45,10 +45,10 @@ LASTENTRY_MAX_AGE = 24 * HOUR_MS
 MAX_KEYINIT_LIFETIME = 30 * DAY_MS
 MAX_KEYINITS_PER_IDENTITY = 100
 MAX_KEYINITS_PER_REQUEST = 50
-#: KeyInit fetches a minute (0: unlimited), per client address and per sigkeyhash (§9).
-#: Counted in each worker process: under gunicorn -w N a client gets up to N times this.
-KEYINIT_FETCH_RATE_PER_ADDRESS = 0
-KEYINIT_FETCH_RATE_PER_SIGKEYHASH = 0
+#: KeyInit fetches a minute (0: unlimited), per client address and per sigkeyhash (§9),
+#: counted in the database, so shared by every worker (docs/decisions.md says why these).
+KEYINIT_FETCH_RATE_PER_ADDRESS = 60
+KEYINIT_FETCH_RATE_PER_SIGKEYHASH = 30
 
 #: Tokens charged per operation (0 or 1, §10).
 TOKEN_PRICES = {"create_uid": 1, "update_uid": 1, "add_keyinit": 1}

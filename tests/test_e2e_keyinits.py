@@ -19,7 +19,8 @@ from client.clock import now_ms
 from client.protocol.keyinit import build_keyinit, build_session_anchor, sigkeyhash
 from client.protocol.keys import X25519, KeyEntry, ed25519_entry
 from client.protocol.uidmessage import build_uid_content, sign_uid_content
-from conftest import DAY_MS, LiveServer, init_live_instance, keyclient, run_together
+from conftest import (DAY_MS, WORKERS, GunicornServer, LiveServer, init_live_instance,
+                      keyclient, run_together)
 
 FETCHERS = 50
 EPHEMERAL = 20
@@ -41,7 +42,7 @@ def register(server, identity, repouris=()):
     return sigkey
 
 
-def race(url, key_hash):
+def race(url, key_hash, fetchers=FETCHERS):
     """POST FetchKeyInit from every fetcher at once (a thread and a connection each)."""
 
     def connect(index):
@@ -54,7 +55,24 @@ def race(url, key_hash):
             response = session.post(f"{url}/v1/keyinits/{b64url_encode(key_hash)}/fetch")
             return response.status_code, response.json()
 
-    return run_together(FETCHERS, fetch, prepare=connect)
+    return run_together(fetchers, fetch, prepare=connect)
+
+
+@pytest.fixture
+def live_server(tmp_path, monkeypatch):
+    """conftest's ``live_server`` without the fetch rate limits, for the races."""
+    monkeypatch.setenv("KEYSERVER_KEYINIT_FETCH_RATE_PER_ADDRESS", "0")
+    monkeypatch.setenv("KEYSERVER_KEYINIT_FETCH_RATE_PER_SIGKEYHASH", "0")
+    path = tmp_path / "live"
+    with LiveServer(path, init_live_instance(path)) as server:
+        yield server
+
+
+def add_keyinits(server, sigkey, items):
+    response = requests.post(server.url + "/v1/keyinits",
+                             json={"sigkey": ed25519_entry(sigkey).to_json(), "keyinits": items},
+                             headers={"Authorization": server.mint(1)[0]})
+    assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize("with_fallback", [True, False])
@@ -92,6 +110,29 @@ def test_racing_fetchers_never_share_a_keyinit(live_server, with_fallback):
                             (key_hash,)).fetchall()
     expected = [(1, canonical_json(fallback).decode())] if with_fallback else []
     assert left == expected
+
+
+def test_the_fetch_limit_holds_across_worker_processes(tmp_path):
+    """The attack that drained an identity in under a second: 40 fetches at once, spread
+    over two gunicorn workers. The default 30 a minute per sigkeyhash holds in all, since
+    the workers count in the one database, not each in its memory."""
+    path = tmp_path / "instance"
+    with GunicornServer(path, init_live_instance(path)) as server:
+        sigkey = register(server, "alice@example.org")
+        now = now_ms()
+        add_keyinits(server, sigkey, [
+            build_keyinit(sigkey, msgcount=n, not_before_ts=now - 1000,
+                          not_after_ts=now + DAY_MS, fallback=False, repouri=server.url,
+                          anchor=ANCHOR) for n in range(1, 41)])
+        key_hash = sigkeyhash(bytes(sigkey.verify_key))
+        answers = race(server.url, key_hash, 40)
+        assert sorted(status for status, _ in answers) == [200] * 30 + [429] * 10, answers
+        assert {body["errcode"] for status, body in answers if status == 429} == {"RATE_LIMITED"}
+        fetch_path = f"/v1/keyinits/{b64url_encode(key_hash)}/fetch"
+        assert len(server.workers_serving("POST", fetch_path)) == WORKERS
+    with contextlib.closing(sqlite3.connect(path / "keyserver.sqlite")) as conn:
+        left = conn.execute("SELECT count(*) FROM keyinits").fetchone()[0]
+    assert left == 10
 
 
 # --- Which repositories a sender contacts (§9, revision 2) ----------------------------

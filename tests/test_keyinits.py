@@ -2,8 +2,10 @@
 boundaries, FetchKeyInit's choice and consumption, FlushKeyInit, the purge command,
 the fetch rate limits, and what a sender gets out of a fetched KeyInit."""
 
+import contextlib
 import copy
 import random
+import sqlite3
 
 import nacl.bindings
 import nacl.signing
@@ -467,7 +469,8 @@ def test_fallback_bias_through_the_endpoint(app, kis, alice):
         for _ in range(draws):
             short += kis.fetched(alice)["contents"]["msgcount"] == 2
             with app.app_context():      # undo a deletion: each draw sees both again
-                conn = db.get_db().conn
+                conn = db.get_db().conn     # (and is the first fetch of the minute)
+                conn.execute("DELETE FROM keyinit_fetches")
                 conn.execute("DELETE FROM keyinits")
                 conn.executemany("INSERT INTO keyinits VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     assert 0.85 < short / draws < 0.96, short          # a uniform choice would give 0.5
@@ -519,10 +522,54 @@ def test_fetch_rate_per_address(instance):
         assert other.json["errcode"] == "NO_KEYINIT"
 
 
-def test_fetches_are_unlimited_by_default(kis, alice):
+def test_fetches_are_unlimited_with_limits_0(instance):
+    app = limited_app(instance, KEYINIT_FETCH_RATE_PER_ADDRESS=0,
+                      KEYINIT_FETCH_RATE_PER_SIGKEYHASH=0)
+    kis = KeyInitActions(app.test_client())
     with at(T0):
+        alice = UserActions(app.test_client()).register("alice@example.org")
         kis.added(alice, [make(alice, 1, fallback=True)])
         assert {kis.fetch(skh(alice)).status_code for _ in range(100)} == {200}
+    assert fetch_events(app) == 0                  # nothing is recorded for a limit that is off
+
+
+def test_fetches_are_limited_by_default(kis, alice, app):
+    """30 a minute per sigkeyhash, 60 per address (docs/decisions.md)."""
+    with at(T0):
+        kis.added(alice, [make(alice, 1, fallback=True)])
+        assert {kis.fetch(skh(alice)).status_code for _ in range(30)} == {200}
+        assert kis.fetch(skh(alice)).status_code == 429
+        assert [kis.fetch(bytes([n]) * 32).status_code for n in range(30)] == [404] * 30
+        response = kis.fetch(bytes(32))
+        assert (response.status_code, response.json["errcode"]) == (429, "RATE_LIMITED")
+        assert "60 KeyInit fetches a minute from your address" in response.json["error"]
+
+
+def test_old_fetches_are_forgotten(kis, alice, app):
+    with at(T0):
+        kis.added(alice, [make(alice, 1, fallback=True)])
+        for _ in range(5):
+            kis.fetch(skh(alice))
+    assert fetch_events(app) == 10                 # per address and per sigkeyhash
+    with at(T0 + 60_000):
+        assert kis.fetch(skh(alice)).status_code == 200
+    assert fetch_events(app) == 2                  # only the last minute's are kept
+
+
+def test_an_older_instance_gets_the_fetch_table(instance):
+    """An instance made before the shared limits has no ``keyinit_fetches``: the first
+    process to open it adds it, so a fetch is answered, not a 500."""
+    with contextlib.closing(sqlite3.connect(instance / "keyserver.sqlite")) as conn, conn:
+        conn.execute("DROP TABLE keyinit_fetches")
+    app = create_app({"TESTING": True}, instance_path=str(instance))
+    response = KeyInitActions(app.test_client()).fetch(bytes(32))
+    assert (response.status_code, response.json["errcode"]) == (404, "NO_KEYINIT")
+    assert fetch_events(app) == 2
+
+
+def fetch_events(app) -> int:
+    with app.app_context():
+        return db.get_db().conn.execute("SELECT count(*) FROM keyinit_fetches").fetchone()[0]
 
 
 # --- configured add limits ------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The KeyInit repository's decisions (§9, §12): AddKeyInit, FetchKeyInit and FlushKeyInit.
+"""The KeyInit repository's decisions (§9, §12): AddKeyInit, FetchKeyInit (and its rate
+limits) and FlushKeyInit.
 
 The rules are ``client.protocol.keyinit``'s; here they meet the storage. Every request
 that changes state is one job of the ``write`` runner: the add's token spend, purge and
-inserts, the fetch's choice and delete, the flush's replay mark and delete each
+inserts, the fetch's rate count, choice and delete, the flush's replay mark and delete each
 commit together or not at all, and the write lock serializes them, so two
 fetchers can never be handed the same non-fallback KeyInit.
 """
@@ -13,7 +14,7 @@ import random
 from dataclasses import dataclass
 
 from client.protocol.errors import (InvalidMessage, InvalidSignature, NoKeyinit, NotFound,
-                                    ProtocolError)
+                                    ProtocolError, RateLimited)
 from client.protocol.keyinit import (KeyInit, check_flush, check_keyinit_batch, choose_keyinit,
                                      parse_add_request, sigkeyhash)
 from client.protocol.keys import KeyEntry
@@ -102,13 +103,44 @@ def add_keyinits(db: Database, write: Write, body: dict, now: int, policy: KeyIn
         KeyInitReceipt(key_hash, tuple(keyinit.hash for keyinit in keyinits), now)))
 
 
-def fetch_keyinit(write: Write, key_hash: bytes, now: int, rng: random.Random) -> str:
-    """FetchKeyInit: a current KeyInit of ``key_hash`` chosen by ``choose_keyinit``, deleted
-    in the same transaction when the choice says so; ``NO_KEYINIT`` if there is none.
+#: The fetch rate limits count the fetches of the last minute (§9).
+FETCH_WINDOW_MS = 60_000
+
+
+def limit_fetch(db: Database, address: str, key_hash: bytes, now: int,
+                policy: KeyInitPolicy) -> None:
+    """Count a fetch against the limits per client address and per sigkeyhash, or refuse
+    it (``RATE_LIMITED``): fetching is free and consumes, so without them anyone could
+    drain an identity's KeyInits in a second.
+
+    Runs inside the fetch's write transaction: the counts live in the database, so
+    every worker process of the instance shares them, and the write lock makes
+    count-then-record exact. Only fetches let through are recorded (a refused client
+    does not extend its own wait); fetches older than the window are forgotten here.
+    """
+    start = now - FETCH_WINDOW_MS
+    store.purge_fetches(db, start)
+    limits = (("address", address, policy.fetch_rate_per_address, "from your address"),
+              ("sigkeyhash", key_hash, policy.fetch_rate_per_sigkeyhash, "for this sigkeyhash"))
+    for scope, key, limit, whose in limits:
+        if limit and store.count_fetches(db, scope, key, start, limit) >= limit:
+            raise RateLimited(f"more than {limit} KeyInit fetches a minute {whose}: "
+                              "retry in a minute")
+    for scope, key, limit, _ in limits:
+        if limit:
+            store.record_fetch(db, scope, key, now)
+
+
+def fetch_keyinit(write: Write, key_hash: bytes, address: str, now: int, rng: random.Random,
+                  policy: KeyInitPolicy) -> str:
+    """FetchKeyInit from ``address`` (the client's): within the rate limits, a current
+    KeyInit of ``key_hash`` chosen by ``choose_keyinit``, deleted in the same transaction
+    when the choice says so; ``NO_KEYINIT`` if there is none.
 
     Returns the KeyInit's canonical JSON text as stored."""
 
     def take(db: Database) -> str | None:
+        limit_fetch(db, address, key_hash, now, policy)
         store.purge_expired(db, now, key_hash)
         stored = store.candidates(db, key_hash, now)
         index, delete = choose_keyinit(stored, now, rng)

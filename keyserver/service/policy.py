@@ -16,12 +16,15 @@ from client.protocol.uidrules import Limits
 
 @dataclass(frozen=True)
 class KeyInitPolicy:
-    """What the KeyInit add and flush rules consult (§9)."""
+    """What the KeyInit add, fetch and flush rules consult (§9)."""
 
     repouris: tuple[str, ...]
     max_lifetime_ms: int
     max_per_request: int
     max_stored: int
+    #: Fetches a minute per client address and per sigkeyhash (0: unlimited).
+    fetch_rate_per_address: int
+    fetch_rate_per_sigkeyhash: int
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,6 @@ class Policy:
     max_tokens_per_issue: int
     default_chunk: int
     lookup_enabled: bool
-    keyinit_fetch_rate_per_address: int
-    keyinit_fetch_rate_per_sigkeyhash: int
 
 
 def from_config(config: Mapping[str, Any]) -> Policy:
@@ -69,12 +70,11 @@ def from_config(config: Mapping[str, Any]) -> Policy:
             max_request_bytes=config["MAX_REQUEST_BYTES"]),
         keyinits=KeyInitPolicy(
             own, config["MAX_KEYINIT_LIFETIME"], config["MAX_KEYINITS_PER_REQUEST"],
-            config["MAX_KEYINITS_PER_IDENTITY"]),
+            config["MAX_KEYINITS_PER_IDENTITY"], config["KEYINIT_FETCH_RATE_PER_ADDRESS"],
+            config["KEYINIT_FETCH_RATE_PER_SIGKEYHASH"]),
         token_prices=MappingProxyType(dict(config["TOKEN_PRICES"])),
         token_key_lifetime_ms=config["TOKEN_KEY_LIFETIME"],
         max_tokens_per_issue=config["MAX_TOKENS_PER_ISSUE"],
         default_chunk=config["DEFAULT_CHUNK"],
         lookup_enabled=config["LOOKUP_ENABLED"],
-        keyinit_fetch_rate_per_address=config["KEYINIT_FETCH_RATE_PER_ADDRESS"],
-        keyinit_fetch_rate_per_sigkeyhash=config["KEYINIT_FETCH_RATE_PER_SIGKEYHASH"],
     )

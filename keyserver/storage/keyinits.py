@@ -5,7 +5,8 @@ beside the columns the fetch choice needs. ``keyinit_state`` remembers per
 sigkeyhash, forever, what must survive the KeyInits themselves: the largest
 msgcount ever accepted (so a consumed KeyInit cannot be uploaded again), the last
 accepted flush's ``ts`` (so a flush cannot be replayed) and the sigkey (so a flush,
-which names only the sigkeyhash, can be checked).
+which names only the sigkeyhash, can be checked). ``keyinit_fetches`` holds the
+fetches of the last rate-limit window, per client address and per sigkeyhash.
 
 Every function that writes runs inside the caller's write transaction.
 """
@@ -133,3 +134,22 @@ def flush_state(db: sqlite_utils.Database, sigkeyhash: bytes) -> FlushState | No
 def record_flush(db: sqlite_utils.Database, sigkeyhash: bytes, ts: int) -> None:
     db.conn.execute("UPDATE keyinit_state SET last_flush_ts = ? WHERE sigkeyhash = ?",
                     (ts, sigkeyhash))
+
+
+def count_fetches(db: sqlite_utils.Database, scope: str, key: str | bytes, after: int,
+                  at_most: int) -> int:
+    """How many fetches of ``key`` in ``scope`` are recorded later than ``after``,
+    counted up to ``at_most`` (a limit needs no more, and the index stops there)."""
+    return db.conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM keyinit_fetches WHERE scope = ? AND key = ?"
+        " AND ts > ? LIMIT ?)", (scope, key, after, at_most)).fetchone()[0]
+
+
+def record_fetch(db: sqlite_utils.Database, scope: str, key: str | bytes, ts: int) -> None:
+    db.conn.execute("INSERT INTO keyinit_fetches (scope, key, ts) VALUES (?, ?, ?)",
+                    (scope, key, ts))
+
+
+def purge_fetches(db: sqlite_utils.Database, until: int) -> int:
+    """Forget the fetches recorded at or before ``until``; return how many."""
+    return db.conn.execute("DELETE FROM keyinit_fetches WHERE ts <= ?", (until,)).rowcount

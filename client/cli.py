@@ -346,6 +346,24 @@ def keyinit_flush(home: Home, identity: str, server: str | None) -> None:
     click.echo(f"flushed {flushed} KeyInit(s) of {identity}")
 
 
+@keyinit_group.command("status")
+@click.argument("identity", callback=_identity)
+@_server_option
+@click.pass_obj
+def keyinit_status(home: Home, identity: str, server: str | None) -> None:
+    """How many of IDENTITY's KeyInits the server still holds, and when the first
+    expires: publish more before senders find none. Only the owner can ask (the
+    request is signed with IDENTITY's signing key)."""
+    from . import keyinits
+
+    accounts = _accounts(home, server)
+    left = keyinits.status(accounts.session, accounts, identity)
+    expiry = (f", the first expires {format_ms(left.expires_first_ts)}"
+              if left.expires_first_ts is not None else "")
+    click.echo(f"{identity}: {left.stored} KeyInit(s) and {left.fallback} fallback "
+               f"KeyInit(s) left on {accounts.session.server}{expiry}")
+
+
 @main.command("verify")
 @_server_option
 @click.pass_obj

@@ -1,5 +1,6 @@
 """The client side of the KeyInit repository (§9, §13 steps 3–4): the owner
-publishes and flushes KeyInits, a sender fetches and opens one.
+publishes and flushes KeyInits and asks how many are left, a sender fetches and
+opens one.
 
 The owner keeps each KeyInit's X25519 private key in the keystore
 (``<identity>.pf.<msgcount>``): a sender who fetched the KeyInit will start a
@@ -17,11 +18,11 @@ import nacl.public
 from .accounts import CLOCK_MARGIN_MS, Accounts, key_name
 from .clock import now_ms
 from .protocol.errors import ClientError, NoKeyinit, ProtocolError, VerificationError
-from .protocol.keyinit import (SessionAnchor, Skipped, build_keyinit, build_session_anchor,
-                               choose_repositories, keyinit_hash, open_keyinit, sigkeyhash,
-                               sign_flush)
+from .protocol.keyinit import (STATUS, SessionAnchor, Skipped, build_keyinit,
+                               build_session_anchor, choose_repositories, keyinit_hash,
+                               open_keyinit, sigkeyhash, sign_flush, sign_owner_request)
 from .protocol.keys import X25519, KeyEntry, ed25519_entry
-from .protocol.wire import KeyInitReceipt
+from .protocol.wire import KeyInitReceipt, KeyInitStatus
 from .session import ServerSession
 from .transport.api import KeyserverAPI
 from .trust.keyring import check_server_signature
@@ -125,6 +126,17 @@ def flush(session: ServerSession, accounts: Accounts, identity: str) -> int:
     key_hash = sigkeyhash(bytes(sigkey.verify_key))
     body = sign_flush(sigkey, _repouri(session), key_hash, now_ms())
     return session.api.flush_keyinit(key_hash, body)
+
+
+def status(session: ServerSession, accounts: Accounts, identity: str) -> KeyInitStatus:
+    """How many of ``identity``'s KeyInits the repository of ``session``'s server still
+    holds: a request signed like a flush (our extension of §9), since only the owner
+    may watch the count."""
+    current = accounts.current(identity)
+    sigkey = accounts.own_sigkey(identity, current)
+    key_hash = sigkeyhash(bytes(sigkey.verify_key))
+    body = sign_owner_request(STATUS, sigkey, _repouri(session), key_hash, now_ms())
+    return session.api.keyinit_status(key_hash, body)
 
 
 def fetch(session: ServerSession, identity: str) -> Fetched:

@@ -81,6 +81,28 @@ def test_msgcounts_keep_growing_even_when_local_state_is_lost(alice, bob, app_se
     assert len(set(counts)) == 4
 
 
+def test_status_shows_the_owner_what_is_left(alice, bob):
+    assert keyclient(alice, "keyinit", "publish", ALICE, "-n", "3").exit_code == 0
+    assert keyclient(alice, "keyinit", "publish", ALICE, "-n", "1", "--fallback").exit_code == 0
+    fetch(bob)
+    result = keyclient(alice, "keyinit", "status", ALICE)
+    assert result.exit_code == 0, result.output
+    assert (f"{ALICE}: 2 KeyInit(s) and 1 fallback KeyInit(s) left on example.org, the "
+            "first expires ") in result.output
+    keyclient(alice, "keyinit", "flush", ALICE)
+    assert (f"{ALICE}: 0 KeyInit(s) and 0 fallback KeyInit(s) left on example.org\n"
+            == keyclient(alice, "keyinit", "status", ALICE).stdout)
+
+
+def test_status_needs_the_owner_and_published_keyinits(alice, bob):
+    never = keyclient(alice, "keyinit", "status", ALICE)
+    assert never.exit_code == 1 and "NOT_FOUND" in never.output
+    keyclient(alice, "keyinit", "publish", ALICE, "-n", "1")
+    stranger = keyclient(bob, "keyinit", "status", ALICE)
+    assert stranger.exit_code == 1 and f"no signing key of {ALICE} on this machine" in \
+        stranger.output
+
+
 def test_flush_deletes_them(alice, bob):
     keyclient(alice, "keyinit", "publish", ALICE, "-n", "2")
     result = keyclient(alice, "keyinit", "flush", ALICE)

@@ -12,8 +12,8 @@ import nacl.signing
 import pytest
 
 from client.protocol.encoding import b64encode, b64url_encode, canonical_json, sha256
-from client.protocol.keyinit import (build_keyinit, build_session_anchor, open_keyinit, sigkeyhash,
-                            sign_flush)
+from client.protocol.keyinit import (STATUS, build_keyinit, build_session_anchor, open_keyinit,
+                                     sigkeyhash, sign_flush, sign_owner_request)
 from client.protocol.keys import X25519, KeyEntry, ed25519_entry
 from client.protocol.signedjson import verify_signed_json
 from client.protocol.tokens import format_authorization
@@ -71,6 +71,11 @@ class KeyInitActions:
         response = self.fetch(skh(account))
         assert response.status_code == 200, response.json
         return response.json["keyinit"]
+
+    def status(self, account, ts, *, repouri=REPO, key=None):
+        body = sign_owner_request(STATUS, key or account.sigkey, repouri, skh(account), ts)
+        return self.client.post(f"/v1/keyinits/{b64url_encode(skh(account))}/status",
+                                json=body)
 
     def flush(self, account, ts, *, repouri=REPO, key=None, key_hash=None):
         key_hash = key_hash or skh(account)
@@ -703,6 +708,57 @@ def test_malformed_flush_requests(app, kis, alice, body, errcode):
         path = f"/v1/keyinits/{b64url_encode(skh(alice))}/flush"
         refused(app, 400, errcode, kis.client.post, path, content_type="application/json",
                 **{"data" if isinstance(body, bytes) else "json": body})
+
+
+# --- status (our extension: the owner's view) --------------------------------------------
+
+def test_status_counts_what_is_left(app, kis, alice):
+    with at(T0):
+        assert kis.status(alice, T0).json["errcode"] == "NOT_FOUND"   # none stored yet
+        kis.added(alice, [make(alice, 1, not_after_ts=T0 + 10),
+                          make(alice, 2, not_before_ts=T0 + 5, not_after_ts=T0 + 30),
+                          make(alice, 3, fallback=True, not_after_ts=T0 + 20)])
+        response = kis.status(alice, T0)
+        assert (response.status_code, response.json) == (
+            200, {"stored": 2, "fallback": 1, "expires_first_ts": T0 + 10})
+        kis.fetched(alice)
+        assert kis.status(alice, T0).json == {"stored": 1, "fallback": 1,
+                                              "expires_first_ts": T0 + 20}
+    with at(T0 + 20):                    # the fallback expires: not counted, nor its expiry
+        assert kis.status(alice, T0 + 20).json == {"stored": 1, "fallback": 0,
+                                                   "expires_first_ts": T0 + 30}
+    with at(T0 + 30):
+        assert kis.status(alice, T0 + 30).json == {"stored": 0, "fallback": 0,
+                                                   "expires_first_ts": None}
+    assert stored_msgcounts(app, skh(alice)) == [2, 3]   # asking deletes nothing
+
+
+def test_status_is_only_for_the_owner(app, users, kis, alice):
+    with at(T0):
+        bob = users.register("bob@example.org")
+        kis.added(alice, [make(alice, 1)])
+        for wrong in ({"key": bob.sigkey}, {"repouri": "https://keys.example.org"}):
+            refused(app, 400, "INVALID_SIGNATURE", kis.status, alice, T0, **wrong)
+        flush = sign_flush(alice.sigkey, REPO, skh(alice), T0)      # another action
+        refused(app, 400, "INVALID_SIGNATURE", kis.client.post,
+                f"/v1/keyinits/{b64url_encode(skh(alice))}/status", json=flush)
+        refused(app, 400, "INVALID_MESSAGE", kis.client.post,
+                f"/v1/keyinits/{b64url_encode(skh(alice))}/status", json={"ts": T0})
+        refused(app, 404, "NOT_FOUND", kis.status, bob, T0)         # never stored any here
+        refused(app, 400, "BAD_REQUEST", kis.client.post, "/v1/keyinits/abc/status",
+                json=flush)
+    with at(T0 + 5 * 60_000 + 1):
+        refused(app, 400, "INVALID_VALIDITY", kis.status, alice, T0)
+    with at(T0):
+        assert kis.status(alice, T0).json["stored"] == 1           # a read: no replay mark
+        assert kis.status(alice, T0).json["stored"] == 1
+
+
+def test_status_of_a_replaced_sigkey(app, users, kis, alice):
+    with at(T0):
+        kis.added(alice, [make(alice, 1)])
+        users.update(alice)
+        refused(app, 404, "NOT_FOUND", kis.status, alice, T0)
 
 
 # --- operator command and capabilities ------------------------------------------------------

@@ -1,4 +1,5 @@
-"""KeyInit repository endpoints (§9, §12): AddKeyInit, FetchKeyInit and FlushKeyInit."""
+"""KeyInit repository endpoints (§9, §12): AddKeyInit, FetchKeyInit and FlushKeyInit, and
+the owner's status request (our extension, docs/decisions.md)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import random
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from client.protocol.encoding import b64url_decode
+from client.protocol.wire import format_keyinit_status
 
-from ..service.keyinits import add_keyinits, fetch_keyinit, flush_keyinits
+from ..service.keyinits import add_keyinits, fetch_keyinit, flush_keyinits, keyinit_status
 from ..storage.db import get_db, write
 from .context import charger, policy, request_now, sign
 from .params import json_body
@@ -48,3 +50,10 @@ def flush(key_hash: str) -> Response:
     parsed = _path_sigkeyhash(key_hash)
     flushed = flush_keyinits(write, parsed, json_body(), request_now(), policy().keyinits)
     return jsonify(flushed=flushed)
+
+
+@bp.post("/<key_hash>/status")
+def status(key_hash: str) -> Response:
+    parsed = _path_sigkeyhash(key_hash)
+    answer = keyinit_status(get_db(), parsed, json_body(), request_now(), policy().keyinits)
+    return jsonify(format_keyinit_status(answer))

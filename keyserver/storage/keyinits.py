@@ -22,6 +22,7 @@ from client.protocol.encoding import canonical_json, sha256
 from client.protocol.keyinit import KeyInit
 from client.protocol.keys import ED25519, KeyEntry
 from client.protocol.uidrules import Latest
+from client.protocol.wire import KeyInitStatus
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,15 @@ def consume(db: sqlite_utils.Database, keyinit_id: int) -> bool:
 def delete_all(db: sqlite_utils.Database, sigkeyhash: bytes) -> int:
     """Delete every stored KeyInit of ``sigkeyhash`` (flush, or its sigkey was replaced)."""
     return db.conn.execute("DELETE FROM keyinits WHERE sigkeyhash = ?", (sigkeyhash,)).rowcount
+
+
+def status(db: sqlite_utils.Database, sigkeyhash: bytes, now: int) -> KeyInitStatus:
+    """The unexpired KeyInits of ``sigkeyhash`` (not-yet-valid ones included): how many
+    non-fallback and fallback ones, and the earliest expiry; one query, one snapshot."""
+    stored, fallback, expires_first_ts = db.conn.execute(
+        "SELECT coalesce(sum(NOT fallback), 0), coalesce(sum(fallback), 0), min(not_after_ts)"
+        " FROM keyinits WHERE sigkeyhash = ? AND not_after_ts > ?", (sigkeyhash, now)).fetchone()
+    return KeyInitStatus(stored, fallback, expires_first_ts)
 
 
 def flush_state(db: sqlite_utils.Database, sigkeyhash: bytes) -> FlushState | None:

@@ -321,10 +321,15 @@ def keyinit_publish(home: Home, identity: str, count: int, fallback: bool, days:
 @click.pass_obj
 def keyinit_fetch(home: Home, identity: str, server: str | None) -> None:
     """As a sender: find IDENTITY on the chain, fetch one of its KeyInits, verify it
-    with IDENTITY's signing key and print the opened session anchor as JSON."""
+    with IDENTITY's signing key and print the opened session anchor as JSON.
+
+    Only repositories the keyserver vouches for are contacted, over https (http to
+    loopback only); the others IDENTITY lists are skipped and named on stderr."""
     from . import keyinits
 
     fetched = keyinits.fetch(_session(home, server), identity)
+    for skipped in fetched.skipped:
+        click.echo(f"skipped {skipped.uri}: {skipped.reason}", err=True)
     click.echo(json.dumps(fetched.to_json(), indent=2, sort_keys=True))
 
 
@@ -339,6 +344,24 @@ def keyinit_flush(home: Home, identity: str, server: str | None) -> None:
     accounts = _accounts(home, server)
     flushed = keyinits.flush(accounts.session, accounts, identity)
     click.echo(f"flushed {flushed} KeyInit(s) of {identity}")
+
+
+@keyinit_group.command("status")
+@click.argument("identity", callback=_identity)
+@_server_option
+@click.pass_obj
+def keyinit_status(home: Home, identity: str, server: str | None) -> None:
+    """How many of IDENTITY's KeyInits the server still holds, and when the first
+    expires: publish more before senders find none. Only the owner can ask (the
+    request is signed with IDENTITY's signing key)."""
+    from . import keyinits
+
+    accounts = _accounts(home, server)
+    left = keyinits.status(accounts.session, accounts, identity)
+    expiry = (f", the first expires {format_ms(left.expires_first_ts)}"
+              if left.expires_first_ts is not None else "")
+    click.echo(f"{identity}: {left.stored} KeyInit(s) and {left.fallback} fallback "
+               f"KeyInit(s) left on {accounts.session.server}{expiry}")
 
 
 @main.command("verify")

@@ -1,5 +1,6 @@
 """The client side of the KeyInit repository (§9, §13 steps 3–4): the owner
-publishes and flushes KeyInits, a sender fetches and opens one.
+publishes and flushes KeyInits and asks how many are left, a sender fetches and
+opens one.
 
 The owner keeps each KeyInit's X25519 private key in the keystore
 (``<identity>.pf.<msgcount>``): a sender who fetched the KeyInit will start a
@@ -17,10 +18,11 @@ import nacl.public
 from .accounts import CLOCK_MARGIN_MS, Accounts, key_name
 from .clock import now_ms
 from .protocol.errors import ClientError, NoKeyinit, ProtocolError, VerificationError
-from .protocol.keyinit import (SessionAnchor, build_keyinit, build_session_anchor, keyinit_hash,
-                               open_keyinit, sigkeyhash, sign_flush)
+from .protocol.keyinit import (STATUS, SessionAnchor, Skipped, build_keyinit,
+                               build_session_anchor, choose_repositories, keyinit_hash,
+                               open_keyinit, sigkeyhash, sign_flush, sign_owner_request)
 from .protocol.keys import X25519, KeyEntry, ed25519_entry
-from .protocol.wire import KeyInitReceipt
+from .protocol.wire import KeyInitReceipt, KeyInitStatus
 from .session import ServerSession
 from .transport.api import KeyserverAPI
 from .trust.keyring import check_server_signature
@@ -42,6 +44,8 @@ class Fetched:
     repouri: str
     keyinit: dict
     anchor: SessionAnchor
+    #: The identity's repositories the client did not contact (§9), to tell the user.
+    skipped: tuple[Skipped, ...] = ()
 
     def to_json(self) -> dict:
         contents = self.keyinit["contents"]
@@ -124,9 +128,22 @@ def flush(session: ServerSession, accounts: Accounts, identity: str) -> int:
     return session.api.flush_keyinit(key_hash, body)
 
 
+def status(session: ServerSession, accounts: Accounts, identity: str) -> KeyInitStatus:
+    """How many of ``identity``'s KeyInits the repository of ``session``'s server still
+    holds: a request signed like a flush (our extension of §9), since only the owner
+    may watch the count."""
+    current = accounts.current(identity)
+    sigkey = accounts.own_sigkey(identity, current)
+    key_hash = sigkeyhash(bytes(sigkey.verify_key))
+    body = sign_owner_request(STATUS, sigkey, _repouri(session), key_hash, now_ms())
+    return session.api.keyinit_status(key_hash, body)
+
+
 def fetch(session: ServerSession, identity: str) -> Fetched:
     """As a sender: find ``identity`` on the verified chain, fetch one of its KeyInits
-    from the repositories its UIDMessage names, verify it and open its anchor."""
+    from the repositories its UIDMessage names that its keyserver vouches for (§9),
+    verify it and open its anchor. The repositories skipped are in ``Fetched.skipped``
+    (and in the error when none can be contacted)."""
     session.sync()
     session.progress(f"looking up {identity} on the chain")
     result = session.lookup(identity)
@@ -136,8 +153,15 @@ def fetch(session: ServerSession, identity: str) -> Fetched:
     if not result.is_current(now):
         raise ClientError(f"{identity}'s keys are expired: do not use them")
     sigkey = result.message.sigkey
-    repouris = result.message.repouris or (session.api.base_url,)
-    for repouri in repouris:
+    listed = result.message.repouris
+    # Without repouris the repository is the keyserver itself, which the user chose.
+    usable, skipped = (choose_repositories(listed, session.capabilities.keyinitrepository_uris,
+                                           session.server)
+                       if listed else ((session.api.base_url,), ()))
+    if not usable:
+        raise ClientError(f"none of {identity}'s KeyInit repositories may be contacted: "
+                          f"{_skipped_text(skipped)}")
+    for repouri in usable:
         api = (session.api if repouri == session.api.base_url
                else KeyserverAPI(repouri, session.api.fetcher))
         session.progress(f"fetching a KeyInit from {repouri}")
@@ -147,8 +171,13 @@ def fetch(session: ServerSession, identity: str) -> Fetched:
             continue
         anchor = open_keyinit(keyinit, sigkey=sigkey, now_ms=now)
         made_for = keyinit["contents"]["repouri"]   # its shape is checked by now
-        if made_for not in repouris:
+        if made_for not in (listed or usable):
             raise VerificationError(f"the KeyInit was made for {made_for!r}, a repository "
                                     f"{identity} does not list")
-        return Fetched(identity, repouri, keyinit, anchor)
-    raise NoKeyinit(f"no KeyInit of {identity} is available in {', '.join(repouris)}")
+        return Fetched(identity, repouri, keyinit, anchor, skipped)
+    also = f" (skipped: {_skipped_text(skipped)})" if skipped else ""
+    raise NoKeyinit(f"no KeyInit of {identity} is available in {', '.join(usable)}{also}")
+
+
+def _skipped_text(skipped: tuple[Skipped, ...]) -> str:
+    return "; ".join(f"{item.uri}: {item.reason}" for item in skipped)

@@ -4,6 +4,8 @@
 KEYSERVER_NAME = "keys.example.org"
 BASE_URL = "https://keys.example.org"
 DOMAINS = ["example.org"]
+# KeyInit repositories of other operators that identities here may list (§9).
+# ALLOWED_REPOURIS = ["https://keyinits.example.net"]
 
 # Defaults shown; durations are milliseconds.
 # MAX_CHUNK = 10000

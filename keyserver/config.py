@@ -66,8 +66,9 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError("DOMAINS must name at least one domain")
     _strings("RESERVED_LOCALPARTS", config["RESERVED_LOCALPARTS"])
     _strings("ALLOWED_MIXADDRESSES", config["ALLOWED_MIXADDRESSES"])
-    for uri in _strings("KEYINIT_REPOSITORY_URIS", config["KEYINIT_REPOSITORY_URIS"]):
-        _check_url("KEYINIT_REPOSITORY_URIS", uri)
+    for key in ("KEYINIT_REPOSITORY_URIS", "ALLOWED_REPOURIS"):
+        for uri in _strings(key, config[key]):
+            _check_url(key, uri)
     for key in ("DATABASE", "SIGNING_KEY_FILE"):
         if not isinstance(config[key], str) or not config[key]:
             raise ConfigError(f"{key} must be a file name, not {config[key]!r}")

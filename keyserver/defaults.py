@@ -23,6 +23,9 @@ RESERVED_LOCALPARTS = [
 ALLOWED_MIXADDRESSES: list = []
 #: URIs of this server's KeyInit repository (§9); empty means [BASE_URL].
 KEYINIT_REPOSITORY_URIS: list = []
+#: KeyInit repositories of other operators that this server vouches for (§9): UIDMessages
+#: may name them beside KEYINIT_REPOSITORY_URIS, and capabilities list both.
+ALLOWED_REPOURIS: list = []
 
 #: Paths inside the instance folder unless absolute.
 DATABASE = "keyserver.sqlite"
@@ -42,10 +45,10 @@ LASTENTRY_MAX_AGE = 24 * HOUR_MS
 MAX_KEYINIT_LIFETIME = 30 * DAY_MS
 MAX_KEYINITS_PER_IDENTITY = 100
 MAX_KEYINITS_PER_REQUEST = 50
-#: KeyInit fetches a minute (0: unlimited), per client address and per sigkeyhash (§9).
-#: Counted in each worker process: under gunicorn -w N a client gets up to N times this.
-KEYINIT_FETCH_RATE_PER_ADDRESS = 0
-KEYINIT_FETCH_RATE_PER_SIGKEYHASH = 0
+#: KeyInit fetches a minute (0: unlimited), per client address and per sigkeyhash (§9),
+#: counted in the database, so shared by every worker (docs/decisions.md says why these).
+KEYINIT_FETCH_RATE_PER_ADDRESS = 60
+KEYINIT_FETCH_RATE_PER_SIGKEYHASH = 30
 
 #: Tokens charged per operation (0 or 1, §10).
 TOKEN_PRICES = {"create_uid": 1, "update_uid": 1, "add_keyinit": 1}

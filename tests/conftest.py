@@ -265,8 +265,9 @@ def authorizations(minted: str) -> list[str]:
 
 
 #: Where an in-process server is reached: nothing listens there (RFC 2606), so a
-#: client object that missed the ``AppFetcher`` fails at once.
-APP_URL = "http://keyserver.invalid"
+#: client object that missed the ``AppFetcher`` fails at once. https, since a sender
+#: contacts a non-loopback KeyInit repository over https only (§9).
+APP_URL = "https://keyserver.invalid"
 
 
 class AppServer:

@@ -14,7 +14,7 @@ from client.protocol.encoding import b64decode
 from client.protocol.keyinit import build_keyinit, build_session_anchor
 from client.protocol.keys import X25519, KeyEntry
 from client.store.keystore import Keystore
-from conftest import keyclient, registered_home
+from conftest import keyclient, registered_home, serve_in_process
 
 ALICE = "alice@example.org"
 NONE_LEFT = f"no KeyInit of {ALICE} is available"
@@ -79,6 +79,28 @@ def test_msgcounts_keep_growing_even_when_local_state_is_lost(alice, bob, app_se
     assert result.exit_code == 0, result.output
     counts = [fetch(bob)["msgcount"] for _ in range(4)]
     assert len(set(counts)) == 4
+
+
+def test_status_shows_the_owner_what_is_left(alice, bob):
+    assert keyclient(alice, "keyinit", "publish", ALICE, "-n", "3").exit_code == 0
+    assert keyclient(alice, "keyinit", "publish", ALICE, "-n", "1", "--fallback").exit_code == 0
+    fetch(bob)
+    result = keyclient(alice, "keyinit", "status", ALICE)
+    assert result.exit_code == 0, result.output
+    assert (f"{ALICE}: 2 KeyInit(s) and 1 fallback KeyInit(s) left on example.org, the "
+            "first expires ") in result.output
+    keyclient(alice, "keyinit", "flush", ALICE)
+    assert (f"{ALICE}: 0 KeyInit(s) and 0 fallback KeyInit(s) left on example.org\n"
+            == keyclient(alice, "keyinit", "status", ALICE).stdout)
+
+
+def test_status_needs_the_owner_and_published_keyinits(alice, bob):
+    never = keyclient(alice, "keyinit", "status", ALICE)
+    assert never.exit_code == 1 and "NOT_FOUND" in never.output
+    keyclient(alice, "keyinit", "publish", ALICE, "-n", "1")
+    stranger = keyclient(bob, "keyinit", "status", ALICE)
+    assert stranger.exit_code == 1 and f"no signing key of {ALICE} on this machine" in \
+        stranger.output
 
 
 def test_flush_deletes_them(alice, bob):
@@ -172,3 +194,24 @@ def test_a_keyinit_for_an_unlisted_repository_is_refused(alice, bob, monkeypatch
     result = keyclient(bob, "keyinit", "fetch", ALICE)
     assert result.exit_code == 1 and "a repository alice@example.org does not list" in \
         result.output
+
+
+def test_a_sender_skips_a_repository_it_must_not_contact_and_says_so(tmp_path, monkeypatch,
+                                                                     cheap_keystore):
+    """The server vouches for a repository reached over plain http: Alice's UIDMessage
+    may list it, but a sender does not send it the sigkeyhash in the clear (§9)."""
+    plain = "http://keyinits.example.net"
+    monkeypatch.setenv("KEYSERVER_ALLOWED_REPOURIS", json.dumps([plain]))
+    server = serve_in_process(monkeypatch, tmp_path / "app")
+    alice = registered_home(server, tmp_path, tokens=2)
+    assert keyclient(alice, "register", ALICE, "--yes").exit_code == 0
+    assert keyclient(alice, "keyinit", "publish", ALICE, "-n", "1").exit_code == 0
+    bob = tmp_path / "bob"
+    keyclient(bob, "server", "add", server.url)
+    result = keyclient(bob, "keyinit", "fetch", ALICE)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["repouri"] == server.url
+    assert (f"skipped {plain}: {plain!r} is neither https nor http to a loopback address"
+            in result.stderr)
+    none_left = keyclient(bob, "keyinit", "fetch", ALICE)
+    assert none_left.exit_code == 1 and f"(skipped: {plain}: " in none_left.output

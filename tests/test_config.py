@@ -56,6 +56,8 @@ def test_lookup_can_be_turned_off_with_any_usual_word(instance, monkeypatch, val
     ("DOMAINS", "[1, 2]"),
     ("RESERVED_LOCALPARTS", "x"),
     ("KEYINIT_REPOSITORY_URIS", '["ftp://x"]'),
+    ("ALLOWED_REPOURIS", '["ftp://x"]'),
+    ("ALLOWED_REPOURIS", '"https://keys.example.net"'),
     ("TOKEN_PRICES", '"abc"'),
     ("TOKEN_PRICES", '{"foo": 1}'),
     ("TOKEN_PRICES", '{"create_uid": 5, "update_uid": 1, "add_keyinit": 1}'),

@@ -18,25 +18,29 @@ from client.protocol.errors import (
     VerificationError,
 )
 from client.protocol.keyinit import (
+    FLUSH,
     FLUSH_WINDOW_MS,
+    STATUS,
     Candidate,
     SessionAnchor,
     build_keyinit,
     build_session_anchor,
-    check_flush,
+    check_owner_request,
     check_keyinit_batch,
     choose_keyinit,
+    choose_repositories,
     decrypt_session_anchor,
     encrypt_session_anchor,
-    flush_signing_bytes,
     is_current,
     keyinit_hash,
     open_keyinit,
+    owner_request_bytes,
     parse_add_request,
     parse_keyinit,
     parse_session_anchor,
     sigkeyhash,
     sign_flush,
+    sign_owner_request,
 )
 from client.protocol.keys import X25519, KeyEntry, ed25519_entry
 
@@ -387,12 +391,12 @@ SKH = sigkeyhash(SIGKEY.pubkey)
 
 
 def flush(body, *, now_ms=NOW, last_flush_ts=None, repouri=REPO):
-    return check_flush(body, sigkey_pubkey=SIGKEY.pubkey, repouri=repouri, sigkeyhash=SKH,
-                       now_ms=now_ms, last_flush_ts=last_flush_ts)
+    return check_owner_request(FLUSH, body, sigkey_pubkey=SIGKEY.pubkey, repouri=repouri,
+                               sigkeyhash=SKH, now_ms=now_ms, last_ts=last_flush_ts)
 
 
 def test_flush_signing_bytes():
-    assert flush_signing_bytes(REPO, "abc", 5) == (
+    assert owner_request_bytes(FLUSH, REPO, "abc", 5) == (
         b'{"action":"flush","repouri":"https://keys.example.org","sigkeyhash":"abc","ts":5}')
 
 
@@ -422,6 +426,19 @@ def test_flush_bad_signatures():
                  sign_flush(SIGNING_KEY, REPO, SKH, NOW - 1) | {"ts": NOW}):
         with pytest.raises(InvalidSignature):
             flush(body)
+
+
+def test_a_status_request_is_not_a_flush_nor_the_other_way_round():
+    """The signed action names the request (the status request is our extension)."""
+    status = sign_owner_request(STATUS, SIGNING_KEY, REPO, SKH, NOW)
+    assert check_owner_request(STATUS, status, sigkey_pubkey=SIGKEY.pubkey, repouri=REPO,
+                               sigkeyhash=SKH, now_ms=NOW) == NOW
+    with pytest.raises(InvalidSignature, match='"action": "flush"'):
+        flush(status)
+    with pytest.raises(InvalidSignature, match='"action": "status"'):
+        check_owner_request(STATUS, sign_flush(SIGNING_KEY, REPO, SKH, NOW),
+                            sigkey_pubkey=SIGKEY.pubkey, repouri=REPO, sigkeyhash=SKH,
+                            now_ms=NOW)
 
 
 @pytest.mark.parametrize("body", [
@@ -493,3 +510,19 @@ def test_open_rejects_anchor_that_does_not_open():
               "signature": b64encode(SIGNING_KEY.sign(canonical_json(contents)).signature)}
     with pytest.raises(VerificationError, match="does not open"):
         open_keyinit(forged, sigkey=SIGKEY, now_ms=NOW)
+
+
+def test_choose_repositories_keeps_only_vouched_private_ones():
+    """§9 (revision 2): a sender contacts what the keyserver vouches for, over https
+    (http to loopback only); the rest is skipped with a reason, order kept."""
+    vouched = ("https://b.example", "http://127.0.0.1:8000", "http://keys.example",
+               "https://a.example")
+    listed = ["https://a.example", "http://evil.internal", "http://keys.example",
+              "http://127.0.0.1:8000", "https://b.example"]
+    usable, skipped = choose_repositories(listed, vouched, "example.org")
+    assert usable == ("https://a.example", "http://127.0.0.1:8000", "https://b.example")
+    assert [(s.uri, s.reason) for s in skipped] == [
+        ("http://evil.internal", "not a KeyInit repository example.org vouches for"),
+        ("http://keys.example",
+         "'http://keys.example' is neither https nor http to a loopback address")]
+    assert choose_repositories([], vouched, "example.org") == ((), ())

@@ -2,16 +2,18 @@
 boundaries, FetchKeyInit's choice and consumption, FlushKeyInit, the purge command,
 the fetch rate limits, and what a sender gets out of a fetched KeyInit."""
 
+import contextlib
 import copy
 import random
+import sqlite3
 
 import nacl.bindings
 import nacl.signing
 import pytest
 
 from client.protocol.encoding import b64encode, b64url_encode, canonical_json, sha256
-from client.protocol.keyinit import (build_keyinit, build_session_anchor, open_keyinit, sigkeyhash,
-                            sign_flush)
+from client.protocol.keyinit import (STATUS, build_keyinit, build_session_anchor, open_keyinit,
+                                     sigkeyhash, sign_flush, sign_owner_request)
 from client.protocol.keys import X25519, KeyEntry, ed25519_entry
 from client.protocol.signedjson import verify_signed_json
 from client.protocol.tokens import format_authorization
@@ -69,6 +71,11 @@ class KeyInitActions:
         response = self.fetch(skh(account))
         assert response.status_code == 200, response.json
         return response.json["keyinit"]
+
+    def status(self, account, ts, *, repouri=REPO, key=None):
+        body = sign_owner_request(STATUS, key or account.sigkey, repouri, skh(account), ts)
+        return self.client.post(f"/v1/keyinits/{b64url_encode(skh(account))}/status",
+                                json=body)
 
     def flush(self, account, ts, *, repouri=REPO, key=None, key_hash=None):
         key_hash = key_hash or skh(account)
@@ -467,7 +474,8 @@ def test_fallback_bias_through_the_endpoint(app, kis, alice):
         for _ in range(draws):
             short += kis.fetched(alice)["contents"]["msgcount"] == 2
             with app.app_context():      # undo a deletion: each draw sees both again
-                conn = db.get_db().conn
+                conn = db.get_db().conn     # (and is the first fetch of the minute)
+                conn.execute("DELETE FROM keyinit_fetches")
                 conn.execute("DELETE FROM keyinits")
                 conn.executemany("INSERT INTO keyinits VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     assert 0.85 < short / draws < 0.96, short          # a uniform choice would give 0.5
@@ -519,10 +527,54 @@ def test_fetch_rate_per_address(instance):
         assert other.json["errcode"] == "NO_KEYINIT"
 
 
-def test_fetches_are_unlimited_by_default(kis, alice):
+def test_fetches_are_unlimited_with_limits_0(instance):
+    app = limited_app(instance, KEYINIT_FETCH_RATE_PER_ADDRESS=0,
+                      KEYINIT_FETCH_RATE_PER_SIGKEYHASH=0)
+    kis = KeyInitActions(app.test_client())
     with at(T0):
+        alice = UserActions(app.test_client()).register("alice@example.org")
         kis.added(alice, [make(alice, 1, fallback=True)])
         assert {kis.fetch(skh(alice)).status_code for _ in range(100)} == {200}
+    assert fetch_events(app) == 0                  # nothing is recorded for a limit that is off
+
+
+def test_fetches_are_limited_by_default(kis, alice, app):
+    """30 a minute per sigkeyhash, 60 per address (docs/decisions.md)."""
+    with at(T0):
+        kis.added(alice, [make(alice, 1, fallback=True)])
+        assert {kis.fetch(skh(alice)).status_code for _ in range(30)} == {200}
+        assert kis.fetch(skh(alice)).status_code == 429
+        assert [kis.fetch(bytes([n]) * 32).status_code for n in range(30)] == [404] * 30
+        response = kis.fetch(bytes(32))
+        assert (response.status_code, response.json["errcode"]) == (429, "RATE_LIMITED")
+        assert "60 KeyInit fetches a minute from your address" in response.json["error"]
+
+
+def test_old_fetches_are_forgotten(kis, alice, app):
+    with at(T0):
+        kis.added(alice, [make(alice, 1, fallback=True)])
+        for _ in range(5):
+            kis.fetch(skh(alice))
+    assert fetch_events(app) == 10                 # per address and per sigkeyhash
+    with at(T0 + 60_000):
+        assert kis.fetch(skh(alice)).status_code == 200
+    assert fetch_events(app) == 2                  # only the last minute's are kept
+
+
+def test_an_older_instance_gets_the_fetch_table(instance):
+    """An instance made before the shared limits has no ``keyinit_fetches``: the first
+    process to open it adds it, so a fetch is answered, not a 500."""
+    with contextlib.closing(sqlite3.connect(instance / "keyserver.sqlite")) as conn, conn:
+        conn.execute("DROP TABLE keyinit_fetches")
+    app = create_app({"TESTING": True}, instance_path=str(instance))
+    response = KeyInitActions(app.test_client()).fetch(bytes(32))
+    assert (response.status_code, response.json["errcode"]) == (404, "NO_KEYINIT")
+    assert fetch_events(app) == 2
+
+
+def fetch_events(app) -> int:
+    with app.app_context():
+        return db.get_db().conn.execute("SELECT count(*) FROM keyinit_fetches").fetchone()[0]
 
 
 # --- configured add limits ------------------------------------------------------------------
@@ -656,6 +708,57 @@ def test_malformed_flush_requests(app, kis, alice, body, errcode):
         path = f"/v1/keyinits/{b64url_encode(skh(alice))}/flush"
         refused(app, 400, errcode, kis.client.post, path, content_type="application/json",
                 **{"data" if isinstance(body, bytes) else "json": body})
+
+
+# --- status (our extension: the owner's view) --------------------------------------------
+
+def test_status_counts_what_is_left(app, kis, alice):
+    with at(T0):
+        assert kis.status(alice, T0).json["errcode"] == "NOT_FOUND"   # none stored yet
+        kis.added(alice, [make(alice, 1, not_after_ts=T0 + 10),
+                          make(alice, 2, not_before_ts=T0 + 5, not_after_ts=T0 + 30),
+                          make(alice, 3, fallback=True, not_after_ts=T0 + 20)])
+        response = kis.status(alice, T0)
+        assert (response.status_code, response.json) == (
+            200, {"stored": 2, "fallback": 1, "expires_first_ts": T0 + 10})
+        kis.fetched(alice)
+        assert kis.status(alice, T0).json == {"stored": 1, "fallback": 1,
+                                              "expires_first_ts": T0 + 20}
+    with at(T0 + 20):                    # the fallback expires: not counted, nor its expiry
+        assert kis.status(alice, T0 + 20).json == {"stored": 1, "fallback": 0,
+                                                   "expires_first_ts": T0 + 30}
+    with at(T0 + 30):
+        assert kis.status(alice, T0 + 30).json == {"stored": 0, "fallback": 0,
+                                                   "expires_first_ts": None}
+    assert stored_msgcounts(app, skh(alice)) == [2, 3]   # asking deletes nothing
+
+
+def test_status_is_only_for_the_owner(app, users, kis, alice):
+    with at(T0):
+        bob = users.register("bob@example.org")
+        kis.added(alice, [make(alice, 1)])
+        for wrong in ({"key": bob.sigkey}, {"repouri": "https://keys.example.org"}):
+            refused(app, 400, "INVALID_SIGNATURE", kis.status, alice, T0, **wrong)
+        flush = sign_flush(alice.sigkey, REPO, skh(alice), T0)      # another action
+        refused(app, 400, "INVALID_SIGNATURE", kis.client.post,
+                f"/v1/keyinits/{b64url_encode(skh(alice))}/status", json=flush)
+        refused(app, 400, "INVALID_MESSAGE", kis.client.post,
+                f"/v1/keyinits/{b64url_encode(skh(alice))}/status", json={"ts": T0})
+        refused(app, 404, "NOT_FOUND", kis.status, bob, T0)         # never stored any here
+        refused(app, 400, "BAD_REQUEST", kis.client.post, "/v1/keyinits/abc/status",
+                json=flush)
+    with at(T0 + 5 * 60_000 + 1):
+        refused(app, 400, "INVALID_VALIDITY", kis.status, alice, T0)
+    with at(T0):
+        assert kis.status(alice, T0).json["stored"] == 1           # a read: no replay mark
+        assert kis.status(alice, T0).json["stored"] == 1
+
+
+def test_status_of_a_replaced_sigkey(app, users, kis, alice):
+    with at(T0):
+        kis.added(alice, [make(alice, 1)])
+        users.update(alice)
+        refused(app, 404, "NOT_FOUND", kis.status, alice, T0)
 
 
 # --- operator command and capabilities ------------------------------------------------------

@@ -3,11 +3,12 @@
 import nacl.signing
 import pytest
 
-from client.protocol.errors import VerificationError
+from client.protocol.errors import InvalidMessage, VerificationError
 from client.protocol.keys import ed25519_entry
 from client.protocol.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
                                update_uid_content)
-from client.protocol.uidrules import Limits, is_current, is_held, verify_sequence
+from client.protocol.uidrules import (Limits, check_repouris, is_current, is_held,
+                                      verify_sequence)
 
 DAY = 24 * 3600 * 1000
 T0 = 1_800_000_000_000
@@ -120,3 +121,15 @@ def test_effective_time_judges_the_lifetime_cap_but_not_the_expiry():
     with pytest.raises(VerificationError, match="not in the future"):
         verify_sequence([(short, T0 + DAY)], LIMITS, [T0])
 
+
+def test_repouris_only_those_vouched_for():
+    """§9 (revision 2): the server's own repositories and the ones it allows, exactly."""
+    first, key, _ = create(T0)
+    vouched = ("https://keys.example.org", "https://keyinits.example.net")
+    check_repouris(first, vouched)                                   # none listed
+    listed, _ = update(first, key, T0, repouris=list(reversed(vouched)))
+    check_repouris(listed, vouched)
+    for foreign in (["http://169.254.169.254"], [vouched[0], "https://keys.example.org/"]):
+        message, _ = update(first, key, T0, repouris=foreign)
+        with pytest.raises(InvalidMessage, match="not KeyInit repositories of this server"):
+            check_repouris(message, vouched)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from client.protocol.urls import URLError, split_url
+from client.protocol.urls import URLError, check_private_transport, is_loopback, split_url
 
 
 @pytest.mark.parametrize("url, parts", [
@@ -21,3 +21,26 @@ def test_split_url(url, parts):
 def test_split_url_refuses(url):
     with pytest.raises(URLError):
         split_url(url)
+
+
+@pytest.mark.parametrize("host, loopback", [
+    ("localhost", True), ("LocalHost", True), ("127.0.0.1", True), ("127.255.0.9", True),
+    ("::1", True), ("128.0.0.1", False), ("10.0.0.1", False), ("::2", False),
+    ("127.1", False),                   # another spelling: taken as remote, the safe side
+    ("localhost.example", False), ("keys.example.org", False),
+])
+def test_is_loopback(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("url", ["https://keys.example.org", "http://127.0.0.1:5000/",
+                                 "http://[::1]:8080", "http://localhost"])
+def test_private_transport_allowed(url):
+    check_private_transport(url)
+
+
+@pytest.mark.parametrize("url", ["http://keys.example.org", "http://10.0.0.1",
+                                 "ftp://keys.example.org", "keys.example.org"])
+def test_private_transport_refused(url):
+    with pytest.raises(URLError):
+        check_private_transport(url)

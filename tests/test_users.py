@@ -10,13 +10,15 @@ from client.protocol.hashchain import open_entry
 from client.protocol.keys import ed25519_entry
 from client.protocol.signedjson import verify_signed_json
 from client.protocol.uidmessage import decrypt_uid_message, sign_uid_content
-from conftest import DAY_MS, at
+from conftest import DAY_MS, at, mint
 from keyserver.http.context import current_key
 from keyserver.storage import chain, db
 
 T0 = 1_800_000_000_000  # a whole second, so freezegun can hit it exactly
 MAX_LIFETIME = 365 * DAY_MS
 GRACE = 365 * DAY_MS
+#: The test instance's BASE_URL, so its one KeyInit repository (§9).
+OWN_REPO = "http://127.0.0.1:5000"
 
 
 def state(app):
@@ -146,6 +148,45 @@ def test_allowed_mixaddress_accepted(instance, users):
     assert actions.put("alice@example.org", message).status_code == 201
 
 
+@pytest.mark.parametrize("repouris", [
+    ["https://evil.example"],
+    ["http://10.0.0.1:8080"],                                    # an internal address
+    [OWN_REPO, "http://127.0.0.1:5001"],                         # one good, one not
+    [OWN_REPO + "/"],                                            # compared exactly
+])
+def test_repouris_must_be_vouched_for(app, client, users, repouris):
+    """§9 (revision 2): senders contact what an identity lists, so the server takes only
+    its own KeyInit repositories; nothing is written and no token is spent."""
+    message, _, _ = users.create_message("alice@example.org", repouris=repouris)
+    token = mint(app)
+    before = state(app)
+    response = users.put("alice@example.org", message, token=token)
+    assert (response.status_code, response.json["errcode"]) == (400, "INVALID_MESSAGE")
+    assert "not KeyInit repositories of this server" in response.json["error"]
+    assert state(app) == before
+    vouched, _, _ = users.create_message("alice@example.org", repouris=[OWN_REPO])
+    assert users.put("alice@example.org", vouched, token=token).status_code == 201
+
+
+def test_an_update_to_foreign_repouris_is_refused(app, users):
+    account = users.register("alice@example.org", repouris=[OWN_REPO])
+    message, _ = users.update_message(account, repouris=["https://evil.example"])
+    expect_error(users, app, account.identity, message, 400, "INVALID_MESSAGE")
+
+
+def test_allowed_repouris_are_vouched_for_too(instance):
+    from keyserver import create_app
+    from conftest import UserActions
+
+    other = "https://keyinits.example.net"
+    app = create_app({"ALLOWED_REPOURIS": [other]}, instance_path=str(instance))
+    client = app.test_client()
+    assert client.get("/v1/capabilities").json["keyinitrepository_uris"] == [OWN_REPO, other]
+    actions = UserActions(client)
+    message, _, _ = actions.create_message("alice@example.org", repouris=[other, OWN_REPO])
+    assert actions.put("alice@example.org", message).status_code == 201
+
+
 @pytest.mark.parametrize("identity,path,errcode,status", [
     ("Alice@example.org", "Alice@example.org", "INVALID_IDENTITY", 400),
     ("bob1@example.org", "bob1@example.org", "INVALID_IDENTITY", 400),
@@ -272,7 +313,7 @@ def test_selfsignature_by_wrong_key(app, users):
 
 def test_content_changed_after_signing(app, users):
     message, _, _ = users.create_message("alice@example.org")
-    message["content"]["repouris"] = ["https://evil.example"]
+    message["content"]["repouris"] = [OWN_REPO]   # allowed, but not what was signed
     expect_error(users, app, "alice@example.org", message, 400, "INVALID_SIGNATURE")
 
 
@@ -325,7 +366,7 @@ def test_update_content_changed_after_signing(app, client, users, resign_usersig
     account = users.register("alice@example.org")
     message, new_key = users.update_message(account)
     selfsignature = message["selfsignature"]
-    message["content"]["repouris"] = ["https://evil.example"]
+    message["content"]["repouris"] = [OWN_REPO]   # allowed, but not what was signed
     if resign_usersignature:
         # the previous sigkey signs the changed content: only the selfsignature is stale
         message = resign(message, new_key, previous_sigkey=account.sigkey)

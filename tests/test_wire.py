@@ -18,6 +18,7 @@ from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedToke
                                   format_uid_message_reply, parse_capabilities, parse_chunk,
                                   parse_head, parse_issued_tokens, parse_keyinit_receipt,
                                   parse_uid_message_reply)
+from client.protocol.wire import KeyInitStatus, format_keyinit_status, parse_keyinit_status
 from conftest import mutate
 
 ENTRY = bytes(range(153))
@@ -284,3 +285,19 @@ def test_malformed_issuance_answers_are_refused(obj, error):
     with pytest.raises(VerificationError) as info:
         parse_issued_tokens(obj)
     assert str(info.value) == error
+
+
+@pytest.mark.parametrize("status", [KeyInitStatus(3, 1, 1_800_000_000_000),
+                                    KeyInitStatus(0, 0, None)])
+def test_keyinit_status_round_trip(status):
+    assert parse_keyinit_status(format_keyinit_status(status)) == status
+
+
+@pytest.mark.parametrize("obj", [
+    [], {"stored": 1, "fallback": 0}, {"stored": -1, "fallback": 0, "expires_first_ts": None},
+    {"stored": 1, "fallback": True, "expires_first_ts": None},
+    {"stored": 1, "fallback": 0, "expires_first_ts": "soon"},
+])
+def test_malformed_keyinit_status(obj):
+    with pytest.raises(TransportError, match="malformed KeyInit status answer"):
+        parse_keyinit_status(obj)

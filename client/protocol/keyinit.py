@@ -1,5 +1,5 @@
 """KeyInit messages (§9): session anchors, KeyInits, and the rules for adding,
-fetching and flushing them.
+fetching and flushing them (and for the owner's status request, our extension).
 
 Shared by the server (which applies the add, fetch and flush rules) and the
 sender's client (which opens a fetched KeyInit). Everything here is pure: parsed
@@ -24,6 +24,7 @@ from .encoding import (b64decode, b64encode, canonical_json, parse_json_object, 
 from .errors import (InvalidMessage, InvalidSignature, InvalidValidity, KeyinitLimit,
                      MsgcountMismatch, ProtocolError, VerificationError)
 from .keys import ED25519, X25519, KeyEntry, parse_key_entry, sign_detached, verify_detached
+from .urls import URLError, check_private_transport
 
 VERSION = "1"
 NONCE_SIZE = 24
@@ -39,6 +40,7 @@ CONTENTS_FIELDS = frozenset({
 })
 KEYINIT_FIELDS = frozenset({"contents", "signature"})
 ADD_REQUEST_FIELDS = frozenset({"sigkey", "keyinits"})
+#: The body of a flush, and of a status request (our extension of §9).
 FLUSH_FIELDS = frozenset({"ts", "signature"})
 
 
@@ -353,45 +355,91 @@ def choose_keyinit(candidates: Sequence[Validity], now_ms: int,
     return current[pick], r > n
 
 
-# --- Flushing --------------------------------------------------------------------
+# --- The owner's signed requests: flushing (§9) and status (our extension) ---------
 
-def flush_signing_bytes(repouri: str, sigkeyhash_b64: str, ts: int) -> bytes:
-    """What a flush signature covers; naming the repository keeps it from being replayed
-    against another one."""
-    return canonical_json({"action": "flush", "repouri": repouri,
+#: The actions an owner signs; naming it keeps one request from passing for another.
+FLUSH, STATUS = "flush", "status"
+
+
+def owner_request_bytes(action: str, repouri: str, sigkeyhash_b64: str, ts: int) -> bytes:
+    """What an owner's request signature covers; naming the action and the repository
+    keeps it from being replayed as another request or against another repository."""
+    return canonical_json({"action": action, "repouri": repouri,
                            "sigkeyhash": sigkeyhash_b64, "ts": ts})
+
+
+def sign_owner_request(action: str, signing_key: nacl.signing.SigningKey, repouri: str,
+                       sigkeyhash: bytes, ts: int) -> dict:
+    """The body ``{"ts", "signature"}`` of a flush or status request; ``sigkeyhash`` is
+    the raw 32 bytes."""
+    data = owner_request_bytes(action, repouri, b64encode(sigkeyhash), ts)
+    return {"ts": ts, "signature": b64encode(sign_detached(signing_key, data))}
+
+
+def check_owner_request(action: str, body: Any, *, sigkey_pubkey: bytes, repouri: str,
+                        sigkeyhash: bytes, now_ms: int, last_ts: int | None = None) -> int:
+    """Accept the body of an owner's ``action`` request and return its ``ts``.
+
+    Order as in §4.2.1: shape (``INVALID_MESSAGE``), then time (``INVALID_VALIDITY``:
+    within 5 minutes of ``now_ms`` inclusive, and after ``last_ts`` when given, so a
+    captured flush cannot be replayed), then the signature (``INVALID_SIGNATURE``).
+    """
+    require_fields(body, FLUSH_FIELDS, action)
+    ts = require_int(body["ts"], f"{action}.ts")
+    signature = b64decode(body["signature"], f"{action}.signature", length=64)
+    if abs(ts - now_ms) > FLUSH_WINDOW_MS:
+        raise InvalidValidity(f"{action}.ts must be within {FLUSH_WINDOW_MS} ms of server "
+                              f"time ({now_ms}): check your clock")
+    if last_ts is not None and ts <= last_ts:
+        raise InvalidValidity(f"{action}.ts must be after the last accepted {action} "
+                              f"({last_ts})")
+    data = owner_request_bytes(action, repouri, b64encode(sigkeyhash), ts)
+    if not verify_detached(sigkey_pubkey, data, signature):
+        raise InvalidSignature(f"{action}.signature does not verify: sign canonical "
+                               f'{{"action": "{action}", "repouri", "sigkeyhash", "ts"}} '
+                               "with the identity's current sigkey")
+    return ts
 
 
 def sign_flush(signing_key: nacl.signing.SigningKey, repouri: str, sigkeyhash: bytes,
                ts: int) -> dict:
     """The flush body ``{"ts", "signature"}``; ``sigkeyhash`` is the raw 32 bytes."""
-    data = flush_signing_bytes(repouri, b64encode(sigkeyhash), ts)
-    return {"ts": ts, "signature": b64encode(sign_detached(signing_key, data))}
+    return sign_owner_request(FLUSH, signing_key, repouri, sigkeyhash, ts)
 
 
-def check_flush(body: Any, *, sigkey_pubkey: bytes, repouri: str, sigkeyhash: bytes,
-                now_ms: int, last_flush_ts: int | None) -> int:
-    """Accept a flush body and return its ``ts`` (to store as the new last flush).
+# --- Choosing repositories (sender's client) --------------------------------------
 
-    Order as in §4.2.1: shape (``INVALID_MESSAGE``), then time (``INVALID_VALIDITY``:
-    within 5 minutes of ``now_ms`` inclusive, and after ``last_flush_ts`` so a captured
-    flush cannot be replayed), then the signature (``INVALID_SIGNATURE``).
+@dataclass(frozen=True)
+class Skipped:
+    """A repository URI of an identity that the sender's client will not contact, and why."""
+
+    uri: str
+    reason: str
+
+
+def choose_repositories(repouris: Iterable[str], vouched: Collection[str],
+                        server: str) -> tuple[tuple[str, ...], tuple[Skipped, ...]]:
+    """The ``repouris`` a sender may contact, in order, and the ones it must skip (§9,
+    revision 2).
+
+    The identity's owner chose its ``repouris``, so only those the identity's
+    keyserver ``server`` vouches for (``vouched``: its verified capabilities'
+    ``keyinitrepository_uris``) are usable, and only over https (http to a loopback
+    host only): a fetch names the sigkeyhash, which an eavesdropper must not read.
     """
-    require_fields(body, FLUSH_FIELDS, "flush")
-    ts = require_int(body["ts"], "flush.ts")
-    signature = b64decode(body["signature"], "flush.signature", length=64)
-    if abs(ts - now_ms) > FLUSH_WINDOW_MS:
-        raise InvalidValidity(f"flush.ts must be within {FLUSH_WINDOW_MS} ms of server time "
-                              f"({now_ms}): check your clock")
-    if last_flush_ts is not None and ts <= last_flush_ts:
-        raise InvalidValidity(f"flush.ts must be after the last accepted flush "
-                              f"({last_flush_ts})")
-    data = flush_signing_bytes(repouri, b64encode(sigkeyhash), ts)
-    if not verify_detached(sigkey_pubkey, data, signature):
-        raise InvalidSignature("flush.signature does not verify: sign canonical "
-                               '{"action": "flush", "repouri", "sigkeyhash", "ts"} '
-                               "with the identity's current sigkey")
-    return ts
+    usable: list[str] = []
+    skipped: list[Skipped] = []
+    for uri in repouris:
+        if uri not in vouched:
+            skipped.append(Skipped(uri, f"not a KeyInit repository {server} vouches for"))
+            continue
+        try:
+            check_private_transport(uri)
+        except URLError as exc:
+            skipped.append(Skipped(uri, str(exc)))
+            continue
+        usable.append(uri)
+    return tuple(usable), tuple(skipped)
 
 
 # --- Opening (sender's client) ---------------------------------------------------

@@ -66,6 +66,19 @@ def check_preferences(message: UIDMessage, allowed_mixaddresses: Collection[str]
         raise InvalidMessage(f"mixaddress {message.mixaddress!r} is not allowed on this server")
 
 
+def check_repouris(message: UIDMessage, keyinitrepository_uris: Collection[str]) -> None:
+    """Every ``repouris`` entry must be a KeyInit repository this server vouches for
+    (§9, revision 2): senders contact the repositories an identity lists, so an
+    unchecked one would let any registered user point them at any address.
+
+    A content error, so ``INVALID_MESSAGE`` and checked with the shape (§4.2.1).
+    """
+    foreign = [uri for uri in message.repouris if uri not in keyinitrepository_uris]
+    if foreign:
+        raise InvalidMessage(f"repouris {foreign!r} are not KeyInit repositories of this "
+                             f"server (it vouches for {', '.join(keyinitrepository_uris)})")
+
+
 def check_identity(message: UIDMessage, path_identity: str, domains: Collection[str],
                    reserved: Collection[str], own_identity: str | None = None) -> None:
     """Identity form, path match, served domain, reserved localpart (§2, §4.2.1)."""

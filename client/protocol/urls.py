@@ -7,6 +7,8 @@ publishes one its clients cannot use.
 
 from __future__ import annotations
 
+import ipaddress
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -35,3 +37,22 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     if not host or (port and not (port.isascii() and port.isdigit())):
         raise URLError(f"bad host or port in {url!r}")
     return scheme, host, int(port) if port else DEFAULT_PORTS[scheme], target or "/"
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, or an address in 127.0.0.0/8 or ``::1`` written the standard way
+    (other spellings, such as ``127.1``, count as remote: the safe side)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_private_transport(url: str) -> None:
+    """Refuse (``URLError``) a URL a client must not send its requests to in the clear:
+    anything but https, except http to a loopback host (a test or a local proxy)."""
+    scheme, host, _, _ = split_url(url)
+    if scheme != "https" and not is_loopback(host):
+        raise URLError(f"{url!r} is neither https nor http to a loopback address")

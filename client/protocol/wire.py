@@ -393,3 +393,27 @@ def parse_issued_tokens(obj: Any) -> IssuedTokens:
         return b64decode(value, f"{reader.prefix}: {what}", error=VerificationError)
 
     return IssuedTokens(reader.list("blind_sigs", signature), reader.int("remaining"))
+
+
+# --- KeyInit status (our extension of §9) ---------------------------------------------
+
+@dataclass(frozen=True)
+class KeyInitStatus:
+    """What an owner has left in a repository: unexpired non-fallback KeyInits
+    (``stored``), fallback ones, and the earliest expiry among them (None if none)."""
+
+    stored: int
+    fallback: int
+    expires_first_ts: int | None
+
+
+def format_keyinit_status(status: KeyInitStatus) -> dict:
+    return {"stored": status.stored, "fallback": status.fallback,
+            "expires_first_ts": status.expires_first_ts}
+
+
+def parse_keyinit_status(obj: Any) -> KeyInitStatus:
+    """An unsigned answer, so anything off is a ``TransportError``."""
+    reader = _Reader(obj, "malformed KeyInit status answer", TransportError, "answer")
+    expires = None if reader.get("expires_first_ts") is None else reader.int("expires_first_ts")
+    return KeyInitStatus(reader.int("stored"), reader.int("fallback"), expires)

@@ -14,9 +14,9 @@ from ..protocol.encoding import b64encode, b64url_encode, require_int
 from ..protocol.errors import TransportError
 from ..protocol.keys import KeyEntry
 from ..protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedTokens, KeyInitReceipt,
-                             UIDMessageReply, parse_capabilities, parse_chunk, parse_head,
-                             parse_issued_tokens, parse_keyinit_receipt,
-                             parse_uid_message_reply)
+                             KeyInitStatus, UIDMessageReply, parse_capabilities, parse_chunk,
+                             parse_head, parse_issued_tokens, parse_keyinit_receipt,
+                             parse_keyinit_status, parse_uid_message_reply)
 
 #: Per-entry size bound of a chunk answer (base64 plus quotes and comma).
 _ENTRY_WIRE_BYTES = 210
@@ -108,6 +108,12 @@ class KeyserverAPI:
         path = f"/v1/keyinits/{b64url_encode(sigkeyhash)}/flush"
         return require_int(_member(self._json("POST", path, body), "flushed", path),
                            f"{path}: flushed", error=TransportError)
+
+    def keyinit_status(self, sigkeyhash: bytes, body: dict) -> KeyInitStatus:
+        """How many KeyInits the owner has left, with a signed ``{"ts", "signature"}``
+        body (our extension of §9, docs/decisions.md)."""
+        return parse_keyinit_status(
+            self._json("POST", f"/v1/keyinits/{b64url_encode(sigkeyhash)}/status", body))
 
     def issue_tokens(self, voucher: str, token_key_id: bytes,
                      blinded: list[bytes]) -> IssuedTokens:

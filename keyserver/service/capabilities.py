@@ -31,7 +31,7 @@ def capabilities(db: Database, policy: Policy, server_keys: list[ServerKey], sig
     return sign(format_capabilities(Capabilities(
         server_name=policy.server_name, version="1", methods=METHODS,
         domains=policy.domains, keyrepository_uris=(base,),
-        keyinitrepository_uris=policy.keyinits.repouris, hashchain_uris=(base,),
+        keyinitrepository_uris=policy.keyinitrepository_uris, hashchain_uris=(base,),
         hashchain_head=Head(head.pos, head.entry),
         sigpubkeys={key.key_id: key.pubkey for key in server_keys},
         token_keys=tuple(TokenKeyInfo(key.key_id, key.spki, key.not_after_ts)

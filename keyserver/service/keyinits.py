@@ -1,8 +1,9 @@
-"""The KeyInit repository's decisions (§9, §12): AddKeyInit, FetchKeyInit and FlushKeyInit.
+"""The KeyInit repository's decisions (§9, §12): AddKeyInit, FetchKeyInit (and its rate
+limits), FlushKeyInit, and the owner's status request (our extension).
 
 The rules are ``client.protocol.keyinit``'s; here they meet the storage. Every request
 that changes state is one job of the ``write`` runner: the add's token spend, purge and
-inserts, the fetch's choice and delete, the flush's replay mark and delete each
+inserts, the fetch's rate count, choice and delete, the flush's replay mark and delete each
 commit together or not at all, and the write lock serializes them, so two
 fetchers can never be handed the same non-fallback KeyInit.
 """
@@ -13,12 +14,13 @@ import random
 from dataclasses import dataclass
 
 from client.protocol.errors import (InvalidMessage, InvalidSignature, NoKeyinit, NotFound,
-                                    ProtocolError)
-from client.protocol.keyinit import (KeyInit, check_flush, check_keyinit_batch, choose_keyinit,
-                                     parse_add_request, sigkeyhash)
+                                    ProtocolError, RateLimited)
+from client.protocol.keyinit import (FLUSH, STATUS, KeyInit, check_keyinit_batch,
+                                     check_owner_request, choose_keyinit, parse_add_request,
+                                     sigkeyhash)
 from client.protocol.keys import KeyEntry
 from client.protocol.uidrules import is_current
-from client.protocol.wire import KeyInitReceipt, format_keyinit_receipt
+from client.protocol.wire import KeyInitReceipt, KeyInitStatus, format_keyinit_receipt
 
 from ..storage import keyinits as store
 from ..storage.db import Database
@@ -102,13 +104,44 @@ def add_keyinits(db: Database, write: Write, body: dict, now: int, policy: KeyIn
         KeyInitReceipt(key_hash, tuple(keyinit.hash for keyinit in keyinits), now)))
 
 
-def fetch_keyinit(write: Write, key_hash: bytes, now: int, rng: random.Random) -> str:
-    """FetchKeyInit: a current KeyInit of ``key_hash`` chosen by ``choose_keyinit``, deleted
-    in the same transaction when the choice says so; ``NO_KEYINIT`` if there is none.
+#: The fetch rate limits count the fetches of the last minute (§9).
+FETCH_WINDOW_MS = 60_000
+
+
+def limit_fetch(db: Database, address: str, key_hash: bytes, now: int,
+                policy: KeyInitPolicy) -> None:
+    """Count a fetch against the limits per client address and per sigkeyhash, or refuse
+    it (``RATE_LIMITED``): fetching is free and consumes, so without them anyone could
+    drain an identity's KeyInits in a second.
+
+    Runs inside the fetch's write transaction: the counts live in the database, so
+    every worker process of the instance shares them, and the write lock makes
+    count-then-record exact. Only fetches let through are recorded (a refused client
+    does not extend its own wait); fetches older than the window are forgotten here.
+    """
+    start = now - FETCH_WINDOW_MS
+    store.purge_fetches(db, start)
+    limits = (("address", address, policy.fetch_rate_per_address, "from your address"),
+              ("sigkeyhash", key_hash, policy.fetch_rate_per_sigkeyhash, "for this sigkeyhash"))
+    for scope, key, limit, whose in limits:
+        if limit and store.count_fetches(db, scope, key, start, limit) >= limit:
+            raise RateLimited(f"more than {limit} KeyInit fetches a minute {whose}: "
+                              "retry in a minute")
+    for scope, key, limit, _ in limits:
+        if limit:
+            store.record_fetch(db, scope, key, now)
+
+
+def fetch_keyinit(write: Write, key_hash: bytes, address: str, now: int, rng: random.Random,
+                  policy: KeyInitPolicy) -> str:
+    """FetchKeyInit from ``address`` (the client's): within the rate limits, a current
+    KeyInit of ``key_hash`` chosen by ``choose_keyinit``, deleted in the same transaction
+    when the choice says so; ``NO_KEYINIT`` if there is none.
 
     Returns the KeyInit's canonical JSON text as stored."""
 
     def take(db: Database) -> str | None:
+        limit_fetch(db, address, key_hash, now, policy)
         store.purge_expired(db, now, key_hash)
         stored = store.candidates(db, key_hash, now)
         index, delete = choose_keyinit(stored, now, rng)
@@ -133,17 +166,15 @@ def flush_keyinits(write: Write, key_hash: bytes, body: dict, now: int,
     went.
 
     Order of checks: ``NOT_FOUND`` (no KeyInit was ever stored for this sigkeyhash, or
-    its sigkey is no longer its identity's current one) → ``check_flush``'s shape →
-    time and replay → signature. The signed object names one repository URI; any of
-    this server's is accepted, as they name the same repository.
+    its sigkey is no longer its identity's current one) → ``check_owner_request``'s
+    shape → time and replay → signature. The signed object names one repository URI;
+    any of this server's is accepted, as they name the same repository.
     """
 
     def flush(db: Database) -> int:
-        state = store.flush_state(db, key_hash)
-        if state is None or store.sigkey_owner(db, state.sigkey) is None:
-            raise NotFound("no KeyInits of a current sigkey were ever stored under this "
-                           "sigkeyhash")
-        ts = _check_flush_any(body, state, key_hash, now, policy.repouris)
+        state = _owner_state(db, key_hash)
+        ts = _check_owner_request(FLUSH, body, state, key_hash, now, policy.repouris,
+                                  state.last_flush_ts)
         store.record_flush(db, key_hash, ts)
         store.purge_expired(db, now, key_hash)
         return store.delete_all(db, key_hash)
@@ -151,15 +182,38 @@ def flush_keyinits(write: Write, key_hash: bytes, body: dict, now: int,
     return write(flush)
 
 
-def _check_flush_any(body: dict, state: store.FlushState, key_hash: bytes, now: int,
-                     repouris: tuple[str, ...]) -> int:
-    """``check_flush`` for the first of ``repouris`` the signature verifies with."""
+def keyinit_status(db: Database, key_hash: bytes, body: dict, now: int,
+                   policy: KeyInitPolicy) -> KeyInitStatus:
+    """The owner's view of its KeyInits here (our extension of §9, docs/decisions.md).
+
+    Checked like a flush, signed with the action ``status``, but without a replay
+    mark: it changes nothing, so it is a read, and a replay only repeats the answer
+    to whoever could see it. Only the owner may ask, since the count moves with every
+    fetch and would tell anyone when the identity is contacted."""
+    state = _owner_state(db, key_hash)
+    _check_owner_request(STATUS, body, state, key_hash, now, policy.repouris, None)
+    return store.status(db, key_hash, now)
+
+
+def _owner_state(db: Database, key_hash: bytes) -> store.FlushState:
+    """The sigkey behind ``key_hash``, if it is still its identity's current one; the
+    server learns it only from an add, so anything else is ``NOT_FOUND``."""
+    state = store.flush_state(db, key_hash)
+    if state is None or store.sigkey_owner(db, state.sigkey) is None:
+        raise NotFound("no KeyInits of a current sigkey were ever stored under this "
+                       "sigkeyhash")
+    return state
+
+
+def _check_owner_request(action: str, body: dict, state: store.FlushState, key_hash: bytes,
+                         now: int, repouris: tuple[str, ...], last_ts: int | None) -> int:
+    """``check_owner_request`` for the first of ``repouris`` the signature verifies with."""
     first: InvalidSignature | None = None
     for repouri in repouris:
         try:
-            return check_flush(body, sigkey_pubkey=state.sigkey, repouri=repouri,
-                               sigkeyhash=key_hash, now_ms=now,
-                               last_flush_ts=state.last_flush_ts)
+            return check_owner_request(action, body, sigkey_pubkey=state.sigkey,
+                                       repouri=repouri, sigkeyhash=key_hash, now_ms=now,
+                                       last_ts=last_ts)
         except InvalidSignature as exc:
             first = first or exc
     assert first is not None, "a server has at least one KeyInit repository URI"

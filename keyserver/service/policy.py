@@ -16,12 +16,15 @@ from client.protocol.uidrules import Limits
 
 @dataclass(frozen=True)
 class KeyInitPolicy:
-    """What the KeyInit add and flush rules consult (§9)."""
+    """What the KeyInit add, fetch and flush rules consult (§9)."""
 
     repouris: tuple[str, ...]
     max_lifetime_ms: int
     max_per_request: int
     max_stored: int
+    #: Fetches a minute per client address and per sigkeyhash (0: unlimited).
+    fetch_rate_per_address: int
+    fetch_rate_per_sigkeyhash: int
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,9 @@ class Policy:
     domains: tuple[str, ...]
     reserved: frozenset[str]
     allowed_mixaddresses: frozenset[str]
+    #: The KeyInit repositories UIDMessages may name and capabilities list (§9): this
+    #: server's own (``keyinits.repouris``), then those of other operators it vouches for.
+    keyinitrepository_uris: tuple[str, ...]
     limits: Limits
     keyinits: KeyInitPolicy
     #: operation -> tokens it costs (0 or 1, §10).
@@ -41,18 +47,19 @@ class Policy:
     max_tokens_per_issue: int
     default_chunk: int
     lookup_enabled: bool
-    keyinit_fetch_rate_per_address: int
-    keyinit_fetch_rate_per_sigkeyhash: int
 
 
 def from_config(config: Mapping[str, Any]) -> Policy:
     """The policy of a configuration ``config.check_config`` accepted."""
+    # §9: without its own URIs the KeyInit repository is the server itself.
+    own = tuple(config["KEYINIT_REPOSITORY_URIS"]) or (config["BASE_URL"],)
     return Policy(
         server_name=config["KEYSERVER_NAME"],
         base_url=config["BASE_URL"],
         domains=tuple(config["DOMAINS"]),
         reserved=frozenset(config["RESERVED_LOCALPARTS"]),
         allowed_mixaddresses=frozenset(config["ALLOWED_MIXADDRESSES"]),
+        keyinitrepository_uris=tuple(dict.fromkeys(own + tuple(config["ALLOWED_REPOURIS"]))),
         limits=Limits(
             max_uid_lifetime_ms=config["MAX_UID_LIFETIME"],
             reclaim_grace_ms=config["RECLAIM_GRACE"],
@@ -62,15 +69,12 @@ def from_config(config: Mapping[str, Any]) -> Policy:
             max_keyinits_per_request=config["MAX_KEYINITS_PER_REQUEST"],
             max_request_bytes=config["MAX_REQUEST_BYTES"]),
         keyinits=KeyInitPolicy(
-            # §9: without its own URIs the KeyInit repository is the server itself.
-            tuple(config["KEYINIT_REPOSITORY_URIS"]) or (config["BASE_URL"],),
-            config["MAX_KEYINIT_LIFETIME"], config["MAX_KEYINITS_PER_REQUEST"],
-            config["MAX_KEYINITS_PER_IDENTITY"]),
+            own, config["MAX_KEYINIT_LIFETIME"], config["MAX_KEYINITS_PER_REQUEST"],
+            config["MAX_KEYINITS_PER_IDENTITY"], config["KEYINIT_FETCH_RATE_PER_ADDRESS"],
+            config["KEYINIT_FETCH_RATE_PER_SIGKEYHASH"]),
         token_prices=MappingProxyType(dict(config["TOKEN_PRICES"])),
         token_key_lifetime_ms=config["TOKEN_KEY_LIFETIME"],
         max_tokens_per_issue=config["MAX_TOKENS_PER_ISSUE"],
         default_chunk=config["DEFAULT_CHUNK"],
         lookup_enabled=config["LOOKUP_ENABLED"],
-        keyinit_fetch_rate_per_address=config["KEYINIT_FETCH_RATE_PER_ADDRESS"],
-        keyinit_fetch_rate_per_sigkeyhash=config["KEYINIT_FETCH_RATE_PER_SIGKEYHASH"],
     )

@@ -15,8 +15,8 @@ from client.protocol.errors import KeyInUse, ProtocolError
 from client.protocol.keyinit import sigkeyhash
 from client.protocol.uidmessage import UIDMessage, encrypt_uid_message, parse_uid_message
 from client.protocol.uidrules import (Latest, check_identity, check_lastentry,
-                                      check_preferences, check_state, check_validity,
-                                      signature_error)
+                                      check_preferences, check_repouris, check_state,
+                                      check_validity, signature_error)
 from client.protocol.wire import ReplyEntry, format_uid_message_reply
 
 from ..storage import chain, keyinits, uids
@@ -59,6 +59,7 @@ def put_uid_message(db: sqlite_utils.Database, write: Write, path_identity: str,
     require_fields(body, {"uid_message"}, "request body")
     message = parse_uid_message(body["uid_message"])
     check_preferences(message, policy.allowed_mixaddresses)
+    check_repouris(message, policy.keyinitrepository_uris)
     check_identity(message, path_identity, policy.domains, policy.reserved)
     sealed = encrypt_uid_message(message.raw)
 

@@ -109,6 +109,16 @@ CREATE TABLE IF NOT EXISTS keyinit_state (
     max_msgcount INTEGER NOT NULL,
     last_flush_ts INTEGER
 ) WITHOUT ROWID;
+-- KeyInit fetches of the last minute, for the fetch rate limits (§9) that every
+-- worker process shares: scope 'address' (the client's) or 'sigkeyhash'. Fetches
+-- leave once out of the window, so it holds at most a minute of them.
+CREATE TABLE IF NOT EXISTS keyinit_fetches (
+    scope TEXT NOT NULL,
+    key NOT NULL,
+    ts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS keyinit_fetches_by_key ON keyinit_fetches (scope, key, ts);
+CREATE INDEX IF NOT EXISTS keyinit_fetches_by_ts ON keyinit_fetches (ts);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value
@@ -183,8 +193,11 @@ class ConnectionPool:
 def _pool() -> ConnectionPool:
     pool = current_app.extensions.get("keyserver.db_pool")
     if pool is None:
-        pool = current_app.extensions.setdefault("keyserver.db_pool", ConnectionPool(
-            database_path(current_app), current_app.config["SQLITE_SYNCHRONOUS"]))
+        path, synchronous = database_path(current_app), current_app.config["SQLITE_SYNCHRONOUS"]
+        with contextlib.closing(connect(path, synchronous, create=False)) as db:
+            upgrade_db(db)
+        pool = current_app.extensions.setdefault("keyserver.db_pool",
+                                                 ConnectionPool(path, synchronous))
     return pool
 
 
@@ -294,6 +307,14 @@ def init_db(db: Database) -> None:
                 db.conn.execute(statement)
         db.conn.execute("INSERT OR IGNORE INTO state (key, value) VALUES ('schema_version', ?)",
                         (SCHEMA_VERSION,))
+
+
+def upgrade_db(db: Database) -> None:
+    """Add the tables made since an instance was created (every statement of the schema
+    is idempotent); run once per process. A database that holds no instance is left
+    as it is, so that it fails as such rather than becoming an empty one."""
+    if db.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chain'").fetchone():
+        init_db(db)
 
 
 def get_state(db: Database, key: str, default=None):

@@ -5,7 +5,8 @@ beside the columns the fetch choice needs. ``keyinit_state`` remembers per
 sigkeyhash, forever, what must survive the KeyInits themselves: the largest
 msgcount ever accepted (so a consumed KeyInit cannot be uploaded again), the last
 accepted flush's ``ts`` (so a flush cannot be replayed) and the sigkey (so a flush,
-which names only the sigkeyhash, can be checked).
+which names only the sigkeyhash, can be checked). ``keyinit_fetches`` holds the
+fetches of the last rate-limit window, per client address and per sigkeyhash.
 
 Every function that writes runs inside the caller's write transaction.
 """
@@ -21,6 +22,7 @@ from client.protocol.encoding import canonical_json, sha256
 from client.protocol.keyinit import KeyInit
 from client.protocol.keys import ED25519, KeyEntry
 from client.protocol.uidrules import Latest
+from client.protocol.wire import KeyInitStatus
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,15 @@ def delete_all(db: sqlite_utils.Database, sigkeyhash: bytes) -> int:
     return db.conn.execute("DELETE FROM keyinits WHERE sigkeyhash = ?", (sigkeyhash,)).rowcount
 
 
+def status(db: sqlite_utils.Database, sigkeyhash: bytes, now: int) -> KeyInitStatus:
+    """The unexpired KeyInits of ``sigkeyhash`` (not-yet-valid ones included): how many
+    non-fallback and fallback ones, and the earliest expiry; one query, one snapshot."""
+    stored, fallback, expires_first_ts = db.conn.execute(
+        "SELECT coalesce(sum(NOT fallback), 0), coalesce(sum(fallback), 0), min(not_after_ts)"
+        " FROM keyinits WHERE sigkeyhash = ? AND not_after_ts > ?", (sigkeyhash, now)).fetchone()
+    return KeyInitStatus(stored, fallback, expires_first_ts)
+
+
 def flush_state(db: sqlite_utils.Database, sigkeyhash: bytes) -> FlushState | None:
     """The sigkey and last flush of ``sigkeyhash``; None if it never stored a KeyInit here."""
     row = db.conn.execute("SELECT sigkey, last_flush_ts FROM keyinit_state WHERE sigkeyhash = ?",
@@ -133,3 +144,22 @@ def flush_state(db: sqlite_utils.Database, sigkeyhash: bytes) -> FlushState | No
 def record_flush(db: sqlite_utils.Database, sigkeyhash: bytes, ts: int) -> None:
     db.conn.execute("UPDATE keyinit_state SET last_flush_ts = ? WHERE sigkeyhash = ?",
                     (ts, sigkeyhash))
+
+
+def count_fetches(db: sqlite_utils.Database, scope: str, key: str | bytes, after: int,
+                  at_most: int) -> int:
+    """How many fetches of ``key`` in ``scope`` are recorded later than ``after``,
+    counted up to ``at_most`` (a limit needs no more, and the index stops there)."""
+    return db.conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM keyinit_fetches WHERE scope = ? AND key = ?"
+        " AND ts > ? LIMIT ?)", (scope, key, after, at_most)).fetchone()[0]
+
+
+def record_fetch(db: sqlite_utils.Database, scope: str, key: str | bytes, ts: int) -> None:
+    db.conn.execute("INSERT INTO keyinit_fetches (scope, key, ts) VALUES (?, ?, ?)",
+                    (scope, key, ts))
+
+
+def purge_fetches(db: sqlite_utils.Database, until: int) -> int:
+    """Forget the fetches recorded at or before ``until``; return how many."""
+    return db.conn.execute("DELETE FROM keyinit_fetches WHERE ts <= ?", (until,)).rowcount

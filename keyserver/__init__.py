@@ -32,7 +32,8 @@ def create_app(test_config: Mapping[str, Any] | None = None,
     if test_config is not None:
         app.config.from_mapping(test_config)
     check_config(app.config)
-    # One byte over the limit: see http.params.json_body.
+    # The ceiling of any read of a body, one byte over the limit (see
+    # http.params.json_body, which sets each endpoint's own, lower one).
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_REQUEST_BYTES"] + 1
     app.json.sort_keys = True
     app.json.ensure_ascii = False

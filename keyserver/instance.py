@@ -24,7 +24,7 @@ from client.protocol.uidmessage import build_uid_content, parse_uid_message, sig
 from . import create_app, defaults
 from .clock import now_ms
 from .service import signing, tokenkeys, uids
-from .storage import db
+from .storage import db, files
 
 #: Files whose presence means an instance already lives in a folder.
 INSTANCE_FILES = ("config.py", defaults.DATABASE, defaults.SIGNING_KEY_FILE)
@@ -113,7 +113,11 @@ def _undone_on_failure(folder: str) -> Iterator[None]:
 def _build(folder: str, config: str) -> None:
     """Write config, signing key, database, chain entry 0 and a token key into ``folder``.
 
-    The database connection is closed before returning: the folder may be renamed."""
+    The folder is made 0700 first, so nothing in it is reachable by others while it
+    is built, and everything in it private at the end, whatever modes an existing
+    folder and its files had. The database connection is closed before returning:
+    the folder may be renamed."""
+    os.chmod(folder, 0o700)
     with open(os.path.join(folder, "config.py"), "w") as handle:
         handle.write(config)
     app = create_app(instance_path=folder)
@@ -129,3 +133,4 @@ def _build(folder: str, config: str) -> None:
         with db.transaction(database):
             uids.store_uid_message(database, message, now, sign)
         tokenkeys.create_key(database, app.instance_path, app.config["TOKEN_KEY_LIFETIME"], now)
+    files.make_private(folder)

@@ -7,6 +7,7 @@ and prints figures to paste into docs/benchmarks.md.
     scripts/bench fetch -n 10000        FetchKeyInit throughput, 8 concurrent clients
     scripts/bench issue -n 30           token issuance, 100-token voucher requests
     scripts/bench client -n 1000000     keyclient sync and lookup, as processes
+    scripts/bench refused [--code DIR]  server CPU of the costliest refused requests
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def chain_instance(n: int) -> Path:
     return path
 
 
+def code_env(code: Path | None) -> dict[str, str]:
+    """The environment that makes this venv's commands run the keyserver of checkout
+    ``code`` (None: this one): it comes first on ``PYTHONPATH``, before the editable
+    install of this checkout. Run such commands from outside both checkouts, since
+    the current directory comes first of all (gunicorn puts it on ``sys.path``)."""
+    return {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
+
+
 @contextlib.contextmanager
 def fresh_instance(prefix: str) -> Iterator[Path]:
     """A new instance (``keyserver init``) under .bench/ for one run, removed after it."""
@@ -65,13 +74,15 @@ def fresh_instance(prefix: str) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def gunicorn(instance: Path, workers: int, threads: int = 1,
-             config: dict[str, str] | None = None):
-    """Serve ``instance``; ``config`` adds ``KEYSERVER_*`` environment variables."""
+             config: dict[str, str] | None = None, code: Path | None = None):
+    """Serve ``instance``; ``config`` adds ``KEYSERVER_*`` environment variables;
+    ``code`` serves another checkout's keyserver (see ``code_env``)."""
     port = free_port()
-    env = {**os.environ, "KEYSERVER_INSTANCE": str(instance), **(config or {})}
+    env = {**code_env(code), "KEYSERVER_INSTANCE": str(instance), **(config or {})}
     process = subprocess.Popen(
         [BIN / "gunicorn", "-w", str(workers), "--threads", str(threads), "-b",
-         f"127.0.0.1:{port}", "--log-level", "warning", "keyserver:create_app()"], env=env)
+         f"127.0.0.1:{port}", "--log-level", "warning", "keyserver:create_app()"], env=env,
+        cwd=instance.parent)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -392,6 +403,119 @@ def _issue_run(count: int, per_request: int, clients: int,
             [(left,)] = conn.execute("SELECT sum(remaining) FROM vouchers")
     return elapsed, (f"server CPU {cpu / (count * per_request) * 1000:.2f} ms per token; "
                      f"answers {statuses}; tokens left on the vouchers {left}")
+@click.option("-n", "count", default=200, show_default=True, help="Requests of each kind.")
+@click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Checkout whose keyserver is measured (default: this one), e.g. an "
+                   "older one; served with this venv from outside both checkouts.")
+def refused(count: int, code: Path | None) -> None:
+    """Server CPU per refused request: the costliest requests without a valid token
+    that fit the server's limits, against a small valid-shape PUT without a token
+    (gunicorn -w 1, one client, requests in sequence; CPU from /proc)."""
+    BENCH.mkdir(exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=BENCH, prefix="refused-"))
+    instance, url = folder / "instance", "http://127.0.0.1"
+    try:
+        subprocess.run([BIN / "keyserver", "init", "--instance", instance, "--server-name",
+                        "bench.example", "--url", url], check=True, capture_output=True,
+                       env=code_env(code), cwd=folder)
+        [token] = subprocess.run(
+            [BIN / "keyserver", "tokens", "mint", "-n", "1", "--instance", instance],
+            check=True, capture_output=True, text=True, env=code_env(code),
+            cwd=folder).stdout.split()
+        with gunicorn(instance, 1, code=code) as (server_url, server):
+            kinds = _refused_kinds(server_url, url, token)
+            hammer(server_url, [kinds["small PUT (normal)"]] * 20, 1)    # warm the worker
+            costs = {}
+            for kind, request in kinds.items():
+                cpu = worker_cpu_seconds(server.pid)
+                _, statuses = hammer(server_url, [request] * count, 1)
+                costs[kind] = (worker_cpu_seconds(server.pid) - cpu) / count
+                click.echo(f"  {kind}: {len(request[2]):,} bytes, answers {statuses}, "
+                           f"{costs[kind] * 1000:.2f} ms CPU each")
+    finally:
+        shutil.rmtree(folder)
+    normal = costs["small PUT (normal)"]
+    worst = max(costs, key=costs.__getitem__)
+    click.echo(f"refused requests, {code or ROOT}: normal {normal * 1000:.2f} ms CPU, worst "
+               f"{worst} {costs[worst] * 1000:.2f} ms = {costs[worst] / normal:.1f}x")
+
+
+Request = tuple[str, str, bytes, dict[str, str]]
+
+
+def _refused_kinds(server_url: str, repouri: str, token: str) -> dict[str, Request]:
+    """The normal refused request and the costliest ones we could build, all without
+    a token (or, for the issue, a voucher): each has a valid shape up to the token
+    step, or fills the global body limit. alice@bench.example is registered with
+    ``token`` so that her KeyInit batches reach the token step."""
+    import json
+
+    import nacl.signing
+
+    from client.clock import now_ms
+    from client.protocol.encoding import b64decode, b64encode
+    from client.protocol.keyinit import build_keyinit, build_session_anchor
+    from client.protocol.keys import X25519, KeyEntry, ed25519_entry
+    from client.protocol.uidmessage import build_uid_content, sign_uid_content
+
+    capabilities = requests.get(server_url + "/v1/capabilities").json()
+    limit = capabilities["limits"]["max_request_bytes"]
+    lastentry = b64decode(requests.get(server_url + "/v1/hashchain/head").json()["entry"])[:32]
+    now = now_ms()
+    pfkey = KeyEntry(X25519, bytes(range(1, 33)))      # a valid X25519 key, used many times
+
+    def compact(obj: dict) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    def put(identity: str, *, pubkeys: int = 0, nymaddress: bytes = b"",
+            sigkey: nacl.signing.SigningKey | None = None) -> Request:
+        sigkey = sigkey or nacl.signing.SigningKey.generate()
+        escrow = nacl.signing.SigningKey.generate()
+        content = build_uid_content(
+            identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=now,
+            not_after_ts=now + 30 * 24 * 3600 * 1000, lastentry=lastentry,
+            sigescrow=ed25519_entry(escrow), pubkeys=[pfkey] * pubkeys,
+            forwardsec="optional" if nymaddress else "strict", nymaddress=nymaddress)
+        message = sign_uid_content(content, sigkey, escrow_key=escrow)
+        return "PUT", f"/v1/users/{identity}", compact({"uid_message": message}), {}
+
+    alice = nacl.signing.SigningKey.generate()
+    _, path, body, _ = put("alice@bench.example", sigkey=alice)
+    requests.put(server_url + path, data=body, headers={
+        "Authorization": f'PrivateToken token="{token}"'}).raise_for_status()
+
+    def add(items: int, padding: int = 0) -> Request:
+        anchor = build_session_anchor([pfkey], nymaddress="n" * padding)
+        keyinits = [build_keyinit(alice, msgcount=n, not_before_ts=now,
+                                  not_after_ts=now + 24 * 3600 * 1000, fallback=False,
+                                  repouri=repouri, anchor=anchor)
+                    for n in range(1, items + 1)]
+        return "POST", "/v1/keyinits", compact(
+            {"sigkey": ed25519_entry(alice).to_json(), "keyinits": keyinits}), {}
+
+    def filling(size: int, make) -> Request:
+        """``make(n)`` for the largest ``n`` whose body fits ``size`` (bodies grow about
+        linearly in ``n``, a little faster as msgcounts gain digits)."""
+        one, two = len(make(1)[2]), len(make(2)[2])
+        count = 1 + (size - one) // (two - one)
+        while len((request := make(count))[2]) > size:
+            count -= 1
+        return request
+
+    keyinit_bytes = len(add(2)[2]) - len(add(1)[2])
+    issue = compact({"voucher": "AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA-AAAA",
+                     "token_key_id": capabilities["token_keys"][0]["key_id"],
+                     "blinded": [b64encode(bytes(1) + os.urandom(255)) for _ in range(100)]})
+    return {
+        "small PUT (normal)": put("normal@bench.example"),
+        "PUT of the global limit, all pubkeys": filling(
+            limit, lambda n: put("keys@bench.example", pubkeys=n)),
+        "PUT of 16 KiB, 8 pubkeys": filling(
+            16 * 1024, lambda n: put("big@bench.example", pubkeys=8, nymaddress=bytes(3 * n))),
+        "add of 50 KeyInits of 2 KB": add(50, (2000 - keyinit_bytes) * 3 // 4),
+        "add of the global limit, all KeyInits": filling(limit, add),
+        "issue of 100 blinded, unknown voucher": ("POST", "/v1/tokens/issue", issue, {}),
+    }
 
 
 @main.command()

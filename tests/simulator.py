@@ -29,7 +29,7 @@ class AppFetcher(Fetcher):
         if (scheme, host, port) != self.origin:
             raise ConnectionRefusedError(f"no server at {request.url} in this test")
         answer = self.send(request.method, target, request.headers, request.body)
-        limit = max_length if answer.status < 400 else MAX_ERROR_BYTES
+        limit = max_length if 200 <= answer.status < 300 else MAX_ERROR_BYTES
         if len(answer.body) > limit:
             raise BodyTooLarge(len(answer.body), limit)
         return Response(answer.status, {k.lower(): v for k, v in answer.headers.items()},

@@ -127,6 +127,46 @@ def test_a_5xx_after_the_write_committed_leaves_the_outcome_unknown(alice, monke
     assert key_files(alice) == ["alice_at_example.org.sigkey.key"]
 
 
+def redirecting(app_server, status: int):
+    """Put a ``TamperFetcher`` in front of ``app_server`` that passes every request on
+    (the server commits the write) and answers a PUT or POST with redirect ``status``,
+    the real answer as its body; return the fetcher."""
+    from simulator import TamperFetcher
+    from tamper_proxy import Answer
+
+    def attack(request):
+        answer = request.forward()
+        if request.method in ("PUT", "POST"):
+            return Answer(status, {**answer.headers, "Location": "http://elsewhere.test/"},
+                          answer.body)
+        return answer
+
+    fetcher = app_server.fetcher = TamperFetcher(app_server.app, app_server.url)
+    fetcher.attack = attack
+    return fetcher
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_after_the_write_committed_leaves_the_outcome_unknown(alice, app_server,
+                                                                         status):
+    """The client follows no redirect and takes none for success: like a 5xx it says
+    nothing of whether the write happened, so the token becomes unknown and the new
+    key stays pending until the chain settles it."""
+    fetcher = redirecting(app_server, status)
+    result = keyclient(alice, "update", ALICE)
+    assert result.exit_code == 1 and f"alice@example.org: {status} " in result.output
+    assert key_files(alice) == ["alice_at_example.org.sigkey.key",
+                                "alice_at_example.org.sigkey.next.key"]
+    assert "1 available, 1 spent, 1 unknown" in keyclient(alice, "tokens", "list").output
+    fetcher.attack = None
+    result = keyclient(alice, "update", ALICE)
+    assert result.exit_code == 0, result.output
+    assert "an earlier key change did reach the chain" in result.output
+    assert "msgcount 2" in result.output
+    assert key_files(alice) == ["alice_at_example.org.sigkey.key"]
+    assert fetcher.errors == []
+
+
 def test_a_pending_key_the_chain_never_saw_is_dropped(alice, monkeypatch):
     from client.accounts import Accounts
 

@@ -132,6 +132,18 @@ def test_refused_uploads_keep_no_private_keys(alice, app_server, tmp_path):
     assert private_keys(alice) == {}
 
 
+def test_a_redirected_upload_leaves_the_token_unknown(alice, app_server):
+    """A 3xx to AddKeyInit is an unknown outcome, as a 5xx is: the token is not
+    put back as available (the server may have stored the batch and spent it)."""
+    from test_accounts import redirecting
+
+    fetcher = redirecting(app_server, 302)
+    result = keyclient(alice, "keyinit", "publish", ALICE, "-n", "2")
+    assert result.exit_code == 1 and "/v1/keyinits: 302 " in result.output
+    assert "2 available, 1 spent, 1 unknown" in keyclient(alice, "tokens", "list").output
+    assert fetcher.errors == []
+
+
 def test_unknown_and_unpublished_identities(alice, bob):
     missing = keyclient(bob, "keyinit", "fetch", "nobody@example.org")
     assert missing.exit_code == 1 and "not on example.org's chain" in missing.output

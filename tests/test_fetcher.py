@@ -85,6 +85,31 @@ def test_other_errors_are_not_retried(status, errcode):
     assert len(fetcher.requests) == 1
 
 
+@pytest.mark.parametrize("status", [201, 204, 299])
+def test_every_2xx_is_a_success(status):
+    assert get(Canned(answer(status))).status == status
+
+
+@pytest.mark.parametrize("status", [101, 199, 300, 301, 302, 303, 304, 307, 308, 399])
+def test_an_answer_outside_2xx_is_an_error_whose_outcome_is_unknown(status):
+    """No redirect is followed and no final 1xx or 3xx taken for success; a write so
+    answered may have happened (``refused`` is False, as after a 5xx), and it is not
+    retried."""
+    fetcher = Canned(answer(status, headers={"location": "http://elsewhere.test/"}),
+                     answer(200))
+    with pytest.raises(ProtocolError) as caught:
+        get(fetcher)
+    assert (caught.value.errcode, caught.value.status) == (f"HTTP_{status}", status)
+    assert not caught.value.refused
+    assert len(fetcher.requests) == 1
+
+
+@pytest.mark.parametrize("status, refused", [(None, True), (400, True), (499, True),
+                                             (302, False), (500, False), (101, False)])
+def test_only_the_clients_own_errors_and_4xx_are_refusals(status, refused):
+    assert ProtocolError("x", status=status).refused is refused
+
+
 def test_errcode_becomes_its_class():
     with pytest.raises(InvalidMessage):
         get(Canned(answer(400, "INVALID_MESSAGE")))

@@ -172,6 +172,19 @@ def test_error_answers_have_their_own_limit(serve):
         get(connection, limit=1000, error_limit=100)
 
 
+@pytest.mark.parametrize("head", [b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere.test/\r\n",
+                                  b"HTTP/1.1 101 Switching Protocols\r\n"])
+def test_answers_outside_2xx_have_the_error_limit(serve, head):
+    """A redirect or a final 1xx is an error to the caller, so its body gets the error
+    limit, not the (larger) one of the answer asked for."""
+    server = serve((head + b"Content-Length: 50\r\n\r\n" + b"r" * 50, False),
+                   (head + b"Content-Length: 500\r\n\r\n" + b"r" * 500, True))
+    connection = server.connection()
+    assert get(connection, limit=10, error_limit=100)[2] == b"r" * 50
+    with pytest.raises(BodyTooLarge):
+        get(connection, limit=1000, error_limit=100)
+
+
 @pytest.mark.parametrize("answer, error", [
     (b"SPDY/3 200 OK\r\n\r\n", "status line"),
     (b"HTTP/1.1 2000 OK\r\n\r\n", "status line"),

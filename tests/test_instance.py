@@ -25,6 +25,65 @@ def test_instance_files_and_modes(instance):
     assert "KEYSERVER_NAME = 'example.org'" in (instance / "config.py").read_text()
 
 
+def modes(folder) -> dict[str, int]:
+    """Path under ``folder`` (itself ".") -> permission bits, for every entry."""
+    found = {".": stat.S_IMODE(os.stat(folder).st_mode)}
+    for parent, folders, names in os.walk(folder):
+        for name in folders + names:
+            path = os.path.join(parent, name)
+            found[os.path.relpath(path, folder)] = stat.S_IMODE(os.lstat(path).st_mode)
+    return found
+
+
+def private(found: dict[str, int], folder) -> bool:
+    return all(mode == (0o700 if os.path.isdir(os.path.join(folder, path)) else 0o600)
+               for path, mode in found.items())
+
+
+@pytest.fixture
+def loose_umask():
+    """Files and folders created as everyone's, as a careless umask makes them."""
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize("premade", [False, True], ids=["new folder", "existing folder"])
+def test_init_makes_everything_private(tmp_path, loose_umask, premade):
+    """The instance folder 0700 and every file in it 0600: the database holds the
+    private indexes, voucher hashes and spent tokens; also over an existing folder
+    with loose modes and what was already in it."""
+    path = tmp_path / "instance"
+    if premade:
+        path.mkdir(mode=0o777)
+        (path / "keyserver.sqlite.lock").write_bytes(b"")
+        (path / "keyserver.sqlite.lock").chmod(0o666)
+        (path / "notes").mkdir(mode=0o755)
+        (path / "notes" / "readme").write_text("mine")
+    init_instance(str(path), "example.org", "http://127.0.0.1:5000", ["example.org"])
+    found = modes(path)
+    assert {"config.py", "keyserver.sqlite", "keyserver.sqlite.lock", "signing.key",
+            "token_keys"} <= set(found)
+    assert private(found, path), found
+
+
+def test_the_server_keeps_its_database_files_private(tmp_path, loose_umask):
+    """The WAL and SHM files a running server creates take the database's 0600, and a
+    database made with looser modes (an older instance) is tightened when opened."""
+    from conftest import UserActions
+    from keyserver import create_app
+
+    path = tmp_path / "instance"
+    init_instance(str(path), "example.org", "http://127.0.0.1:5000", ["example.org"])
+    for name in ("keyserver.sqlite", "keyserver.sqlite.lock"):
+        (path / name).chmod(0o644)
+    app = create_app({"TESTING": True}, instance_path=str(path))
+    UserActions(app.test_client()).register("alice@example.org")
+    found = modes(path)
+    assert {"keyserver.sqlite-wal", "keyserver.sqlite-shm"} <= set(found)
+    assert private(found, path), found
+
+
 def test_entry_zero_is_the_servers_own_uid_message(app):
     with app.app_context():
         database = db.get_db()

@@ -175,15 +175,25 @@ def test_parse_names_the_item():
 
 def test_parse_add_request():
     sigkey, keyinits = parse_add_request({"sigkey": SIGKEY.to_json(),
-                                          "keyinits": [make(1), make(2)]})
+                                          "keyinits": [make(1), make(2)]}, max_per_request=2)
     assert sigkey == SIGKEY and [k.msgcount for k in keyinits] == [1, 2]
     for body in ({"sigkey": SIGKEY.to_json()},
                  {"sigkey": PFKEY.to_json(), "keyinits": []},
                  {"sigkey": SIGKEY.to_json(), "keyinits": {}}):
         with pytest.raises(InvalidMessage):
-            parse_add_request(body)
+            parse_add_request(body, max_per_request=50)
     with pytest.raises(InvalidMessage, match=r"keyinits\[1\]"):
-        parse_add_request({"sigkey": SIGKEY.to_json(), "keyinits": [make(1), {}]})
+        parse_add_request({"sigkey": SIGKEY.to_json(), "keyinits": [make(1), {}]},
+                          max_per_request=50)
+
+
+def test_parse_add_request_bounds_the_batch_before_parsing_items():
+    """One item over the maximum is refused whatever the items hold: none is parsed."""
+    with pytest.raises(InvalidMessage, match="1 to 2 KeyInits per request, not 3"):
+        parse_add_request({"sigkey": SIGKEY.to_json(), "keyinits": [{}, {}, {}]},
+                          max_per_request=2)
+    with pytest.raises(InvalidMessage, match="not 0"):
+        parse_add_request({"sigkey": SIGKEY.to_json(), "keyinits": []}, max_per_request=2)
 
 
 # --- adding ----------------------------------------------------------------------

@@ -326,6 +326,24 @@ def test_token_is_checked_after_the_shape_and_before_the_state(app, kis, alice):
         refused(app, 401, "TOKEN_SPENT", kis.add, alice, [make(alice, 2)], token=token)
 
 
+def test_no_signature_is_checked_for_an_add_without_a_valid_token(monkeypatch, app, kis,
+                                                                   alice):
+    """The shape is checked, then an absent token refuses the batch before the
+    signatures (the costly part) are verified; with a token they are."""
+    from client.protocol import keyinit
+
+    verified = []
+    real = keyinit.verify_detached
+    monkeypatch.setattr(keyinit, "verify_detached",
+                        lambda *args: verified.append(args) or real(*args))
+    batch = [make(alice, n) for n in range(1, 51)]
+    with at(T0):
+        refused(app, 401, "TOKEN_REQUIRED", kis.add, alice, batch, token=None)
+        assert verified == []
+        kis.added(alice, batch)
+    assert len(verified) == 50
+
+
 @pytest.mark.parametrize("mangle, errcode", [
     (lambda body: b"not json", "BAD_REQUEST"),
     (lambda body: b'{"sigkey": 1, "sigkey": 2}', "BAD_REQUEST"),

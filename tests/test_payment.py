@@ -145,6 +145,34 @@ def test_order_identity_rules_before_token_before_state(app, users):
     assert users.put("alice@example.org", taken).json["errcode"] == "IDENTITY_TAKEN"
 
 
+@pytest.mark.parametrize("token", [None, b"garbage"])
+def test_list_bounds_come_before_the_token(users, token):
+    """§4.2.1: a list over its bound (§4) is a shape error, answered before the token."""
+    message, _, _ = users.create_message("alice@example.org")
+    message["content"]["repouris"] = ["http://127.0.0.1:5000"] * 5
+    assert users.put("alice@example.org", message, token=token).json["errcode"] == \
+        "INVALID_MESSAGE"
+
+
+@pytest.mark.parametrize("token,errcode", [(None, "TOKEN_REQUIRED"),
+                                           (b"garbage", "TOKEN_INVALID")])
+def test_no_signature_is_checked_for_a_request_without_a_valid_token(monkeypatch, users,
+                                                                     token, errcode):
+    """An absent or invalid token decides the answer before any state is read, so the
+    costly signature checks are skipped; the answer is the one §4.2.1 gives anyway."""
+    from keyserver.service import uids
+
+    checked = []
+    monkeypatch.setattr(uids, "signature_error",
+                        lambda *args: checked.append(args))
+    message, _, _ = users.create_message("alice@example.org")
+    bad = dict(message, selfsignature=message["escrowsignature"])
+    assert users.put("alice@example.org", bad, token=token).json["errcode"] == errcode
+    assert checked == []
+    assert users.put("alice@example.org", message).status_code == 201
+    assert len(checked) == 1
+
+
 def test_free_operation_ignores_the_header(instance):
     from conftest import UserActions
 

@@ -545,6 +545,30 @@ class RegisterAttack:
         return resign(reply, self.key.signing_key, self.key.key_id)
 
 
+def test_a_redirected_registration_is_no_success(shared, proxy, tmp_path, cheap_keystore):
+    """keyclient follows no redirect and takes none for success, even one that
+    carries the real signed reply: the server registered the identity and spent the
+    token, so the token must not come back as available, nor count as spent on the
+    word of a 3xx; it is kept as unknown."""
+    identity = "redirected@example.org"
+    home = client_home(tmp_path, proxy, shared.tokens.pop())
+    ok(keyclient(home, "sync"))
+
+    def redirect(request):
+        answer = request.forward()
+        if request.method != "PUT":
+            return answer
+        assert answer.status == 201, answer.body
+        return Answer(302, {**answer.headers, "Location": proxy.url + request.path},
+                      answer.body)
+
+    proxy.attack = redirect
+    refused(keyclient(home, "register", identity, "--yes"), f"/v1/users/{identity}: 302 ")
+    proxy.attack = None
+    assert identity not in own_identities(home)
+    assert f"{SERVER}: 0 available, 1 unknown" in ok(keyclient(home, "tokens", "list"))
+
+
 def unknown_signer(attack, reply):
     return resign(reply, nacl.signing.SigningKey.generate(), attack.key.key_id)
 

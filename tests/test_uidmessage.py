@@ -107,3 +107,38 @@ def test_null_escrow_and_empty_lists_accepted(message):
     ok = mutate(mutate(message, ("content", "sigescrow"), None), ("escrowsignature",), "")
     parsed = parse_uid_message(ok)
     assert parsed.sigescrow is None and len(parsed.key_hashes) == 1
+
+
+def _x25519_keys(count: int) -> list[dict]:
+    return [{"function": "x25519",
+             "pubkey": b64encode(nacl.bindings.crypto_scalarmult_base(bytes([i + 1] * 32)))}
+            for i in range(count)]
+
+
+@pytest.mark.parametrize("path,at_most,value", [
+    (("content", "pubkeys"), _x25519_keys(8), _x25519_keys(9)),
+    (("content", "repouris"), ["https://k.example"] * 4, ["https://k.example"] * 5),
+    (("content", "preferences", "ciphersuites"), ["c"] * 8, ["c"] * 9),
+    (("content", "preferences", "ciphersuites"), ["\U0001F600" * 64], ["\U0001F600" * 65]),
+])
+def test_list_bounds(message, path, at_most, value):
+    """§4: pubkeys at most 8, repouris at most 4, ciphersuites at most 8 strings of at
+    most 64 characters (code points, not bytes)."""
+    parse_uid_message(mutate(message, path, at_most))
+    with pytest.raises(InvalidMessage, match="at most"):
+        parse_uid_message(mutate(message, path, value))
+
+
+def test_list_bounds_come_before_any_key_is_parsed(message, monkeypatch):
+    """The bounds are checked before the first weak-key check (§4: before any per-key
+    cryptography), so an overlong list costs nothing per item; and an overlong list of
+    garbage is refused for its length, not for its first bad item."""
+    import client.protocol.keys as keys
+
+    checked = []
+    monkeypatch.setattr(keys, "is_weak_key", lambda *args: checked.append(args) or False)
+    for path in [("content", "pubkeys"), ("content", "repouris"),
+                 ("content", "preferences", "ciphersuites")]:
+        with pytest.raises(InvalidMessage, match="at most"):
+            parse_uid_message(mutate(message, path, [None] * 10_000))
+    assert checked == []

@@ -104,6 +104,45 @@ def test_body_too_large(app, client):
     assert (response.status_code, response.json["errcode"]) == (413, "TOO_LARGE")
 
 
+def largest_uid_message(nymaddress: bytes = b"") -> dict:
+    """A UIDMessage with every bounded field at its maximum (§2, §4): what
+    ``UID_BODY_BYTES`` is sized by."""
+    import nacl.bindings
+
+    from client.protocol.keys import X25519, KeyEntry
+    from client.protocol.uidmessage import build_uid_content
+
+    sigkey, escrow = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    identity = "a" * 64 + "@" + ".".join(["b" * 63, "c" * 63, "d" * 61])
+    largest = 2**53 - 1
+    content = build_uid_content(
+        identity, ed25519_entry(sigkey), msgcount=largest, not_before_ts=largest,
+        not_after_ts=largest, lastentry=bytes(32), sigescrow=ed25519_entry(escrow),
+        pubkeys=[KeyEntry(X25519, nacl.bindings.crypto_scalarmult_base(bytes([i + 1] * 32)))
+                 for i in range(8)],
+        repouris=["https://" + "r" * 248] * 4, forwardsec="optional",
+        ciphersuites=["\U0001F600" * 64] * 8, mixaddress="m" * 256, nymaddress=nymaddress)
+    assert len(identity) == 254
+    return sign_uid_content(content, sigkey, previous_sigkey=escrow, escrow_key=escrow)
+
+
+def test_the_largest_uid_message_fits_the_body_limit(client):
+    """The figures of ``UID_BODY_BYTES``'s comment, and a PUT of that message (with a
+    nymaddress of 5 KB) is judged on its content, not refused for its size."""
+    import json
+
+    from keyserver.http.users import UID_BODY_BYTES
+
+    message = largest_uid_message()
+    assert len(json.dumps({"uid_message": message}).encode()) == 9248
+    assert len(canonical_json({"uid_message": message})) == 5067
+    body = json.dumps({"uid_message": largest_uid_message(bytes(5000))}).encode()
+    assert len(body) <= UID_BODY_BYTES
+    response = client.put(f"/v1/users/{message['content']['identity']}", data=body,
+                          content_type="application/json")
+    assert response.status_code == 400 and response.json["errcode"] != "TOO_LARGE"
+
+
 @pytest.mark.parametrize("body", [b"not json", b'{"uid_message": 1, "uid_message": 2}', b"[]",
                                   b"\xff", b'{"uid_message": ' + b"1" * 4301 + b"}"])
 def test_unparseable_body(client, body):

@@ -24,9 +24,11 @@ class ProtocolError(Exception):
     @property
     def refused(self) -> bool:
         """Whether nothing changed on the server: the error is the client's own, or the
-        server answered 4xx. After a 5xx (the server's, or a gateway's that may have
-        passed the request on) a write may have committed: its outcome is unknown."""
-        return self.status is None or self.status < 500
+        server answered 4xx. After any other answer a write may have committed: a 5xx
+        (the server's, or a gateway's that may have passed the request on), a 3xx (the
+        client follows no redirect, and a redirect says nothing of what was done before
+        it) or a final 1xx; its outcome is unknown."""
+        return self.status is None or 400 <= self.status < 500
 
 
 class BadRequest(ProtocolError):

@@ -195,12 +195,17 @@ def parse_keyinit(obj: Any, what: str = "keyinit") -> KeyInit:
     )
 
 
-def parse_add_request(obj: Any) -> tuple[KeyEntry, tuple[KeyInit, ...]]:
-    """The body of POST /v1/keyinits (§12): ``{"sigkey": KeyEntry, "keyinits": [...]}``."""
+def parse_add_request(obj: Any, *,
+                      max_per_request: int) -> tuple[KeyEntry, tuple[KeyInit, ...]]:
+    """The body of POST /v1/keyinits (§12): ``{"sigkey": KeyEntry, "keyinits": [...]}``.
+
+    The batch's size (1 to ``max_per_request``) is checked before any item is
+    parsed, so a refused batch costs the same however many items it carries."""
     require_fields(obj, ADD_REQUEST_FIELDS, "request")
     sigkey = parse_key_entry(obj["sigkey"], "sigkey", ED25519)
     if not isinstance(obj["keyinits"], list):
         raise InvalidMessage("keyinits: must be a list")
+    _check_batch_size(len(obj["keyinits"]), max_per_request)
     return sigkey, tuple(parse_keyinit(item, f"keyinits[{i}]")
                          for i, item in enumerate(obj["keyinits"]))
 
@@ -229,8 +234,8 @@ def check_keyinit_batch(keyinits: Sequence[KeyInit], *, sigkey: KeyEntry,
       4. validity (``INVALID_VALIDITY``);
       5. signature (``INVALID_SIGNATURE``), last because it costs the most.
     """
-    _check_shape(keyinits, max_per_request)
-    _check_key(keyinits, sigkey, repouris)
+    check_keyinit_shape(keyinits, sigkey=sigkey, repouris=repouris,
+                        max_per_request=max_per_request)
     _check_state(keyinits, last_msgcount, stored_count, max_stored)
     limit_ts = min(identity_not_after_ts, now_ms + max_lifetime_ms)
     for i, keyinit in enumerate(keyinits):
@@ -241,10 +246,22 @@ def check_keyinit_batch(keyinits: Sequence[KeyInit], *, sigkey: KeyEntry,
                                    "sign canonical(contents) with the identity's current sigkey")
 
 
-def _check_shape(keyinits: Sequence[KeyInit], max_per_request: int) -> None:
-    if not 1 <= len(keyinits) <= max_per_request:
+def check_keyinit_shape(keyinits: Sequence[KeyInit], *, sigkey: KeyEntry,
+                        repouris: Collection[str], max_per_request: int) -> None:
+    """Stages 1 and 2 of ``check_keyinit_batch``, which need no stored state: the
+    server runs them before the token step and the state-bound rest after it."""
+    _check_shape(keyinits, max_per_request)
+    _check_key(keyinits, sigkey, repouris)
+
+
+def _check_batch_size(count: int, max_per_request: int) -> None:
+    if not 1 <= count <= max_per_request:
         raise InvalidMessage(f"keyinits: send 1 to {max_per_request} KeyInits per request, "
-                             f"not {len(keyinits)}")
+                             f"not {count}")
+
+
+def _check_shape(keyinits: Sequence[KeyInit], max_per_request: int) -> None:
+    _check_batch_size(len(keyinits), max_per_request)
     for i in range(1, len(keyinits)):
         if keyinits[i].msgcount <= keyinits[i - 1].msgcount:
             raise InvalidMessage(f"keyinits[{i}].contents.msgcount: must be greater than "

@@ -30,6 +30,13 @@ CONTENT_FIELDS = frozenset({
     "lastentry", "chainlink",
 })
 MESSAGE_FIELDS = frozenset({"content", "selfsignature", "usersignature", "escrowsignature"})
+#: The list bounds of §4 (``INVALID_MESSAGE`` beyond), checked before any key is
+#: parsed: each X25519 pubkey costs a scalar multiplication (the weak-key check), so
+#: an unbounded list would let an unpaid request buy seconds of server CPU.
+MAX_PUBKEYS = 8
+MAX_REPOURIS = 4
+MAX_CIPHERSUITES = 8
+MAX_CIPHERSUITE_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -66,10 +73,23 @@ class UIDMessage:
         return (self.sigkey.hash,) + ((self.sigescrow.hash,) if self.sigescrow else ())
 
 
-def _str_list(value: Any, what: str) -> tuple[str, ...]:
+def _bounded_list(value: Any, maximum: int, what: str) -> list:
+    """A JSON list of at most ``maximum`` items (§4), its items not yet looked at."""
     if not isinstance(value, list):
         raise InvalidMessage(f"{what}: must be a list")
-    return tuple(require_str(item, f"{what}[{i}]") for i, item in enumerate(value))
+    if len(value) > maximum:
+        raise InvalidMessage(f"{what}: at most {maximum} items, not {len(value)}")
+    return value
+
+
+def _str_list(value: Any, maximum: int, what: str,
+              max_length: int | None = None) -> tuple[str, ...]:
+    items = _bounded_list(value, maximum, what)
+    for i, item in enumerate(items):
+        require_str(item, f"{what}[{i}]")
+        if max_length is not None and len(item) > max_length:
+            raise InvalidMessage(f"{what}[{i}]: at most {max_length} characters")
+    return tuple(items)
 
 
 def _signature(value: Any, what: str, allow_empty: bool) -> bytes:
@@ -77,8 +97,10 @@ def _signature(value: Any, what: str, allow_empty: bool) -> bytes:
 
 
 def parse_uid_message(obj: Any) -> UIDMessage:
-    """Check shape and encodings (§4): every field present, none unknown, exact
-    base64 lengths, valid keys, ``sigkey != sigescrow``; else ``InvalidMessage``."""
+    """Check shape and encodings (§4): every field present, none unknown, bounded
+    lists, exact base64 lengths, valid keys, ``sigkey != sigescrow``; else
+    ``InvalidMessage``. The list bounds come before the first key is parsed, so
+    what a refused message costs does not grow with its lists."""
     require_fields(obj, MESSAGE_FIELDS, "uid_message")
     content = require_fields(obj["content"], CONTENT_FIELDS, "content")
     if content["version"] != VERSION:
@@ -89,8 +111,10 @@ def parse_uid_message(obj: Any) -> UIDMessage:
                                  "content.preferences")
     if preferences["forwardsec"] not in FORWARDSEC:
         raise InvalidMessage(f"content.preferences.forwardsec: one of {', '.join(FORWARDSEC)}")
-    if not isinstance(content["pubkeys"], list):
-        raise InvalidMessage("content.pubkeys: must be a list")
+    pubkeys = _bounded_list(content["pubkeys"], MAX_PUBKEYS, "content.pubkeys")
+    repouris = _str_list(content["repouris"], MAX_REPOURIS, "content.repouris")
+    ciphersuites = _str_list(preferences["ciphersuites"], MAX_CIPHERSUITES,
+                             "content.preferences.ciphersuites", MAX_CIPHERSUITE_LENGTH)
     sigkey = parse_key_entry(content["sigkey"], "content.sigkey", ED25519)
     sigescrow = (None if content["sigescrow"] is None
                  else parse_key_entry(content["sigescrow"], "content.sigescrow", ED25519))
@@ -105,12 +129,12 @@ def parse_uid_message(obj: Any) -> UIDMessage:
         sigkey=sigkey,
         sigescrow=sigescrow,
         pubkeys=tuple(parse_key_entry(key, f"content.pubkeys[{i}]", X25519)
-                      for i, key in enumerate(content["pubkeys"])),
+                      for i, key in enumerate(pubkeys)),
         mixaddress=require_str(content["mixaddress"], "content.mixaddress"),
         nymaddress=b64decode(content["nymaddress"], "content.nymaddress", allow_empty=True),
-        repouris=_str_list(content["repouris"], "content.repouris"),
+        repouris=repouris,
         forwardsec=preferences["forwardsec"],
-        ciphersuites=_str_list(preferences["ciphersuites"], "content.preferences.ciphersuites"),
+        ciphersuites=ciphersuites,
         lastentry=b64decode(content["lastentry"], "content.lastentry", length=32),
         selfsignature=_signature(obj["selfsignature"], "selfsignature", False),
         usersignature=_signature(obj["usersignature"], "usersignature", True),

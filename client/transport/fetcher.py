@@ -1,8 +1,10 @@
 """Moving bytes: one abstract ``_fetch`` and size-bounded public calls.
 
-Every foreign exception becomes ``TransportError``; an error answer from the
-server becomes the ``ProtocolError`` subclass of its errcode, so callers only
-ever see the protocol's own exception families.
+Every foreign exception becomes ``TransportError``; any answer outside 2xx
+becomes the ``ProtocolError`` subclass of its errcode, so callers only ever see
+the protocol's own exception families. Redirects are never followed: the API has
+none, and a 3xx (like a 1xx other than the interim ones ``http11`` skips) says
+nothing of whether a write happened.
 
 Only 429 ``RATE_LIMITED`` and 503 ``UNAVAILABLE`` are retried, with exponential
 backoff (or the server's ``Retry-After`` when it asks for a short wait): they are
@@ -73,8 +75,8 @@ class Fetcher(abc.ABC):
 
     def fetch(self, request: Request, max_length: int) -> Response:
         """Like ``_fetch`` but any failure to get the bytes is ``TransportError``,
-        and a non-2xx answer is raised as the errcode's ``ProtocolError`` (after the
-        retries of 429 and 503)."""
+        and any answer outside 2xx is raised as the errcode's ``ProtocolError``
+        (after the retries of 429 and 503)."""
         for attempt in range(self.retries + 1):
             try:
                 response = self._fetch(request, max_length)
@@ -82,7 +84,7 @@ class Fetcher(abc.ABC):
                 raise
             except Exception as exc:
                 raise TransportError(f"{request.method} {request.url}: {exc}") from exc
-            if response.status < 400:
+            if 200 <= response.status < 300:
                 return response
             wait = self._retry_wait(response, attempt)
             if wait is None:
@@ -100,8 +102,9 @@ class Fetcher(abc.ABC):
 
 
 def error_from_response(request: Request, response: Response) -> ProtocolError:
-    """The errcode's ``ProtocolError`` for an error answer; a body without one
-    (not JSON, nested past the recursion limit, other fields) keeps the status."""
+    """The errcode's ``ProtocolError`` for an answer outside 2xx; a body without one
+    (not JSON, nested past the recursion limit, other fields, a redirect's) keeps the
+    status, as errcode ``HTTP_<status>``."""
     try:
         body = json.loads(response.body[:MAX_ERROR_BYTES])
         errcode, message = body["errcode"], body["error"]

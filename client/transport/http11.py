@@ -135,7 +135,8 @@ class Connection:
                 max_length: int, max_error_length: int) -> tuple[int, dict[str, str], bytes]:
         """Send one request and read its answer: status, headers (lower-case names)
         and body, which may hold at most ``max_length`` bytes (``max_error_length``
-        for a status of 400 or more). The connection stays open if it can be reused.
+        for any status outside 2xx, which the caller takes for an error). The
+        connection stays open if it can be reused.
         """
         parts = [method, target, *headers, *headers.values()]
         if any("\r" in part or "\n" in part for part in parts) or " " in method + target:
@@ -153,7 +154,7 @@ class Connection:
             self._sock.sendall(head.encode("latin-1") + b"\r\n\r\n" + (body or b""))
             self._raw.start(self.deadline)
             status, answer_headers, reusable = self._read_head()
-            limit = max_length if status < 400 else max_error_length
+            limit = max_length if 200 <= status < 300 else max_error_length
             content, delimited = self._read_body(method, status, answer_headers, limit)
         except BaseException:
             self.close()

@@ -22,14 +22,30 @@ bp = Blueprint("keyinits", __name__, url_prefix="/v1/keyinits")
 RNG = "keyserver.keyinit_rng"
 _SYSTEM_RANDOM = random.SystemRandom()
 
+#: Room for one KeyInit in an add's body. keyclient's are at most 886 bytes (one
+#: pfkey, a repouri of 256 characters, integers of 16 digits, as ``json.dumps``
+#: writes them); 2 KiB leaves room for a session anchor with several pfkeys.
+KEYINIT_BYTES = 2 * 1024
+#: An add's body around its KeyInits (the sigkey, the JSON frame), and the whole body
+#: of an owner's signed request, flush or status (``{"ts", "signature"}``, about 120
+#: bytes).
+ADD_FRAME_BYTES = OWNER_BODY_BYTES = 1024
+
+
+def add_body_bytes(max_per_request: int) -> int:
+    """The largest body ``POST /v1/keyinits`` takes: a full batch (§9)."""
+    return ADD_FRAME_BYTES + max_per_request * KEYINIT_BYTES
+
+
 def _path_sigkeyhash(value: str) -> bytes:
     return b64url_decode(value, "sigkeyhash (32 bytes, unpadded base64url)", length=32)
 
 
 @bp.post("")
 def add() -> Response:
-    receipt = add_keyinits(get_db(), write, json_body(), request_now(), policy().keyinits,
-                           charger(), sign)
+    limits = policy().keyinits
+    receipt = add_keyinits(get_db(), write, json_body(add_body_bytes(limits.max_per_request)),
+                           request_now(), limits, charger(), sign)
     return jsonify(receipt)
 
 
@@ -48,12 +64,13 @@ def fetch(key_hash: str) -> Response:
 @bp.post("/<key_hash>/flush")
 def flush(key_hash: str) -> Response:
     parsed = _path_sigkeyhash(key_hash)
-    flushed = flush_keyinits(write, parsed, json_body(), request_now(), policy().keyinits)
+    flushed = flush_keyinits(write, parsed, json_body(OWNER_BODY_BYTES), request_now(),
+                             policy().keyinits)
     return jsonify(flushed=flushed)
 
 
 @bp.post("/<key_hash>/status")
 def status(key_hash: str) -> Response:
     parsed = _path_sigkeyhash(key_hash)
-    answer = keyinit_status(get_db(), parsed, json_body(), request_now(), policy().keyinits)
+    answer = keyinit_status(get_db(), parsed, json_body(OWNER_BODY_BYTES), request_now(), policy().keyinits)
     return jsonify(format_keyinit_status(answer))

@@ -33,15 +33,22 @@ def wants_msgpack() -> bool:
     return request.accept_mimetypes.best_match(["application/json", MSGPACK]) == MSGPACK
 
 
-def json_body() -> dict:
-    """The request body as a strict JSON object (§1).
+def json_body(max_bytes: int) -> dict:
+    """The request body as a strict JSON object (§1), of at most ``max_bytes`` (the
+    endpoint's limit) or ``MAX_REQUEST_BYTES`` if that is lower; else 413.
 
-    A body without Content-Length (chunked) is only limited while it is read:
-    Werkzeug stops reading at ``MAX_CONTENT_LENGTH`` without complaint, which is
-    one byte more than the limit so that an oversize body shows here rather than
-    being cut to a prefix that might parse. A body whose framing the server cannot
-    decode (a bad chunk size, say) is the client's error, not the server's."""
-    limit = policy().limits.max_request_bytes
+    Each endpoint bounds its body by the largest valid one, so that parsing what a
+    request without a token sends costs little (docs/decisions.md). A declared
+    oversize body is refused before it is read. A body without Content-Length
+    (chunked) is only limited while it is read: Werkzeug stops reading at the
+    request's ``max_content_length`` without complaint, which is set one byte over
+    the limit so that an oversize body shows here rather than being cut to a prefix
+    that might parse. A body whose framing the server cannot decode (a bad chunk
+    size, say) is the client's error, not the server's."""
+    limit = min(max_bytes, policy().limits.max_request_bytes)
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"request body over {limit} bytes")
+    request.max_content_length = limit + 1
     try:
         body = request.get_data(cache=False)
     except HTTPException:

@@ -17,12 +17,21 @@ from .params import json_body, query_int
 
 bp = Blueprint("users", __name__, url_prefix="/v1")
 
+#: The largest body ``PUT /v1/users/<identity>`` takes (413 ``TOO_LARGE`` beyond). The
+#: largest UIDMessage with every bounded field at its maximum (an identity of 254
+#: characters, integers of 16 digits, sigkey and sigescrow, 8 pubkeys, 4 repouris and
+#: a mixaddress of 256 characters each, 8 ciphersuites of 64 characters outside the
+#: BMP, each written as a 12-byte ``\u`` escape pair, all three signatures) is 9,248
+#: bytes as Python's ``json.dumps`` writes it, 5,067 as canonical JSON; 16 KiB leaves
+#: room for a nymaddress of 5 KB besides. tests/test_users.py builds that message.
+UID_BODY_BYTES = 16 * 1024
+
 
 @bp.put("/users/<identity>")
 def put_user(identity: str) -> Response:
     """Create (201) or update (200) an identity with a signed UIDMessage."""
-    reply, created = uids.put_uid_message(get_db(), write, identity, json_body(), request_now(),
-                                          policy(), charger(), sign)
+    reply, created = uids.put_uid_message(get_db(), write, identity, json_body(UID_BODY_BYTES),
+                                          request_now(), policy(), charger(), sign)
     return jsonify(reply), 201 if created else 200
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from client.protocol.errors import (InvalidMessage, InvalidSignature, NoKeyinit, NotFound,
-                                    ProtocolError, RateLimited)
+from client.protocol.errors import (InvalidSignature, NoKeyinit, NotFound, ProtocolError,
+                                    RateLimited)
 from client.protocol.keyinit import (FLUSH, STATUS, KeyInit, check_keyinit_batch,
-                                     check_owner_request, choose_keyinit, parse_add_request,
-                                     sigkeyhash)
+                                     check_keyinit_shape, check_owner_request, choose_keyinit,
+                                     parse_add_request, sigkeyhash)
 from client.protocol.keys import KeyEntry
 from client.protocol.uidrules import is_current
 from client.protocol.wire import KeyInitReceipt, KeyInitStatus, format_keyinit_receipt
@@ -71,22 +71,20 @@ def add_keyinits(db: Database, write: Write, body: dict, now: int, policy: KeyIn
     Order of checks (as §4.2.1): shape (``INVALID_MESSAGE``, including the batch's
     size and order, sigkeyhash and repouri) → token → ``NOT_FOUND`` → state
     (``MSGCOUNT_MISMATCH``, ``KEYINIT_LIMIT``) → ``INVALID_VALIDITY`` →
-    ``INVALID_SIGNATURE``. The batch is judged (signatures included, the costly
-    part) before the write lock against the state as read now, and judged again
-    inside only if a racing write changed that state.
+    ``INVALID_SIGNATURE``. The shape is checked and an absent or invalid token
+    refused before anything costly; the batch is then judged (signatures included,
+    the costly part) before the write lock against the state as read now, and
+    judged again inside only if a racing write changed that state.
     """
-    sigkey, keyinits = parse_add_request(body)
+    sigkey, keyinits = parse_add_request(body, max_per_request=policy.max_per_request)
+    check_keyinit_shape(keyinits, sigkey=sigkey, repouris=policy.repouris,
+                        max_per_request=policy.max_per_request)
+    charge.check("add_keyinit")
     key_hash = sigkeyhash(sigkey.pubkey)
 
     def judge(state: AddState | None) -> ProtocolError | None:
-        # The shape stages do not depend on the state, so an unknown sigkey is judged
-        # against an empty one to give them their place before the token.
-        error = batch_error(keyinits, sigkey,
-                            state or AddState(now + policy.max_lifetime_ms, None, 0), now,
-                            policy)
-        if isinstance(error, InvalidMessage):
-            raise error
-        return error
+        # An unknown sigkey is NOT_FOUND at its place, whatever else the batch holds.
+        return None if state is None else batch_error(keyinits, sigkey, state, now, policy)
 
     def accept(db: Database, verified: Verified[AddState | None, ProtocolError | None]) -> None:
         charge(db, "add_keyinit")

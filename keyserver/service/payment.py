@@ -1,16 +1,18 @@
 """Payment for writes (§10.2): the one hook every paid operation calls.
 
 ``charger`` checks the request's token eagerly (parsing and the RSA-PSS
-verification happen before the write lock), and the charge function it returns
-runs inside the write's transaction at the token step of the order of checks
-(§4.2.1): it raises the token's error there, or records the token as spent.
+verification happen before the write lock), and the ``Charge`` it returns runs
+inside the write's transaction at the token step of the order of checks (§4.2.1):
+it raises the token's error there, or records the token as spent. Its ``check``
+gives an absent or invalid token's error earlier, before the costly checks.
 The spend commits with the write or not at all: a failed write spends nothing,
 and the spent table's primary key lets a token be spent exactly once.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Mapping
 
 from client.protocol.errors import ProtocolError, TokenRequired, TokenSpent
 from client.protocol.tokens import (check_token, format_www_authenticate, parse_authorization,
@@ -23,10 +25,34 @@ from .tokenkeys import TokenKeyring
 
 OPERATIONS = ("create_uid", "update_uid", "add_keyinit")
 
-#: Called inside the write transaction with the operation's name ("create_uid",
-#: "update_uid" or "add_keyinit"); raises to refuse, and what it writes commits
-#: with the write.
-Charge = Callable[[Database, str], None]
+
+@dataclass(frozen=True)
+class Charge:
+    """One request's payment: the verdict on its token, reached before the write, and
+    the spend, inside it."""
+
+    #: The token's spend id, or the error to answer if the operation is priced.
+    verdict: bytes | ProtocolError
+    prices: Mapping[str, int]
+
+    def check(self, operation: str) -> None:
+        """Raise the token's error now if ``operation`` is priced and the token is absent
+        or invalid. That answer needs no stored state (§4.2.1 puts the token before every
+        state check), so services call this before their costly verification, and a
+        request without a valid token costs no signature checks."""
+        assert operation in OPERATIONS, operation
+        if self.prices[operation] and isinstance(self.verdict, ProtocolError):
+            raise self.verdict
+
+    def __call__(self, db: Database, operation: str) -> None:
+        """Inside the write transaction, at the token step: spend the request's token on
+        ``operation`` (unless the operator made it free); the spend commits with the write."""
+        self.check(operation)
+        if self.prices[operation] == 0:
+            return
+        assert isinstance(self.verdict, bytes), "check raises a refused token's error"
+        if not tokens.spend(db, self.verdict):
+            raise TokenSpent("this token has already been spent")
 
 
 def challenge(policy: Policy) -> bytes:
@@ -51,21 +77,9 @@ def _verify(db: Database, keyring: TokenKeyring, policy: Policy, authorization: 
 
 def charger(db: Database, keyring: TokenKeyring, policy: Policy, authorization: str | None,
             now: int) -> Charge:
-    """The charge function for one request with this ``Authorization`` header, at the
+    """The charge for one request with this ``Authorization`` header, at the
     request's ``now`` (a paid write reads the clock once)."""
-    verdict = _verify(db, keyring, policy, authorization, now)
-
-    def charge(db: Database, operation: str) -> None:
-        """Spend the request's token on ``operation``, unless the operator made it free."""
-        assert operation in OPERATIONS, operation
-        if policy.token_prices[operation] == 0:
-            return
-        if isinstance(verdict, ProtocolError):
-            raise verdict
-        if not tokens.spend(db, verdict):
-            raise TokenSpent("this token has already been spent")
-
-    return charge
+    return Charge(_verify(db, keyring, policy, authorization, now), policy.token_prices)
 
 
 def www_authenticate(db: Database, policy: Policy, now: int) -> str | None:

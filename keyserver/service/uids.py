@@ -52,7 +52,8 @@ def put_uid_message(db: sqlite_utils.Database, write: Write, path_identity: str,
                     sign: Sign) -> tuple[dict, bool]:
     """CreateUID/UpdateUID: return the signed reply and whether it created the identity.
 
-    The checks that need no state run first. The signatures (the costly part) are
+    The checks that need no state run first, then an absent or invalid token is
+    refused, before anything costly. The signatures (the costly part) are
     verified before the write lock against the latest message as read now, and
     only verified again inside if a racing write changed it; their verdict is
     still given at its place in the order of checks."""
@@ -61,12 +62,14 @@ def put_uid_message(db: sqlite_utils.Database, write: Write, path_identity: str,
     check_preferences(message, policy.allowed_mixaddresses)
     check_repouris(message, policy.keyinitrepository_uris)
     check_identity(message, path_identity, policy.domains, policy.reserved)
+    operation = "create_uid" if message.msgcount == 0 else "update_uid"
+    charge.check(operation)
     sealed = encrypt_uid_message(message.raw)
 
     def accept(db: sqlite_utils.Database,
                verified: Verified[Latest | None, ProtocolError | None]) -> tuple[dict, bool]:
         previous, error = verified.recheck(db)
-        charge(db, "create_uid" if message.msgcount == 0 else "update_uid")
+        charge(db, operation)
         # §5: the entry's time, under the write lock; every time rule is judged at it.
         head = chain.head(db)
         ts = chain.next_ts(head, now)

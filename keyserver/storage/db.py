@@ -26,6 +26,8 @@ from typing import Callable, Iterator, TypeVar
 import sqlite_utils
 from flask import Flask, current_app, g
 
+from .files import keep_private
+
 SCHEMA_VERSION = 1
 
 SCHEMA = """
@@ -160,7 +162,14 @@ def connect(path: str, synchronous: str = "FULL", create: bool = True) -> Databa
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
-    return Database(conn, f"{path}.lock")
+    database = Database(conn, f"{path}.lock")
+    # The database holds the private indexes, voucher hashes and spent tokens. SQLite
+    # gives a new WAL or SHM file the database file's mode, so a private database
+    # keeps its side files private too; an instance made with looser modes is
+    # tightened here.
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}.lock"):
+        keep_private(name)
+    return database
 
 
 class ConnectionPool:

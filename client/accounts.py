@@ -28,7 +28,8 @@ from .protocol.encoding import sha256
 from .protocol.errors import ClientError, IdentityTaken, ProtocolError, VerificationError
 from .protocol.hashchain import open_entry
 from .protocol.keys import ed25519_entry
-from .protocol.uidmessage import build_uid_content, sign_uid_content, uid_hash, update_uid_content
+from .protocol.uidmessage import (MAX_REPOURIS, build_uid_content, sign_uid_content, uid_hash,
+                                  update_uid_content)
 from .protocol.uidrules import is_held
 from .protocol.wire import UIDMessageReply
 from .session import ServerSession
@@ -118,7 +119,9 @@ class Accounts:
                 identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=not_before_ts,
                 not_after_ts=not_after_ts, lastentry=self.chain.last_hash,
                 sigescrow=ed25519_entry(escrow),
-                repouris=self.session.capabilities.keyinitrepository_uris)
+                # The server lists its own repositories first, then those it vouches
+                # for (§9); a message names at most MAX_REPOURIS (§4).
+                repouris=self.session.capabilities.keyinitrepository_uris[:MAX_REPOURIS])
             written = self._submit(sign_uid_content(content, sigkey, escrow_key=escrow))
         except BaseException:
             keystore.delete(names[0])

@@ -272,3 +272,20 @@ def test_free_operations_need_no_tokens(tmp_path, monkeypatch, cheap_keystore): 
         result = keyclient(home, *args)
         assert result.exit_code == 0, result.output
     assert "example.org: 0 available" in keyclient(home, "tokens", "list").output
+
+
+def test_register_names_at_most_four_repositories(tmp_path, monkeypatch, cheap_keystore):
+    """A server vouching for more repositories than a message may name (§4, §9):
+    the registration names its own first, and as many as fit."""
+    vouched = [f"https://keyinits{i}.example.net" for i in range(5)]
+    monkeypatch.setenv("KEYSERVER_ALLOWED_REPOURIS", json.dumps(vouched))
+    server = serve_in_process(monkeypatch, tmp_path / "app")
+    home = registered_home(server, tmp_path)
+    result = keyclient(home, "register", ALICE, "--yes")
+    assert result.exit_code == 0, result.output
+    from client.session import ServerSession
+    from client.store.home import Home
+
+    session = ServerSession(Home(str(home)), "example.org", server.url)
+    session.sync()
+    assert list(session.lookup(ALICE).message.repouris) == [server.url, *vouched[:3]]

@@ -225,7 +225,7 @@ def test_an_answer_past_the_deadline_is_a_one_line_transport_error(http_server):
 
 
 def test_unreachable_is_a_transport_error():
-    with pytest.raises(TransportError):
+    with pytest.raises(TransportError, match="GET http://127.0.0.1:9/x"):
         HTTPFetcher(timeout=2).fetch(Request("GET", "http://127.0.0.1:9/x"), 10)
     with pytest.raises(TransportError, match="scheme"):
         HTTPFetcher().fetch(Request("GET", "ftp://example.org/x"), 10)

@@ -209,7 +209,7 @@ def test_parse_spki_rejects(vector_key):
                           (spki(small), "RSA-2048")]:
         with pytest.raises(InvalidMessage, match=message):
             parse_spki(data)
-    with pytest.raises(VerificationError):
+    with pytest.raises(VerificationError, match="not a DER SubjectPublicKeyInfo"):
         parse_spki(b"junk", error=VerificationError)
 
 

@@ -84,7 +84,7 @@ def test_new_owner_only_after_reclaim_grace():
 
 
 def test_empty_sequence_rejected():
-    with pytest.raises(VerificationError):
+    with pytest.raises(VerificationError, match="no messages"):
         verify_sequence([], LIMITS)
 
 

@@ -222,6 +222,31 @@ def test_msgcount_can_never_be_replayed(app, client, kis, alice, runner):
         kis.added(alice, [make(alice, 6)])
 
 
+@pytest.mark.parametrize("stored, racer, ours, errcode", [
+    ([], [1, 2], [1, 2], "MSGCOUNT_MISMATCH"),                 # never stored twice
+    (range(1, 51), range(51, 101), [101], "KEYINIT_LIMIT"),    # never over the limit
+], ids=["same-msgcounts", "limit"])
+def test_a_batch_raced_by_another_is_judged_inside_the_lock(app, kis, alice, monkeypatch,
+                                                            stored, racer, ours, errcode):
+    """The batch is judged outside the write lock against the state then, and again
+    inside when a racing add changed it (keyserver.service.twophase). Without the
+    re-check the race would store replayed msgcounts, or more than the limit."""
+    real_write = keyinits.write
+
+    def other_batch_first(job):
+        monkeypatch.setattr(keyinits, "write", real_write)
+        kis.added(alice, [make(alice, n) for n in racer])
+        return real_write(job)
+
+    with at(T0):
+        if stored:
+            kis.added(alice, [make(alice, n) for n in stored])
+        monkeypatch.setattr(keyinits, "write", other_batch_first)
+        response = kis.add(alice, [make(alice, n) for n in ours])
+    assert (response.status_code, response.json["errcode"]) == (409, errcode), response.json
+    assert stored_msgcounts(app, skh(alice)) == [*stored, *racer]
+
+
 def test_msgcount_must_increase_within_a_batch(app, kis, alice):
     with at(T0):
         refused(app, 400, "INVALID_MESSAGE", kis.add, alice, [make(alice, 2), make(alice, 2)])

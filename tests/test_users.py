@@ -10,7 +10,8 @@ from client.protocol.hashchain import open_entry
 from client.protocol.keys import ed25519_entry
 from client.protocol.signedjson import verify_signed_json
 from client.protocol.uidmessage import decrypt_uid_message, sign_uid_content
-from conftest import DAY_MS, at, mint
+import keyserver.http.users as http_users
+from conftest import DAY_MS, Account, at, mint
 from keyserver.http.context import current_key
 from keyserver.storage import chain, db
 
@@ -339,6 +340,33 @@ def test_a_clock_behind_the_chain_is_judged_at_the_entry_time(app, users, not_af
             assert response.json["entry"]["ts"] == T0
         else:
             expect_error(users, app, "alice@example.org", message, 400, "INVALID_VALIDITY")
+
+
+def test_an_update_raced_by_the_create_it_follows_is_judged_inside_the_lock(app, users,
+                                                                             monkeypatch):
+    """The signatures are verified outside the write lock against the state then, and
+    again inside when a racing write changed it (keyserver.service.twophase). An
+    update of alice signed by a stranger, sent while alice does not exist yet (no
+    verdict possible then), races her create: inside the lock it must be
+    INVALID_SIGNATURE. Without the re-check the race hands alice to the stranger."""
+    created, _, _ = users.create_message("alice@example.org")
+    stranger = Account("alice@example.org", nacl.signing.SigningKey.generate(), None, created,
+                       None)
+    forged, _ = users.update_message(stranger)
+    real_write = http_users.write
+
+    def create_first(job):
+        monkeypatch.setattr(http_users, "write", real_write)
+        assert users.put("alice@example.org", created).status_code == 201
+        return real_write(job)
+
+    monkeypatch.setattr(http_users, "write", create_first)
+    response = users.put("alice@example.org", forged)
+    assert (response.status_code, response.json["errcode"]) == (400, "INVALID_SIGNATURE")
+    with app.app_context():
+        assert chain.head(db.get_db()).pos == 1
+        assert db.get_db().conn.execute("SELECT msgcount FROM identities WHERE identity = ?",
+                                        ("alice@example.org",)).fetchone() == (0,)
 
 
 # --- signatures ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from client.protocol.encoding import sha256
 from client.store.keystore import Keystore
 from client.trust.monitor import fingerprint
 from conftest import (DAY_MS, TEST_TOKEN_KEY_LIFETIME, ServerUserActions, at, keyclient,
-                      registered_home, serve_in_process)
+                      registered_alice, registered_home, serve_in_process)
 
 ALICE = "alice@example.org"
 YEAR_MS = 365 * DAY_MS
@@ -31,11 +31,7 @@ def app_server(tmp_path, monkeypatch):
 def alice(app_server, tmp_path, cheap_keystore):
     """A home that registered alice (escrow backup in tmp_path/escrow.txt) and holds
     two more tokens."""
-    home = registered_home(app_server, tmp_path, tokens=3)
-    result = keyclient(home, "register", ALICE, "--escrow-out", str(tmp_path / "escrow.txt"),
-                       "--yes")
-    assert result.exit_code == 0, result.output
-    return home
+    return registered_alice(app_server, tmp_path)
 
 
 def other_home(app_server, tmp_path, tokens: int, keys_of=None):

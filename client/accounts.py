@@ -210,6 +210,9 @@ class Accounts:
         if ed25519_entry(key) == current.message.sigkey:
             self.progress("an earlier key change did reach the chain: using its key")
             keystore.put_signing_key(key_name(identity, "sigkey"), key, overwrite=True)
+            # The sync before alerted on it as an entry we did not make: we did.
+            self.home.acknowledge_alert(identity, current.history[-1].pos, now_ms(),
+                                        self.server)
         keystore.delete(pending)
 
     def _submit(self, message: dict, *, pending: str | None = None) -> Written:
@@ -271,11 +274,13 @@ class Accounts:
 
     def verify(self) -> int:
         """Re-verify every link of the local chain from its first entry, then our
-        replies against it and their signatures; return how many replies."""
+        replies against it and their signatures, and look for entries of our
+        identities that we did not make (``monitor``); return how many replies."""
         self.session.verify_chain()
         checked = self.check_replies()
         keys = self.session.track_keys()
         for _, pos, reply in self.home.own_replies(self.server):
             if pos < self.chain.length:
                 check_reply_signature(reply, self.server, keys, pos)
+        self.session.monitor()
         return checked

@@ -1,14 +1,16 @@
 """``keyclient``: the user's command line over the client library.
 
 Each command parses its options, calls the library and echoes; the protocol's
-and the client's exceptions become a message and exit status 1 in one place.
+and the client's exceptions become a message and exit status 1 in one place, and
+the unacknowledged alerts about the user's own identities (§7.3 "Monitoring") of
+every server a command synced become warnings and exit status ``EXIT_ALERTS``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import click
 
@@ -19,6 +21,7 @@ from .protocol.errors import ChainError, ClientError, ProtocolError
 from .protocol.identity import normalize_identity
 from .session import ServerSession, add_server
 from .store.home import Home, default_home
+from .trust.monitor import Alert, fingerprint
 
 if TYPE_CHECKING:
     # The keystore and KeyInit modules are imported by the commands that use them:
@@ -26,8 +29,34 @@ if TYPE_CHECKING:
     from .store.keystore import Keystore
 
 
+#: ``lookup``'s exit status for an identity whose keys must not be used now.
+EXIT_NOT_CURRENT = 3
+#: Exit status of a command that synced while an entry of the user's own
+#: identities that they did not make is unacknowledged (a failing command keeps 1).
+EXIT_ALERTS = 4
+#: Where ``ctx.meta`` keeps the command's ``ServerSession``s.
+_SESSIONS = "keyclient.sessions"
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        """Run the command with its errors mapped (``_invoke``); whatever its outcome,
+        warn of the alerts of the servers it synced, which turn a success (or
+        lookup's 3) into ``EXIT_ALERTS``: a script must not miss a takeover."""
+        try:
+            result = self._invoke(ctx)
+        except SystemExit as exc:
+            if _warn_alerts(ctx) and exc.code in (0, None, EXIT_NOT_CURRENT):
+                raise SystemExit(EXIT_ALERTS) from None
+            raise
+        except click.ClickException:
+            _warn_alerts(ctx)
+            raise
+        if _warn_alerts(ctx):
+            raise SystemExit(EXIT_ALERTS)
+        return result
+
+    def _invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ChainError as exc:
@@ -46,8 +75,34 @@ def main(ctx: click.Context, home: str) -> None:
     ctx.obj = Home(home)
 
 
-#: ``lookup``'s exit status for an identity whose keys must not be used now.
-EXIT_NOT_CURRENT = 3
+def _warn_alerts(ctx: click.Context) -> bool:
+    """Print the unacknowledged alerts of every server the command checked for
+    entries the user did not make, one loud line each on stderr; whether any."""
+    servers = [session.server for session in ctx.meta.get(_SESSIONS, []) if session.monitored]
+    alerts = [alert for server in dict.fromkeys(servers)
+              for alert in ctx.obj.alerts(server, acknowledged=False)]
+    for alert in alerts:
+        click.secho(f"WARNING: {_describe(alert)}. If you made it on another device: "
+                    f"keyclient monitor ack {alert.identity} {alert.pos}"
+                    f" --server {alert.server}", err=True, fg="red", bold=True)
+    return bool(alerts)
+
+
+def _describe(alert: Alert) -> str:
+    """One line on an entry of the user's identity that this client did not make."""
+    key = (f"new signing key {alert.fingerprint}" if alert.fingerprint else
+           "its history fails verification: a forced takeover?")
+    return (f"{alert.identity} on {alert.server} has an entry you did not make at "
+            f"position {alert.pos}: {alert.kind}, {key}")
+
+
+def _new_session(home: Home, name: str, url: str,
+                 progress: Callable[[str], None] = lambda step: None) -> ServerSession:
+    """A session the command's end checks for alerts (``_warn_alerts``)."""
+    session = ServerSession(home, name, url, progress=progress)
+    click.get_current_context().meta.setdefault(_SESSIONS, []).append(session)
+    return session
+
 
 _server_option = click.option("--server", help="Keyserver name (needed when several are known).")
 
@@ -83,7 +138,7 @@ def sync(home: Home, server: str | None) -> None:
     """Download and verify SERVER's chain from the last verified position (all
     remembered servers if none is named)."""
     for name, url in _servers(home, server):
-        session = ServerSession(home, name, url)
+        session = _new_session(home, name, url)
         with click.progressbar(length=_entries_to_fetch(session),
                                label=f"syncing {name}") as bar:
             added = session.sync(progress=bar.update)
@@ -131,7 +186,8 @@ def _one_server(home: Home, server: str | None) -> tuple[str, str]:
 def lookup_command(home: Home, identity: str, server: str | None) -> None:
     """Sync, search the whole chain for IDENTITY, verify every message of it and
     print its current keys. Exit status 1 when it is not on the chain (or anything
-    fails to verify), 3 when its keys are expired or not yet valid."""
+    fails to verify), 3 when its keys are expired or not yet valid (4 when one of
+    your identities has an unacknowledged alert)."""
     session = _session(home, server)
     session.sync()
     result = session.lookup(identity)
@@ -150,6 +206,7 @@ def lookup_command(home: Home, identity: str, server: str | None) -> None:
     click.echo(f"  valid:      {format_ms(message.not_before_ts)}"
                f" .. {format_ms(message.not_after_ts)}")
     click.echo(f"  sigkey:     {b64encode(message.sigkey.pubkey)}")
+    click.echo(f"  fingerprint: {fingerprint(message.sigkey.pubkey)}")
     escrow = b64encode(message.sigescrow.pubkey) if message.sigescrow else "none"
     click.echo(f"  sigescrow:  {escrow}")
     for key in message.pubkeys:
@@ -187,7 +244,7 @@ def tokens_buy(home: Home, voucher: str, count: int, server: str | None) -> None
     """Exchange VOUCHER for N unlinkable tokens (blind issuance)."""
     name, url = _one_server(home, server)
     with home.wallet() as wallet:
-        remaining = ServerSession(home, name, url).buy_tokens(wallet, voucher, count)
+        remaining = _new_session(home, name, url).buy_tokens(wallet, voucher, count)
     click.echo(f"bought {count} token(s) for {name}; the voucher has {remaining} left")
 
 
@@ -216,8 +273,8 @@ def _keystore(home: Home) -> Keystore:
 def _session(home: Home, server: str | None) -> ServerSession:
     """The named (or only) server, reporting progress."""
     name, url = _one_server(home, server)
-    return ServerSession(home, name, url, progress=lambda step: click.echo(f"... {step}",
-                                                                           err=True))
+    return _new_session(home, name, url, progress=lambda step: click.echo(f"... {step}",
+                                                                          err=True))
 
 
 def _accounts(home: Home, server: str | None) -> Accounts:
@@ -371,7 +428,43 @@ def verify_command(home: Home, server: str | None) -> None:
     """Re-verify the local chain of every server (or SERVER) from its first entry, and
     that the server's replies for your identities match it."""
     for name, url in _servers(home, server):
-        accounts = Accounts(ServerSession(home, name, url))
+        accounts = Accounts(_new_session(home, name, url))
         replies = accounts.verify()
         click.echo(f"{name}: {accounts.chain.length} entries verified, {replies} of your "
                    "replies match the chain")
+
+
+@main.group("monitor", help="Entries of your identities that this client did not make.")
+def monitor_group() -> None:
+    pass
+
+
+@monitor_group.command("list")
+@_server_option
+@click.pass_obj
+def monitor_list(home: Home, server: str | None) -> None:
+    """Every alert, unacknowledged first: each sync checks your identities (those
+    this client registered, updated or recovered) for entries you did not make."""
+    alerts = home.alerts(server)
+    for alert in sorted(alerts, key=lambda alert: alert.acknowledged_ts is not None):
+        state = ("UNACKNOWLEDGED" if alert.acknowledged_ts is None else
+                 f"acknowledged {format_ms(alert.acknowledged_ts)}")
+        click.echo(f"{state}: {_describe(alert)}")
+    if not alerts:
+        click.echo("no alerts")
+
+
+@monitor_group.command("ack")
+@click.argument("identity", callback=_identity)
+@click.argument("position", type=click.IntRange(0))
+@_server_option
+@click.pass_obj
+def monitor_ack(home: Home, identity: str, position: int, server: str | None) -> None:
+    """Acknowledge the entry of IDENTITY at POSITION as yours (an update made on
+    another device): it no longer warns nor changes the exit status."""
+    acknowledged = home.acknowledge_alert(identity, position, now_ms(), server)
+    if not acknowledged:
+        raise click.ClickException(f"no unacknowledged alert for {identity} at position "
+                                   f"{position}: see 'keyclient monitor list'")
+    for alert in acknowledged:
+        click.echo(f"acknowledged: {_describe(alert)}")

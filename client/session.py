@@ -13,10 +13,11 @@ repository URIs, token keys) takes them from here.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Iterator, Mapping, Sequence
 
 from .clock import now_ms
 from .lookup import lookup, server_keys
+from .monitor import check_own_identities
 from .protocol.encoding import sha256
 from .protocol.errors import ChainError, VerificationError
 from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, verify_entries
@@ -31,6 +32,7 @@ from .transport.fetcher import Fetcher
 from .trust.chainstate import ChainState, check_expected, check_head
 from .trust.history import LookupResult
 from .trust.keyring import ServerKey, check_capabilities, check_self_signed
+from .trust.monitor import Alert
 from .trust.ordering import RepliesOutOfOrder, check_ordered
 
 if TYPE_CHECKING:
@@ -145,6 +147,9 @@ class ServerSession:
         self.chain = home.chain(server)
         self.search = ChainSearch(self.chain)
         self._capabilities: Capabilities | None = None
+        #: Whether our identities were checked for entries we did not make (§7.3
+        #: "Monitoring"): the caller then reports the home's unacknowledged alerts.
+        self.monitored = False
         #: The server's signing keys as the chain records them, after ``sync``.
         self.keys: list[ServerKey] = []
 
@@ -169,17 +174,28 @@ class ServerSession:
              expect: dict[int, bytes] | None = None) -> int:
         """Bring the chain up to date, find the server's keys on it and check the
         capabilities against them. A chain that contradicts a reply we hold (or the
-        ``expect``ed entries) is refused whole (§7.5)."""
+        ``expect``ed entries) is refused whole (§7.5). Then our identities' new
+        entries that we did not make (``expect`` holds ours being written) become
+        alerts (``monitor``)."""
         self.capabilities    # first: a bad one stops the sync before it starts
         self.progress("syncing the chain")
         expected = {pos: reply.entry.hashchain_entry
                     for _, pos, reply in self.home.own_replies(self.server)}
         added = sync_chain(self.api, self.chain, progress=progress,
                            expect={**expected, **(expect or {})}, search=self.search,
-                           index=[server_identity(self.server)])
+                           index=[server_identity(self.server),
+                                  *self.home.monitored(self.server)])
         self.track_keys()
         check_capabilities(self.capabilities, self.server, self.keys, self.chain.length - 1)
+        self.monitor(expect or {})
         return added
+
+    def monitor(self, writing: Collection[int] = ()) -> list[Alert]:
+        """Alert on our identities' entries that we did not make (§7.3 "Monitoring"),
+        on the chain as verified so far; return the new alerts."""
+        alerts = check_own_identities(self, writing)
+        self.monitored = True
+        return alerts
 
     def track_keys(self) -> list[ServerKey]:
         """Find the server's signing keys on the verified chain (§7.2, §11.2)."""

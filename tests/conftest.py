@@ -570,6 +570,16 @@ def registered_home(live_server, tmp_path, tokens=1):
     return home
 
 
+def registered_alice(server, tmp_path, tokens=3):
+    """A home that registered alice@example.org through ``keyclient`` (escrow backup
+    in tmp_path/escrow.txt) and holds ``tokens`` - 1 more tokens."""
+    home = registered_home(server, tmp_path, tokens=tokens)
+    result = keyclient(home, "register", "alice@example.org", "--escrow-out",
+                       str(tmp_path / "escrow.txt"), "--yes")
+    assert result.exit_code == 0, result.output
+    return home
+
+
 def create_vouchers(runner, tokens, count=1, expires="30d"):
     result = runner.invoke(args=["vouchers", "create", "--tokens", str(tokens), "--count",
                                  str(count), "--expires", expires])

@@ -12,7 +12,7 @@ from client.protocol.errors import ProtocolError, TransportError
 from client.protocol.hashchain import ENTRY_SIZE
 from client.store.keystore import Keystore
 from client.store.paper import parse_paper_backup
-from conftest import keyclient, registered_home, serve_in_process
+from conftest import keyclient, registered_alice, registered_home, serve_in_process
 
 ALICE = "alice@example.org"
 
@@ -37,11 +37,7 @@ def looked_up(home):
 def alice(app_server, tmp_path, cheap_keystore):  # noqa: F811
     """A home that registered alice (escrow backup in tmp_path/escrow.txt) and holds
     two more tokens."""
-    home = registered_home(app_server, tmp_path, tokens=3)
-    result = keyclient(home, "register", ALICE, "--escrow-out", str(tmp_path / "escrow.txt"),
-                       "--yes")
-    assert result.exit_code == 0, result.output
-    return home
+    return registered_alice(app_server, tmp_path)
 
 
 def test_update_replaces_the_sigkey(alice):

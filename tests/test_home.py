@@ -12,7 +12,7 @@ from client.protocol.errors import ClientError
 from client.protocol.wire import ReplyEntry, format_uid_message_reply, parse_uid_message_reply
 from client.store.home import MIGRATIONS, Home
 
-TABLES = {"servers", "chains", "found", "scanned", "own_replies", "keyinit_msgcounts",
+TABLES = {"servers", "chains", "found", "scanned", "own_replies", "keyinit_msgcounts", "alerts",
           "held_replies", "evidence", "first_seen"}
 REPLY = format_uid_message_reply(ReplyEntry(bytes(72), bytes(153), 1, 1000),
                                  {"example.org": {"ed25519:a": "sig"}})

@@ -1,7 +1,8 @@
 """The client's home folder (``--home`` / ``KEYCLIENT_HOME``, default a per-user
 data directory): the state database, one verified chain per keyserver (§7.5), the
 wallet (§10) and the keystore. The state database also keeps the replies for the
-user's own identities (§7.5) and the KeyInit msgcounts used (§9).
+user's own identities (§7.5), the alerts about entries of them the user did not
+make (§7.3 "Monitoring") and the KeyInit msgcounts used (§9).
 
 Everything in it is private to the user (folder 0700, files 0600). The state
 database has one schema, built by ``MIGRATIONS`` when the home opens: step ``n``
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from ..protocol.errors import ClientError
 from ..protocol.identity import is_domain
 from ..protocol.wire import UIDMessageReply, parse_uid_message_reply
+from ..trust.monitor import Alert
 from .localchain import LocalChain
 
 if TYPE_CHECKING:
@@ -100,6 +102,20 @@ MIGRATIONS = [
     INSERT INTO first_seen (server, end_pos, received_ts)
         SELECT server, length, CAST(strftime('%s', 'now') AS INTEGER) * 1000 FROM chains
         WHERE length > 0;
+    """,
+    # Entries of our own identities that this client did not write (§7.3
+    # "Monitoring"), kept until the user acknowledges each.
+    """
+    CREATE TABLE alerts (
+        server TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        pos INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        fingerprint TEXT,
+        found_ts INTEGER NOT NULL,
+        acknowledged_ts INTEGER,
+        PRIMARY KEY (server, identity, pos)
+    );
     """,
 ]
 
@@ -191,6 +207,48 @@ class Home:
                 [(server, identity, pos, msgcount, json.dumps(reply.raw))
                  for pos, msgcount, reply in replies])
             self._hold(server, [reply for _, _, reply in replies])
+
+    def monitored(self, server: str) -> dict[str, set[int]]:
+        """Each of our identities on ``server`` (those we hold replies for), with
+        the positions needing no new alert: its entries we wrote or learnt as ours,
+        and those already alerted."""
+        known: dict[str, set[int]] = {}
+        for identity, pos in self.db.execute(
+                "SELECT identity, pos FROM own_replies WHERE server = ?"
+                " UNION SELECT identity, pos FROM alerts WHERE server = ?", (server, server)):
+            known.setdefault(identity, set()).add(pos)
+        return known
+
+    def record_alerts(self, alerts: Iterable[Alert], now_ms: int) -> None:
+        """Keep new alerts (one already kept stays as it is, acknowledged or not)."""
+        with self.db:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO alerts (server, identity, pos, kind, fingerprint,"
+                " found_ts) VALUES (?, ?, ?, ?, ?, ?)",
+                [(alert.server, alert.identity, alert.pos, alert.kind, alert.fingerprint,
+                  now_ms) for alert in alerts])
+
+    def alerts(self, server: str | None = None, *,
+               acknowledged: bool | None = None) -> list[Alert]:
+        """The alerts of ``server`` (of every server if None), only the unacknowledged
+        or acknowledged ones if ``acknowledged`` says so, by server and position."""
+        return [Alert(*row) for row in self.db.execute(
+            "SELECT server, identity, pos, kind, fingerprint, acknowledged_ts FROM alerts"
+            " WHERE (? IS NULL OR server = ?) AND"
+            " (? IS NULL OR (acknowledged_ts IS NOT NULL) = ?) ORDER BY server, pos",
+            (server, server, acknowledged, acknowledged))]
+
+    def acknowledge_alert(self, identity: str, pos: int, now_ms: int,
+                          server: str | None = None) -> list[Alert]:
+        """Acknowledge the unacknowledged alert of ``identity`` at ``pos`` (on
+        ``server``, or on whichever server has one); return what was acknowledged."""
+        with self.db:
+            rows = list(self.db.execute(
+                "UPDATE alerts SET acknowledged_ts = ? WHERE identity = ? AND pos = ? AND"
+                " (? IS NULL OR server = ?) AND acknowledged_ts IS NULL RETURNING server,"
+                " identity, pos, kind, fingerprint, acknowledged_ts",
+                (now_ms, identity, pos, server, server)))
+        return [Alert(*row) for row in rows]
 
     def hold_replies(self, server: str, replies: Iterable[UIDMessageReply]) -> None:
         """Keep verified replies of ``server`` (as sent), for the ordering rule."""

@@ -189,7 +189,7 @@ def parse_reply_bundle(body: bytes, content_type: str, bundle: int) -> ReplyBund
             obj = json.loads(body)
     except Exception as exc:
         raise TransportError(f"reply bundle {bundle} is malformed: {exc}") from exc
-    what = f"reply bundle {bundle}"
+    what = f"reply bundle {bundle} is malformed"
     reader = _Reader(obj, what, VerificationError, "answer")
     if reader.int("bundle") != bundle:
         reader.fail("bundle", f"is {obj['bundle']}, not the bundle asked for")

@@ -13,10 +13,11 @@ repository URIs, token keys) takes them from here.
 from __future__ import annotations
 
 import contextlib
+import random
 from typing import TYPE_CHECKING, Callable, Collection, Iterator, Mapping, Sequence
 
 from .clock import now_ms
-from .lookup import lookup, server_keys
+from .lookup import fetch_bundles, lookup, server_keys
 from .monitor import check_own_identities
 from .protocol.encoding import sha256
 from .protocol.errors import ChainError, VerificationError
@@ -29,9 +30,11 @@ from .store.localchain import LocalChain
 from .store.search import ChainSearch
 from .transport.api import KeyserverAPI
 from .transport.fetcher import Fetcher
+from .trust.bundles import bundle_of, choose_bundles
 from .trust.chainstate import ChainState, check_expected, check_head
 from .trust.history import LookupResult
-from .trust.keyring import ServerKey, check_capabilities, check_self_signed
+from .trust.keyring import (ServerKey, check_capabilities, check_reply_signature,
+                            check_self_signed)
 from .trust.monitor import Alert
 from .trust.ordering import RepliesOutOfOrder, check_ordered
 
@@ -137,12 +140,19 @@ def add_server(home: Home, url: str, move: bool = False,
 
 class ServerSession:
     """The keyserver ``server`` at ``url`` (reached through ``fetcher``, by default
-    an ``HTTPFetcher``), its verified chain in ``home``."""
+    an ``HTTPFetcher``), its verified chain in ``home``; ``rng`` picks the decoy
+    bundles (§5.1), by default from the system's randomness."""
 
     def __init__(self, home: Home, server: str, url: str,
                  progress: Callable[[str], None] = lambda step: None,
-                 fetcher: Fetcher | None = None):
+                 fetcher: Fetcher | None = None, rng: random.Random | None = None):
         self.home, self.server, self.progress = home, server, progress
+        self.rng = rng or random.SystemRandom()
+        #: Replies of this session by position, each naming the chain's entry (the
+        #: head's partial bundle's too, which the home does not cache as complete).
+        self._replies: dict[int, UIDMessageReply] = {}
+        #: Those fetched but not yet held: their signatures wait for the chain's keys.
+        self._unsigned: list[UIDMessageReply] = []
         self.api = KeyserverAPI(url, fetcher)
         self.chain = home.chain(server)
         self.search = ChainSearch(self.chain)
@@ -200,9 +210,10 @@ class ServerSession:
     def track_keys(self) -> list[ServerKey]:
         """Find the server's signing keys on the verified chain (§7.2, §11.2)."""
         self.progress(f"tracking {server_identity(self.server)} on the chain")
-        keys, replies = server_keys(self.api, self.search, self.server, self.limits)
+        keys, replies = server_keys(self.replies, self.search, self.server, self.limits)
         self.hold(replies)
         self.keys = keys
+        self._hold_signed()
         return self.keys
 
     def hold(self, replies: Sequence[UIDMessageReply]) -> None:
@@ -221,6 +232,37 @@ class ServerSession:
             raise
         self.home.hold_replies(self.server, replies)
 
+    def replies(self, positions: Collection[int]) -> dict[int, UIDMessageReply]:
+        """The server's reply for each of ``positions`` on the verified chain, from
+        the home's cache of complete bundles or fetched in bundles with decoys
+        (§5.1), so that the server cannot tell whose replies they are. Every reply
+        fetched is held (``hold``) once its signature checks (``_hold_signed``): it
+        counts for the ordering rule and is the cache."""
+        wanted = set(positions) - self._replies.keys()
+        if wanted:
+            complete = self.home.complete_bundles(self.server)
+            self._replies.update(self.home.held_at(
+                self.server, [pos for pos in wanted if bundle_of(pos) in complete]))
+            needed = {bundle_of(pos) for pos in wanted - self._replies.keys()}
+            batch = choose_bundles(needed, complete, bundle_of(self.chain.length - 1), self.rng)
+            if batch:
+                self.progress(f"fetching {len(batch)} reply bundles ({len(needed)} needed)")
+                fetched = fetch_bundles(self.api, self.chain, batch)
+                self._replies.update((reply.entry.hashchain_pos, reply) for reply in fetched)
+                self._unsigned += fetched
+                self._hold_signed()
+        return {pos: self._replies[pos] for pos in positions}
+
+    def _hold_signed(self) -> None:
+        """Hold the fetched replies once the chain's keys are known and they are
+        signed by them: only then may they count for the ordering rule, or serve as
+        evidence against the server. A bad one fails the command, decoy or not."""
+        if self.keys and self._unsigned:
+            for reply in self._unsigned:
+                check_reply_signature(reply, self.server, self.keys, reply.entry.hashchain_pos)
+            self.hold(self._unsigned)
+            self._unsigned = []
+
     def verify_chain(self) -> None:
         """Re-verify every link of the local chain from its first entry (§7.5): what
         the disk holds must still end in the hash recorded as verified."""
@@ -233,11 +275,13 @@ class ServerSession:
     def lookup(self, identity: str) -> LookupResult | None:
         """``identity`` on the chain, with the server keys the last ``sync`` found
         (found afresh if there was none); its replies are held (``hold``)."""
+        # One pass over the chain finds both (the server's own entries give its keys),
+        # and one batch of bundles fetches both's replies (§5.1).
+        hits = self.search.search_many([server_identity(self.server), identity])
+        self.replies([pos for found in hits.values() for pos, _ in found])
         if not self.keys:
-            # One pass over the chain finds both (the server's own entries give its keys).
-            self.search.search_many([server_identity(self.server), identity])
             self.track_keys()
-        result = lookup(self.api, self.search, self.server, identity, self.limits, self.keys)
+        result = lookup(self.replies, self.search, self.server, identity, self.limits, self.keys)
         if result is not None:
             self.hold([found.reply for found in result.history])
         return result

@@ -259,3 +259,25 @@ def resign(reply: dict, signing_key: nacl.signing.SigningKey, key_id: str,
 
 def reply_entry(reply: dict) -> bytes:
     return b64decode(reply["entry"]["hashchain_entry"])
+
+
+def replies_changed(change: Callable[[dict], None], pos: int | None = None) -> Attack:
+    """An attack passing each reply of every reply bundle (§5.1), or only the reply
+    of position ``pos``, through ``change`` (in place), served in the encoding the
+    client asked for."""
+
+    def attack(request: Request) -> Answer:
+        answer = request.forward()
+        if request.method != "GET" or not request.route.startswith("/v1/uids/bundle/") \
+                or answer.status != 200:
+            return answer
+        packed = answer.headers.get("Content-Type", "").startswith(MSGPACK)
+        bundle = msgpack.unpackb(answer.body) if packed else answer.json()
+        for reply in bundle["replies"]:
+            if pos is None or reply["entry"]["hashchain_pos"] == pos:
+                change(reply)
+        if packed:
+            return Answer(200, {"Content-Type": MSGPACK}, msgpack.packb(bundle))
+        return Answer.of_json(bundle)
+
+    return attack

@@ -164,3 +164,15 @@ def test_held_replies_find_the_one_out_of_order(tmp_path):
     [(ts, what, replies)] = home.evidence("example.org")
     assert (ts, what, [r["entry"]["ts"] for r in replies]) == (7, "why", [300, 299])
 
+
+
+def test_a_bundle_is_cached_once_every_position_is_held(tmp_path):
+    """Held replies are the cache of §5.1: the head's partial bundle is not complete."""
+    home = Home(str(tmp_path / "home"))
+    home.hold_replies("example.org", [reply_at(pos, 1) for pos in range(256 + 100)])
+    assert home.complete_bundles("example.org") == {0}
+    home.hold_replies("example.org", [reply_at(pos, 1) for pos in range(256 + 100, 512)])
+    assert home.complete_bundles("example.org") == {0, 1}
+    assert home.complete_bundles("other.org") == set()
+    held = home.held_at("example.org", [3, 400, 600])
+    assert list(held) == [3, 400] and held[400].entry.hashchain_pos == 400

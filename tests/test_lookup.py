@@ -9,23 +9,21 @@ import pytest
 from client.lookup import lookup
 from client.protocol.encoding import b64decode, b64encode
 from client.protocol.errors import VerificationError
-from client.session import sync_chain
-from client.store.home import open_state
-from client.store.localchain import LocalChain
-from client.store.search import ChainSearch
-from client.transport.api import KeyserverAPI
+from client.session import ServerSession, sync_chain
+from client.store.home import Home
 from simulator import TamperFetcher
-from tamper_proxy import Answer
+from tamper_proxy import replies_changed
 
 
 @pytest.fixture
 def synced(app_server, tmp_path):
+    """The server's chain, verified (not its keys: ``lookup`` finds them), and the
+    session's replies (fetched in bundles) to look it up with."""
     def sync(fetcher=None):
-        api = KeyserverAPI(app_server.url, fetcher)
-        chain = LocalChain(open_state(str(tmp_path / "s.sqlite")), str(tmp_path / "c"),
-                           "example.org")
-        sync_chain(api, chain)
-        return api, ChainSearch(chain), api.capabilities().limits
+        session = ServerSession(Home(str(tmp_path / "home")), "example.org", app_server.url,
+                                fetcher=fetcher)
+        sync_chain(session.api, session.chain)
+        return session.replies, session.search, session.limits
     return sync
 
 
@@ -37,20 +35,6 @@ def test_lookup_finds_current_keys(users_app, synced):
     assert result.message.identity == "alice@example.org"
     assert result.is_current(result.history[0].ts)
     assert lookup(api, search, "example.org", "nobody@example.org", limits) is None
-
-
-def lying(how):
-    """An attack rewriting FetchUID answers with ``how``."""
-
-    def attack(request):
-        answer = request.forward()
-        if not request.route.startswith("/v1/uids/"):
-            return answer
-        reply = answer.json()
-        how(reply)
-        return Answer.of_json(reply, answer.status)
-
-    return attack
 
 
 def other_position(reply):
@@ -86,12 +70,12 @@ def swapped_message(reply):
 def test_a_lying_reply_is_caught(app_server, users_app, synced, how):
     users_app.register("alice@example.org")
     tampering = TamperFetcher(app_server.app, app_server.url)
-    tampering.attack = lying(how)
+    tampering.attack = replies_changed(how)
     api, search, limits = synced(tampering)
     with pytest.raises(VerificationError):
         lookup(api, search, "example.org", "alice@example.org", limits)
     assert tampering.errors == []
-    assert any(path.startswith("/v1/uids/") for _, path in tampering.seen)
+    assert any(path.startswith("/v1/uids/bundle/") for _, path in tampering.seen)
 
 
 def test_the_chain_must_start_with_the_server(synced):

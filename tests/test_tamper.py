@@ -34,7 +34,7 @@ from client.protocol.hashchain import ENTRY_SIZE
 from client.store.home import Home
 from conftest import LiveServer, ServerUserActions, init_live_instance, keyserver_command
 from tamper_proxy import (JSON, MSGPACK, Answer, ChainView, TamperProxy, extend,
-                          fabricated_entry, link, relink, resign)
+                          fabricated_entry, link, relink, replies_changed, resign)
 
 SERVER = "example.org"
 HOUR_MS = 3600 * 1000
@@ -259,19 +259,15 @@ def test_sync_failing_in_a_later_chunk_keeps_no_bytes(shared, proxy, tmp_path):
 # --- 2. lookup: a reply signed by an unknown key (§7.3, §11.3) -----------------------
 
 def resign_position(pos: int, signing_key, key_id: str, **changes):
-    """An attack re-signing the FetchUID reply of chain position ``pos``."""
+    """An attack re-signing the reply of chain position ``pos`` in its bundle."""
 
-    def attack(request):
-        answer = request.forward()
-        if request.method != "GET" or not request.route.startswith("/v1/uids/"):
-            return answer
-        reply = answer.json()
-        if reply["entry"]["hashchain_pos"] != pos:
-            return answer
+    def change(reply):
         reply["entry"].update(changes)
-        return Answer.of_json(resign(reply, signing_key, key_id))
+        signed = resign(reply, signing_key, key_id)
+        reply.clear()
+        reply.update(signed)
 
-    return attack
+    return replies_changed(change, pos)
 
 
 def capabilities_changed(rewrite):
@@ -354,15 +350,10 @@ def test_malformed_capabilities_stop_a_command_at_its_start(shared, proxy, tmp_p
 def test_a_reply_without_its_encrypted_message_is_malformed(shared, proxy, tmp_path):
     home = synced_home(tmp_path, proxy, shared, SYNCED)
 
-    def attack(request):
-        answer = request.forward()
-        if not request.route.startswith("/v1/uids/"):
-            return answer
-        reply = answer.json()
+    def change(reply):
         del reply["entry"]["uid_message_encrypted"]
-        return Answer.of_json(reply)
 
-    proxy.attack = attack
+    proxy.attack = replies_changed(change)
     refused(keyclient(home, "lookup", "alice@example.org"), "is malformed",
             "uid_message_encrypted")
 
@@ -503,7 +494,8 @@ def test_lookup_after_a_key_rotation(rotated, tmp_path, who, signer, after, refu
             assert f"positions:  {pos}" in result.output
         assert snapshot(home) == before
         assert not proxy.errors, proxy.errors
-        assert (signer is None) or any(path.startswith("/v1/uids/") for _, path in proxy.seen)
+        assert (signer is None) or any(path.startswith("/v1/uids/bundle/")
+                                       for _, path in proxy.seen)
 
 
 # --- 4. register: the reply and the chain disagree (§13 step 3) ---------------------

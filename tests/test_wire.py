@@ -3,6 +3,7 @@ gives the object back, ``format_x`` gives exactly what the server serves today, 
 each malformed answer is refused with its exact error."""
 
 import json
+import re
 
 import msgpack
 import pytest
@@ -19,6 +20,8 @@ from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedToke
                                   parse_head, parse_issued_tokens, parse_keyinit_receipt,
                                   parse_uid_message_reply)
 from client.protocol.wire import KeyInitStatus, format_keyinit_status, parse_keyinit_status
+from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, UIDMessageReply,
+                                  format_reply_bundle, parse_reply_bundle)
 from conftest import mutate
 
 ENTRY = bytes(range(153))
@@ -301,3 +304,60 @@ def test_keyinit_status_round_trip(status):
 def test_malformed_keyinit_status(obj):
     with pytest.raises(TransportError, match="malformed KeyInit status answer"):
         parse_keyinit_status(obj)
+
+
+# --- Reply bundles (§5.1) -------------------------------------------------------------
+
+def bundle_obj(bundle: int = 1, count: int = 3) -> dict:
+    """Bundle ``bundle``'s first ``count`` replies, as served."""
+    return format_reply_bundle(ReplyBundle(bundle, tuple(
+        UIDMessageReply(ReplyEntry(ENCRYPTED, ENTRY, bundle * BUNDLE_SIZE + offset, 1000),
+                        SIGNATURES, {})
+        for offset in range(count))))
+
+
+@pytest.mark.parametrize("pack, content_type", [(json.dumps, "application/json"),
+                                                (msgpack.packb, MSGPACK)])
+def test_bundle_round_trip(pack, content_type):
+    obj = bundle_obj()
+    body = pack(obj).encode() if pack is json.dumps else pack(obj)
+    bundle = parse_reply_bundle(body, content_type, 1)
+    assert [reply.raw for reply in bundle.replies] == obj["replies"]
+    assert format_reply_bundle(bundle) == obj
+
+
+def test_a_full_bundle_parses():
+    bundle = parse_reply_bundle(json.dumps(bundle_obj(2, BUNDLE_SIZE)).encode(), "", 2)
+    assert bundle.replies[-1].entry.hashchain_pos == 3 * BUNDLE_SIZE - 1
+
+
+def without(position: int):
+    return lambda obj: {**obj, "replies": obj["replies"][:position] + obj["replies"][position + 1:]}
+
+
+BUNDLE_REJECTS = {
+    "another bundle": (change(["bundle"], 2), "not the bundle asked for"),
+    "bundle not an integer": (change(["bundle"], "1"), "bundle: must be an integer"),
+    "no replies member": (change(["replies"], KeyError), "replies: missing"),
+    "replies not a list": (change(["replies"], {}), "replies: must be a list"),
+    "no replies": (change(["replies"], []), "must hold 1 to 256 replies"),
+    "a gap": (without(1), "replies[1]: is for position 258, not 257"),
+    "not from the bundle's start": (without(0), "replies[0]: is for position 257, not 256"),
+    "a malformed reply": (change(["replies", 2, "entry", "ts"], -1), "replies[2]: ts"),
+    "a reply not an object": (change(["replies", 0], "x"), "replies[0]"),
+    "more than a bundle": (lambda obj: bundle_obj(1, BUNDLE_SIZE + 1),
+                           "must hold 1 to 256 replies"),
+}
+
+
+@pytest.mark.parametrize("how, message", BUNDLE_REJECTS.values(), ids=BUNDLE_REJECTS.keys())
+def test_malformed_bundles_are_refused(how, message):
+    with pytest.raises(VerificationError, match=re.escape(message)):
+        parse_reply_bundle(json.dumps(how(bundle_obj())).encode(), "application/json", 1)
+
+
+@pytest.mark.parametrize("body, content_type", [(b"{", "application/json"),
+                                                (b"\xc1", MSGPACK)])
+def test_undecodable_bundles_are_transport_errors(body, content_type):
+    with pytest.raises(TransportError):
+        parse_reply_bundle(body, content_type, 0)

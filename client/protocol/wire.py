@@ -154,6 +154,56 @@ def parse_uid_message_reply(obj: Any, *, what: str = "malformed reply") -> UIDMe
     return UIDMessageReply(parsed, _signatures(reader), obj)
 
 
+# --- Reply bundles (§5.1) ----------------------------------------------------------
+
+#: Positions per bundle: bundle ``B`` holds the replies of positions ``256B .. 256B+255``.
+BUNDLE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class ReplyBundle:
+    """The replies of bundle ``bundle``, by position from ``bundle * BUNDLE_SIZE`` on
+    without a gap (the head's bundle may be short)."""
+
+    bundle: int
+    replies: tuple[UIDMessageReply, ...]
+
+
+def format_reply_bundle(bundle: ReplyBundle) -> dict:
+    """The served map, in JSON or msgpack alike: each reply's values are the strings
+    its signatures cover, so both encodings verify the same way."""
+    return {"bundle": bundle.bundle,
+            "replies": [format_uid_message_reply(reply.entry, reply.signatures)
+                        for reply in bundle.replies]}
+
+
+def parse_reply_bundle(body: bytes, content_type: str, bundle: int) -> ReplyBundle:
+    """``GET /v1/uids/bundle/<bundle>`` in either encoding. An answer that does not
+    decode is a ``TransportError``; one for another bundle, with a malformed reply
+    or a missing position is the server's fault (``VerificationError``): a client
+    that skipped the gap would take a server hiding a reply for an honest one."""
+    try:
+        if content_type == MSGPACK:
+            obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        else:
+            obj = json.loads(body)
+    except Exception as exc:
+        raise TransportError(f"reply bundle {bundle} is malformed: {exc}") from exc
+    what = f"reply bundle {bundle} is malformed"
+    reader = _Reader(obj, what, VerificationError, "answer")
+    if reader.int("bundle") != bundle:
+        reader.fail("bundle", f"is {obj['bundle']}, not the bundle asked for")
+    replies = reader.list("replies", lambda value, name: parse_uid_message_reply(
+        value, what=f"{what}: {name}"))
+    if not 1 <= len(replies) <= BUNDLE_SIZE:
+        reader.fail("replies", f"must hold 1 to {BUNDLE_SIZE} replies")
+    for offset, reply in enumerate(replies):
+        if reply.entry.hashchain_pos != bundle * BUNDLE_SIZE + offset:
+            reader.fail(f"replies[{offset}]", f"is for position {reply.entry.hashchain_pos},"
+                        f" not {bundle * BUNDLE_SIZE + offset}")
+    return ReplyBundle(bundle, replies)
+
+
 # --- The head (§12 FetchLastHashChain) ----------------------------------------------
 
 @dataclass(frozen=True)

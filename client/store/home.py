@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from ..protocol.errors import ClientError
 from ..protocol.identity import is_domain
-from ..protocol.wire import UIDMessageReply, parse_uid_message_reply
+from ..protocol.wire import BUNDLE_SIZE, UIDMessageReply, parse_uid_message_reply
 from ..trust.monitor import Alert
 from .localchain import LocalChain
 
@@ -260,6 +260,25 @@ class Home:
             "INSERT OR IGNORE INTO held_replies (server, pos, ts, reply) VALUES (?, ?, ?, ?)",
             [(server, reply.entry.hashchain_pos, reply.entry.ts, json.dumps(reply.raw))
              for reply in replies])
+
+    def complete_bundles(self, server: str) -> set[int]:
+        """The bundles (§5.1) of ``server`` with a held reply for every one of their
+        positions: a cache that never needs fetching again (the head's partial
+        bundle is not among them until its last position is held)."""
+        return {bundle for bundle, in self.db.execute(
+            "SELECT pos / ? FROM held_replies WHERE server = ? GROUP BY pos / ?"
+            " HAVING COUNT(DISTINCT pos) = ?", (BUNDLE_SIZE, server, BUNDLE_SIZE, BUNDLE_SIZE))}
+
+    def held_at(self, server: str, positions: Iterable[int]) -> dict[int, UIDMessageReply]:
+        """A held reply of ``server`` for each of ``positions`` that has one (the
+        earliest, should the server have signed two times for one position)."""
+        held = {}
+        for pos in positions:
+            row = self.db.execute("SELECT reply FROM held_replies WHERE server = ? AND pos = ?"
+                                  " ORDER BY ts LIMIT 1", (server, pos)).fetchone()
+            if row is not None:
+                held[pos] = parse_uid_message_reply(json.loads(row[0]))
+        return held
 
     def out_of_order(self, server: str, reply: UIDMessageReply) -> UIDMessageReply | None:
         """A held reply whose time contradicts ``reply``'s place (§7.3 "ordered"): an

@@ -13,14 +13,18 @@ from .fetcher import Fetcher, Request
 from ..protocol.encoding import b64encode, b64url_encode, require_int
 from ..protocol.errors import TransportError
 from ..protocol.keys import KeyEntry
-from ..protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedTokens, KeyInitReceipt,
-                             KeyInitStatus, UIDMessageReply, parse_capabilities, parse_chunk,
-                             parse_head, parse_issued_tokens, parse_keyinit_receipt,
-                             parse_keyinit_status, parse_uid_message_reply)
+from ..protocol.wire import (BUNDLE_SIZE, MSGPACK, Capabilities, Chunk, Head, IssuedTokens,
+                             KeyInitReceipt, KeyInitStatus, ReplyBundle, UIDMessageReply,
+                             parse_capabilities, parse_chunk, parse_head, parse_issued_tokens,
+                             parse_keyinit_receipt, parse_keyinit_status, parse_reply_bundle,
+                             parse_uid_message_reply)
 
 #: Per-entry size bound of a chunk answer (base64 plus quotes and comma).
 _ENTRY_WIRE_BYTES = 210
 MAX_JSON_BYTES = 4 * 1024 * 1024
+#: Per-reply size bound of a bundle answer: the largest UIDMessage the server takes
+#: (16 KiB, ``keyserver.http.users.UID_BODY_BYTES``) encrypted, in base64, with the rest.
+_REPLY_WIRE_BYTES = 24 * 1024
 
 
 class KeyserverAPI:
@@ -68,12 +72,13 @@ class KeyserverAPI:
         """KeyHashchain.FetchLastHashChain."""
         return parse_head(self._get_json("/v1/hashchain/head"))
 
-    def fetch_uid(self, uid_index_b64url: str, *,
-                  what: str = "malformed reply") -> UIDMessageReply:
-        """KeyRepository.FetchUID: the stored UIDMessageReply (not yet verified);
-        ``what`` starts the message of a malformed one."""
-        return parse_uid_message_reply(self._get_json(f"/v1/uids/{uid_index_b64url}"),
-                                       what=what)
+    def fetch_bundle(self, bundle: int, *, use_msgpack: bool = True) -> ReplyBundle:
+        """§5.1: the replies of positions ``256 * bundle ..`` (not yet verified)."""
+        accept = MSGPACK if use_msgpack else "application/json"
+        response = self.fetcher.fetch(
+            Request("GET", f"{self.base_url}/v1/uids/bundle/{bundle}", {"Accept": accept}),
+            BUNDLE_SIZE * _REPLY_WIRE_BYTES)
+        return parse_reply_bundle(response.body, response.content_type, bundle)
 
     def _put_uid(self, message: dict, authorization: str | None) -> UIDMessageReply:
         identity = message["content"]["identity"]

@@ -34,26 +34,34 @@ def fetch_hashchain() -> Response:
         # The last entry's hash commits to the whole chunk (and all before it).
         etag = f"{entries[-1][:16].hex()}-{start}-{count}-{'m' if use_msgpack else 'j'}"
         if etag in request.if_none_match:
-            response = Response(status=304)
-            _cache_headers(response, etag)
-            return response
-    body = format_chunk(Chunk(start, head.pos, entries), binary=use_msgpack)
-    if use_msgpack:
-        response = Response(msgpack.packb(body, use_bin_type=True), mimetype=MSGPACK)
-    else:
-        response = jsonify(body)
-    if complete:
-        _cache_headers(response, etag)
+            return not_modified(etag)
+    response = packed(format_chunk(Chunk(start, head.pos, entries), binary=use_msgpack),
+                      use_msgpack)
+    return cache_headers(response, etag)
+
+
+def cache_headers(response: Response, etag: str | None) -> Response:
+    """Let every cache keep an answer that never changes (one with an ``etag``), and
+    none keep one that will; either varies with the encoding asked for."""
+    if etag is not None:
+        response.set_etag(etag)
+        response.headers["Cache-Control"] = IMMUTABLE
     else:
         response.headers["Cache-Control"] = "no-cache"
     response.vary.add("Accept")
     return response
 
 
-def _cache_headers(response: Response, etag: str) -> None:
-    response.set_etag(etag)
-    response.headers["Cache-Control"] = IMMUTABLE
-    response.vary.add("Accept")
+def not_modified(etag: str) -> Response:
+    """304 for a cache that holds the answer under ``etag`` already."""
+    return cache_headers(Response(status=304), etag)
+
+
+def packed(body: dict, use_msgpack: bool) -> Response:
+    """``body`` as msgpack (when asked for) or JSON."""
+    if use_msgpack:
+        return Response(msgpack.packb(body, use_bin_type=True), mimetype=MSGPACK)
+    return jsonify(body)
 
 
 def served_head(head: chain.Head) -> dict:

@@ -21,12 +21,17 @@ def query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None 
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not _INT.fullmatch(raw):
-        raise BadRequest(f"{name} must be a non-negative decimal integer")
-    value = int(raw)
+    value = path_int(raw, name)
     if value < minimum or (maximum is not None and value > maximum):
         raise BadRequest(f"{name} must be between {minimum} and {maximum}")
     return value
+
+
+def path_int(raw: str, name: str) -> int:
+    """An integer path parameter, under the rule of query parameters (§12), else 400."""
+    if not _INT.fullmatch(raw):
+        raise BadRequest(f"{name} must be a non-negative decimal integer")
+    return int(raw)
 
 
 def wants_msgpack() -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from client.protocol.encoding import b64url_decode
 from client.protocol.errors import NotFound
@@ -12,8 +12,10 @@ from ..service import uids
 from ..storage import chain
 from ..storage.db import get_db, write
 from .context import charger, policy, request_now, sign
-from .hashchain import served_head
-from .params import json_body, query_int
+from client.protocol.wire import BUNDLE_SIZE
+
+from .hashchain import cache_headers, not_modified, packed, served_head
+from .params import json_body, path_int, query_int, wants_msgpack
 
 bp = Blueprint("users", __name__, url_prefix="/v1")
 
@@ -43,6 +45,29 @@ def fetch_uid(uid_index: str) -> Response:
     response = jsonify(reply)
     response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
     return response
+
+
+@bp.get("/uids/bundle/<bundle>")
+def fetch_bundle(bundle: str) -> Response:
+    """§5.1: the replies of bundle B by position, so that fetching one reveals no
+    UIDIndex. A bundle below the head's is complete and never changes: caches and
+    mirrors keep it, and then the origin does not even see it asked for."""
+    number = path_int(bundle, "bundle")
+    use_msgpack = wants_msgpack()
+    db = get_db()
+    head = chain.head(db)
+    head_bundle = head.pos // BUNDLE_SIZE
+    if number > head_bundle:
+        raise NotFound(f"bundle {number} is beyond the head's bundle {head_bundle}")
+    etag = None
+    if number < head_bundle:
+        # The last entry's hash commits to every entry of the bundle, each reply
+        # to its entry; the encoding is part of the answer.
+        last = chain.entry_at(db, (number + 1) * BUNDLE_SIZE - 1)
+        etag = f"{last.hash[:16].hex()}-b{number}-{'m' if use_msgpack else 'j'}"
+        if etag in request.if_none_match:
+            return not_modified(etag)
+    return cache_headers(packed(uids.reply_bundle(db, number), use_msgpack), etag)
 
 
 def _looked_up(identity: str) -> str:

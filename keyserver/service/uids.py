@@ -17,7 +17,8 @@ from client.protocol.uidmessage import UIDMessage, encrypt_uid_message, parse_ui
 from client.protocol.uidrules import (Latest, check_identity, check_lastentry,
                                       check_preferences, check_repouris, check_state,
                                       check_validity, signature_error)
-from client.protocol.wire import ReplyEntry, format_uid_message_reply
+from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, ReplyEntry, UIDMessageReply,
+                                  format_reply_bundle, format_uid_message_reply)
 
 from ..storage import chain, keyinits, uids
 from ..storage.uids import StoredReply
@@ -114,6 +115,17 @@ def fetch_reply(db: sqlite_utils.Database, uid_index: bytes) -> dict | None:
     """FetchUID: the stored UIDMessageReply under its UIDIndex."""
     stored = uids.fetch_reply(db, uid_index)
     return format_stored_reply(stored) if stored else None
+
+
+def reply_bundle(db: sqlite_utils.Database, bundle: int) -> dict:
+    """§5.1: the served map of bundle ``bundle``'s replies (the caller checks that the
+    bundle exists). ``raw`` is what a parser keeps of a received reply: a served one
+    has none."""
+    first = bundle * BUNDLE_SIZE
+    replies = tuple(UIDMessageReply(ReplyEntry(s.encrypted, s.entry, s.pos, s.ts),
+                                    s.signatures, {})
+                    for s in uids.replies_between(db, first, first + BUNDLE_SIZE))
+    return format_reply_bundle(ReplyBundle(bundle, replies))
 
 
 def latest_reply(db: sqlite_utils.Database, identity: str) -> dict | None:

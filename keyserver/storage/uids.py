@@ -99,6 +99,13 @@ def fetch_reply(db: sqlite_utils.Database, uid_index: bytes) -> StoredReply | No
     return _stored(row) if row else None
 
 
+def replies_between(db: sqlite_utils.Database, first: int, end: int) -> list[StoredReply]:
+    """The stored replies of positions ``first .. end - 1``, by position (a bundle, §5.1)."""
+    rows = db.conn.execute(f"{_REPLY_SQL} WHERE u.pos >= ? AND u.pos < ? ORDER BY u.pos",
+                           (first, end)).fetchall()
+    return [_stored(row) for row in rows]
+
+
 def latest_reply(db: sqlite_utils.Database, identity: str) -> StoredReply | None:
     row = db.conn.execute(
         f"{_REPLY_SQL} JOIN identities i ON i.pos = u.pos WHERE i.identity = ?",

@@ -221,12 +221,12 @@ class ServerSession:
         each other and with every reply held before (§7.3 "ordered"). A decrease
         proves the server cheats: both replies are kept as evidence in the home,
         and the command fails."""
+        if not replies:
+            return
+        positions = [reply.entry.hashchain_pos for reply in replies]
         try:
-            check_ordered(replies)
-            for reply in replies:
-                held = self.home.out_of_order(self.server, reply)
-                if held is not None:
-                    check_ordered([held, reply])
+            check_ordered([*self.home.held_around(self.server, min(positions), max(positions)),
+                           *replies])
         except RepliesOutOfOrder as exc:
             self.home.record_evidence(self.server, str(exc), exc.replies, now_ms())
             raise

@@ -11,6 +11,7 @@ import client.store.home as home_module
 from client.protocol.errors import ClientError
 from client.protocol.wire import ReplyEntry, format_uid_message_reply, parse_uid_message_reply
 from client.store.home import MIGRATIONS, Home
+from client.trust.ordering import RepliesOutOfOrder, check_ordered
 
 TABLES = {"servers", "chains", "found", "scanned", "own_replies", "keyinit_msgcounts", "alerts",
           "held_replies", "evidence", "first_seen"}
@@ -151,15 +152,26 @@ def reply_at(pos, ts):
                                     "signatures": REPLY["signatures"]})
 
 
-def test_held_replies_find_the_one_out_of_order(tmp_path):
+def test_held_replies_around_a_range_are_what_can_contradict_it(tmp_path):
     home = Home(str(tmp_path / "home"))
-    home.hold_replies("example.org", [reply_at(3, 300), reply_at(5, 500)])
+    home.hold_replies("example.org", [reply_at(1, 100), reply_at(3, 300), reply_at(5, 500),
+                                      reply_at(9, 900)])
     home.hold_replies("example.org", [reply_at(3, 300)])                  # kept once
-    assert home.out_of_order("example.org", reply_at(4, 400)) is None
-    assert home.out_of_order("example.org", reply_at(4, 300)) is None     # equal times
-    assert home.out_of_order("example.org", reply_at(4, 299)).entry.hashchain_pos == 3
-    assert home.out_of_order("example.org", reply_at(4, 501)).entry.hashchain_pos == 5
-    assert home.out_of_order("other.org", reply_at(4, 1)) is None         # per server
+
+    def around(first, last, server="example.org"):
+        return [r.entry.hashchain_pos for r in home.held_around(server, first, last)]
+
+    assert around(4, 4) == [3, 5]
+    assert around(3, 6) == [3, 5, 1, 9]
+    assert around(10, 12) == [9] and around(0, 0) == [1]
+    assert around(4, 4, "other.org") == []                              # per server
+    check_ordered([reply_at(4, 300), *home.held_around("example.org", 4, 4)])  # equal times
+    with pytest.raises(RepliesOutOfOrder) as caught:
+        check_ordered([reply_at(4, 299), *home.held_around("example.org", 4, 4)])
+    assert [r.entry.hashchain_pos for r in caught.value.replies] == [3, 4]
+    with pytest.raises(RepliesOutOfOrder) as caught:
+        check_ordered([reply_at(4, 501), *home.held_around("example.org", 4, 4)])
+    assert [r.entry.hashchain_pos for r in caught.value.replies] == [4, 5]
     home.record_evidence("example.org", "why", [reply_at(3, 300), reply_at(4, 299)], 7)
     [(ts, what, replies)] = home.evidence("example.org")
     assert (ts, what, [r["entry"]["ts"] for r in replies]) == (7, "why", [300, 299])

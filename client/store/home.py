@@ -280,15 +280,21 @@ class Home:
                 held[pos] = parse_uid_message_reply(json.loads(row[0]))
         return held
 
-    def out_of_order(self, server: str, reply: UIDMessageReply) -> UIDMessageReply | None:
-        """A held reply whose time contradicts ``reply``'s place (§7.3 "ordered"): an
-        earlier position with a later time, or a later position with an earlier one."""
-        pos, ts = reply.entry.hashchain_pos, reply.entry.ts
-        row = self.db.execute(
-            "SELECT reply FROM held_replies WHERE server = ? AND"
-            " ((pos < ? AND ts > ?) OR (pos > ? AND ts < ?)) LIMIT 1",
-            (server, pos, ts, pos, ts)).fetchone()
-        return parse_uid_message_reply(json.loads(row[0])) if row else None
+    def held_around(self, server: str, first: int, last: int) -> list[UIDMessageReply]:
+        """The held replies that decide whether replies of positions ``first..last``
+        are in order with them (§7.3 "ordered"): those inside the range, the latest of
+        the nearest position before it and the earliest of the nearest one after it.
+        The held replies are in order (each batch was checked before it was held), so
+        nothing further away can contradict: three lookups in the primary key's order,
+        not a scan of everything held."""
+        queries = (("pos >= ? AND pos <= ?", (first, last)),
+                   ("pos < ? ORDER BY pos DESC, ts DESC LIMIT 1", (first,)),
+                   ("pos > ? ORDER BY pos, ts LIMIT 1", (last,)))
+        return [parse_uid_message_reply(json.loads(reply))
+                for where, args in queries
+                for (reply,) in self.db.execute(
+                    f"SELECT reply FROM held_replies WHERE server = ? AND {where}",
+                    (server, *args))]
 
     def record_evidence(self, server: str, what: str, replies: Iterable[UIDMessageReply],
                         now_ms: int) -> None:

@@ -44,11 +44,10 @@ def _matches(replies: Replies, search: ChainSearch, identity: str) -> list[Match
 
 
 def server_keys(replies: Replies, search: ChainSearch, server_name: str,
-                limits: Limits) -> tuple[list[ServerKey], list[UIDMessageReply]]:
-    """The server's signing keys as its own entries on the chain record them (§7.2),
-    and the verified replies that record them."""
-    matches = _matches(replies, search, server_identity(server_name))
-    return verify_server_keys(server_name, matches, limits), [match.reply for match in matches]
+                limits: Limits) -> list[ServerKey]:
+    """The server's signing keys as its own entries on the chain record them (§7.2)."""
+    return verify_server_keys(server_name, _matches(replies, search, server_identity(server_name)),
+                              limits)
 
 
 def lookup(replies: Replies, search: ChainSearch, server_name: str, identity: str,
@@ -60,5 +59,5 @@ def lookup(replies: Replies, search: ChainSearch, server_name: str, identity: st
     if keys is None:
         # One pass over the chain finds both (the server's own entries give its keys).
         search.search_many([server_identity(server_name), identity])
-        keys, _ = server_keys(replies, search, server_name, limits)
+        keys = server_keys(replies, search, server_name, limits)
     return verify_history(identity, server_name, _matches(replies, search, identity), keys, limits)

@@ -210,9 +210,7 @@ class ServerSession:
     def track_keys(self) -> list[ServerKey]:
         """Find the server's signing keys on the verified chain (§7.2, §11.2)."""
         self.progress(f"tracking {server_identity(self.server)} on the chain")
-        keys, replies = server_keys(self.replies, self.search, self.server, self.limits)
-        self.hold(replies)
-        self.keys = keys
+        self.keys = server_keys(self.replies, self.search, self.server, self.limits)
         self._hold_signed()
         return self.keys
 
@@ -274,17 +272,15 @@ class ServerSession:
 
     def lookup(self, identity: str) -> LookupResult | None:
         """``identity`` on the chain, with the server keys the last ``sync`` found
-        (found afresh if there was none); its replies are held (``hold``)."""
+        (found afresh if there was none). Its replies, like every reply ``replies``
+        returns, are held already (from the cache, or by ``_hold_signed``)."""
         # One pass over the chain finds both (the server's own entries give its keys),
         # and one batch of bundles fetches both's replies (§5.1).
         hits = self.search.search_many([server_identity(self.server), identity])
         self.replies([pos for found in hits.values() for pos, _ in found])
         if not self.keys:
             self.track_keys()
-        result = lookup(self.replies, self.search, self.server, identity, self.limits, self.keys)
-        if result is not None:
-            self.hold([found.reply for found in result.history])
-        return result
+        return lookup(self.replies, self.search, self.server, identity, self.limits, self.keys)
 
     # --- payment (§10) ------------------------------------------------------------
 

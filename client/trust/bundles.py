@@ -48,7 +48,8 @@ def check_bundle(bundle: ReplyBundle, length: int,
     entries, each naming the chain's ``entry`` at its position; a bundle short of
     the chain is refused (a missing reply is the server's fault, §5.1). Replies
     past the local chain (the server's head moved on) cannot be checked: they are
-    left out. Signatures are checked where a lookup uses a reply (``trust.history``)."""
+    left out. Signatures are the session's to check, against the chain's keys, before
+    it holds what it fetched."""
     end = min((bundle.bundle + 1) * BUNDLE_SIZE, length)
     first = bundle.bundle * BUNDLE_SIZE
     if first + len(bundle.replies) < end:

@@ -197,8 +197,8 @@ class Home:
                        replace: bool = False) -> None:
         """Keep ``(pos, msgcount, reply)`` of verified replies for our ``identity``
         (what the server sent, so that its signature still verifies); a position
-        already held keeps its reply unless ``replace``."""
-        replies = list(replies)
+        already held keeps its reply unless ``replace``. The replies are the session's
+        to hold (``ServerSession.hold``), which checks their order first."""
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self.db:
             self.db.executemany(
@@ -206,7 +206,6 @@ class Home:
                 " VALUES (?, ?, ?, ?, ?)",
                 [(server, identity, pos, msgcount, json.dumps(reply.raw))
                  for pos, msgcount, reply in replies])
-            self._hold(server, [reply for _, _, reply in replies])
 
     def monitored(self, server: str) -> dict[str, set[int]]:
         """Each of our identities on ``server`` (those we hold replies for), with
@@ -253,13 +252,11 @@ class Home:
     def hold_replies(self, server: str, replies: Iterable[UIDMessageReply]) -> None:
         """Keep verified replies of ``server`` (as sent), for the ordering rule."""
         with self.db:
-            self._hold(server, replies)
-
-    def _hold(self, server: str, replies: Iterable[UIDMessageReply]) -> None:
-        self.db.executemany(
-            "INSERT OR IGNORE INTO held_replies (server, pos, ts, reply) VALUES (?, ?, ?, ?)",
-            [(server, reply.entry.hashchain_pos, reply.entry.ts, json.dumps(reply.raw))
-             for reply in replies])
+            self.db.executemany(
+                "INSERT OR IGNORE INTO held_replies (server, pos, ts, reply)"
+                " VALUES (?, ?, ?, ?)",
+                [(server, reply.entry.hashchain_pos, reply.entry.ts, json.dumps(reply.raw))
+                 for reply in replies])
 
     def complete_bundles(self, server: str) -> set[int]:
         """The bundles (§5.1) of ``server`` with a held reply for every one of their

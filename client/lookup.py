@@ -10,14 +10,12 @@ from __future__ import annotations
 from typing import Callable, Collection, Mapping
 
 from .protocol.identity import server_identity
-from .protocol.uidrules import Limits
 from .protocol.wire import UIDMessageReply
 from .store.localchain import LocalChain
 from .store.search import ChainSearch
 from .transport.api import KeyserverAPI
 from .trust.bundles import check_bundle
-from .trust.history import LookupResult, Match, verify_history, verify_server_keys
-from .trust.keyring import ServerKey
+from .trust.history import LookupResult, Match, ServerRecord, verify_history, verify_server_keys
 
 #: The server's replies for chain positions, each checked against the chain's entry.
 Replies = Callable[[Collection[int]], Mapping[int, UIDMessageReply]]
@@ -43,21 +41,21 @@ def _matches(replies: Replies, search: ChainSearch, identity: str) -> list[Match
             for pos, uid_hash in found]
 
 
-def server_keys(replies: Replies, search: ChainSearch, server_name: str,
-                limits: Limits) -> list[ServerKey]:
-    """The server's signing keys as its own entries on the chain record them (§7.2)."""
-    return verify_server_keys(server_name, _matches(replies, search, server_identity(server_name)),
-                              limits)
+def server_record(replies: Replies, search: ChainSearch, server_name: str) -> ServerRecord:
+    """The server's signing keys and policy as its own entries on the chain record
+    them (§4, §7.2)."""
+    return verify_server_keys(server_name,
+                              _matches(replies, search, server_identity(server_name)))
 
 
 def lookup(replies: Replies, search: ChainSearch, server_name: str, identity: str,
-           limits: Limits, keys: list[ServerKey] | None = None) -> LookupResult | None:
+           server: ServerRecord | None = None) -> LookupResult | None:
     """The identity's verified history and current keys, or None if not on the chain.
 
-    ``keys`` are the server's keys for the whole chain, if the caller has them
-    from ``server_keys`` already."""
-    if keys is None:
+    ``server`` is what the chain says of the server, if the caller has it from
+    ``server_record`` already."""
+    if server is None:
         # One pass over the chain finds both (the server's own entries give its keys).
         search.search_many([server_identity(server_name), identity])
-        keys = server_keys(replies, search, server_name, limits)
-    return verify_history(identity, server_name, _matches(replies, search, identity), keys, limits)
+        server = server_record(replies, search, server_name)
+    return verify_history(identity, server_name, _matches(replies, search, identity), server)

@@ -17,7 +17,7 @@ import random
 from typing import TYPE_CHECKING, Callable, Collection, Iterator, Mapping, Sequence
 
 from .clock import now_ms
-from .lookup import fetch_bundles, lookup, server_keys
+from .lookup import fetch_bundles, lookup, server_record
 from .monitor import check_own_identities
 from .protocol.encoding import sha256
 from .protocol.errors import ChainError, VerificationError
@@ -32,11 +32,12 @@ from .transport.api import KeyserverAPI
 from .transport.fetcher import Fetcher
 from .trust.bundles import bundle_of, choose_bundles
 from .trust.chainstate import ChainState, check_expected, check_head
-from .trust.history import LookupResult
+from .trust.history import LookupResult, ServerRecord
 from .trust.keyring import (ServerKey, check_capabilities, check_reply_signature,
                             check_self_signed)
 from .trust.monitor import Alert
 from .trust.ordering import RepliesOutOfOrder, check_ordered
+from .trust.serverpolicy import ChainPolicy, check_capabilities_policy
 
 if TYPE_CHECKING:
     # Tokens need RSA (cryptography, slow to import): only commands that pay load it.
@@ -160,8 +161,8 @@ class ServerSession:
         #: Whether our identities were checked for entries we did not make (§7.3
         #: "Monitoring"): the caller then reports the home's unacknowledged alerts.
         self.monitored = False
-        #: The server's signing keys as the chain records them, after ``sync``.
-        self.keys: list[ServerKey] = []
+        #: The server's signing keys and policy as the chain records them, after ``sync``.
+        self.record: ServerRecord | None = None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -178,7 +179,22 @@ class ServerSession:
 
     @property
     def limits(self) -> Limits:
+        """The capabilities' limits; after ``sync``, those the chain binds are
+        checked to be the chain's (§7.3)."""
         return self.capabilities.limits
+
+    @property
+    def keys(self) -> list[ServerKey]:
+        """The server's signing keys as the chain records them (none before ``sync``)."""
+        return self.record.keys if self.record else []
+
+    @property
+    def policy(self) -> ChainPolicy:
+        """The server's policy as the chain records it (found afresh if not yet)."""
+        if self.record is None:
+            self.track_keys()
+        assert self.record is not None
+        return self.record.policy
 
     def sync(self, progress: Callable[[int], None] = lambda n: None,
              expect: dict[int, bytes] | None = None) -> int:
@@ -197,6 +213,7 @@ class ServerSession:
                                   *self.home.monitored(self.server)])
         self.track_keys()
         check_capabilities(self.capabilities, self.server, self.keys, self.chain.length - 1)
+        check_capabilities_policy(self.capabilities, self.policy)
         self.monitor(expect or {})
         return added
 
@@ -208,9 +225,10 @@ class ServerSession:
         return alerts
 
     def track_keys(self) -> list[ServerKey]:
-        """Find the server's signing keys on the verified chain (§7.2, §11.2)."""
+        """Find the server's signing keys and policy on the verified chain (§4,
+        §7.2, §11.2)."""
         self.progress(f"tracking {server_identity(self.server)} on the chain")
-        self.keys = server_keys(self.replies, self.search, self.server, self.limits)
+        self.record = server_record(self.replies, self.search, self.server)
         self._hold_signed()
         return self.keys
 
@@ -278,9 +296,9 @@ class ServerSession:
         # and one batch of bundles fetches both's replies (§5.1).
         hits = self.search.search_many([server_identity(self.server), identity])
         self.replies([pos for found in hits.values() for pos, _ in found])
-        if not self.keys:
+        if self.record is None:
             self.track_keys()
-        return lookup(self.replies, self.search, self.server, identity, self.limits, self.keys)
+        return lookup(self.replies, self.search, self.server, identity, self.record)
 
     # --- payment (§10) ------------------------------------------------------------
 

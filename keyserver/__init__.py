@@ -48,4 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None,
     db.init_app(app)
     http.init_app(app)
     cli.init_app(app)
+    from .instance import apply_policy
+
+    apply_policy(app)
     return app

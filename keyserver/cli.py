@@ -26,10 +26,10 @@ from client.protocol.tokens import mint_token
 from . import create_app
 from .clock import now_ms
 from .config import ConfigError
-from .http.context import policy, sign, token_keyring
-from .service import payment, tokenkeys
+from .http.context import policy, server_keys, sign, token_keyring
+from .service import own, payment, tokenkeys
 from .storage import chain, db, keyinits, vouchers
-from .storage.tokens import all_keys, issuing_key, spent_count
+from .storage.tokens import all_keys, spent_count
 
 
 def _open_instance(path: str | None) -> Flask:
@@ -196,7 +196,7 @@ def tokens_group() -> None:
 def tokens_mint_command(count: int) -> None:
     """Print N ready tokens, one base64url string a line (giveaways, tests)."""
     database = db.get_db()
-    key = issuing_key(database, now_ms())
+    key = tokenkeys.issuing_key(database, now_ms())
     if key is None:
         raise click.ClickException("no valid token key: run 'keyserver tokens rotate-key'")
     private = token_keyring().private_key(key)
@@ -210,10 +210,22 @@ def tokens_mint_command(count: int) -> None:
 @tokens_group.command("rotate-key")
 @with_instance
 def tokens_rotate_command() -> None:
-    """Add a new issuing token key; older keys stay valid until their not_after_ts."""
-    key = tokenkeys.create_key(db.get_db(), current_app.instance_path,
-                               policy().token_key_lifetime_ms, now_ms())
-    click.echo(f"new token key {b64encode(key.key_id)} valid until {_iso(key.not_after_ts)}")
+    """Add a new issuing token key and list it on the chain with the newest previous
+    one (§10.4: clients buy only under a key listed for 24 hours; keys no longer
+    listed stop being redeemed)."""
+    key = tokenkeys.rotate(db.get_db(), current_app.instance_path, policy(), server_keys(),
+                           now_ms())
+    click.echo(f"new token key {b64encode(key.key_id)} valid until {_iso(key.not_after_ts)};"
+               " listed on the chain now: clients buy with it from 24 hours on")
+
+
+@tokens_group.command("retire-expired")
+@with_instance
+def tokens_retire_command() -> None:
+    """Take expired token keys off the chain's list (§10.4)."""
+    retired = tokenkeys.retire_expired(db.get_db(), policy(), server_keys(), now_ms())
+    click.echo("expired token keys retired from the chain" if retired else
+               "no listed token key has expired")
 
 
 @tokens_group.command("stats")
@@ -222,9 +234,12 @@ def tokens_stats_command() -> None:
     """Token keys, and how many tokens were issued, minted and spent."""
     database = db.get_db()
     now = now_ms()
+    listed = set(own.current(database).token_keys)
     for key in all_keys(database):
         state = "valid" if now < key.not_after_ts else "expired"
-        click.echo(f"key {b64encode(key.key_id)}  {state} until {_iso(key.not_after_ts)}")
+        where = "listed on the chain" if key.key_id in listed else "not listed: not redeemed"
+        click.echo(f"key {b64encode(key.key_id)}  {state} until {_iso(key.not_after_ts)}"
+                   f" ({where})")
     spent = spent_count(database)
     outstanding = sum(v.remaining for v in vouchers.listing(database)
                       if v.expires_ts is None or now < v.expires_ts)

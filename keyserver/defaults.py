@@ -30,6 +30,8 @@ ALLOWED_REPOURIS: list = []
 #: Paths inside the instance folder unless absolute.
 DATABASE = "keyserver.sqlite"
 SIGNING_KEY_FILE = "signing.key"
+#: The log key (§8): a separate, long-lived key for checkpoints, bound on the chain.
+LOG_KEY_FILE = "log.key"
 #: SQLite ``synchronous`` level: FULL makes every commit durable (fsync).
 SQLITE_SYNCHRONOUS = "FULL"
 

@@ -16,18 +16,17 @@ from typing import Iterator
 import nacl.signing
 from flask import Flask
 
-from client.protocol.hashchain import ZERO_HASH
-from client.protocol.identity import check_server_name, is_domain, server_identity
-from client.protocol.keys import ed25519_entry
-from client.protocol.uidmessage import build_uid_content, parse_uid_message, sign_uid_content
+from client.protocol.identity import check_server_name, is_domain
 
 from . import create_app, defaults
 from .clock import now_ms
-from .service import signing, tokenkeys, uids
+from .http.context import POLICY
+from .service import own, signing, tokenkeys
 from .storage import db, files
 
 #: Files whose presence means an instance already lives in a folder.
-INSTANCE_FILES = ("config.py", defaults.DATABASE, defaults.SIGNING_KEY_FILE)
+INSTANCE_FILES = ("config.py", defaults.DATABASE, defaults.SIGNING_KEY_FILE,
+                  defaults.LOG_KEY_FILE)
 
 
 class InstanceExists(Exception):
@@ -41,18 +40,6 @@ def format_config(server_name: str, base_url: str, domains: list[str]) -> str:
         f"BASE_URL = {base_url!r}\n"
         f"DOMAINS = {domains!r}\n"
     )
-
-
-def own_uid_message(app: Flask, signing_key: nacl.signing.SigningKey, now: int,
-                    *, msgcount: int = 0, lastentry: bytes = ZERO_HASH,
-                    previous: nacl.signing.SigningKey | None = None) -> dict:
-    """The server's UIDMessage for keyserver@<name>, signed by its signing key."""
-    content = build_uid_content(
-        server_identity(app.config["KEYSERVER_NAME"]), ed25519_entry(signing_key),
-        msgcount=msgcount, not_before_ts=now, not_after_ts=now + app.config["MAX_UID_LIFETIME"],
-        lastentry=lastentry, repouris=[app.config["BASE_URL"]],
-    )
-    return sign_uid_content(content, signing_key, previous_sigkey=previous)
 
 
 def init_instance(path: str, server_name: str, base_url: str, domains: list[str]) -> Flask:
@@ -79,6 +66,28 @@ def init_instance(path: str, server_name: str, base_url: str, domains: list[str]
     else:
         _build_and_rename(path, config)
     return create_app(instance_path=path)
+
+
+def apply_policy(app: Flask) -> None:
+    """Make the chain state the configured time limits (§4: a changed limit is an
+    update of keyserver@, appended before the server applies it). Runs when an app
+    is made for an existing instance, so a changed configuration takes effect with
+    the restart that loads it; every process checks, one appends."""
+    path = db.database_path(app)
+    if not os.path.exists(path):
+        return   # init is making the instance
+    with contextlib.closing(db.connect(path, app.config["SQLITE_SYNCHRONOUS"],
+                                       create=False)) as database:
+        db.upgrade_db(database)
+        if own.latest(database) is None:
+            app.logger.warning("this instance predates preferences.server (revision 2 of the"
+                               " protocol): clients will refuse its chain; make a new one")
+            return
+        keys = signing.read_keys(signing.key_file_path(app.instance_path,
+                                                       app.config["SIGNING_KEY_FILE"]))
+        if own.apply_limits(database, app.extensions[POLICY], keys, now_ms()):
+            app.logger.info("the configured time limits differ from the chain's: "
+                            "appended an update of keyserver@ that states them")
 
 
 def _build_and_rename(path: str, config: str) -> None:
@@ -124,13 +133,18 @@ def _build(folder: str, config: str) -> None:
     key = signing.generate_key()
     signing.write_keys(signing.key_file_path(app.instance_path, app.config["SIGNING_KEY_FILE"]),
                        [key])
+    log_key = nacl.signing.SigningKey.generate()
+    signing.write_log_key(signing.key_file_path(app.instance_path, app.config["LOG_KEY_FILE"]),
+                          log_key)
     database = db.connect(db.database_path(app), app.config["SQLITE_SYNCHRONOUS"])
+    policy = app.extensions[POLICY]
+    log_vkey = own.log_verifier_key(policy.server_name, log_key)
     with app.app_context(), contextlib.closing(database):
         db.init_db(database)
         now = now_ms()
-        message = parse_uid_message(own_uid_message(app, key.signing_key, now))
-        sign = signing.signer(app.config["KEYSERVER_NAME"], key)
-        with db.transaction(database):
-            uids.store_uid_message(database, message, now, sign)
-        tokenkeys.create_key(database, app.instance_path, app.config["TOKEN_KEY_LIFETIME"], now)
+        # Entry 0 lists the first token key (§10.4), in the key's own transaction.
+        tokenkeys.create_key(database, app.instance_path, policy.token_key_lifetime_ms, now,
+                             lambda token_key: own.create(
+                                 database, policy, key,
+                                 own.preferences(policy, log_vkey, [token_key.key_id]), now))
     files.make_private(folder)

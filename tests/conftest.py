@@ -337,7 +337,7 @@ def mint(app, count: int | None = None):
     from keyserver.http.context import policy, token_keyring
     from keyserver.service import payment
     from keyserver.storage import db
-    from keyserver.storage.tokens import issuing_key
+    from keyserver.service.tokenkeys import issuing_key
 
     with app.app_context():
         private = token_keyring().private_key(issuing_key(db.get_db(), now_ms()))

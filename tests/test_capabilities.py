@@ -8,7 +8,7 @@ from keyserver.http.context import current_key
 
 FIELDS = {"server_name", "version", "methods", "domains", "keyrepository_uris",
           "keyinitrepository_uris", "hashchain_uris", "hashchain_head", "sigpubkeys",
-          "token_keys", "token_prices", "limits", "ts", "signatures"}
+          "token_keys", "token_prices", "limits", "log_vkey", "ts", "signatures"}
 LIMITS = {"max_chunk", "max_uid_lifetime_ms", "reclaim_grace_ms", "lastentry_max_age_ms",
           "max_keyinit_lifetime_ms", "max_keyinits_per_identity", "max_keyinits_per_request",
           "max_request_bytes"}

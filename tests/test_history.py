@@ -16,7 +16,8 @@ from client.protocol.signedjson import sign_json
 from client.protocol.encoding import canonical_json
 from client.protocol.uidmessage import (build_uid_content, encrypt_uid_message, seal,
                                         sign_uid_content)
-from client.protocol.uidrules import Limits
+from client.protocol.note import VerifierKey
+from client.protocol.uidmessage import ServerPreferences
 from client.protocol.wire import ReplyEntry, format_uid_message_reply, parse_uid_message_reply
 from client.trust.history import Match, verify_history, verify_server_keys
 
@@ -25,17 +26,20 @@ OWN = "keyserver@example.org"
 ALICE = "alice@example.org"
 DAY_MS = 24 * 3600 * 1000
 T0 = 1_800_000_000_000
-LIMITS = Limits(max_uid_lifetime_ms=365 * DAY_MS, reclaim_grace_ms=30 * DAY_MS,
-                lastentry_max_age_ms=DAY_MS)
+#: preferences.server of the server's own messages (§4): only they carry it.
+POLICY = ServerPreferences(VerifierKey(f"{SERVER}/keyserver", bytes(32)), (),
+                           reclaim_grace_ms=30 * DAY_MS, max_uid_lifetime_ms=365 * DAY_MS)
 SERVER_KEY = nacl.signing.SigningKey(bytes([7]) * 32)
 
 
 def match(pos, identity, *, ts=T0, sigkey=None, msgcount=0, previous=None,
-          server_key=SERVER_KEY, reply_pos=None):
-    """A chain entry of ``identity`` at ``pos`` and the server's signed reply for it."""
+          server_key=SERVER_KEY, reply_pos=None, policy=POLICY):
+    """A chain entry of ``identity`` at ``pos`` and the server's signed reply for it
+    (``policy`` is the preferences.server of the server's own messages)."""
     sigkey = sigkey or nacl.signing.SigningKey.generate()
     content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=msgcount,
-                                not_before_ts=ts, not_after_ts=ts + DAY_MS, lastentry=ZERO_HASH)
+                                not_before_ts=ts, not_after_ts=ts + DAY_MS, lastentry=ZERO_HASH,
+                                server=policy if identity == OWN else None)
     message = sign_uid_content(content, sigkey, previous_sigkey=previous)
     uid_hash, encrypted = encrypt_uid_message(message)
     entry = format_entry(bytes(32), pos.to_bytes(8, "big"), identity, uid_hash)
@@ -45,32 +49,32 @@ def match(pos, identity, *, ts=T0, sigkey=None, msgcount=0, previous=None,
     return Match(pos, entry, uid_hash, reply)
 
 
-def server_keys():
-    return verify_server_keys(SERVER, [match(0, OWN, sigkey=SERVER_KEY)], LIMITS)
+def server_record():
+    return verify_server_keys(SERVER, [match(0, OWN, sigkey=SERVER_KEY)])
 
 
 def test_the_server_keys_come_from_its_own_entries():
-    [key] = server_keys()
+    [key] = server_record().keys
     assert (key.pos, key.ts, key.pubkey) == (0, T0, bytes(SERVER_KEY.verify_key))
 
 
 def test_a_chain_without_the_server_at_0_is_refused():
     with pytest.raises(VerificationError, match=f"the chain does not start with {OWN}"):
-        verify_server_keys(SERVER, [], LIMITS)
+        verify_server_keys(SERVER, [])
 
 
 def test_a_history_verifies():
     first_key = nacl.signing.SigningKey.generate()
     matches = [match(1, ALICE, sigkey=first_key),
                match(4, ALICE, ts=T0 + 1, msgcount=1, previous=first_key)]
-    result = verify_history(ALICE, SERVER, matches, server_keys(), LIMITS)
+    result = verify_history(ALICE, SERVER, matches, server_record())
     assert [found.pos for found in result.history] == [1, 4]
     assert result.message.msgcount == 1 and result.latest.msgcount == 1
     assert result.history[1].reply is matches[1].reply
 
 
 def test_no_matches_is_not_found():
-    assert verify_history(ALICE, SERVER, [], server_keys(), LIMITS) is None
+    assert verify_history(ALICE, SERVER, [], server_record()) is None
 
 
 def resealed(found):
@@ -111,7 +115,7 @@ REJECTS = {
 @pytest.mark.parametrize("how, error", REJECTS.values(), ids=REJECTS.keys())
 def test_a_lying_history_is_refused(how, error):
     with pytest.raises(VerificationError, match=re.escape(error)):
-        verify_history(ALICE, SERVER, [how(match(1, ALICE))], server_keys(), LIMITS)
+        verify_history(ALICE, SERVER, [how(match(1, ALICE))], server_record())
 
 
 def test_a_server_key_that_signs_its_own_installation_needs_the_previous_key():
@@ -121,5 +125,5 @@ def test_a_server_key_that_signs_its_own_installation_needs_the_previous_key():
     installs = match(1, OWN, ts=T0 + 1, msgcount=1, sigkey=stranger, previous=stranger,
                      server_key=stranger)
     with pytest.raises(VerificationError, match=re.escape(f"{OWN}, message 1 (msgcount 1)")):
-        verify_server_keys(SERVER, [match(0, OWN, sigkey=SERVER_KEY), installs], LIMITS)
+        verify_server_keys(SERVER, [match(0, OWN, sigkey=SERVER_KEY), installs])
 

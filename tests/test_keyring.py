@@ -6,6 +6,8 @@ import dataclasses
 import nacl.signing
 import pytest
 
+from client.protocol.note import VerifierKey, format_verifier_key
+
 from client.protocol.encoding import b64encode
 from client.protocol.errors import InvalidSignature, VerificationError
 from client.protocol.signedjson import sign_json
@@ -54,7 +56,9 @@ def capabilities(listed, signer, key_id="ed25519:a"):
             "keyrepository_uris": [], "keyinitrepository_uris": [], "hashchain_uris": [],
             "hashchain_head": {"pos": 0, "entry": b64encode(bytes(153))},
             "sigpubkeys": {key_id: b64encode(bytes(listed.verify_key))}, "token_keys": [],
-            "token_prices": {}, "limits": format_limits(Limits(1, 2, 3)), "ts": ROTATED_TS}
+            "token_prices": {}, "limits": format_limits(Limits(1, 2, 3)),
+            "log_vkey": format_verifier_key(VerifierKey(f"{SERVER}/keyserver", bytes(32))),
+            "ts": ROTATED_TS}
     return parse_capabilities(sign_json(body, SERVER, key_id, signer))
 
 

@@ -412,14 +412,10 @@ def rotate_server_key(instance: Path) -> int:
     """Rotate the stopped server's key as §11.2 says: append an update of
     keyserver@<name> with the new sigkey, signed by the old one, then make the new
     key the signing key (the old one stays in the file). Returns the rotation's ts."""
-    from client.protocol.identity import server_identity
-    from client.protocol.uidmessage import parse_uid_message
     from keyserver import create_app
-    from keyserver.http.context import server_keys, sign
-    from keyserver.instance import own_uid_message
-    from keyserver.service import signing, uids
-    from keyserver.storage import chain, db
-    from keyserver.storage.uids import latest
+    from keyserver.http.context import policy, server_keys
+    from keyserver.service import own, signing
+    from keyserver.storage import db
 
     app = create_app(instance_path=str(instance))
     with app.app_context():
@@ -427,13 +423,8 @@ def rotate_server_key(instance: Path) -> int:
         old_key = server_keys()[-1]
         new_key = signing.generate_key()
         now = now_ms()
-        own = server_identity(SERVER)
-        previous = latest(database, own)
-        message = parse_uid_message(own_uid_message(
-            app, new_key.signing_key, now, msgcount=previous.msgcount + 1,
-            lastentry=chain.head(database).hash, previous=old_key.signing_key))
         with db.transaction(database):
-            uids.store_uid_message(database, message, now, sign, previous)
+            own.update(database, policy(), [old_key, new_key], own.current(database), now)
         signing.write_keys(signing.key_file_path(app.instance_path, app.config["SIGNING_KEY_FILE"]),
                            [old_key, new_key])
     return now

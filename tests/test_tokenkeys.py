@@ -7,32 +7,50 @@ import pytest
 from click.testing import CliRunner
 
 from client.clock import now_ms
-from keyserver.http.context import token_keyring
-from keyserver.service import tokenkeys
-from keyserver.storage import db, tokens
+from keyserver.http.context import policy, server_keys, token_keyring
+from keyserver.service import own, tokenkeys
+from keyserver.storage import chain, db, tokens
 from keyserver.cli import main
 from conftest import fail_after
 
 
-def stored(app) -> tuple[list[str], list[str]]:
-    """The files in ``token_keys/`` and the file names the rows hold."""
+def stored(app) -> tuple[list[str], list[str], int]:
+    """The files in ``token_keys/``, the file names the rows hold, and the chain's length."""
     with app.app_context():
         rows = [key.filename for key in tokens.all_keys(db.get_db())]
-    return sorted(os.listdir(os.path.join(app.instance_path, tokenkeys.KEY_DIR))), sorted(rows)
+        length = chain.head(db.get_db()).pos + 1
+    return (sorted(os.listdir(os.path.join(app.instance_path, tokenkeys.KEY_DIR))), sorted(rows),
+            length)
 
 
 def rotate(app):
     with app.app_context():
-        return tokenkeys.create_key(db.get_db(), app.instance_path,
-                                    app.config["TOKEN_KEY_LIFETIME"], now_ms())
+        return tokenkeys.rotate(db.get_db(), app.instance_path, policy(), server_keys(), now_ms())
 
 
-def test_rotation_adds_one_file_and_its_row(app):
+def listed(app):
+    with app.app_context():
+        return own.current(db.get_db()).token_keys
+
+
+def test_rotation_adds_one_file_and_its_row_and_lists_the_key_on_the_chain(app):
+    """§10.4: the new key and the newest previous one are listed by an update of
+    keyserver@, appended in the rotation's transaction; at most two are listed."""
+    [first] = listed(app)
+    files, rows, length = stored(app)
     key = rotate(app)
-    files, rows = stored(app)
+    files, rows, after = stored(app)
     assert files == rows and len(rows) == 2 and key.filename in rows
+    assert after == length + 1 and listed(app) == (first, key.key_id)
     with app.app_context():
         assert token_keyring().private_key(key).public_key().public_numbers().e == 65537
+        assert [k.key_id for k in tokenkeys.usable_keys(db.get_db(), now_ms())] == \
+            [first, key.key_id]
+    third = rotate(app)
+    assert listed(app) == (key.key_id, third.key_id)
+    with app.app_context():   # the first key is no longer redeemed, though not expired
+        assert token_keyring().find_valid(db.get_db(), first, now_ms()) is None
+        assert token_keyring().find_valid(db.get_db(), key.key_id, now_ms()) is not None
 
 
 def refuse_inserts(app):

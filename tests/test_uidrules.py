@@ -7,13 +7,22 @@ from client.protocol.errors import InvalidMessage, VerificationError
 from client.protocol.keys import ed25519_entry
 from client.protocol.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
                                update_uid_content)
-from client.protocol.uidrules import (Limits, check_repouris, is_current, is_held,
+from client.protocol.uidrules import (Dated, Limits, check_repouris, is_current, is_held,
                                       verify_sequence)
 
 DAY = 24 * 3600 * 1000
 T0 = 1_800_000_000_000
 LIMITS = Limits(max_uid_lifetime_ms=365 * DAY, reclaim_grace_ms=30 * DAY,
                 lastentry_max_age_ms=DAY)
+
+
+def sequence(pairs, effective=None, limits=LIMITS):
+    """verify_sequence of ``(message, entry.ts)`` pairs under one set of ``limits``,
+    each at its ``effective`` time (default its entry.ts)."""
+    effective = effective or [ts for _, ts in pairs]
+    return verify_sequence([Dated(message, ts, eff, limits.reclaim_grace_ms,
+                                  limits.max_uid_lifetime_ms)
+                            for (message, ts), eff in zip(pairs, effective)])
 
 
 def create(now, escrow=True, lifetime=100 * DAY):
@@ -39,22 +48,22 @@ def test_create_update_recover_sequence():
     first, key, escrow = create(T0)
     second, key2 = update(first, key, T0 + DAY)
     third, key3 = update(second, key2, T0 + 2 * DAY, escrow_key=escrow)
-    latest = verify_sequence([(first, T0), (second, T0 + DAY), (third, T0 + 2 * DAY)], LIMITS)
+    latest = sequence([(first, T0), (second, T0 + DAY), (third, T0 + 2 * DAY)])
     assert latest.sigkey == ed25519_entry(key3) and latest.msgcount == 2
 
 
 def test_time_rules_evaluated_at_entry_ts():
     first, _, _ = create(T0, lifetime=DAY)
-    verify_sequence([(first, T0 + DAY - 1)], LIMITS)
+    sequence([(first, T0 + DAY - 1)])
     with pytest.raises(VerificationError, match="not in the future"):
-        verify_sequence([(first, T0 + DAY)], LIMITS)
+        sequence([(first, T0 + DAY)])
 
 
 def test_update_signed_by_other_key_rejected():
     first, key, _ = create(T0)
     forged, _ = update(first, nacl.signing.SigningKey.generate(), T0 + 1)
     with pytest.raises(VerificationError, match="usersignature"):
-        verify_sequence([(first, T0), (forged, T0 + 1)], LIMITS)
+        sequence([(first, T0), (forged, T0 + 1)])
 
 
 def test_escrow_change_without_escrow_rejected():
@@ -62,7 +71,7 @@ def test_escrow_change_without_escrow_rejected():
     changed, _ = update(first, key, T0 + 1,
                         sigescrow=ed25519_entry(nacl.signing.SigningKey.generate()))
     with pytest.raises(VerificationError, match="sigescrow"):
-        verify_sequence([(first, T0), (changed, T0 + 1)], LIMITS)
+        sequence([(first, T0), (changed, T0 + 1)])
 
 
 def test_skipped_msgcount_rejected():
@@ -70,7 +79,7 @@ def test_skipped_msgcount_rejected():
     second, key2 = update(first, key, T0 + 1)
     third, _ = update(second, key2, T0 + 2)
     with pytest.raises(VerificationError, match="msgcount"):
-        verify_sequence([(first, T0), (third, T0 + 2)], LIMITS)
+        sequence([(first, T0), (third, T0 + 2)])
 
 
 def test_new_owner_only_after_reclaim_grace():
@@ -78,14 +87,14 @@ def test_new_owner_only_after_reclaim_grace():
     released = T0 + DAY + LIMITS.reclaim_grace_ms
     early, _, _ = create(released, lifetime=DAY)
     with pytest.raises(VerificationError, match="already registered"):
-        verify_sequence([(first, T0), (early, released)], LIMITS)
+        sequence([(first, T0), (early, released)])
     late, _, _ = create(released + 1, lifetime=DAY)
-    assert verify_sequence([(first, T0), (late, released + 1)], LIMITS).sigkey == late.sigkey
+    assert sequence([(first, T0), (late, released + 1)]).sigkey == late.sigkey
 
 
 def test_empty_sequence_rejected():
     with pytest.raises(VerificationError, match="no messages"):
-        verify_sequence([], LIMITS)
+        verify_sequence([])
 
 
 def test_current_and_held_boundaries():
@@ -105,21 +114,21 @@ def test_effective_time_judges_the_reclaim():
     released = T0 + DAY + 30 * DAY
     late, _, _ = create(released + 1)
     with pytest.raises(VerificationError, match="already registered"):
-        verify_sequence([(first, T0), (late, released + 1)], LIMITS, [T0, released])
-    assert verify_sequence([(first, T0), (late, released + 1)], LIMITS,
-                           [T0, released + 1]).sigkey == late.sigkey
+        sequence([(first, T0), (late, released + 1)], [T0, released])
+    assert sequence([(first, T0), (late, released + 1)],
+                    [T0, released + 1]).sigkey == late.sigkey
     with pytest.raises(VerificationError, match="already registered"):      # never later
-        verify_sequence([(first, T0), (late, released)], LIMITS, [T0, released + 10])
+        sequence([(first, T0), (late, released)], [T0, released + 10])
 
 
 def test_effective_time_judges_the_lifetime_cap_but_not_the_expiry():
     longest, _, _ = create(T0, lifetime=365 * DAY)
-    verify_sequence([(longest, T0)], LIMITS, [T0])
+    sequence([(longest, T0)], [T0])
     with pytest.raises(VerificationError, match="more than"):
-        verify_sequence([(longest, T0)], LIMITS, [T0 - 1])
+        sequence([(longest, T0)], [T0 - 1])
     short, _, _ = create(T0, lifetime=DAY)
     with pytest.raises(VerificationError, match="not in the future"):
-        verify_sequence([(short, T0 + DAY)], LIMITS, [T0])
+        sequence([(short, T0 + DAY)], [T0])
 
 
 def test_repouris_only_those_vouched_for():

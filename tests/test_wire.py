@@ -22,6 +22,7 @@ from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedToke
 from client.protocol.wire import KeyInitStatus, format_keyinit_status, parse_keyinit_status
 from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, UIDMessageReply,
                                   format_reply_bundle, parse_reply_bundle)
+from client.protocol.note import VerifierKey
 from conftest import mutate
 
 ENTRY = bytes(range(153))
@@ -37,7 +38,8 @@ CAPABILITIES = Capabilities(
     keyinitrepository_uris=("http://ks.test",), hashchain_uris=("http://ks.test",),
     hashchain_head=Head(4, ENTRY), sigpubkeys={"ed25519:a_1": bytes(32)},
     token_keys=(TOKEN_KEY,), token_prices={"create_uid": 1, "update_uid": 0},
-    limits=LIMITS, ts=1234, raw={})
+    limits=LIMITS, log_vkey=VerifierKey("example.org/keyserver", bytes(range(32))), ts=1234,
+    raw={})
 
 
 def reply_obj():
@@ -85,7 +87,7 @@ def test_capabilities_round_trip():
 
 
 def test_capabilities_tolerate_later_members():
-    obj = {**capabilities_obj(), "log_vkey": "x", "checkpoint": "y"}
+    obj = {**capabilities_obj(), "tiles_url": "x", "checkpoint": "y"}
     assert parse_capabilities(obj) == CAPABILITIES
 
 

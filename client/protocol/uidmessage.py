@@ -20,6 +20,7 @@ from .encoding import (b64decode, b64encode, canonical_json, require_fields, req
                        require_str, sha256)
 from .errors import InvalidMessage, VerificationError
 from .keys import ED25519, X25519, KeyEntry, ed25519_entry, parse_key_entry, sign_detached
+from .note import VerifierKey, format_verifier_key, parse_verifier_key
 
 VERSION = "1"
 NONCE_SIZE = 24
@@ -37,6 +38,53 @@ MAX_PUBKEYS = 8
 MAX_REPOURIS = 4
 MAX_CIPHERSUITES = 8
 MAX_CIPHERSUITE_LENGTH = 64
+#: §10.4: the token keys a server redeems, listed in its own messages.
+MAX_TOKEN_KEYS = 2
+TOKEN_KEY_ID_SIZE = 32
+SERVER_FIELDS = frozenset({"log_vkey", "token_keys", "limits"})
+SERVER_LIMIT_FIELDS = frozenset({"reclaim_grace_ms", "max_uid_lifetime_ms"})
+
+
+@dataclass(frozen=True)
+class ServerPreferences:
+    """``preferences.server`` of the server's own messages (§4, revision 2): the log
+    key, the token keys it redeems and the time limits, bound to the chain so that
+    the server cannot show each client other ones (nor change them after the fact)."""
+
+    log_vkey: VerifierKey
+    token_keys: tuple[bytes, ...]
+    reclaim_grace_ms: int
+    max_uid_lifetime_ms: int
+
+
+def format_server_preferences(server: ServerPreferences) -> dict:
+    return {
+        "log_vkey": format_verifier_key(server.log_vkey),
+        "token_keys": [b64encode(key_id) for key_id in server.token_keys],
+        "limits": {"reclaim_grace_ms": server.reclaim_grace_ms,
+                   "max_uid_lifetime_ms": server.max_uid_lifetime_ms},
+    }
+
+
+def parse_server_preferences(obj: Any) -> ServerPreferences:
+    """``preferences.server`` with every member present and none unknown: a log key
+    in Go's verifier-key form, 0 to 2 distinct 32-byte token key ids, the two limits."""
+    what = "content.preferences.server"
+    require_fields(obj, SERVER_FIELDS, what)
+    limits = require_fields(obj["limits"], SERVER_LIMIT_FIELDS, f"{what}.limits")
+    token_keys = tuple(b64decode(key_id, f"{what}.token_keys[{i}]", length=TOKEN_KEY_ID_SIZE)
+                       for i, key_id in enumerate(_bounded_list(
+                           obj["token_keys"], MAX_TOKEN_KEYS, f"{what}.token_keys")))
+    if len(set(token_keys)) != len(token_keys):
+        raise InvalidMessage(f"{what}.token_keys: the keys must be distinct")
+    return ServerPreferences(
+        log_vkey=parse_verifier_key(obj["log_vkey"], f"{what}.log_vkey"),
+        token_keys=token_keys,
+        reclaim_grace_ms=require_int(limits["reclaim_grace_ms"],
+                                     f"{what}.limits.reclaim_grace_ms"),
+        max_uid_lifetime_ms=require_int(limits["max_uid_lifetime_ms"],
+                                        f"{what}.limits.max_uid_lifetime_ms", minimum=1),
+    )
 
 
 @dataclass(frozen=True)
@@ -56,6 +104,8 @@ class UIDMessage:
     repouris: tuple[str, ...]
     forwardsec: str
     ciphersuites: tuple[str, ...]
+    #: ``preferences.server``: only the server's own messages carry it (§4).
+    server: ServerPreferences | None
     lastentry: bytes
     selfsignature: bytes
     usersignature: bytes
@@ -107,8 +157,12 @@ def parse_uid_message(obj: Any) -> UIDMessage:
         raise InvalidMessage(f"content.version: must be {VERSION!r}")
     if content["chainlink"] is not None:
         raise InvalidMessage("content.chainlink: must be null in version 1")
-    preferences = require_fields(content["preferences"], {"forwardsec", "ciphersuites"},
-                                 "content.preferences")
+    preferences = content["preferences"]
+    server = None
+    if isinstance(preferences, dict) and "server" in preferences:
+        preferences = dict(preferences)
+        server = parse_server_preferences(preferences.pop("server"))
+    require_fields(preferences, {"forwardsec", "ciphersuites"}, "content.preferences")
     if preferences["forwardsec"] not in FORWARDSEC:
         raise InvalidMessage(f"content.preferences.forwardsec: one of {', '.join(FORWARDSEC)}")
     pubkeys = _bounded_list(content["pubkeys"], MAX_PUBKEYS, "content.pubkeys")
@@ -135,6 +189,7 @@ def parse_uid_message(obj: Any) -> UIDMessage:
         repouris=repouris,
         forwardsec=preferences["forwardsec"],
         ciphersuites=ciphersuites,
+        server=server,
         lastentry=b64decode(content["lastentry"], "content.lastentry", length=32),
         selfsignature=_signature(obj["selfsignature"], "selfsignature", False),
         usersignature=_signature(obj["usersignature"], "usersignature", True),
@@ -157,8 +212,13 @@ def build_uid_content(
     ciphersuites: Iterable[str] = (),
     mixaddress: str = "",
     nymaddress: bytes = b"",
+    server: ServerPreferences | None = None,
 ) -> dict:
-    """A UIDContent with every field present, as §4 requires."""
+    """A UIDContent with every field present, as §4 requires; ``server`` only for
+    the server's own messages."""
+    preferences: dict = {"forwardsec": forwardsec, "ciphersuites": list(ciphersuites)}
+    if server is not None:
+        preferences["server"] = format_server_preferences(server)
     return {
         "version": VERSION,
         "identity": identity,
@@ -171,7 +231,7 @@ def build_uid_content(
         "mixaddress": mixaddress,
         "nymaddress": b64encode(nymaddress),
         "repouris": list(repouris),
-        "preferences": {"forwardsec": forwardsec, "ciphersuites": list(ciphersuites)},
+        "preferences": preferences,
         "lastentry": b64encode(lastentry),
         "chainlink": None,
     }
@@ -209,9 +269,11 @@ _KEEP: Any = object()
 def update_uid_content(previous: UIDMessage, sigkey: KeyEntry, *, not_before_ts: int,
                        not_after_ts: int, lastentry: bytes, sigescrow: KeyEntry | None = _KEEP,
                        pubkeys: Iterable[KeyEntry] | None = None,
-                       repouris: Iterable[str] | None = None) -> dict:
+                       repouris: Iterable[str] | None = None,
+                       server: ServerPreferences | None = None) -> dict:
     """The content of the next message of an identity (msgcount + 1): a new validity
-    and lastentry, optionally new keys; everything else carried over."""
+    and lastentry, optionally new keys or (the server's own) preferences.server;
+    everything else carried over."""
     return build_uid_content(
         previous.identity, sigkey, msgcount=previous.msgcount + 1,
         not_before_ts=not_before_ts, not_after_ts=not_after_ts, lastentry=lastentry,
@@ -220,6 +282,7 @@ def update_uid_content(previous: UIDMessage, sigkey: KeyEntry, *, not_before_ts:
         repouris=previous.repouris if repouris is None else repouris,
         forwardsec=previous.forwardsec, ciphersuites=previous.ciphersuites,
         mixaddress=previous.mixaddress, nymaddress=previous.nymaddress,
+        server=previous.server if server is None else server,
     )
 
 

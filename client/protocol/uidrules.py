@@ -204,23 +204,46 @@ def check_lastentry(position: int | None, head_pos: int, successor_ts: int | Non
                              "and use a recent entry")
 
 
-def verify_sequence(messages: Sequence[tuple[UIDMessage, int]], limits: Limits,
-                    effective: Sequence[int] | None = None) -> Latest:
-    """Check that an identity's messages, each with its reply's ``entry.ts``, form a
-    valid create/update sequence (§7.3); return the last one's ``Latest``.
+@dataclass(frozen=True)
+class Dated:
+    """A message of an identity's history as the chain dates and judges it (§7.3):
+    its reply's ``entry.ts``, its effective time (at most ``ts``), and the limits of
+    the chain in force for it: the lifetime cap at its position, and the largest
+    reclaim grace in force at any position from the previous message to it."""
 
-    ``effective`` gives each message's effective time (§7.3, revision 2; default its
-    ``entry.ts``): the rules a later time makes easier, a reclaim after the grace (a
-    new msgcount 0 is a new owner) and the lifetime cap, are judged at it, so that a
-    server dating an entry in the future gains nothing; ``not_after_ts > ts`` is
-    judged at ``entry.ts``.
+    message: UIDMessage
+    ts: int
+    effective_ts: int
+    reclaim_grace_ms: int
+    max_uid_lifetime_ms: int
+
+
+def check_server_member(message: UIDMessage, own_identity: str) -> None:
+    """Only the server's own messages carry ``preferences.server``, and every one of
+    them does (§4, revision 2); ``INVALID_MESSAGE`` otherwise."""
+    if message.identity == own_identity and message.server is None:
+        raise InvalidMessage(f"{own_identity}'s messages must carry preferences.server")
+    if message.identity != own_identity and message.server is not None:
+        raise InvalidMessage("only the server's own messages may carry preferences.server")
+
+
+def verify_sequence(history: Sequence[Dated]) -> Latest:
+    """Check that an identity's messages form a valid create/update sequence (§7.3);
+    return the last one's ``Latest``.
+
+    The rules a later time makes easier, a reclaim after the grace (a new msgcount 0
+    is a new owner) and the lifetime cap, are judged at each message's effective
+    time (§7.3, revision 2), so that a server dating an entry in the future gains
+    nothing; ``not_after_ts > ts`` is judged at ``entry.ts``. The limits are the
+    chain's, so that a server cannot shorten a grace after the fact.
     """
     latest: Latest | None = None
-    for index, (message, ts) in enumerate(messages):
-        eff = ts if effective is None else min(ts, effective[index])
+    for index, dated in enumerate(history):
+        message, ts = dated.message, dated.ts
+        eff = min(ts, dated.effective_ts)
         try:
-            create = check_state(message, latest, eff, limits.reclaim_grace_ms)
-            check_validity(message, ts, limits.max_uid_lifetime_ms, cap_ts=eff)
+            create = check_state(message, latest, eff, dated.reclaim_grace_ms)
+            check_validity(message, ts, dated.max_uid_lifetime_ms, cap_ts=eff)
             check_signatures(message, latest, create)
         except (IdentityTaken, MsgcountMismatch, InvalidValidity, InvalidSignature) as exc:
             raise VerificationError(f"{message.identity}, message {index} "

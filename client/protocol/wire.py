@@ -25,6 +25,7 @@ from .encoding import MAX_INT, b64decode, b64encode
 from .errors import InvalidIdentity, TransportError, VerificationError
 from .hashchain import ENTRY_SIZE, HASH_SIZE
 from .identity import check_server_name
+from .note import VerifierKey, format_verifier_key, parse_verifier_key
 from .uidrules import Limits
 
 MSGPACK = "application/msgpack"
@@ -306,6 +307,8 @@ class Capabilities:
     token_keys: tuple[TokenKeyInfo, ...]
     token_prices: Mapping[str, int]
     limits: Limits
+    #: The key that signs the log's checkpoints (§8), as the chain binds it (§4).
+    log_vkey: VerifierKey
     ts: int
     #: As parsed (the signature covers it); None for capabilities the server builds.
     raw: dict | None = field(default=None, compare=False, repr=False)
@@ -354,6 +357,7 @@ def format_capabilities(capabilities: Capabilities) -> dict:
         "token_keys": [format_token_key(key) for key in capabilities.token_keys],
         "token_prices": dict(capabilities.token_prices),
         "limits": format_limits(capabilities.limits),
+        "log_vkey": format_verifier_key(capabilities.log_vkey),
         "ts": capabilities.ts,
     }
 
@@ -387,6 +391,7 @@ def parse_capabilities(obj: Any) -> Capabilities:
         reader.list("token_keys", lambda value, what: parse_token_key(value, f"{prefix}: {what}")),
         reader.items("token_prices", price),
         parse_limits(reader.get("limits"), f"{prefix}: limits"),
+        parse_verifier_key(reader.get("log_vkey"), f"{prefix}: log_vkey", VerificationError),
         reader.int("ts"), obj)
 
 

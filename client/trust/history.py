@@ -4,9 +4,11 @@ verified without any I/O: the caller found the entries and fetched their replies
 For every entry: the reply must name this entry and position and be signed by the
 server key the chain says was the server's at that position (§11.3); the message
 must open with the UIDHash the entry gave and be for this identity. Then the whole
-create/update sequence must hold under §4, each rule at its reply's ``entry.ts``.
-The server's own keys come from its own identity, ``keyserver@<server_name>``,
-the same way: each of its entries installs the next key.
+create/update sequence must hold under §4, each rule at its reply's ``entry.ts``
+(or effective time) and under the limits the chain had in force there.
+The server's own keys and policy come from its own identity,
+``keyserver@<server_name>``, the same way: each of its entries installs the next
+key and carries the policy in force from its position on (§4 ``preferences.server``).
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Sequence
 from ..protocol.errors import ProtocolError, VerificationError
 from ..protocol.identity import server_identity
 from ..protocol.uidmessage import UIDMessage, decrypt_uid_message, parse_uid_message
-from ..protocol.uidrules import Latest, Limits, is_current, verify_sequence
+from ..protocol.uidrules import Latest, check_server_member, is_current, verify_sequence
 from ..protocol.wire import UIDMessageReply
 from .keyring import ServerKey, check_reply_signature
+from .serverpolicy import ChainPolicy, PolicyAt
 
 #: §7.3: how much later than the client first received an entry its time may be.
 FIRST_SEEN_SLACK_MS = 5 * 60 * 1000
@@ -59,6 +62,14 @@ class Found:
 
 
 @dataclass(frozen=True)
+class ServerRecord:
+    """What the chain says of its server: its signing keys and its policy."""
+
+    keys: list[ServerKey]
+    policy: ChainPolicy
+
+
+@dataclass(frozen=True)
 class LookupResult:
     identity: str
     history: tuple[Found, ...]
@@ -78,11 +89,12 @@ def _check_entry(match: Match) -> None:
         raise VerificationError(f"the reply for position {match.pos} names another entry")
 
 
-def _open(match: Match, identity: str) -> UIDMessage:
+def _open(match: Match, identity: str, server_name: str) -> UIDMessage:
     reply, pos = match.reply, match.pos
     try:
         message = parse_uid_message(decrypt_uid_message(reply.entry.uid_message_encrypted,
                                                         match.uid_hash))
+        check_server_member(message, server_identity(server_name))
     except ProtocolError as exc:
         raise VerificationError(f"the message at position {pos} is malformed: {exc}") from None
     if message.identity != identity:
@@ -90,38 +102,49 @@ def _open(match: Match, identity: str) -> UIDMessage:
     return message
 
 
-def verify_server_keys(server_name: str, matches: Sequence[Match],
-                       limits: Limits) -> list[ServerKey]:
-    """The server's signing keys as its own entries record them (§7.2), given the
-    matches of ``keyserver@<server_name>``."""
+def _dated(policy: ChainPolicy, history: Sequence[Found], matches: Sequence[Match]):
+    return policy.dated([(found.pos, found.message, found.ts, match.effective_ts)
+                         for found, match in zip(history, matches)])
+
+
+def verify_server_keys(server_name: str, matches: Sequence[Match]) -> ServerRecord:
+    """The server's signing keys and policy as its own entries record them (§4,
+    §7.2), given the matches of ``keyserver@<server_name>``."""
     own = server_identity(server_name)
+    origin = f"{server_name}/keyserver"
     keys: list[ServerKey] = []
-    messages = []
+    history, records = [], []
     for match in matches:
         _check_entry(match)
-        message = _open(match, own)
+        message = _open(match, own, server_name)
         # A server entry's own reply may be signed by the key it installs (entry 0
         # always is) or, within the overlap, by the key it replaces.
         keys = keys + [ServerKey(match.pos, match.reply.entry.ts, message.sigkey.pubkey)]
         check_reply_signature(match.reply, server_name, keys, match.pos)
-        messages.append((message, match.reply.entry.ts))
+        assert message.server is not None   # check_server_member
+        if message.server.log_vkey.name != origin:
+            raise VerificationError(f"the log key at position {match.pos} is named "
+                                    f"{message.server.log_vkey.name!r}, not {origin!r}")
+        history.append(Found(match.pos, match.reply.entry.ts, message, match.reply))
+        records.append(PolicyAt(match.pos, match.reply.entry.ts, match.effective_ts,
+                                message.server))
     if not keys or keys[0].pos != 0:
         raise VerificationError(f"the chain does not start with {own}")
-    verify_sequence(messages, limits, [match.effective_ts for match in matches])
-    return keys
+    policy = ChainPolicy(records)
+    verify_sequence(_dated(policy, history, matches))
+    return ServerRecord(keys, policy)
 
 
 def verify_history(identity: str, server_name: str, matches: Sequence[Match],
-                   keys: Sequence[ServerKey], limits: Limits) -> LookupResult | None:
+                   server: ServerRecord) -> LookupResult | None:
     """The identity's verified history and current keys, or None without matches."""
     history = []
     for match in matches:
         _check_entry(match)
-        check_reply_signature(match.reply, server_name, keys, match.pos)
-        history.append(Found(match.pos, match.reply.entry.ts, _open(match, identity),
-                             match.reply))
+        check_reply_signature(match.reply, server_name, server.keys, match.pos)
+        history.append(Found(match.pos, match.reply.entry.ts,
+                             _open(match, identity, server_name), match.reply))
     if not history:
         return None
-    latest = verify_sequence([(found.message, found.ts) for found in history], limits,
-                             [match.effective_ts for match in matches])
+    latest = verify_sequence(_dated(server.policy, history, matches))
     return LookupResult(identity, tuple(history), latest)

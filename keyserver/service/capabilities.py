@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from client.protocol.wire import Capabilities, Head, TokenKeyInfo, format_capabilities
 
-from ..storage import chain, tokens
+from ..storage import chain
 from ..storage.db import Database
 from .policy import Policy
+from . import own
 from .signing import ServerKey, Sign
+from .tokenkeys import usable_keys
 
 METHODS = (
     "KeyRepository.Capabilities",
@@ -35,5 +37,6 @@ def capabilities(db: Database, policy: Policy, server_keys: list[ServerKey], sig
         hashchain_head=Head(head.pos, head.entry),
         sigpubkeys={key.key_id: key.pubkey for key in server_keys},
         token_keys=tuple(TokenKeyInfo(key.key_id, key.spki, key.not_after_ts)
-                         for key in tokens.valid_keys(db, now)),
-        token_prices=policy.token_prices, limits=policy.limits, ts=now)))
+                         for key in usable_keys(db, now)),
+        token_prices=policy.token_prices, limits=policy.limits,
+        log_vkey=own.current(db).log_vkey, ts=now)))

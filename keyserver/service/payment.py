@@ -21,7 +21,7 @@ from client.protocol.tokens import (check_token, format_www_authenticate, parse_
 from ..storage import tokens
 from ..storage.db import Database
 from .policy import Policy
-from .tokenkeys import TokenKeyring
+from .tokenkeys import TokenKeyring, issuing_key
 
 OPERATIONS = ("create_uid", "update_uid", "add_keyinit")
 
@@ -84,5 +84,5 @@ def charger(db: Database, keyring: TokenKeyring, policy: Policy, authorization: 
 
 def www_authenticate(db: Database, policy: Policy, now: int) -> str | None:
     """The challenge a 401 carries (§10.2), naming the key that issues tokens now."""
-    key = tokens.issuing_key(db, now)
+    key = issuing_key(db, now)
     return format_www_authenticate(challenge(policy), key.spki) if key else None

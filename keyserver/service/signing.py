@@ -82,6 +82,21 @@ def read_keys(path: str) -> list[ServerKey]:
         return parse_keys(handle.read())
 
 
+#: The log key (§8) is kept in the same file format, as the one key of its file.
+LOG_KEY_ID = "ed25519:log"
+
+
+def write_log_key(path: str, key: nacl.signing.SigningKey) -> None:
+    write_keys(path, [ServerKey(LOG_KEY_ID, key)])
+
+
+def read_log_key(path: str) -> nacl.signing.SigningKey:
+    keys = read_keys(path)
+    if len(keys) != 1 or keys[0].key_id != LOG_KEY_ID:
+        raise ValueError(f"{path} must hold exactly one key, 'ed25519 log <seed>'")
+    return keys[0].signing_key
+
+
 def signer(server_name: str, key: ServerKey) -> Sign:
     """Sign as ``server_name`` with ``key`` (the current one: the file's last)."""
     return lambda obj: sign_json(obj, server_name, key.key_id, key.signing_key)

@@ -8,10 +8,10 @@ from client.protocol.encoding import b64decode, require_fields, require_str
 from client.protocol.errors import InvalidMessage
 from client.protocol.tokens import AUTHENTICATOR_LEN, blind_sign
 
-from ..storage import tokens, vouchers
+from ..storage import vouchers
 from ..storage.db import Database, count
 from .policy import Policy
-from .tokenkeys import TokenKeyring
+from .tokenkeys import TokenKeyring, usable_keys
 from .twophase import Verified, Write, verify_then_decide
 
 
@@ -29,9 +29,10 @@ def issue_tokens(db: Database, write: Write, body: dict, now: int, policy: Polic
     maximum = policy.max_tokens_per_issue
     if not isinstance(blinded, list) or not 1 <= len(blinded) <= maximum:
         raise InvalidMessage(f"blinded: a list of 1 to {maximum} blinded messages")
-    key = next((k for k in tokens.valid_keys(db, now) if k.key_id == key_id), None)
+    key = next((k for k in usable_keys(db, now) if k.key_id == key_id), None)
     if key is None:
-        raise InvalidMessage("token_key_id: not a token key of this server that is valid now")
+        raise InvalidMessage("token_key_id: not a token key this server lists on its chain "
+                             "and that is valid now")
     messages = [b64decode(item, f"blinded[{i}]", length=AUTHENTICATOR_LEN)
                 for i, item in enumerate(blinded)]
 

@@ -8,24 +8,30 @@ failed request changes nothing and a successful one is whole.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import sqlite_utils
 
 from client.protocol.encoding import require_fields
 from client.protocol.errors import KeyInUse, ProtocolError
+from client.protocol.identity import server_identity
 from client.protocol.keyinit import sigkeyhash
 from client.protocol.uidmessage import UIDMessage, encrypt_uid_message, parse_uid_message
 from client.protocol.uidrules import (Latest, check_identity, check_lastentry,
-                                      check_preferences, check_repouris, check_state,
+                                      check_preferences, check_repouris, check_server_member,
+                                      check_state,
                                       check_validity, signature_error)
 from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, ReplyEntry, UIDMessageReply,
                                   format_reply_bundle, format_uid_message_reply)
 
 from ..storage import chain, keyinits, uids
 from ..storage.uids import StoredReply
-from .payment import Charge
 from .policy import Policy
 from .signing import Sign
 from .twophase import Verified, Write, verify_then_decide
+
+if TYPE_CHECKING:
+    from .payment import Charge   # payment -> tokenkeys -> own -> uids: for the type only
 
 
 def format_stored_reply(stored: StoredReply) -> dict:
@@ -60,6 +66,9 @@ def put_uid_message(db: sqlite_utils.Database, write: Write, path_identity: str,
     still given at its place in the order of checks."""
     require_fields(body, {"uid_message"}, "request body")
     message = parse_uid_message(body["uid_message"])
+    own = server_identity(policy.server_name)
+    if message.identity != own:   # the server's own is a reserved name to requests
+        check_server_member(message, own)
     check_preferences(message, policy.allowed_mixaddresses)
     check_repouris(message, policy.keyinitrepository_uris)
     check_identity(message, path_identity, policy.domains, policy.reserved)

@@ -121,6 +121,10 @@ CREATE TABLE IF NOT EXISTS keyinit_fetches (
 );
 CREATE INDEX IF NOT EXISTS keyinit_fetches_by_key ON keyinit_fetches (scope, key, ts);
 CREATE INDEX IF NOT EXISTS keyinit_fetches_by_ts ON keyinit_fetches (ts);
+CREATE TABLE IF NOT EXISTS own_messages (
+    pos INTEGER PRIMARY KEY,
+    message TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value

@@ -41,12 +41,6 @@ def valid_keys(db: Database, now: int) -> list[TokenKey]:
     return [key for key in all_keys(db) if now < key.not_after_ts]
 
 
-def issuing_key(db: Database, now: int) -> TokenKey | None:
-    """The newest valid key, the one that issues (§10)."""
-    keys = valid_keys(db, now)
-    return keys[-1] if keys else None
-
-
 def spend(db: Database, spend_id: bytes) -> bool:
     """Record a token as spent; False if it already was."""
     try:

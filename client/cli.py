@@ -21,6 +21,7 @@ from .protocol.errors import ChainError, ClientError, ProtocolError
 from .protocol.identity import normalize_identity
 from .session import ServerSession, add_server
 from .store.home import Home, default_home
+from .trust.evidence import ServerCheating
 from .trust.monitor import Alert, fingerprint
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class _Group(click.Group):
         except ChainError as exc:
             raise click.ClickException(
                 f"the chain failed verification and was rejected whole: {exc}") from None
+        except ServerCheating as exc:
+            raise click.ClickException(f"{exc}\n{_evidence_kept(ctx.obj, exc)}") from None
         except (ProtocolError, ClientError) as exc:
             raise click.ClickException(str(exc)) from None
 
@@ -73,6 +76,13 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, home: str) -> None:
     ctx.obj = Home(home)
+
+
+def _evidence_kept(home: Home, exc: ServerCheating) -> str:
+    """Where the proof of a server caught cheating is (the session kept it)."""
+    return (f"The {len(exc.replies)} signed replies that prove it are kept as evidence in "
+            f"{os.path.join(home.path, 'state.sqlite')}: 'keyclient evidence' lists them "
+            "('--json' prints them to hand on). Do not trust this server.")
 
 
 def _warn_alerts(ctx: click.Context) -> bool:
@@ -432,6 +442,30 @@ def verify_command(home: Home, server: str | None) -> None:
         replies = accounts.verify()
         click.echo(f"{name}: {accounts.chain.length} entries verified, {replies} of your "
                    "replies match the chain")
+
+
+@main.command("evidence")
+@_server_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print every piece with its signed replies as JSON, to hand on.")
+@click.pass_obj
+def evidence_command(home: Home, server: str | None, as_json: bool) -> None:
+    """What this home keeps as proof that a server cheated: the server's own signed
+    replies that break the protocol (times that decrease along the chain, a history
+    that breaks the update rules), oldest first."""
+    kept = [(name, ts, what, replies) for name, _ in _servers(home, server)
+            for ts, what, replies in home.evidence(name)]
+    if as_json:
+        click.echo(json.dumps([{"server": name, "recorded_ts": ts, "what": what,
+                                "replies": replies} for name, ts, what, replies in kept],
+                              indent=2, sort_keys=True))
+        return
+    for name, ts, what, replies in kept:
+        positions = ", ".join(str(reply["entry"]["hashchain_pos"]) for reply in replies)
+        click.echo(f"{name}, {format_ms(ts)}: {what} [{len(replies)} signed replies, "
+                   f"positions {positions}]")
+    if not kept:
+        click.echo("no evidence")
 
 
 @main.group("monitor", help="Entries of your identities that this client did not make.")

@@ -295,11 +295,14 @@ class Home:
 
     def record_evidence(self, server: str, what: str, replies: Iterable[UIDMessageReply],
                         now_ms: int) -> None:
-        """Keep what proves that ``server`` cheated, as it signed it."""
+        """Keep what proves that ``server`` cheated, as it signed it; the same replies
+        kept before (a later command caught the same lie) are not kept twice."""
+        kept = json.dumps([reply.raw for reply in replies], sort_keys=True)
         with self.db:
             self.db.execute(
-                "INSERT INTO evidence (server, recorded_ts, what, replies) VALUES (?, ?, ?, ?)",
-                (server, now_ms, what, json.dumps([reply.raw for reply in replies])))
+                "INSERT INTO evidence (server, recorded_ts, what, replies) SELECT ?, ?, ?, ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM evidence WHERE server = ? AND replies = ?)",
+                (server, now_ms, what, kept, server, kept))
 
     def evidence(self, server: str) -> list[tuple[int, str, list[dict]]]:
         """``(recorded_ts, what, replies)`` of every piece of evidence against ``server``."""

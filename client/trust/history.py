@@ -19,6 +19,7 @@ from ..protocol.identity import server_identity
 from ..protocol.uidmessage import UIDMessage, decrypt_uid_message, parse_uid_message
 from ..protocol.uidrules import Latest, Limits, is_current, verify_sequence
 from ..protocol.wire import UIDMessageReply
+from .evidence import BrokenHistory
 from .keyring import ServerKey, check_reply_signature
 
 #: §7.3: how much later than the client first received an entry its time may be.
@@ -113,7 +114,10 @@ def verify_server_keys(server_name: str, matches: Sequence[Match],
 
 def verify_history(identity: str, server_name: str, matches: Sequence[Match],
                    keys: Sequence[ServerKey], limits: Limits) -> LookupResult | None:
-    """The identity's verified history and current keys, or None without matches."""
+    """The identity's verified history and current keys, or None without matches.
+
+    A sequence that breaks §4 although every reply is validly signed is
+    ``BrokenHistory``, carrying those replies as evidence."""
     history = []
     for match in matches:
         _check_entry(match)
@@ -122,6 +126,10 @@ def verify_history(identity: str, server_name: str, matches: Sequence[Match],
                              match.reply))
     if not history:
         return None
-    latest = verify_sequence([(found.message, found.ts) for found in history], limits,
-                             [match.effective_ts for match in matches])
+    try:
+        latest = verify_sequence([(found.message, found.ts) for found in history], limits,
+                                 [match.effective_ts for match in matches])
+    except VerificationError as exc:
+        # Every reply is the server's signed word by now: the break is its doing.
+        raise BrokenHistory(identity, [found.reply for found in history], str(exc)) from None
     return LookupResult(identity, tuple(history), latest)

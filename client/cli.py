@@ -21,8 +21,11 @@ from .protocol.errors import ChainError, ClientError, ProtocolError
 from .protocol.identity import normalize_identity
 from .session import ServerSession, add_server
 from .store.home import Home, default_home
+from .contacts import key_changes
+from .trust.continuity import has_new_owner
 from .trust.evidence import ServerCheating
-from .trust.monitor import Alert, fingerprint
+from .trust.history import LookupResult
+from .trust.monitor import NEW_OWNER, RECOVERY, UPDATE, Alert, fingerprint
 
 if TYPE_CHECKING:
     # The keystore and KeyInit modules are imported by the commands that use them:
@@ -35,6 +38,10 @@ EXIT_NOT_CURRENT = 3
 #: Exit status of a command that synced while an entry of the user's own
 #: identities that they did not make is unacknowledged (a failing command keeps 1).
 EXIT_ALERTS = 4
+#: Exit status of ``lookup`` and ``keyinit fetch`` when the looked-up identity has a
+#: new owner since this home last showed it (told once: it wins over 3 and 4, which
+#: come back on the next run).
+EXIT_NEW_OWNER = 5
 #: Where ``ctx.meta`` keeps the command's ``ServerSession``s.
 _SESSIONS = "keyclient.sessions"
 
@@ -104,6 +111,38 @@ def _describe(alert: Alert) -> str:
            "its history fails verification: a forced takeover?")
     return (f"{alert.identity} on {alert.server} has an entry you did not make at "
             f"position {alert.pos}: {alert.kind}, {key}")
+
+
+#: What authorized a looked-up identity's new entry, in words.
+_KINDS = {UPDATE: "update, signed by the previous key",
+          RECOVERY: "recovery, authorized by the escrow key (as after a lost or stolen key)",
+          NEW_OWNER: "new owner: the name was reclaimed after it expired, it may be"
+                     " another person now"}
+
+
+def _announce_key_changes(session: ServerSession, result: LookupResult) -> bool:
+    """Tell the user, loudly on stderr, of every entry of a looked-up identity since
+    the message this home last showed them (once: it is remembered as shown now);
+    whether the name has a new owner."""
+    changes = key_changes(session, result)
+    if not changes:
+        return False
+    identity, new_owner = result.identity, has_new_owner(changes)
+    latest = changes[-1].fingerprint
+    if all(change.same_key for change in changes):
+        head = (f"NOTICE: {identity} on {session.server} has new entries since you last "
+                f"looked it up; its signing key is unchanged:")
+        tail = ""
+    else:
+        head = (f"{'WARNING' if new_owner else 'NOTICE'}: the keys of {identity} on "
+                f"{session.server} changed since you last looked them up:")
+        tail = (f"Check with {identity} (in person, or on another channel) that the signing"
+                f" key {latest} is theirs before you trust it.")
+    lines = [head, *(f"  position {change.pos}: {_KINDS[change.kind]}; "
+                     f"{'same' if change.same_key else 'new'} signing key {change.fingerprint}"
+                     for change in changes), *([tail] if tail else [])]
+    click.secho("\n".join(lines), err=True, bold=True, fg="red" if new_owner else "yellow")
+    return new_owner
 
 
 def _new_session(home: Home, name: str, url: str,
@@ -195,9 +234,11 @@ def _one_server(home: Home, server: str | None) -> tuple[str, str]:
 @click.pass_obj
 def lookup_command(home: Home, identity: str, server: str | None) -> None:
     """Sync, search the whole chain for IDENTITY, verify every message of it and
-    print its current keys. Exit status 1 when it is not on the chain (or anything
-    fails to verify), 3 when its keys are expired or not yet valid (4 when one of
-    your identities has an unacknowledged alert)."""
+    print its current keys. When they changed since you last looked IDENTITY up,
+    each entry since is named on stderr, once. Exit status 1 when it is not on the
+    chain (or anything fails to verify), 3 when its keys are expired or not yet
+    valid (4 when one of your identities has an unacknowledged alert), 5 when the
+    name has a new owner since you last looked it up."""
     session = _session(home, server)
     session.sync()
     result = session.lookup(identity)
@@ -222,6 +263,8 @@ def lookup_command(home: Home, identity: str, server: str | None) -> None:
     for key in message.pubkeys:
         click.echo(f"  pubkey:     {b64encode(key.pubkey)} ({key.function})")
     click.echo(f"  repouris:   {', '.join(message.repouris) or 'none'}")
+    if _announce_key_changes(session, result):
+        raise SystemExit(EXIT_NEW_OWNER)
     if not result.is_current(now):
         raise SystemExit(EXIT_NOT_CURRENT)
 
@@ -391,13 +434,20 @@ def keyinit_fetch(home: Home, identity: str, server: str | None) -> None:
     with IDENTITY's signing key and print the opened session anchor as JSON.
 
     Only repositories the keyserver vouches for are contacted, over https (http to
-    loopback only); the others IDENTITY lists are skipped and named on stderr."""
+    loopback only); the others IDENTITY lists are skipped and named on stderr. As
+    with lookup, keys changed since you last looked IDENTITY up are named on stderr,
+    and a new owner makes the exit status 5."""
     from . import keyinits
 
-    fetched = keyinits.fetch(_session(home, server), identity)
+    session = _session(home, server)
+    new_owner: list[bool] = []
+    fetched = keyinits.fetch(session, identity, found=lambda result: new_owner.append(
+        _announce_key_changes(session, result)))
     for skipped in fetched.skipped:
         click.echo(f"skipped {skipped.uri}: {skipped.reason}", err=True)
     click.echo(json.dumps(fetched.to_json(), indent=2, sort_keys=True))
+    if any(new_owner):
+        raise SystemExit(EXIT_NEW_OWNER)
 
 
 @keyinit_group.command("flush")

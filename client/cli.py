@@ -3,7 +3,10 @@
 Each command parses its options, calls the library and echoes; the protocol's
 and the client's exceptions become a message and exit status 1 in one place, and
 the unacknowledged alerts about the user's own identities (§7.3 "Monitoring") of
-every server a command synced become warnings and exit status ``EXIT_ALERTS``.
+every server a command synced become warnings and exit status ``EXIT_ALERTS``. A
+looked-up identity's key changes since the last lookup are told once, on stderr
+(``EXIT_NEW_OWNER`` for a new owner); a server caught cheating by its own signed
+replies fails the command with where the evidence is kept.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import click
 
 from .accounts import Accounts
 from .clock import now_ms
+from .contacts import key_changes
 from .protocol.encoding import b64encode, b64url_decode, format_ms
 from .protocol.errors import ChainError, ClientError, ProtocolError
 from .protocol.identity import normalize_identity
 from .session import ServerSession, add_server
 from .store.home import Home, default_home
-from .contacts import key_changes
 from .trust.continuity import has_new_owner
 from .trust.evidence import ServerCheating
 from .trust.history import LookupResult

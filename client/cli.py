@@ -3,7 +3,10 @@
 Each command parses its options, calls the library and echoes; the protocol's
 and the client's exceptions become a message and exit status 1 in one place, and
 the unacknowledged alerts about the user's own identities (§7.3 "Monitoring") of
-every server a command synced become warnings and exit status ``EXIT_ALERTS``.
+every server a command synced become warnings and exit status ``EXIT_ALERTS``. A
+looked-up identity's key changes since the last lookup are told once, on stderr
+(``EXIT_NEW_OWNER`` for a new owner); a server caught cheating by its own signed
+replies fails the command with where the evidence is kept.
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ import click
 
 from .accounts import Accounts
 from .clock import now_ms
+from .contacts import key_changes
 from .protocol.encoding import b64encode, b64url_decode, format_ms
 from .protocol.errors import ChainError, ClientError, ProtocolError
 from .protocol.identity import normalize_identity
 from .session import ServerSession, add_server
 from .store.home import Home, default_home
-from .trust.monitor import Alert, fingerprint
+from .trust.continuity import has_new_owner
+from .trust.evidence import ServerCheating
+from .trust.history import LookupResult
+from .trust.monitor import NEW_OWNER, RECOVERY, UPDATE, Alert, fingerprint
 
 if TYPE_CHECKING:
     # The keystore and KeyInit modules are imported by the commands that use them:
@@ -34,6 +41,10 @@ EXIT_NOT_CURRENT = 3
 #: Exit status of a command that synced while an entry of the user's own
 #: identities that they did not make is unacknowledged (a failing command keeps 1).
 EXIT_ALERTS = 4
+#: Exit status of ``lookup`` and ``keyinit fetch`` when the looked-up identity has a
+#: new owner since this home last showed it (told once: it wins over 3 and 4, which
+#: come back on the next run).
+EXIT_NEW_OWNER = 5
 #: Where ``ctx.meta`` keeps the command's ``ServerSession``s.
 _SESSIONS = "keyclient.sessions"
 
@@ -62,6 +73,8 @@ class _Group(click.Group):
         except ChainError as exc:
             raise click.ClickException(
                 f"the chain failed verification and was rejected whole: {exc}") from None
+        except ServerCheating as exc:
+            raise click.ClickException(f"{exc}\n{_evidence_kept(ctx.obj, exc)}") from None
         except (ProtocolError, ClientError) as exc:
             raise click.ClickException(str(exc)) from None
 
@@ -73,6 +86,13 @@ class _Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, home: str) -> None:
     ctx.obj = Home(home)
+
+
+def _evidence_kept(home: Home, exc: ServerCheating) -> str:
+    """Where the proof of a server caught cheating is (the session kept it)."""
+    return (f"The {len(exc.replies)} signed replies that prove it are kept as evidence in "
+            f"{os.path.join(home.path, 'state.sqlite')}: 'keyclient evidence' lists them "
+            "('--json' prints them to hand on). Do not trust this server.")
 
 
 def _warn_alerts(ctx: click.Context) -> bool:
@@ -94,6 +114,38 @@ def _describe(alert: Alert) -> str:
            "its history fails verification: a forced takeover?")
     return (f"{alert.identity} on {alert.server} has an entry you did not make at "
             f"position {alert.pos}: {alert.kind}, {key}")
+
+
+#: What authorized a looked-up identity's new entry, in words.
+_KINDS = {UPDATE: "update, signed by the previous key",
+          RECOVERY: "recovery, authorized by the escrow key (as after a lost or stolen key)",
+          NEW_OWNER: "new owner: the name was reclaimed after it expired, it may be"
+                     " another person now"}
+
+
+def _announce_key_changes(session: ServerSession, result: LookupResult) -> bool:
+    """Tell the user, loudly on stderr, of every entry of a looked-up identity since
+    the message this home last showed them (once: it is remembered as shown now);
+    whether the name has a new owner."""
+    changes = key_changes(session, result)
+    if not changes:
+        return False
+    identity, new_owner = result.identity, has_new_owner(changes)
+    latest = changes[-1].fingerprint
+    if all(change.same_key for change in changes):
+        head = (f"NOTICE: {identity} on {session.server} has new entries since you last "
+                f"looked it up; its signing key is unchanged:")
+        tail = ""
+    else:
+        head = (f"{'WARNING' if new_owner else 'NOTICE'}: the keys of {identity} on "
+                f"{session.server} changed since you last looked them up:")
+        tail = (f"Check with {identity} (in person, or on another channel) that the signing"
+                f" key {latest} is theirs before you trust it.")
+    lines = [head, *(f"  position {change.pos}: {_KINDS[change.kind]}; "
+                     f"{'same' if change.same_key else 'new'} signing key {change.fingerprint}"
+                     for change in changes), *([tail] if tail else [])]
+    click.secho("\n".join(lines), err=True, bold=True, fg="red" if new_owner else "yellow")
+    return new_owner
 
 
 def _new_session(home: Home, name: str, url: str,
@@ -185,9 +237,11 @@ def _one_server(home: Home, server: str | None) -> tuple[str, str]:
 @click.pass_obj
 def lookup_command(home: Home, identity: str, server: str | None) -> None:
     """Sync, search the whole chain for IDENTITY, verify every message of it and
-    print its current keys. Exit status 1 when it is not on the chain (or anything
-    fails to verify), 3 when its keys are expired or not yet valid (4 when one of
-    your identities has an unacknowledged alert)."""
+    print its current keys. When they changed since you last looked IDENTITY up,
+    each entry since is named on stderr, once. Exit status 1 when it is not on the
+    chain (or anything fails to verify), 3 when its keys are expired or not yet
+    valid (4 when one of your identities has an unacknowledged alert), 5 when the
+    name has a new owner since you last looked it up."""
     session = _session(home, server)
     session.sync()
     result = session.lookup(identity)
@@ -212,6 +266,8 @@ def lookup_command(home: Home, identity: str, server: str | None) -> None:
     for key in message.pubkeys:
         click.echo(f"  pubkey:     {b64encode(key.pubkey)} ({key.function})")
     click.echo(f"  repouris:   {', '.join(message.repouris) or 'none'}")
+    if _announce_key_changes(session, result):
+        raise SystemExit(EXIT_NEW_OWNER)
     if not result.is_current(now):
         raise SystemExit(EXIT_NOT_CURRENT)
 
@@ -381,13 +437,20 @@ def keyinit_fetch(home: Home, identity: str, server: str | None) -> None:
     with IDENTITY's signing key and print the opened session anchor as JSON.
 
     Only repositories the keyserver vouches for are contacted, over https (http to
-    loopback only); the others IDENTITY lists are skipped and named on stderr."""
+    loopback only); the others IDENTITY lists are skipped and named on stderr. As
+    with lookup, keys changed since you last looked IDENTITY up are named on stderr,
+    and a new owner makes the exit status 5."""
     from . import keyinits
 
-    fetched = keyinits.fetch(_session(home, server), identity)
+    session = _session(home, server)
+    new_owner: list[bool] = []
+    fetched = keyinits.fetch(session, identity, found=lambda result: new_owner.append(
+        _announce_key_changes(session, result)))
     for skipped in fetched.skipped:
         click.echo(f"skipped {skipped.uri}: {skipped.reason}", err=True)
     click.echo(json.dumps(fetched.to_json(), indent=2, sort_keys=True))
+    if any(new_owner):
+        raise SystemExit(EXIT_NEW_OWNER)
 
 
 @keyinit_group.command("flush")
@@ -432,6 +495,30 @@ def verify_command(home: Home, server: str | None) -> None:
         replies = accounts.verify()
         click.echo(f"{name}: {accounts.chain.length} entries verified, {replies} of your "
                    "replies match the chain")
+
+
+@main.command("evidence")
+@_server_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print every piece with its signed replies as JSON, to hand on.")
+@click.pass_obj
+def evidence_command(home: Home, server: str | None, as_json: bool) -> None:
+    """What this home keeps as proof that a server cheated: the server's own signed
+    replies that break the protocol (times that decrease along the chain, a history
+    that breaks the update rules), oldest first."""
+    kept = [(name, ts, what, replies) for name, _ in _servers(home, server)
+            for ts, what, replies in home.evidence(name)]
+    if as_json:
+        click.echo(json.dumps([{"server": name, "recorded_ts": ts, "what": what,
+                                "replies": replies} for name, ts, what, replies in kept],
+                              indent=2, sort_keys=True))
+        return
+    for name, ts, what, replies in kept:
+        positions = ", ".join(str(reply["entry"]["hashchain_pos"]) for reply in replies)
+        click.echo(f"{name}, {format_ms(ts)}: {what} [{len(replies)} signed replies, "
+                   f"positions {positions}]")
+    if not kept:
+        click.echo("no evidence")
 
 
 @main.group("monitor", help="Entries of your identities that this client did not make.")

@@ -12,6 +12,7 @@ used here plus one and the current time in milliseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import nacl.public
 
@@ -25,6 +26,7 @@ from .protocol.keys import X25519, KeyEntry, ed25519_entry
 from .protocol.wire import KeyInitReceipt, KeyInitStatus
 from .session import ServerSession
 from .transport.api import KeyserverAPI
+from .trust.history import LookupResult
 from .trust.keyring import check_server_signature
 
 
@@ -139,16 +141,20 @@ def status(session: ServerSession, accounts: Accounts, identity: str) -> KeyInit
     return session.api.keyinit_status(key_hash, body)
 
 
-def fetch(session: ServerSession, identity: str) -> Fetched:
+def fetch(session: ServerSession, identity: str,
+          found: Callable[[LookupResult], None] = lambda result: None) -> Fetched:
     """As a sender: find ``identity`` on the verified chain, fetch one of its KeyInits
     from the repositories its UIDMessage names that its keyserver vouches for (§9),
     verify it and open its anchor. The repositories skipped are in ``Fetched.skipped``
-    (and in the error when none can be contacted)."""
+    (and in the error when none can be contacted). ``found`` is given the verified
+    lookup before anything else is checked or fetched (to tell the user whether
+    the keys changed since they last saw them, also when the fetch then fails)."""
     session.sync()
     session.progress(f"looking up {identity} on the chain")
     result = session.lookup(identity)
     if result is None:
         raise ClientError(f"{identity} is not on {session.server}'s chain")
+    found(result)
     now = now_ms()
     if not result.is_current(now):
         raise ClientError(f"{identity}'s keys are expired: do not use them")

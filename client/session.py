@@ -32,6 +32,7 @@ from .transport.api import KeyserverAPI
 from .transport.fetcher import Fetcher
 from .trust.bundles import bundle_of, choose_bundles
 from .trust.chainstate import ChainState, check_expected, check_head
+from .trust.evidence import BrokenHistory
 from .trust.history import LookupResult, ServerRecord
 from .trust.keyring import (ServerKey, check_capabilities, check_reply_signature,
                             check_self_signed)
@@ -291,14 +292,20 @@ class ServerSession:
     def lookup(self, identity: str) -> LookupResult | None:
         """``identity`` on the chain, with the server keys the last ``sync`` found
         (found afresh if there was none). Its replies, like every reply ``replies``
-        returns, are held already (from the cache, or by ``_hold_signed``)."""
+        returns, are held already (from the cache, or by ``_hold_signed``). A history
+        whose signed replies break §4 proves the server cheats: they are kept as
+        evidence in the home, and the command fails (``BrokenHistory``)."""
         # One pass over the chain finds both (the server's own entries give its keys),
         # and one batch of bundles fetches both's replies (§5.1).
         hits = self.search.search_many([server_identity(self.server), identity])
         self.replies([pos for found in hits.values() for pos, _ in found])
         if self.record is None:
             self.track_keys()
-        return lookup(self.replies, self.search, self.server, identity, self.record)
+        try:
+            return lookup(self.replies, self.search, self.server, identity, self.record)
+        except BrokenHistory as exc:
+            self.home.record_evidence(self.server, str(exc), exc.replies, now_ms())
+            raise
 
     # --- payment (§10) ------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 "effective time"): rules that a later time makes easier are judged at
 ``min(entry.ts, F + 5 min)``, ``F`` being when this client first received the entry."""
 
+import json
+
 import pytest
 
 from client.clock import now_ms
@@ -39,11 +41,26 @@ def takeover(app_server, users_app, tmp_path):
     return home
 
 
-def test_a_takeover_dated_in_the_future_is_refused(takeover):
+def test_a_takeover_dated_in_the_future_is_refused_with_the_evidence_kept(takeover):
     result = keyclient(takeover, "lookup", "alice@example.org")
     assert result.exit_code == 1, result.output
+    assert "this server is cheating" in result.output
     assert "alice@example.org, message 1 (msgcount 0)" in result.output
     assert "already registered" in result.output
+    assert "kept as evidence" in result.output and "keyclient evidence" in result.output
+    [(_, what, replies)] = Home(str(takeover)).evidence("example.org")
+    assert "this server is cheating" in what and "already registered" in what
+    assert [reply["entry"]["hashchain_pos"] for reply in replies] == [1, 2]
+    assert replies[1]["entry"]["ts"] > now_ms() + YEAR_MS              # dated ahead
+    assert all(reply["signatures"]["example.org"] for reply in replies)  # as signed
+    # Caught again, kept once; the command lists it.
+    assert keyclient(takeover, "lookup", "alice@example.org").exit_code == 1
+    assert len(Home(str(takeover)).evidence("example.org")) == 1
+    listed = keyclient(takeover, "evidence")
+    assert listed.exit_code == 0
+    assert "already registered" in listed.output and "positions 1, 2" in listed.output
+    exported = json.loads(keyclient(takeover, "evidence", "--json").output)
+    assert [piece["replies"] for piece in exported] == [replies]
 
 
 def test_the_same_takeover_seen_in_its_time_is_accepted(takeover, app_server):

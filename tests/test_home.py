@@ -11,10 +11,11 @@ import client.store.home as home_module
 from client.protocol.errors import ClientError
 from client.protocol.wire import ReplyEntry, format_uid_message_reply, parse_uid_message_reply
 from client.store.home import MIGRATIONS, Home
+from client.trust.continuity import Shown
 from client.trust.ordering import RepliesOutOfOrder, check_ordered
 
 TABLES = {"servers", "chains", "found", "scanned", "own_replies", "keyinit_msgcounts", "alerts",
-          "held_replies", "evidence", "first_seen"}
+          "held_replies", "evidence", "first_seen", "shown_keys"}
 REPLY = format_uid_message_reply(ReplyEntry(bytes(72), bytes(153), 1, 1000),
                                  {"example.org": {"ed25519:a": "sig"}})
 
@@ -175,6 +176,22 @@ def test_held_replies_around_a_range_are_what_can_contradict_it(tmp_path):
     home.record_evidence("example.org", "why", [reply_at(3, 300), reply_at(4, 299)], 7)
     [(ts, what, replies)] = home.evidence("example.org")
     assert (ts, what, [r["entry"]["ts"] for r in replies]) == (7, "why", [300, 299])
+    # Caught again, the same replies are kept once; other ones are new evidence.
+    home.record_evidence("example.org", "why again", [reply_at(3, 300), reply_at(4, 299)], 8)
+    home.record_evidence("example.org", "other", [reply_at(4, 299), reply_at(5, 1)], 9)
+    assert [(ts, what) for ts, what, _ in home.evidence("example.org")] == [(7, "why"),
+                                                                           (9, "other")]
+
+
+def test_the_message_last_shown_of_each_looked_up_identity(tmp_path):
+    home = Home(str(tmp_path / "home"))
+    assert home.shown("example.org", "bob@example.org") is None
+    home.record_shown("example.org", "bob@example.org", Shown(3, "1a2b"), 5)
+    home.record_shown("other.org", "bob@example.org", Shown(9, "3c4d"), 5)
+    home.record_shown("example.org", "bob@example.org", Shown(7, "5e6f"), 6)
+    assert home.shown("example.org", "bob@example.org") == Shown(7, "5e6f")
+    assert home.shown("other.org", "bob@example.org") == Shown(9, "3c4d")
+    assert home.shown("example.org", "carol@example.org") is None
 
 
 

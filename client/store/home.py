@@ -2,7 +2,9 @@
 data directory): the state database, one verified chain per keyserver (§7.5), the
 wallet (§10) and the keystore. The state database also keeps the replies for the
 user's own identities (§7.5), the alerts about entries of them the user did not
-make (§7.3 "Monitoring") and the KeyInit msgcounts used (§9).
+make (§7.3 "Monitoring"), the message of each looked-up identity last shown (key
+continuity), the evidence against servers caught cheating and the KeyInit
+msgcounts used (§9).
 
 Everything in it is private to the user (folder 0700, files 0600). The state
 database has one schema, built by ``MIGRATIONS`` when the home opens: step ``n``
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from ..protocol.errors import ClientError
 from ..protocol.identity import is_domain
 from ..protocol.wire import BUNDLE_SIZE, UIDMessageReply, parse_uid_message_reply
+from ..trust.continuity import Shown
 from ..trust.monitor import Alert
 from .localchain import LocalChain
 
@@ -115,6 +118,18 @@ MIGRATIONS = [
         found_ts INTEGER NOT NULL,
         acknowledged_ts INTEGER,
         PRIMARY KEY (server, identity, pos)
+    );
+    """,
+    # The message of each looked-up identity that the user was last shown (key
+    # continuity: a later lookup announces the entries since).
+    """
+    CREATE TABLE shown_keys (
+        server TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        pos INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL,
+        shown_ts INTEGER NOT NULL,
+        PRIMARY KEY (server, identity)
     );
     """,
 ]
@@ -295,11 +310,14 @@ class Home:
 
     def record_evidence(self, server: str, what: str, replies: Iterable[UIDMessageReply],
                         now_ms: int) -> None:
-        """Keep what proves that ``server`` cheated, as it signed it."""
+        """Keep what proves that ``server`` cheated, as it signed it; the same replies
+        kept before (a later command caught the same lie) are not kept twice."""
+        kept = json.dumps([reply.raw for reply in replies], sort_keys=True)
         with self.db:
             self.db.execute(
-                "INSERT INTO evidence (server, recorded_ts, what, replies) VALUES (?, ?, ?, ?)",
-                (server, now_ms, what, json.dumps([reply.raw for reply in replies])))
+                "INSERT INTO evidence (server, recorded_ts, what, replies) SELECT ?, ?, ?, ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM evidence WHERE server = ? AND replies = ?)",
+                (server, now_ms, what, kept, server, kept))
 
     def evidence(self, server: str) -> list[tuple[int, str, list[dict]]]:
         """``(recorded_ts, what, replies)`` of every piece of evidence against ``server``."""
@@ -322,6 +340,24 @@ class Home:
                 " ON CONFLICT (server, sigkeyhash) DO UPDATE SET msgcount = excluded.msgcount",
                 (server, sigkeyhash, first + count - 1))
         return first
+
+    # --- the identities the user looks up -------------------------------------------
+
+    def shown(self, server: str, identity: str) -> Shown | None:
+        """The message of ``identity`` on ``server`` that the user was last shown."""
+        row = self.db.execute("SELECT pos, fingerprint FROM shown_keys WHERE server = ? AND"
+                              " identity = ?", (server, identity)).fetchone()
+        return Shown(*row) if row else None
+
+    def record_shown(self, server: str, identity: str, shown: Shown, now_ms: int) -> None:
+        """Remember ``shown`` as the message of ``identity`` last shown."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO shown_keys (server, identity, pos, fingerprint, shown_ts)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (server, identity) DO UPDATE SET"
+                " pos = excluded.pos, fingerprint = excluded.fingerprint,"
+                " shown_ts = excluded.shown_ts",
+                (server, identity, shown.pos, shown.fingerprint, now_ms))
 
     # --- wallet ---------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from ..protocol.identity import server_identity
 from ..protocol.uidmessage import UIDMessage, decrypt_uid_message, parse_uid_message
 from ..protocol.uidrules import Latest, check_server_member, is_current, verify_sequence
 from ..protocol.wire import UIDMessageReply
+from .evidence import BrokenHistory
 from .keyring import ServerKey, check_reply_signature
 from .serverpolicy import ChainPolicy, PolicyAt
 
@@ -137,7 +138,10 @@ def verify_server_keys(server_name: str, matches: Sequence[Match]) -> ServerReco
 
 def verify_history(identity: str, server_name: str, matches: Sequence[Match],
                    server: ServerRecord) -> LookupResult | None:
-    """The identity's verified history and current keys, or None without matches."""
+    """The identity's verified history and current keys, or None without matches.
+
+    A sequence that breaks §4 although every reply is validly signed is
+    ``BrokenHistory``, carrying those replies as evidence."""
     history = []
     for match in matches:
         _check_entry(match)
@@ -146,5 +150,9 @@ def verify_history(identity: str, server_name: str, matches: Sequence[Match],
                              _open(match, identity, server_name), match.reply))
     if not history:
         return None
-    latest = verify_sequence(_dated(server.policy, history, matches))
+    try:
+        latest = verify_sequence(_dated(server.policy, history, matches))
+    except VerificationError as exc:
+        # Every reply is the server's signed word by now: the break is its doing.
+        raise BrokenHistory(identity, [found.reply for found in history], str(exc)) from None
     return LookupResult(identity, tuple(history), latest)

@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..protocol.encoding import format_ms
-from ..protocol.errors import VerificationError
 from ..protocol.wire import UIDMessageReply
+from .evidence import ServerCheating
 
 
-class RepliesOutOfOrder(VerificationError):
+class RepliesOutOfOrder(ServerCheating):
     """Two signed replies of one server whose times decrease along the chain."""
 
     def __init__(self, earlier: UIDMessageReply, later: UIDMessageReply):
@@ -26,8 +26,7 @@ class RepliesOutOfOrder(VerificationError):
             f"this server is cheating: its signed reply for position {second.hashchain_pos}"
             f" is dated {format_ms(second.ts)}, before its reply for the earlier position"
             f" {first.hashchain_pos} ({format_ms(first.ts)}); an honest server's times never"
-            " decrease along the chain", position=second.hashchain_pos)
-        self.replies = (earlier, later)
+            " decrease along the chain", (earlier, later), position=second.hashchain_pos)
 
 
 def check_ordered(replies: Iterable[UIDMessageReply]) -> None:

@@ -299,8 +299,12 @@ def tokens_add(home: Home, tokens: tuple[str, ...], server: str | None) -> None:
 def tokens_buy(home: Home, voucher: str, count: int, server: str | None) -> None:
     """Exchange VOUCHER for N unlinkable tokens (blind issuance)."""
     name, url = _one_server(home, server)
+    session = _new_session(home, name, url)
     with home.wallet() as wallet:
-        remaining = _new_session(home, name, url).buy_tokens(wallet, voucher, count)
+        remaining = session.buy_tokens(wallet, voucher, count)
+    warning = session.token_key_warning()
+    if warning:
+        click.secho(f"Warning: {warning}", fg="yellow", err=True)
     click.echo(f"bought {count} token(s) for {name}; the voucher has {remaining} left")
 
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Callable, Collection, Iterator, Mapping, Seque
 from .clock import now_ms
 from .lookup import fetch_bundles, lookup, server_record
 from .monitor import check_own_identities
-from .protocol.encoding import sha256
-from .protocol.errors import ChainError, VerificationError
+from .protocol.encoding import b64encode, sha256
+from .protocol.errors import ChainError, ClientError, VerificationError
 from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, verify_entries
 from .protocol.identity import server_identity
 from .protocol.uidrules import Limits
@@ -38,11 +38,16 @@ from .trust.keyring import (ServerKey, check_capabilities, check_reply_signature
                             check_self_signed)
 from .trust.monitor import Alert
 from .trust.ordering import RepliesOutOfOrder, check_ordered
-from .trust.serverpolicy import ChainPolicy, check_capabilities_policy
+from .trust.serverpolicy import (TOKEN_KEY_CHANGES_WARN, TOKEN_KEY_CHANGES_WINDOW_MS,
+                                 ChainPolicy, check_capabilities_policy, token_key_refusal)
 
 if TYPE_CHECKING:
     # Tokens need RSA (cryptography, slow to import): only commands that pay load it.
     from .store.wallet import Wallet
+
+
+class TokenKeyRefused(ClientError):
+    """No token key of the server may be bought with now (§10.4); the message says why."""
 
 
 def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10000,
@@ -319,20 +324,39 @@ class ServerSession:
         if not self.price(operation):
             yield None
             return
-        with self.home.wallet() as wallet, wallet.spend(self.server) as authorization:
+        with self.home.wallet() as wallet, \
+                wallet.spend(self.server, self.spendable_keys()) as authorization:
             yield authorization
 
     def require_tokens(self, operation: str) -> None:
         """Fail before any work is done when the wallet cannot pay for ``operation``."""
         if self.price(operation):
             with self.home.wallet() as wallet:
-                wallet.require(self.server)
+                wallet.require(self.server, self.spendable_keys())
+
+    def spendable_keys(self) -> set[bytes]:
+        """The token keys to spend under (§10.4): listed on the chain now and, as far
+        as the capabilities say, not expired."""
+        now = now_ms()
+        expired = {key.key_id for key in self.capabilities.token_keys if key.not_after_ts <= now}
+        return set(self.policy.current.token_keys) - expired
+
+    def token_key_warning(self) -> str | None:
+        """§10.4: a server that changes its token keys often may be splitting buyers
+        into small groups; say so (None when it does not)."""
+        changes = self.policy.token_key_changes(now_ms() - TOKEN_KEY_CHANGES_WINDOW_MS)
+        if changes <= TOKEN_KEY_CHANGES_WARN:
+            return None
+        return (f"{self.server} changed its token keys {changes} times in the last 30 days: "
+                "tokens bought from a server that changes keys this often may be linkable "
+                "to your voucher")
 
     def buy_tokens(self, wallet: Wallet, voucher: str, count: int) -> int:
         """Blind ``count`` fresh token inputs, have the server sign them against the
         voucher, unblind and verify, and store them in ``wallet``; return the
-        voucher's remainder. The token key is the newest of capabilities checked
-        against the chain (a sync first), never one they merely list."""
+        voucher's remainder. The token key is the newest of the capabilities (checked
+        against the chain: a sync first) that the chain has listed for at least 24
+        hours (§10.4), so that every buyer signs with a key everyone could see."""
         from .protocol.tokens import (finalize_tokens, parse_spki, prepare_blinded_tokens,
                                       token_challenge)
 
@@ -340,7 +364,15 @@ class ServerSession:
         keys = self.capabilities.token_keys
         if not keys:
             raise VerificationError(f"{self.server} publishes no token key")
-        newest = max(keys, key=lambda key: key.not_after_ts)
+        now = now_ms()
+        refusals = {key.key_id: token_key_refusal(self.policy, key.key_id, key.not_after_ts, now)
+                    for key in keys}
+        usable = [key for key in keys if refusals[key.key_id] is None]
+        if not usable:
+            raise TokenKeyRefused(f"not buying from {self.server}: " + "; ".join(
+                f"token key {b64encode(key_id)[:12]}...: {why}"
+                for key_id, why in refusals.items()))
+        newest = max(usable, key=lambda key: key.not_after_ts)
         if sha256(newest.spki) != newest.key_id:
             raise VerificationError(f"{self.server}: token key id does not match its key")
         public = parse_spki(newest.spki, error=VerificationError)

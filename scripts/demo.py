@@ -1,7 +1,8 @@
 """The use case of the spec (§13) end to end, with the real command-line tools.
 
-Starts a fresh keyserver on a free local port, has the operator sell a voucher,
-then Alice (her own client home) buys tokens, registers, publishes KeyInits and
+Starts a fresh keyserver on a free local port, has the operator sell a voucher
+(which a client refuses to use for a day: the token key is new on the chain, §10.4)
+and give tokens; then Alice (her own client home) registers, publishes KeyInits and
 checks her entry, and Bob (another home) finds her on the chain and fetches and
 opens one of her KeyInits; finally Alice rotates her key and recovers it with
 the paper escrow key, and Bob sees each change. Every step prints the command it
@@ -47,9 +48,10 @@ class Demo:
     def step(self, title: str) -> None:
         click.secho(f"\n== {title}", bold=True)
 
-    def run(self, who: str, *args: str | Path, expect: str | None = None) -> str:
+    def run(self, who: str, *args: str | Path, expect: str | None = None,
+            refused: bool = False) -> str:
         """Run a command as ``who`` (operator, alice, bob); fail unless it succeeds
-        (and prints ``expect``)."""
+        (or, when ``refused``, fails) and prints ``expect``."""
         command = [str(arg) for arg in args]
         shown = " ".join(shlex.quote(part) for part in command)
         click.secho(f"[{who}] $ {shown}", fg="cyan")
@@ -57,15 +59,17 @@ class Demo:
         output = (done.stdout + done.stderr).rstrip()
         if output:
             click.echo("    " + output.replace("\n", "\n    "))
-        if done.returncode != 0:
+        if (done.returncode != 0) != refused:
             raise StepFailed(f"{shown} exited with {done.returncode}")
         if expect is not None and expect not in output:
             raise StepFailed(f"{shown} did not say {expect!r}")
         return done.stdout
 
-    def keyclient(self, who: str, *args: str | Path, expect: str | None = None) -> str:
+    def keyclient(self, who: str, *args: str | Path, expect: str | None = None,
+                  refused: bool = False) -> str:
         home = self.workdir / who
-        return self.run(who, BIN / "keyclient", "--home", home, *args, expect=expect)
+        return self.run(who, BIN / "keyclient", "--home", home, *args, expect=expect,
+                        refused=refused)
 
     def start_server(self) -> None:
         self.step("The operator creates and starts a keyserver")
@@ -107,8 +111,15 @@ class Demo:
             self.keyclient(who, "server", "add", self.url, expect=f"added {SERVER}")
             self.keyclient(who, "sync", expect="verified")
 
-        self.step("Alice buys unlinkable tokens with the voucher (blind signatures)")
-        self.keyclient("alice", "tokens", "buy", voucher, "-n", "5", expect="bought 5 token(s)")
+        self.step("Alice tries to buy unlinkable tokens with the voucher: refused, since the "
+                  "server's token key is not yet a day old on its chain (nobody else could "
+                  "have seen it)")
+        self.keyclient("alice", "tokens", "buy", voucher, "-n", "5", refused=True,
+                       expect="listed on the chain less than 24 hours ago")
+        self.step("So the operator gives her 5 tokens instead (a day later, the voucher works)")
+        minted = self.run("operator", *keyserver, "tokens", "mint", "-n", "5",
+                          "--instance", self.instance).split()
+        self.keyclient("alice", "tokens", "add", *minted, expect="added 5 token(s)")
 
         self.step("2. Alice registers her pseudonym; the escrow key goes to paper")
         self.keyclient("alice", "register", ALICE, "--escrow-out", paper, "--yes",

@@ -323,11 +323,19 @@ def app_server(tmp_path, monkeypatch):
 DAY_MS = 24 * 3600 * 1000
 
 
-def at(ms: int):
-    """Freeze the clock at exactly ``ms`` milliseconds since the epoch."""
+def at(ms: int, tick: bool = False):
+    """Freeze the clock at exactly ``ms`` milliseconds since the epoch (``tick``: let
+    it run on from there)."""
     seconds, millis = divmod(ms, 1000)
     moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-    return freeze_time(moment + datetime.timedelta(milliseconds=millis))
+    return freeze_time(moment + datetime.timedelta(milliseconds=millis), tick=tick)
+
+
+def a_day_later():
+    """This process's clock a day and a minute ahead, running: a client buys tokens only
+    under a key the chain has listed for 24 hours (§10.4), and a new server's first
+    key was listed at its init."""
+    return at(now_ms() + DAY_MS + 60_000, tick=True)
 
 
 def mint(app, count: int | None = None):

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from client.cli import main
-from conftest import keyclient, keyserver_command, registered_home
+from conftest import a_day_later, keyclient, keyserver_command, registered_home
 
 
 def test_server_add_list_and_sync(live_server, tmp_path):
@@ -74,10 +74,15 @@ def test_tokens_add_buy_list(live_server, tmp_path):
         keyserver_command("vouchers", "create", "--tokens", "5", "--instance",
                           str(live_server.instance)),
         check=True, capture_output=True, text=True).stdout.split()
-    result = keyclient(home, "tokens", "buy", voucher, "-n", "3")
-    assert result.exit_code == 0 and "the voucher has 2 left" in result.output, result.output
-    assert "example.org: 5 available" in keyclient(home, "tokens", "list").output
     refused = keyclient(home, "tokens", "buy", voucher, "-n", "3")
+    assert refused.exit_code == 1 and "listed on the chain less than 24 hours ago" \
+        in refused.output, refused.output     # §10.4: nobody could have seen it yet
+    with a_day_later():
+        result = keyclient(home, "tokens", "buy", voucher, "-n", "3")
+        assert result.exit_code == 0 and "the voucher has 2 left" in result.output, \
+            result.output
+        assert "example.org: 5 available" in keyclient(home, "tokens", "list").output
+        refused = keyclient(home, "tokens", "buy", voucher, "-n", "3")
     assert refused.exit_code == 1 and "2 tokens left" in refused.output
     bad = keyclient(home, "tokens", "add", "not+base64url")
     assert bad.exit_code == 2 and "token" in bad.output

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from typing import Iterable, Iterator
+from typing import Collection, Iterable, Iterator
 
 from ..clock import now_ms
 from ..protocol.errors import ClientError, ProtocolError, VerificationError
@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS tokens (
 
 NO_TOKENS = ("no tokens for {server} left: buy some with a voucher ('keyclient tokens buy') "
              "or add them ('keyclient tokens add')")
+UNLISTED = ("; {count} token(s) of yours are under keys that {server} no longer lists on its "
+            "chain, so it no longer redeems them (§10.4)")
 
 
 class NoTokens(ClientError):
@@ -67,41 +69,58 @@ class Wallet:
                 (raw, server, token.key_id, now_ms())).rowcount
         return added
 
-    def require(self, server: str) -> None:
-        """Raise ``NoTokens`` unless a token for ``server`` can be spent (checked before
-        work that would be wasted without one)."""
-        counts = self.count(server)
-        if not counts.get("available", 0) + counts.get("unknown", 0):
-            raise NoTokens(NO_TOKENS.format(server=server))
+    def require(self, server: str, keys: Collection[bytes]) -> None:
+        """Raise ``NoTokens`` unless a token for ``server`` under one of ``keys`` (those
+        its chain lists, §10.4) can be spent: checked before work that would be
+        wasted without one."""
+        if self._usable(server, keys) is None:
+            raise self._none_left(server, keys)
+
+    def _usable(self, server: str, keys: Collection[bytes]) -> bytes | None:
+        """The token to spend next: an ``available`` one before an ``unknown`` one,
+        the oldest first, under one of ``keys`` only."""
+        marks = ", ".join("?" * len(keys))
+        row = self.db.execute(
+            "SELECT token FROM tokens WHERE server = ? AND state IN ('available', 'unknown')"
+            f" AND key_id IN ({marks}) ORDER BY state = 'unknown', added_ts, rowid LIMIT 1",
+            (server, *keys)).fetchone()
+        return None if row is None else row[0]
+
+    def _none_left(self, server: str, keys: Collection[bytes]) -> NoTokens:
+        marks = ", ".join("?" * len(keys))
+        [unlisted] = self.db.execute(
+            "SELECT count(*) FROM tokens WHERE server = ? AND state IN ('available', 'unknown')"
+            f" AND key_id NOT IN ({marks})", (server, *keys)).fetchone()
+        return NoTokens(NO_TOKENS.format(server=server)
+                        + (UNLISTED.format(count=unlisted, server=server) if unlisted else ""))
 
     def count(self, server: str) -> dict[str, int]:
         return dict(self.db.execute(
             "SELECT state, count(*) FROM tokens WHERE server = ? GROUP BY state", (server,)))
 
-    def _take(self, server: str) -> bytes:
+    def _take(self, server: str, keys: Collection[bytes]) -> bytes:
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            row = self.db.execute(
-                "SELECT token FROM tokens WHERE server = ? AND state IN ('available', 'unknown')"
-                " ORDER BY state = 'unknown', added_ts, rowid LIMIT 1", (server,)).fetchone()
-            if row is None:
-                raise NoTokens(NO_TOKENS.format(server=server))
-            self.db.execute("UPDATE tokens SET state = 'reserved' WHERE token = ?", row)
+            token = self._usable(server, keys)
+            if token is None:
+                raise self._none_left(server, keys)
+            self.db.execute("UPDATE tokens SET state = 'reserved' WHERE token = ?", (token,))
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-        return row[0]
+        return token
 
     def _mark(self, token: bytes, state: str) -> None:
         self.db.execute("UPDATE tokens SET state = ? WHERE token = ?", (state, token))
 
     @contextlib.contextmanager
-    def spend(self, server: str) -> Iterator[str]:
-        """Yield an ``Authorization`` header value paying with one token; settle the
-        token by how the call ended. An answer that does not verify came with a 2xx
-        status: the server committed the write and spent the token."""
-        token = self._take(server)
+    def spend(self, server: str, keys: Collection[bytes]) -> Iterator[str]:
+        """Yield an ``Authorization`` header value paying with one token under one of
+        ``keys`` (§10.4: those the server's chain lists); settle the token by how the
+        call ended. An answer that does not verify came with a 2xx status: the server
+        committed the write and spent the token."""
+        token = self._take(server, keys)
         try:
             yield format_authorization(token)
         except VerificationError:

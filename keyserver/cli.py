@@ -26,7 +26,7 @@ from client.protocol.tokens import mint_token
 from . import create_app
 from .clock import now_ms
 from .config import ConfigError
-from .http.context import policy, server_keys, sign, token_keyring
+from .http.context import key_file, policy, server_keys, sign, token_keyring
 from .service import own, payment, tokenkeys
 from .storage import chain, db, keyinits, vouchers
 from .storage.tokens import all_keys, spent_count
@@ -108,6 +108,71 @@ def run_command(host: str, port: int) -> None:
                f"(instance {app.instance_path})")
     sys.stdout.flush()
     app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+@main.command("worker")
+@click.option("--once", is_flag=True, help="Run the duties once and exit.")
+@with_instance
+def worker_command(once: bool) -> None:
+    """Run the server's periodic duties (renewing its own UIDMessage, retiring expired
+    token keys) every WORKER_INTERVAL; safe to run twice by mistake."""
+    import time
+
+    from .service import duties
+
+    app = current_app._get_current_object()
+    interval = app.config["WORKER_INTERVAL"] / 1000
+    click.echo(f"keyserver worker for {app.config['KEYSERVER_NAME']}: duties every "
+               f"{interval:g} s" if not once else "keyserver worker: running the duties once")
+    while True:
+        for line in duties.run(db.get_db(), policy(), server_keys(), now_ms()):
+            click.echo(line)
+        sys.stdout.flush()
+        if once:
+            return
+        time.sleep(interval)
+
+
+@click.group("keys", help="The server's signing keys (§11).")
+def keys_group() -> None:
+    pass
+
+
+@keys_group.command("rotate")
+@click.option("--overlap", default=None, help="How long the old key stays current, e.g. "
+              "30m, 1h (default: KEY_ROTATION_OVERLAP, 1h).")
+@with_instance
+def keys_rotate_command(overlap: str | None) -> None:
+    """Make a new signing key, installed on the chain by an update of keyserver@
+    signed by the old key; running workers sign with it at once."""
+    from .service.serverkeys import RotationRefused, rotate
+
+    overlap_ms = parse_duration(overlap) if overlap else policy().key_rotation_overlap_ms
+    now = now_ms()
+    try:
+        key = rotate(db.get_db(), key_file(), policy(), overlap_ms, now)
+    except RotationRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"new signing key {key.key_id}; the previous key stays current until "
+               f"{_iso(now + overlap_ms)}")
+
+
+@keys_group.command("list")
+@with_instance
+def keys_list_command() -> None:
+    """The signing keys with their windows."""
+    from .storage.signingkeys import windows
+
+    now = now_ms()
+    for window in windows(db.get_db()):
+        if window.expired_ts is None:
+            state = "signing"
+        elif now < window.expired_ts:
+            state = f"current (overlap) until {_iso(window.expired_ts)}"
+        else:
+            state = f"expired {_iso(window.expired_ts)}"
+        click.echo(f"{window.key_id}  {b64encode(window.pubkey)}  since "
+                   f"{_iso(window.created_ts)}  {state}")
 
 
 @click.group("chain", help="Inspect and load the hashchain.")
@@ -285,7 +350,7 @@ def vouchers_list_command() -> None:
                    f"expires {_iso(v.expires_ts)}, created {_iso(v.created_ts)}")
 
 
-GROUPS = (chain_group, keyinits_group, tokens_group, vouchers_group)
+GROUPS = (chain_group, keyinits_group, keys_group, tokens_group, vouchers_group)
 for _group in GROUPS:
     main.add_command(_group)
 

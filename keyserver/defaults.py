@@ -41,6 +41,15 @@ MAX_REQUEST_BYTES = 256 * 1024
 DEFAULT_CHUNK = 1000
 MAX_CHUNK = 10000
 
+#: How long a served key document is valid (§11.1; at least an hour).
+KEY_VALIDITY = 24 * HOUR_MS
+#: How long the previous signing key stays current after a rotation (§11.2).
+KEY_ROTATION_OVERLAP = HOUR_MS
+#: How often ``keyserver worker`` runs the server's periodic duties (§11.2).
+WORKER_INTERVAL = HOUR_MS
+#: The server renews its own UIDMessage once less than this is left (§11.2).
+OWN_RENEWAL_MARGIN = 30 * DAY_MS
+
 MAX_UID_LIFETIME = 365 * DAY_MS
 RECLAIM_GRACE = 365 * DAY_MS
 LASTENTRY_MAX_AGE = 24 * HOUR_MS

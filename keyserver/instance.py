@@ -21,7 +21,7 @@ from client.protocol.identity import check_server_name, is_domain
 from . import create_app, defaults
 from .clock import now_ms
 from .http.context import POLICY
-from .service import own, signing, tokenkeys
+from .service import own, serverkeys, signing, tokenkeys
 from .storage import db, files
 
 #: Files whose presence means an instance already lives in a folder.
@@ -83,9 +83,12 @@ def apply_policy(app: Flask) -> None:
             app.logger.warning("this instance predates preferences.server (revision 2 of the"
                                " protocol): clients will refuse its chain; make a new one")
             return
-        keys = signing.read_keys(signing.key_file_path(app.instance_path,
-                                                       app.config["SIGNING_KEY_FILE"]))
-        if own.apply_limits(database, app.extensions[POLICY], keys, now_ms()):
+        keyfile = signing.KeyFile(signing.key_file_path(app.instance_path,
+                                                        app.config["SIGNING_KEY_FILE"]))
+        now = now_ms()
+        serverkeys.adopt(database, list(keyfile.keys().values()), now)
+        keys = serverkeys.current_keys(database, keyfile, now)
+        if own.apply_limits(database, app.extensions[POLICY], keys, now):
             app.logger.info("the configured time limits differ from the chain's: "
                             "appended an update of keyserver@ that states them")
 
@@ -142,6 +145,7 @@ def _build(folder: str, config: str) -> None:
     with app.app_context(), contextlib.closing(database):
         db.init_db(database)
         now = now_ms()
+        serverkeys.adopt(database, [key], now)
         # Entry 0 lists the first token key (§10.4), in the key's own transaction.
         tokenkeys.create_key(database, app.instance_path, policy.token_key_lifetime_ms, now,
                              lambda token_key: own.create(

@@ -413,20 +413,14 @@ def rotate_server_key(instance: Path) -> int:
     keyserver@<name> with the new sigkey, signed by the old one, then make the new
     key the signing key (the old one stays in the file). Returns the rotation's ts."""
     from keyserver import create_app
-    from keyserver.http.context import policy, server_keys
-    from keyserver.service import own, signing
+    from keyserver.http.context import key_file, policy
+    from keyserver.service import serverkeys
     from keyserver.storage import db
 
     app = create_app(instance_path=str(instance))
     with app.app_context():
-        database = db.get_db()
-        old_key = server_keys()[-1]
-        new_key = signing.generate_key()
         now = now_ms()
-        with db.transaction(database):
-            own.update(database, policy(), [old_key, new_key], own.current(database), now)
-        signing.write_keys(signing.key_file_path(app.instance_path, app.config["SIGNING_KEY_FILE"]),
-                           [old_key, new_key])
+        serverkeys.rotate(db.get_db(), key_file(), policy(), 3600 * 1000, now)
     return now
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import capabilities, context, errors, hashchain, keyinits, params, tokens, users
+from . import (capabilities, context, errors, hashchain, keyinits, keys, params, tokens,
+               users)
 
 
 def init_app(app: Flask) -> None:
@@ -14,5 +15,5 @@ def init_app(app: Flask) -> None:
     app.before_request(context.read_clock)
     errors.init_app(app)
     params.init_app(app)
-    for blueprint in (capabilities.bp, hashchain.bp, users.bp, tokens.bp, keyinits.bp):
+    for blueprint in (capabilities.bp, hashchain.bp, users.bp, tokens.bp, keyinits.bp, keys.bp):
         app.register_blueprint(blueprint)

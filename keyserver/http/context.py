@@ -11,10 +11,10 @@ from __future__ import annotations
 from flask import current_app, g, request
 
 from ..clock import now_ms
-from ..service import payment
+from ..service import payment, serverkeys
 from ..service.payment import Charge
 from ..service.policy import Policy
-from ..service.signing import ServerKey, key_file_path, read_keys, signer
+from ..service.signing import KeyFile, ServerKey, key_file_path, signer
 from ..service.tokenkeys import TokenKeyring
 from ..storage.db import get_db
 
@@ -36,20 +36,26 @@ def request_now() -> int:
     return g.now_ms
 
 
+def key_file() -> KeyFile:
+    """The signing key file as this process sees it (made lazily, so the factory
+    works before ``keyserver init`` has written it; reloaded when it changes)."""
+    keyfile = current_app.extensions.get("keyserver.key_file")
+    if keyfile is None:
+        keyfile = current_app.extensions.setdefault("keyserver.key_file", KeyFile(
+            key_file_path(current_app.instance_path, current_app.config["SIGNING_KEY_FILE"])))
+    return keyfile
+
+
 def server_keys() -> list[ServerKey]:
-    """All signing keys in the file, loaded once per process and lazily, so the
-    factory works before ``keyserver init`` has written them."""
-    keys = current_app.extensions.get("keyserver.signing_keys")
-    if keys is None:
-        keys = read_keys(key_file_path(current_app.instance_path,
-                                       current_app.config["SIGNING_KEY_FILE"]))
-        current_app.extensions["keyserver.signing_keys"] = keys
-    return keys
+    """The keys current now (§11.2: the signing key, and the previous one during its
+    overlap), oldest first."""
+    return serverkeys.current_keys(get_db(), key_file(), now_ms())
 
 
 def current_key() -> ServerKey:
-    """The key that signs new objects: the file's last."""
-    return server_keys()[-1]
+    """The key that signs new objects, as the database says now (in a write, as the
+    transaction says: the key the chain gives the entry's position)."""
+    return serverkeys.current_key(get_db(), key_file())
 
 
 def sign(obj: dict) -> dict:

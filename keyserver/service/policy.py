@@ -47,6 +47,11 @@ class Policy:
     max_tokens_per_issue: int
     default_chunk: int
     lookup_enabled: bool
+    #: §11: how long a key document is valid; how long a rotation's overlap lasts.
+    key_validity_ms: int
+    key_rotation_overlap_ms: int
+    #: §11.2: the own UIDMessage is renewed once less than this is left.
+    own_renewal_margin_ms: int
 
 
 def from_config(config: Mapping[str, Any]) -> Policy:
@@ -77,4 +82,7 @@ def from_config(config: Mapping[str, Any]) -> Policy:
         max_tokens_per_issue=config["MAX_TOKENS_PER_ISSUE"],
         default_chunk=config["DEFAULT_CHUNK"],
         lookup_enabled=config["LOOKUP_ENABLED"],
+        key_validity_ms=config["KEY_VALIDITY"],
+        key_rotation_overlap_ms=config["KEY_ROTATION_OVERLAP"],
+        own_renewal_margin_ms=config["OWN_RENEWAL_MARGIN"],
     )

@@ -1,8 +1,12 @@
 """The server's Ed25519 signing keys (§11), kept in ``<instance>/signing.key``.
 
-The file uses Synapse's format, one key a line: ``ed25519 <version> <b64 seed>``;
-the last line is the key that signs new objects. It is written atomically with
-mode 0600; the http layer reads it once per process.
+The file uses Synapse's format, one key a line: ``ed25519 <version> <b64 seed>``,
+written atomically with mode 0600. Which key signs is not the file's to say: the
+database's key windows (``storage.signingkeys``) name it, changed in the same
+transaction as the chain entry that installs a new key (§11.2), so a reply is
+always signed by the key the chain gives its position. A rotation writes the new
+seed into the file first (unused until its window exists); every process notices
+a changed file and reloads it, so running workers need no restart.
 """
 
 from __future__ import annotations
@@ -95,6 +99,30 @@ def read_log_key(path: str) -> nacl.signing.SigningKey:
     if len(keys) != 1 or keys[0].key_id != LOG_KEY_ID:
         raise ValueError(f"{path} must hold exactly one key, 'ed25519 log <seed>'")
     return keys[0].signing_key
+
+
+class KeyFile:
+    """The key file as one process sees it: read again whenever it changed on disk
+    (a rotation by the CLI), checked by one ``stat`` per use."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._keys: dict[str, ServerKey] = {}
+
+    def keys(self) -> dict[str, ServerKey]:
+        info = os.stat(self.path)
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if stamp != self._stamp:
+            self._keys = {key.key_id: key for key in read_keys(self.path)}
+            self._stamp = stamp
+        return self._keys
+
+    def get(self, key_id: str) -> ServerKey:
+        key = self.keys().get(key_id)
+        if key is None:
+            raise RuntimeError(f"signing key {key_id} is not in {self.path}")
+        return key
 
 
 def signer(server_name: str, key: ServerKey) -> Sign:

@@ -121,6 +121,12 @@ CREATE TABLE IF NOT EXISTS keyinit_fetches (
 );
 CREATE INDEX IF NOT EXISTS keyinit_fetches_by_key ON keyinit_fetches (scope, key, ts);
 CREATE INDEX IF NOT EXISTS keyinit_fetches_by_ts ON keyinit_fetches (ts);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    key_id TEXT PRIMARY KEY,
+    pubkey BLOB NOT NULL UNIQUE,
+    created_ts INTEGER NOT NULL,
+    expired_ts INTEGER
+);
 CREATE TABLE IF NOT EXISTS own_messages (
     pos INTEGER PRIMARY KEY,
     message TEXT NOT NULL

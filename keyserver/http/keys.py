@@ -1,0 +1,50 @@
+"""``GET /_matrix/key/v2/server`` (§11.1): the server's key document, served from
+bytes made at most once a minute per process (and again when the keys change or an
+overlap ends), so that serving it costs almost nothing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from flask import Blueprint, Response, current_app
+
+from ..service import serverkeys
+from ..storage.db import get_db
+from .context import key_file, policy, request_now
+
+bp = Blueprint("keys", __name__, url_prefix="/_matrix/key/v2")
+
+#: How long a process serves the same document bytes at most; its ``valid_until_ts``
+#: is then at most this much short of ``now + KEY_VALIDITY``.
+REBUILD_MS = 60 * 1000
+
+
+@dataclass(frozen=True)
+class _Cached:
+    body: bytes
+    keys: tuple[str, ...]
+    until: int
+
+
+def _document(now: int) -> bytes:
+    db, keyfile = get_db(), key_file()
+    keys = tuple(key.key_id for key in serverkeys.current_keys(db, keyfile, now))
+    cached: _Cached | None = current_app.extensions.get("keyserver.key_document")
+    if cached is None or cached.keys != keys or now >= cached.until:
+        document = serverkeys.key_document(db, keyfile, policy().server_name, now,
+                                           policy().key_validity_ms)
+        change = serverkeys.next_change(db, now)
+        until = min(now + REBUILD_MS, change) if change is not None else now + REBUILD_MS
+        body = json.dumps(document, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode()
+        cached = _Cached(body, keys, until)
+        current_app.extensions["keyserver.key_document"] = cached
+    return cached.body
+
+
+@bp.get("/server")
+def key_document() -> Response:
+    response = Response(_document(request_now()), mimetype="application/json")
+    response.headers["Cache-Control"] = "no-cache"
+    return response

@@ -1,0 +1,43 @@
+"""The server's periodic duties (§11.2), run by one background worker process
+(``keyserver worker``), never in a request handler: renewing the server's own
+UIDMessage before it expires, and taking expired token keys off the chain's list.
+
+Every duty is idempotent and re-checks inside its write transaction, so two workers
+started by mistake append nothing twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from ..storage.db import Database, transaction
+from . import own, tokenkeys
+from .policy import Policy
+from .signing import ServerKey
+
+
+def renew_own(db: Database, policy: Policy, keys: Sequence[ServerKey], now: int) -> bool:
+    """Append the renewal of ``keyserver@`` (msgcount + 1, the same sigkey, §11.2) once
+    less than ``OWN_RENEWAL_MARGIN`` of its lifetime is left; return whether it did."""
+    def due() -> bool:
+        latest = own.latest(db)
+        return latest is not None and latest.not_after_ts - now < policy.own_renewal_margin_ms
+
+    if not due():
+        return False
+    with transaction(db):
+        if not due():
+            return False
+        own.update(db, policy, keys, dataclasses.replace(own.current(db)), now)
+    return True
+
+
+def run(db: Database, policy: Policy, keys: Sequence[ServerKey], now: int) -> list[str]:
+    """Run every duty once; return what was done, in words for the log."""
+    done = []
+    if renew_own(db, policy, keys, now):
+        done.append(f"renewed keyserver@{policy.server_name}")
+    if tokenkeys.retire_expired(db, policy, keys, now):
+        done.append("retired expired token keys from the chain")
+    return done

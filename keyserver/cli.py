@@ -114,23 +114,33 @@ def run_command(host: str, port: int) -> None:
 @click.option("--once", is_flag=True, help="Run the duties once and exit.")
 @with_instance
 def worker_command(once: bool) -> None:
-    """Run the server's periodic duties (renewing its own UIDMessage, retiring expired
-    token keys) every WORKER_INTERVAL; safe to run twice by mistake."""
+    """Run the server's periodic duties: a checkpoint every CHECKPOINT_INTERVAL when
+    the chain grew; renewing its own UIDMessage and retiring expired token keys every
+    WORKER_INTERVAL. Safe to run twice by mistake."""
     import time
 
     from .service import duties
+    from .service.signing import key_file_path, read_log_key
 
     app = current_app._get_current_object()
-    interval = app.config["WORKER_INTERVAL"] / 1000
-    click.echo(f"keyserver worker for {app.config['KEYSERVER_NAME']}: duties every "
-               f"{interval:g} s" if not once else "keyserver worker: running the duties once")
+    log_key = read_log_key(key_file_path(app.instance_path, app.config["LOG_KEY_FILE"]))
+    tick, daily = app.config["CHECKPOINT_INTERVAL"], app.config["WORKER_INTERVAL"]
+    click.echo("keyserver worker: running the duties once" if once else
+               f"keyserver worker for {app.config['KEYSERVER_NAME']}: checkpoints every "
+               f"{tick / 1000:g} s, other duties every {daily / 1000:g} s")
+    last_daily = None
     while True:
-        for line in duties.run(db.get_db(), policy(), server_keys(), now_ms()):
+        now = now_ms()
+        done = duties.checkpoint(db.get_db(), log_key, tick, now)
+        if last_daily is None or now - last_daily >= daily:
+            done += duties.run(db.get_db(), policy(), server_keys(), now)
+            last_daily = now
+        for line in done:
             click.echo(line)
         sys.stdout.flush()
         if once:
             return
-        time.sleep(interval)
+        time.sleep(tick / 1000)
 
 
 @click.group("keys", help="The server's signing keys (§11).")

@@ -47,6 +47,8 @@ KEY_VALIDITY = 24 * HOUR_MS
 KEY_ROTATION_OVERLAP = HOUR_MS
 #: How often ``keyserver worker`` runs the server's periodic duties (§11.2).
 WORKER_INTERVAL = HOUR_MS
+#: The worker signs a checkpoint at most this often, when the chain grew (§8).
+CHECKPOINT_INTERVAL = 10 * 1000
 #: The server renews its own UIDMessage once less than this is left (§11.2).
 OWN_RENEWAL_MARGIN = 30 * DAY_MS
 

@@ -22,7 +22,7 @@ from . import create_app, defaults
 from .clock import now_ms
 from .http.context import POLICY
 from .service import own, serverkeys, signing, tokenkeys
-from .storage import db, files
+from .storage import chain, db, files, tree
 
 #: Files whose presence means an instance already lives in a folder.
 INSTANCE_FILES = ("config.py", defaults.DATABASE, defaults.SIGNING_KEY_FILE,
@@ -87,6 +87,9 @@ def apply_policy(app: Flask) -> None:
                                                         app.config["SIGNING_KEY_FILE"]))
         now = now_ms()
         serverkeys.adopt(database, list(keyfile.keys().values()), now)
+        if tree.size(database) < chain.head(database).pos + 1:   # made before §8's tree
+            with db.transaction(database):
+                tree.backfill(database)
         keys = serverkeys.current_keys(database, keyfile, now)
         if own.apply_limits(database, app.extensions[POLICY], keys, now):
             app.logger.info("the configured time limits differ from the chain's: "

@@ -235,6 +235,34 @@ def parse_head(obj: Any) -> Head:
                  True)
 
 
+@dataclass(frozen=True)
+class LogHead:
+    """``GET /v1/hashchain/head`` whole: the head, and the newest checkpoint's tree
+    size, root hash and note (§8; all None before the first checkpoint)."""
+
+    head: Head
+    tree_size: int | None = None
+    root_hash: bytes | None = None
+    checkpoint: str | None = None
+
+
+def format_log_head(log_head: LogHead) -> dict:
+    root = log_head.root_hash
+    return {**format_head(log_head.head), "tree_size": log_head.tree_size,
+            "root_hash": None if root is None else b64encode(root),
+            "checkpoint": log_head.checkpoint}
+
+
+def parse_log_head(obj: Any) -> LogHead:
+    """The head with its checkpoint members, each null or of its type."""
+    reader = _Reader(obj, "the server's head is malformed", VerificationError, "head")
+    head = _head(reader, True)
+    if obj.get("tree_size") is None:
+        return LogHead(head)
+    return LogHead(head, reader.int("tree_size"), reader.bytes("root_hash", HASH_SIZE),
+                   reader.str("checkpoint"))
+
+
 # --- Chain chunks (§7.5, §12 FetchHashChain) ----------------------------------------
 
 @dataclass(frozen=True)

@@ -1,16 +1,22 @@
-"""Hashchain endpoints (§12): chunked download in JSON or msgpack, and the head."""
+"""Hashchain endpoints (§8, §12): chunked download in JSON or msgpack, the head with
+the newest checkpoint, checkpoints, and inclusion and consistency proofs."""
 
 from __future__ import annotations
 
 import msgpack
 from flask import Blueprint, Response, jsonify, request
 
-from client.protocol.wire import Chunk, Head, format_chunk, format_head
+from client.protocol.checkpoint import parse_note
+from client.protocol.encoding import b64encode
+from client.protocol.errors import BadRequest, NotFound
+from client.protocol.wire import Chunk, Head, LogHead, format_chunk, format_log_head
 
-from ..storage import chain
+from ..service import checkpoints as checkpoint_service
+from ..storage import chain, checkpoints
+from ..storage.checkpoints import StoredCheckpoint
 from ..storage.db import get_db
 from .context import policy
-from .params import MSGPACK, query_int, wants_msgpack
+from .params import MSGPACK, query_int, required_int, wants_msgpack
 
 bp = Blueprint("hashchain", __name__, url_prefix="/v1/hashchain")
 
@@ -65,8 +71,14 @@ def packed(body: dict, use_msgpack: bool) -> Response:
 
 
 def served_head(head: chain.Head) -> dict:
-    """§12 FetchLastHashChain: the stored head as served."""
-    return format_head(Head(head.pos, head.entry, head.ts))
+    """§12 FetchLastHashChain: the stored head as served, with the newest checkpoint's
+    tree size, root hash and note (§8; null before the first checkpoint)."""
+    served = Head(head.pos, head.entry, head.ts)
+    newest = checkpoints.newest(get_db())
+    if newest is None:
+        return format_log_head(LogHead(served))
+    return format_log_head(LogHead(served, newest.tree_size,
+                                   parse_note(newest.note).checkpoint.root_hash, newest.note))
 
 
 @bp.get("/head")
@@ -74,3 +86,47 @@ def fetch_head() -> Response:
     response = jsonify(served_head(chain.head(get_db())))
     response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+def note_response(stored: StoredCheckpoint | None) -> Response:
+    """A stored checkpoint note as ``text/plain`` (§8), or 404."""
+    if stored is None:
+        raise NotFound("no such checkpoint")
+    response = Response(stored.note, mimetype="text/plain")
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@bp.get("/checkpoint")
+def fetch_checkpoint() -> Response:
+    """§8: the newest checkpoint, or the one of ``tree_size``, or the earliest
+    ``covering`` a position, or the newest with ``quorum`` cosignatures."""
+    asked = [name for name in ("tree_size", "covering", "quorum") if name in request.args]
+    if len(asked) > 1:
+        raise BadRequest("give at most one of tree_size, covering and quorum")
+    db = get_db()
+    if not asked:
+        return note_response(checkpoints.newest(db))
+    value = required_int(asked[0])
+    if asked[0] == "tree_size":
+        return note_response(checkpoints.of_size(db, value))
+    if asked[0] == "covering":
+        return note_response(checkpoints.covering(db, value))
+    # No witness cosigns yet (§8.1): only a quorum of 0 is met, by the newest.
+    return note_response(checkpoints.newest(db) if value == 0 else None)
+
+
+@bp.get("/proof/inclusion")
+def inclusion_proof() -> Response:
+    index, tree_size = required_int("index"), required_int("tree_size")
+    hashes = checkpoint_service.inclusion_proof(get_db(), index, tree_size)
+    return jsonify({"leaf_index": index, "tree_size": tree_size,
+                    "hashes": [b64encode(h) for h in hashes]})
+
+
+@bp.get("/proof/consistency")
+def consistency_proof() -> Response:
+    first, second = required_int("first"), required_int("second")
+    hashes = checkpoint_service.consistency_proof(get_db(), first, second)
+    return jsonify({"first": first, "second": second,
+                    "hashes": [b64encode(h) for h in hashes]})

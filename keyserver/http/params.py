@@ -27,6 +27,14 @@ def query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None 
     return value
 
 
+def required_int(name: str) -> int:
+    """A query parameter that must be there, under the integer rule (§12), else 400."""
+    raw = request.args.get(name)
+    if raw is None:
+        raise BadRequest(f"the query parameter {name} is required")
+    return path_int(raw, name)
+
+
 def path_int(raw: str, name: str) -> int:
     """An integer path parameter, under the rule of query parameters (§12), else 400."""
     if not _INT.fullmatch(raw):

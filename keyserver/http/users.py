@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from client.protocol.encoding import b64url_decode
+from client.protocol.encoding import b64encode, b64url_decode
 from client.protocol.errors import NotFound
 from client.protocol.identity import parse_identity
 
 from ..service import uids
+from ..service.checkpoints import inclusion_proof
 from ..storage import chain
 from ..storage.db import get_db, write
 from .context import charger, policy, request_now, sign
@@ -84,8 +85,15 @@ def lookup_user(identity: str) -> Response:
     reply = uids.latest_reply(db, _looked_up(identity))
     if reply is None:
         raise NotFound(f"{identity} is not registered")
-    return jsonify(identity=identity, uid_message_reply=reply, leaf_proof=None,
-                   head=served_head(chain.head(db)))
+    head = served_head(chain.head(db))
+    pos, tree_size = reply["entry"]["hashchain_pos"], head["tree_size"]
+    # §12: the entry's inclusion in the newest checkpoint's tree, as Key
+    # Transparency's GetEntry gives it; null while no checkpoint covers it yet.
+    leaf_proof = None if tree_size is None or pos >= tree_size else {
+        "leaf_index": pos, "tree_size": tree_size,
+        "hashes": [b64encode(h) for h in inclusion_proof(db, pos, tree_size)]}
+    return jsonify(identity=identity, uid_message_reply=reply, leaf_proof=leaf_proof,
+                   head=head)
 
 
 @bp.get("/users/<identity>/history")

@@ -1,6 +1,7 @@
-"""The server's periodic duties (§11.2), run by one background worker process
-(``keyserver worker``), never in a request handler: renewing the server's own
-UIDMessage before it expires, and taking expired token keys off the chain's list.
+"""The server's periodic duties (§8, §11.2), run by one background worker process
+(``keyserver worker``), never in a request handler: signing checkpoints of the
+tree, renewing the server's own UIDMessage before it expires, and taking expired
+token keys off the chain's list.
 
 Every duty is idempotent and re-checks inside its write transaction, so two workers
 started by mistake append nothing twice.
@@ -11,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+import nacl.signing
+
 from ..storage.db import Database, transaction
-from . import own, tokenkeys
+from . import checkpoints, own, tokenkeys
 from .policy import Policy
 from .signing import ServerKey
 
@@ -33,8 +36,15 @@ def renew_own(db: Database, policy: Policy, keys: Sequence[ServerKey], now: int)
     return True
 
 
+def checkpoint(db: Database, log_key: nacl.signing.SigningKey, interval_ms: int,
+               now: int) -> list[str]:
+    """Sign a checkpoint if one is due (§8); what was done, in words for the log."""
+    made = checkpoints.make(db, log_key, interval_ms, now)
+    return [f"checkpoint of tree size {made.tree_size}"] if made else []
+
+
 def run(db: Database, policy: Policy, keys: Sequence[ServerKey], now: int) -> list[str]:
-    """Run every duty once; return what was done, in words for the log."""
+    """Run the daily duties once; return what was done, in words for the log."""
     done = []
     if renew_own(db, policy, keys, now):
         done.append(f"renewed keyserver@{policy.server_name}")

@@ -15,6 +15,8 @@ import sqlite_utils
 from client.protocol.errors import ChainError
 from client.protocol.hashchain import ZERO_HASH, format_entry, verify_entries
 
+from . import tree
+
 
 @dataclass(frozen=True)
 class Head:
@@ -60,6 +62,7 @@ def append(db: sqlite_utils.Database, identity: str, uid_hash: bytes, now: int,
             if nonce_taken(db, nonce):
                 continue  # the nonce is already in the chain (§7.1: unique); draw another
             raise  # position or hash: a bug, never to be retried silently
+        tree.add_leaf(db, pos, entry)   # §8: the Merkle tree grows in the same transaction
         return Head(pos, entry, now)
 
 

@@ -121,6 +121,17 @@ CREATE TABLE IF NOT EXISTS keyinit_fetches (
 );
 CREATE INDEX IF NOT EXISTS keyinit_fetches_by_key ON keyinit_fetches (scope, key, ts);
 CREATE INDEX IF NOT EXISTS keyinit_fetches_by_ts ON keyinit_fetches (ts);
+CREATE TABLE IF NOT EXISTS tree_nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    tree_size INTEGER PRIMARY KEY,
+    note TEXT NOT NULL,
+    created_ts INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS signing_keys (
     key_id TEXT PRIMARY KEY,
     pubkey BLOB NOT NULL UNIQUE,

@@ -60,6 +60,7 @@ def test_strict_json_accepts_object():
 @pytest.mark.parametrize("body", [
     b"\xff{}", b"{", b"[]", b"1", b'"x"', b'{"a":1,"a":2}', b'{"a":NaN}', b'{"a":Infinity}',
     b'{"a":"\\ud800"}', b'{"\\udc00":1}', b"",
+    b'{"a":[1,"\\ud800"]}',             # a lone surrogate inside an array, too
 ])
 def test_strict_json_rejects(body):
     with pytest.raises(BadRequest):

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from client.protocol.errors import ChainError
-from client.protocol.hashchain import (ENTRY_SIZE, ZERO_HASH, derive_keys, format_entry, open_entry,
+from client.protocol.encoding import sha256
+from client.protocol.hashchain import (ENTRY_SIZE, ENTRY_TYPE, ZERO_HASH, derive_keys, format_entry, open_entry,
                               parse_entry, search_identity, verify_entries)
 from conftest import VECTORS
 
@@ -20,6 +21,17 @@ def test_spec_vector_keys(vectors):
     assert k1.hex() == first["k1"]
     assert k2.hex() == first["k2"]
     assert parse_entry(bytes.fromhex(first["entry"])).uid_index.hex() == first["uid_index"]
+
+
+def test_parse_entry_gives_the_fields_of_a_spec_vector(vectors):
+    """Each field of §7.1 at its offset, and H[n] = SHA256(body || H[n-1])."""
+    case = spec_entries(vectors)[0]
+    entry = parse_entry(bytes.fromhex(case["entry"]))
+    assert entry.hash == sha256(entry.body + bytes.fromhex(case["prev_hash"]))
+    assert (entry.type, entry.nonce.hex()) == (ENTRY_TYPE, case["nonce"])
+    assert entry.hash_id == sha256(bytes.fromhex(case["k1"]) + case["identity"].encode())
+    assert entry.uid_index.hex() == case["uid_index"]
+    assert entry.hash + entry.body == bytes.fromhex(case["entry"])
 
 
 @pytest.mark.parametrize("index", [0, 1])

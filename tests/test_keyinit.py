@@ -395,6 +395,23 @@ def test_fallback_bias_towards_short_lifetime():
     assert 0.88 < short / draws < 0.94
 
 
+
+def test_fallback_draw_is_proportional_to_inverse_lifetime_among_several():
+    """§9: each current fallback KeyInit is drawn with weight 1/n, not only the
+    first or the last of the list."""
+    rng = random.Random(20240602)
+    candidates = [Candidate(NOW - 1, NOW + HOUR, True),
+                  Candidate(NOW - 1, NOW + 2 * HOUR, True),
+                  Candidate(NOW - 1, NOW + 4 * HOUR, True)]
+    draws = 14000
+    counts = [0, 0, 0]
+    for _ in range(draws):
+        counts[choose_keyinit(candidates, NOW, rng)[0]] += 1
+    # Weights 1, 1/2, 1/4: shares 4/7, 2/7, 1/7.
+    for count, share in zip(counts, (4 / 7, 2 / 7, 1 / 7)):
+        assert abs(count / draws - share) < 0.02
+
+
 # --- flushing --------------------------------------------------------------------
 
 SKH = sigkeyhash(SIGKEY.pubkey)

@@ -284,6 +284,10 @@ ISSUANCE_REJECTS = {
                        "malformed token issuance answer: blind_sigs: must be a list"),
     "no-remaining": ({"blind_sigs": []},
                      "malformed token issuance answer: remaining: missing"),
+    # A blind signature that is not base64 is the server's fault, as the others
+    # (VerificationError), not a request of ours the server refused.
+    "sig-not-base64": ({"blind_sigs": ["not base64!"], "remaining": 0},
+                       "malformed token issuance answer: blind_sigs[0]: not unpadded base64"),
 }
 
 

@@ -34,7 +34,7 @@ from .trust.bundles import bundle_of, choose_bundles
 from .trust.chainstate import ChainState, check_expected, check_head
 from .trust.evidence import BrokenHistory
 from .trust.history import LookupResult, ServerRecord
-from .trust.keyring import (ServerKey, check_capabilities, check_reply_signature,
+from .trust.keyring import (ServerKey, check_capabilities, check_reply_signatures,
                             check_self_signed)
 from .trust.monitor import Alert
 from .trust.ordering import RepliesOutOfOrder, check_ordered
@@ -280,8 +280,7 @@ class ServerSession:
         signed by them: only then may they count for the ordering rule, or serve as
         evidence against the server. A bad one fails the command, decoy or not."""
         if self.keys and self._unsigned:
-            for reply in self._unsigned:
-                check_reply_signature(reply, self.server, self.keys, reply.entry.hashchain_pos)
+            check_reply_signatures(self._unsigned, self.server, self.keys)
             self.hold(self._unsigned)
             self._unsigned = []
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import TYPE_CHECKING, Callable, Collection, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 from .clock import now_ms
 from .lookup import fetch_bundles, lookup, server_record
@@ -145,6 +145,18 @@ def add_server(home: Home, url: str, move: bool = False,
     return capabilities.server_name
 
 
+def _runs(positions: Iterable[int]) -> list[tuple[int, int]]:
+    """``(first, last)`` of each run of consecutive ``positions`` (the bundles of a
+    batch), in order."""
+    runs: list[list[int]] = []
+    for pos in sorted(set(positions)):
+        if runs and runs[-1][1] == pos - 1:
+            runs[-1][1] = pos
+        else:
+            runs.append([pos, pos])
+    return [(first, last) for first, last in runs]
+
+
 class ServerSession:
     """The keyserver ``server`` at ``url`` (reached through ``fetcher``, by default
     an ``HTTPFetcher``), its verified chain in ``home``; ``rng`` picks the decoy
@@ -245,10 +257,13 @@ class ServerSession:
         and the command fails."""
         if not replies:
             return
-        positions = [reply.entry.hashchain_pos for reply in replies]
+        # Around each run of positions (a bundle, or neighbours): the held replies
+        # between two runs cannot contradict a third.
+        known = {(reply.entry.hashchain_pos, reply.entry.ts) for reply in replies}
+        held = [reply for first, last in _runs(pos for pos, _ in known)
+                for reply in self.home.held_around(self.server, first, last, known=known)]
         try:
-            check_ordered([*self.home.held_around(self.server, min(positions), max(positions)),
-                           *replies])
+            check_ordered([*held, *replies])
         except RepliesOutOfOrder as exc:
             self.home.record_evidence(self.server, str(exc), exc.replies, now_ms())
             raise

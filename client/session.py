@@ -284,9 +284,20 @@ class ServerSession:
             batch = choose_bundles(needed, complete, bundle_of(self.chain.length - 1), self.rng)
             if batch:
                 self.progress(f"fetching {len(batch)} reply bundles ({len(needed)} needed)")
-                fetched = fetch_bundles(self.api, self.chain, batch)
+                # With the chain's keys known, each bundle's signatures are checked as
+                # it arrives (``fetch_bundles`` overlaps them); else once they are.
+                keys = self.keys
+
+                def check(replies: list[UIDMessageReply]) -> None:
+                    if keys:
+                        check_reply_signatures(replies, self.server, keys)
+
+                fetched = fetch_bundles(self.api, self.chain, batch, check)
                 self._replies.update((reply.entry.hashchain_pos, reply) for reply in fetched)
-                self._unsigned += fetched
+                if keys:
+                    self.hold(fetched)
+                else:
+                    self._unsigned += fetched
                 self._hold_signed()
         return {pos: self._replies[pos] for pos in positions}
 

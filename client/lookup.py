@@ -7,10 +7,12 @@ the session, §5.1, so the server never learns whose replies they are), and let
 
 from __future__ import annotations
 
-from typing import Callable, Collection, Mapping
+import threading
+from typing import Callable, Collection, Mapping, Sequence
 
+from .protocol.hashchain import ENTRY_SIZE
 from .protocol.identity import server_identity
-from .protocol.wire import UIDMessageReply
+from .protocol.wire import BUNDLE_SIZE, UIDMessageReply
 from .store.localchain import LocalChain
 from .store.search import ChainSearch
 from .transport.api import KeyserverAPI
@@ -21,15 +23,65 @@ from .trust.history import LookupResult, Match, ServerRecord, verify_history, ve
 Replies = Callable[[Collection[int]], Mapping[int, UIDMessageReply]]
 
 
-def fetch_bundles(api: KeyserverAPI, chain: LocalChain,
-                  bundles: Collection[int]) -> list[UIDMessageReply]:
-    """The replies of ``bundles``, fetched in the order given (the caller shuffles),
-    each naming the verified chain's entry at its position; any bundle that fails
-    fails them all, so nothing of a lying server is kept."""
-    replies: list[UIDMessageReply] = []
-    for bundle in bundles:
-        replies += check_bundle(api.fetch_bundle(bundle), chain.length, chain.entry)
+#: How many bundles of a batch are fetched at once, each over a connection of its own.
+FETCH_THREADS = 5
+
+
+def fetch_bundles(api: KeyserverAPI, chain: LocalChain, bundles: Sequence[int],
+                  check: Callable[[list[UIDMessageReply]], object] = lambda replies: None
+                  ) -> list[UIDMessageReply]:
+    """The replies of ``bundles`` in the order given (the caller shuffles), each
+    naming the verified chain's entry at its position and passed by ``check`` (the
+    session's signature check); any bundle that fails fails them all, so nothing of
+    a lying server is kept.
+
+    The batch is fetched at once, by this thread and up to ``FETCH_THREADS - 1``
+    more over connections of their own, and each bundle is checked in the thread
+    that fetched it: the waits for the server overlap, and so do the signature
+    checks, which libsodium runs outside the GIL, on every core."""
+    def fetch(part: Sequence[int]) -> list[list[UIDMessageReply]]:
+        return [_checked(api, chain, bundle, check) for bundle in part]
+
+    def work(index: int) -> None:
+        try:
+            results[index] = fetch(parts[index])
+        except BaseException as exc:   # raised in the caller's thread below
+            results[index] = exc
+        finally:
+            api.fetcher.close()   # this thread's connection
+
+    count = max(1, min(len(bundles), FETCH_THREADS))
+    parts = [bundles[i::count] for i in range(count)]
+    results: list[list[list[UIDMessageReply]] | BaseException | None] = [None] * count
+    workers = [threading.Thread(target=work, args=(index,), daemon=True)
+               for index in range(1, count)]
+    for worker in workers:
+        worker.start()
+    try:
+        results[0] = fetch(parts[0])
+    finally:
+        for worker in workers:
+            worker.join()
+    by_bundle: dict[int, list[UIDMessageReply]] = {}
+    for part, result in zip(parts, results):
+        if isinstance(result, BaseException):
+            raise result
+        by_bundle.update(zip(part, result))
+    return [reply for bundle in bundles for reply in by_bundle[bundle]]
+
+
+def _checked(api: KeyserverAPI, chain: LocalChain, bundle: int,
+             check: Callable[[list[UIDMessageReply]], object]) -> list[UIDMessageReply]:
+    replies = check_bundle(api.fetch_bundle(bundle), chain.length, _entries_of(chain, bundle))
+    check(replies)
     return replies
+
+
+def _entries_of(chain: LocalChain, bundle: int) -> Callable[[int], bytes]:
+    """The verified entry at each position of ``bundle``, read from disk at once."""
+    first = bundle * BUNDLE_SIZE
+    block = chain.read(first, first + BUNDLE_SIZE)
+    return lambda pos: block[(pos - first) * ENTRY_SIZE:(pos - first + 1) * ENTRY_SIZE]
 
 
 def _matches(replies: Replies, search: ChainSearch, identity: str) -> list[Match]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import TYPE_CHECKING, Callable, Collection, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 from .clock import now_ms
 from .lookup import fetch_bundles, lookup, server_record
@@ -34,7 +34,7 @@ from .trust.bundles import bundle_of, choose_bundles
 from .trust.chainstate import ChainState, check_expected, check_head
 from .trust.evidence import BrokenHistory
 from .trust.history import LookupResult, ServerRecord
-from .trust.keyring import (ServerKey, check_capabilities, check_reply_signature,
+from .trust.keyring import (ServerKey, check_capabilities, check_reply_signatures,
                             check_self_signed)
 from .trust.monitor import Alert
 from .trust.ordering import RepliesOutOfOrder, check_ordered
@@ -145,6 +145,18 @@ def add_server(home: Home, url: str, move: bool = False,
     return capabilities.server_name
 
 
+def _runs(positions: Iterable[int]) -> list[tuple[int, int]]:
+    """``(first, last)`` of each run of consecutive ``positions`` (the bundles of a
+    batch), in order."""
+    runs: list[list[int]] = []
+    for pos in sorted(set(positions)):
+        if runs and runs[-1][1] == pos - 1:
+            runs[-1][1] = pos
+        else:
+            runs.append([pos, pos])
+    return [(first, last) for first, last in runs]
+
+
 class ServerSession:
     """The keyserver ``server`` at ``url`` (reached through ``fetcher``, by default
     an ``HTTPFetcher``), its verified chain in ``home``; ``rng`` picks the decoy
@@ -245,10 +257,13 @@ class ServerSession:
         and the command fails."""
         if not replies:
             return
-        positions = [reply.entry.hashchain_pos for reply in replies]
+        # Around each run of positions (a bundle, or neighbours): the held replies
+        # between two runs cannot contradict a third.
+        known = {(reply.entry.hashchain_pos, reply.entry.ts) for reply in replies}
+        held = [reply for first, last in _runs(pos for pos, _ in known)
+                for reply in self.home.held_around(self.server, first, last, known=known)]
         try:
-            check_ordered([*self.home.held_around(self.server, min(positions), max(positions)),
-                           *replies])
+            check_ordered([*held, *replies])
         except RepliesOutOfOrder as exc:
             self.home.record_evidence(self.server, str(exc), exc.replies, now_ms())
             raise
@@ -269,9 +284,20 @@ class ServerSession:
             batch = choose_bundles(needed, complete, bundle_of(self.chain.length - 1), self.rng)
             if batch:
                 self.progress(f"fetching {len(batch)} reply bundles ({len(needed)} needed)")
-                fetched = fetch_bundles(self.api, self.chain, batch)
+                # With the chain's keys known, each bundle's signatures are checked as
+                # it arrives (``fetch_bundles`` overlaps them); else once they are.
+                keys = self.keys
+
+                def check(replies: list[UIDMessageReply]) -> None:
+                    if keys:
+                        check_reply_signatures(replies, self.server, keys)
+
+                fetched = fetch_bundles(self.api, self.chain, batch, check)
                 self._replies.update((reply.entry.hashchain_pos, reply) for reply in fetched)
-                self._unsigned += fetched
+                if keys:
+                    self.hold(fetched)
+                else:
+                    self._unsigned += fetched
                 self._hold_signed()
         return {pos: self._replies[pos] for pos in positions}
 
@@ -280,8 +306,7 @@ class ServerSession:
         signed by them: only then may they count for the ordering rule, or serve as
         evidence against the server. A bad one fails the command, decoy or not."""
         if self.keys and self._unsigned:
-            for reply in self._unsigned:
-                check_reply_signature(reply, self.server, self.keys, reply.entry.hashchain_pos)
+            check_reply_signatures(self._unsigned, self.server, self.keys)
             self.hold(self._unsigned)
             self._unsigned = []
 

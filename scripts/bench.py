@@ -7,6 +7,7 @@ and prints figures to paste into docs/benchmarks.md.
     scripts/bench fetch -n 10000        FetchKeyInit throughput, 8 concurrent clients
     scripts/bench issue -n 30           token issuance, 100-token voucher requests
     scripts/bench client -n 1000000     keyclient sync and lookup, as processes
+    scripts/bench lookup -n 100000      lookup after an incremental sync (--code: A/B)
     scripts/bench refused [--code DIR]  server CPU of the costliest refused requests
 """
 
@@ -627,6 +628,161 @@ def _client_run(url: str, identity: str, new_entries: int) -> dict[str, float]:
         return timings
     finally:
         shutil.rmtree(home)
+
+
+@main.command("lookup")
+@click.option("-n", "entries", default=100_000, show_default=True, help="Chain length.")
+@click.option("--new", "new_entries", default=1000, show_default=True,
+              help="Entries for the incremental sync.")
+@click.option("--runs", default=5, show_default=True)
+@click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Another checkout's client to compare with, run by run in alternation.")
+@click.option("--profile", "profile_to", type=click.Path(path_type=Path),
+              help="Write a cProfile of the last in-process lookup of this checkout here.")
+def lookup_bench(entries: int, new_entries: int, runs: int, code: Path | None,
+                 profile_to: Path | None) -> None:
+    """Lookup of an identity whose replies are not cached, after an incremental sync:
+    a home synced from empty (holding the bundles the sync fetched) that searched
+    IDENTITY before it was registered, then the newest NEW entries arrive (IDENTITY's
+    among them), and ``keyclient sync`` and ``keyclient lookup IDENTITY`` run as
+    processes; the lookup also through the library, in a process of its own that
+    syncs first and times only ``ServerSession.lookup``. With ``--code`` the other
+    checkout's client runs each step too (first or second in turn), from a home it
+    made itself: paired runs for an A/B comparison. Prints every run and the medians."""
+    instance = chain_instance(entries)
+    with sqlite3.connect(instance / "keyserver.sqlite") as conn:
+        [(identity,)] = conn.execute(
+            "SELECT identity FROM identities ORDER BY pos DESC LIMIT 1")
+    versions = {"this": None, **({"other": code.resolve()} if code else {})}
+    results: dict[tuple[str, str], list[float]] = {}
+    BENCH.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=BENCH, prefix="lookup-"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    try:
+        with gunicorn(instance, 2) as (url, _):
+            templates = {}
+            for name, path in versions.items():
+                subprocess.run([sys.executable, "-m", "compileall", "-q",
+                                str((path or ROOT) / "client")], check=True, env=env)
+                templates[name] = work / f"template-{name}"
+                _in_code(path, "lookup-prepare", str(templates[name]), url, identity,
+                         str(new_entries))
+            for run in range(runs):
+                order = list(versions) if run % 2 == 0 else list(versions)[::-1]
+                for name in order:
+                    for what, seconds in _lookup_run(
+                            versions[name], templates[name], work / f"run-{name}", url,
+                            identity, profile_to if name == "this" and run == runs - 1
+                            else None).items():
+                        results.setdefault((what, name), []).append(seconds)
+    finally:
+        shutil.rmtree(work)
+    click.echo(f"lookup after an incremental sync of {new_entries} entries, N={entries}"
+               f" (gunicorn -w 2), {identity}:")
+    for (what, name), times in results.items():
+        label = f"{what} [{name}{': ' + str(versions[name]) if versions[name] else ''}]"
+        click.echo(f"  {label}: runs {', '.join(f'{t:.3f}' for t in times)} s, "
+                   f"median {statistics.median(times):.3f} s")
+
+
+def _in_code(code: Path | None, *args: str) -> str:
+    """Run a hidden step of this script with checkout ``code``'s client (None: this
+    one), from a directory outside both checkouts; return what it printed."""
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args],
+                          env=code_env(code), cwd=BENCH, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise click.ClickException(f"{' '.join(args)}: {done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def _children_cpu() -> float:
+    """User and system CPU time of the waited-for child processes so far."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _lookup_run(code: Path | None, template: Path, home: Path, url: str, identity: str,
+                profile_to: Path | None) -> dict[str, float]:
+    env = {k: v for k, v in code_env(code).items() if k != "PYTHONDONTWRITEBYTECODE"}
+    keyclient = [str(BIN / "keyclient"), "--home", str(home)]
+
+    def timed(what: str, *args: str) -> None:
+        cpu = _children_cpu()
+        started = time.perf_counter()
+        done = subprocess.run(keyclient + list(args), capture_output=True, text=True,
+                              env=env, cwd=BENCH)
+        timings[what] = time.perf_counter() - started
+        timings[what + ", CPU"] = _children_cpu() - cpu
+        if done.returncode != 0:
+            raise click.ClickException(f"keyclient {' '.join(args)}: {done.stdout}{done.stderr}")
+
+    timings: dict[str, float] = {}
+    try:
+        shutil.copytree(template, home)
+        timed("keyclient sync (incremental)", "sync")
+        timed("keyclient lookup", "lookup", identity)
+        shutil.rmtree(home)
+        shutil.copytree(template, home)
+        what = "library: ServerSession.lookup after sync"
+        timings[what], timings[what + ", CPU"] = map(float, _in_code(
+            code, "lookup-library", str(home), url, identity, str(profile_to or "")).split())
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    return timings
+
+
+@main.command("lookup-prepare", hidden=True)
+@click.argument("home", type=click.Path(path_type=Path))
+@click.argument("url")
+@click.argument("identity")
+@click.argument("new_entries", type=int)
+def lookup_prepare(home: Path, url: str, identity: str, new_entries: int) -> None:
+    """The home of ``lookup``: synced from empty, IDENTITY searched (and then not
+    there: its entry, like every held reply past it, is among the NEW forgotten)."""
+    from client.session import ServerSession, add_server
+    from client.store.home import Home
+
+    state = Home(str(home))
+    add_server(state, url)
+    ServerSession(state, "bench.example", url).sync()
+    ServerSession(state, "bench.example", url).search.search(identity)
+    state.db.close()
+    _forget_newest(home, new_entries)
+    with sqlite3.connect(home / "state.sqlite") as db:
+        length, = db.execute("SELECT length FROM chains").fetchone()
+        db.execute("DELETE FROM held_replies WHERE pos >= ?", (length,))
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'complete_bundles'").fetchone():
+            db.execute("DELETE FROM complete_bundles WHERE bundle >= ?", (length // 256,))
+
+
+@main.command("lookup-library", hidden=True)
+@click.argument("home")
+@click.argument("url")
+@click.argument("identity")
+@click.argument("profile_to", default="")
+def lookup_library(home: str, url: str, identity: str, profile_to: str) -> None:
+    """Sync HOME, then print the seconds ``ServerSession.lookup(IDENTITY)`` takes, wall
+    and CPU (of every thread)."""
+    from client.session import ServerSession
+    from client.store.home import Home
+
+    session = ServerSession(Home(home), "bench.example", url)
+    session.sync()
+    profiler = None
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    started, cpu = time.perf_counter(), time.process_time()
+    assert session.lookup(identity) is not None
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
+    click.echo(f"{elapsed:.6f} {cpu:.6f}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 from client.protocol.encoding import b64encode, b64url_encode
 from client.protocol.errors import VerificationError
 from client.protocol.wire import BUNDLE_SIZE, ReplyBundle, ReplyEntry, UIDMessageReply
+from client.lookup import fetch_bundles
 from client.trust.bundles import DECOYS, check_bundle, choose_bundles
 from conftest import keyclient, registered_home
 
@@ -75,6 +76,61 @@ def test_a_reply_naming_another_entry_is_refused():
     forged = bundle(0, 5, lambda pos: entry(pos + (pos == 3)))
     with pytest.raises(VerificationError, match="position 3 names another entry"):
         check_bundle(forged, 5, entry)
+
+
+# --- the fetch of a batch --------------------------------------------------------------
+
+class FakeChain:
+    length = 6 * BUNDLE_SIZE
+
+    def read(self, start, end):
+        return b"".join(entry(pos) for pos in range(start, min(end, self.length)))
+
+
+class FakeAPI:
+    """Serves ``bundle(B, 256)`` for every B once all ``together`` requests are in
+    (so a batch fetched one bundle after the other would never finish); records the
+    threads that closed their connections."""
+
+    def __init__(self, together):
+        import threading
+
+        self.arrived = threading.Barrier(together, timeout=10)
+        self.fetcher = self
+        self.closed = []
+
+    def fetch_bundle(self, number):
+        self.arrived.wait()
+        return bundle(number, BUNDLE_SIZE)
+
+    def close(self):
+        import threading
+
+        self.closed.append(threading.get_ident())
+
+
+def test_a_batch_is_fetched_at_once_and_kept_in_its_order():
+    import threading
+
+    batch = [4, 0, 5, 2, 1]
+    api = FakeAPI(len(batch))
+    checked = []
+    replies = fetch_bundles(api, FakeChain(), batch, checked.append)
+    assert [reply.entry.hashchain_pos // BUNDLE_SIZE for reply in replies[::BUNDLE_SIZE]] == batch
+    assert len(replies) == len(batch) * BUNDLE_SIZE and len(checked) == len(batch)
+    # Each helper thread closed its connection; the caller keeps its own.
+    assert len(set(api.closed)) == len(batch) - 1
+    assert threading.get_ident() not in api.closed
+
+
+@pytest.mark.parametrize("bad", [4, 1])      # in the caller's share, or a helper's
+def test_a_bundle_that_fails_its_check_fails_the_batch(bad):
+    def check(replies):
+        if replies[0].entry.hashchain_pos == bad * BUNDLE_SIZE:
+            raise VerificationError(f"bundle {bad} is not signed")
+
+    with pytest.raises(VerificationError, match=f"bundle {bad} is not signed"):
+        fetch_bundles(FakeAPI(5), FakeChain(), [4, 0, 5, 2, 1], check)
 
 
 # --- end to end: what the server sees ---------------------------------------------------

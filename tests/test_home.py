@@ -15,7 +15,7 @@ from client.trust.continuity import Shown
 from client.trust.ordering import RepliesOutOfOrder, check_ordered
 
 TABLES = {"servers", "chains", "found", "scanned", "own_replies", "keyinit_msgcounts", "alerts",
-          "held_replies", "evidence", "first_seen", "shown_keys"}
+          "held_replies", "evidence", "first_seen", "shown_keys", "complete_bundles"}
 REPLY = format_uid_message_reply(ReplyEntry(bytes(72), bytes(153), 1, 1000),
                                  {"example.org": {"ed25519:a": "sig"}})
 
@@ -205,3 +205,23 @@ def test_a_bundle_is_cached_once_every_position_is_held(tmp_path):
     assert home.complete_bundles("other.org") == set()
     held = home.held_at("example.org", [3, 400, 600])
     assert list(held) == [3, 400] and held[400].entry.hashchain_pos == 400
+
+
+def test_a_home_holding_replies_before_the_bundle_cache_finds_its_complete_bundles(tmp_path):
+    """The migration that keeps complete bundles in a table of their own counts what
+    the home held before: a complete bundle is not fetched again."""
+    path = tmp_path / "home"
+    path.mkdir()
+    with sqlite3.connect(path / "state.sqlite") as db:
+        for step in MIGRATIONS[:-1]:
+            db.executescript(step)
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        db.executemany("INSERT INTO held_replies VALUES (?, ?, ?, ?)",
+                       [(server, pos, 1, "{}") for server, count in
+                        (("example.org", 256 + 255), ("other.org", 255)) for pos in range(count)])
+    db.close()
+    home = Home(str(path))
+    assert home.complete_bundles("example.org") == {0}
+    assert home.complete_bundles("other.org") == set()
+    home.hold_replies("example.org", [reply_at(256 + 255, 2)])
+    assert home.complete_bundles("example.org") == {0, 1}

@@ -42,6 +42,33 @@ def test_a_decrease_is_caught_with_both_replies(times, earlier, later):
     assert caught.value.position == later
 
 
+@pytest.mark.parametrize("batch, caught", [
+    ([(0, 50), (1, 50), (512, 600), (513, 600)], None),
+    ([(0, 50), (1, 50), (512, 200), (513, 600)], (300, 512)),   # the one before a later run
+    ([(0, 150), (1, 150), (512, 600), (513, 600)], (1, 10)),    # the one after the first run
+    ([(299, 290), (300, 300), (301, 310)], None),               # one already held, in the run
+    ([(299, 290), (300, 300), (301, 299)], (300, 301)),
+    ([(600, 600), (700, 700)], None),
+])
+def test_a_batch_of_runs_is_checked_against_what_is_held_around_each(tmp_path, batch, caught):
+    """A batch of bundles is checked run by run (``ServerSession.hold``) against the
+    held replies inside and on either side of each run: what lies between two runs
+    cannot contradict a third. A decrease is kept as evidence."""
+    from client.session import ServerSession
+
+    home = Home(str(tmp_path / "home"))
+    session = ServerSession(home, "example.org", "http://ks.test", fetcher=object())
+    session.hold([reply(10, 100), reply(300, 300), reply(600, 600)])
+    if caught is None:
+        session.hold([reply(pos, ts) for pos, ts in batch])
+        return
+    with pytest.raises(RepliesOutOfOrder) as error:
+        session.hold([reply(pos, ts) for pos, ts in batch])
+    assert [r.entry.hashchain_pos for r in error.value.replies] == list(caught)
+    [(_, _, kept)] = home.evidence("example.org")
+    assert [r["entry"]["hashchain_pos"] for r in kept] == list(caught)
+
+
 @pytest.fixture
 def backdating_server(app_server, users_app, monkeypatch):
     """A server that dates carol's entry (position 2) an hour before bob's (position 1):

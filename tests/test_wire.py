@@ -22,7 +22,8 @@ from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedToke
 from client.protocol.wire import KeyInitStatus, format_keyinit_status, parse_keyinit_status
 from client.protocol.wire import format_log_head, parse_log_head
 from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, UIDMessageReply,
-                                  format_reply_bundle, parse_reply_bundle)
+                                  format_reply_bundle, parse_reply_bundle, reply_signing_bytes)
+from client.protocol.signedjson import signing_bytes
 from client.protocol.note import VerifierKey
 from conftest import mutate
 
@@ -64,6 +65,22 @@ def test_reply_round_trip_keeps_what_was_sent():
     assert reply.signatures == SIGNATURES and reply.raw is obj
     assert format_uid_message_reply(reply.entry, reply.signatures) == obj
     assert "signatures" not in format_uid_message_reply(reply.entry)
+
+
+@pytest.mark.parametrize("change", [
+    lambda obj: None,
+    lambda obj: obj["entry"].update(hashchain_pos=2**53 - 1, ts=0),
+    lambda obj: obj["entry"].update(uid_message_encrypted=b64encode(bytes(range(256)) * 3)),
+    lambda obj: obj.update(unsigned={"age": 1}),                       # not signed
+    lambda obj: obj.update(later="member"),                            # a later revision's
+    lambda obj: obj["entry"].update(later="é\"\\\u2028"),             # needs escaping
+])
+def test_reply_signing_bytes_are_the_canonical_json(change):
+    """The direct formatting of a reply's signed bytes is exactly the generic canonical
+    JSON, and anything it does not know takes the generic way."""
+    obj = reply_obj()
+    change(obj)
+    assert reply_signing_bytes(parse_uid_message_reply(obj)) == signing_bytes(obj)
 
 
 def test_head_round_trip():

@@ -45,11 +45,14 @@ def signature_key_ids(obj: Any, signer: str) -> list[str]:
     return [key_id for key_id in by_signer if isinstance(key_id, str) and KEY_ID.fullmatch(key_id)]
 
 
-def verify_signed_json(obj: Any, signer: str, key_id: str, pubkey: bytes) -> None:
-    """Raise ``InvalidSignature`` unless ``obj`` carries a valid signature by that key."""
+def verify_signed_json(obj: Any, signer: str, key_id: str, pubkey: bytes, *,
+                       message: bytes | None = None) -> None:
+    """Raise ``InvalidSignature`` unless ``obj`` carries a valid signature by that key;
+    ``message`` is ``signing_bytes(obj)`` if the caller has it already."""
     if key_id not in signature_key_ids(obj, signer):
         raise InvalidSignature(f"not signed by {signer} with {key_id}")
     signature = b64decode(obj["signatures"][signer][key_id], f"signature {key_id}",
                           length=64, error=InvalidSignature)
-    if not verify_detached(pubkey, signing_bytes(obj), signature):
+    if not verify_detached(pubkey, signing_bytes(obj) if message is None else message,
+                           signature):
         raise InvalidSignature(f"bad signature by {signer} with {key_id}")

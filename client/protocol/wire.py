@@ -26,6 +26,7 @@ from .errors import InvalidIdentity, TransportError, VerificationError
 from .hashchain import ENTRY_SIZE, HASH_SIZE
 from .identity import check_server_name
 from .note import VerifierKey, format_verifier_key, parse_verifier_key
+from .signedjson import signing_bytes
 from .uidrules import Limits
 
 MSGPACK = "application/msgpack"
@@ -153,6 +154,27 @@ def parse_uid_message_reply(obj: Any, *, what: str = "malformed reply") -> UIDMe
                         entry.bytes("hashchain_entry", ENTRY_SIZE),
                         entry.int("hashchain_pos"), entry.int("ts"))
     return UIDMessageReply(parsed, _signatures(reader), obj)
+
+
+_REPLY_MEMBERS = frozenset({"entry", "signatures"})
+_ENTRY_MEMBERS = frozenset({"uid_message_encrypted", "hashchain_entry", "hashchain_pos", "ts"})
+
+
+def reply_signing_bytes(reply: UIDMessageReply) -> bytes:
+    """What the server signed of ``reply``: the canonical JSON of ``raw`` without its
+    ``signatures`` (``signedjson.signing_bytes``). A reply with exactly the members of
+    §5 has it formatted directly, about ten times faster than the generic encoder (a
+    fetched bundle holds hundreds): its two strings are canonical base64, as the
+    parse checked, so nothing in them needs escaping, and its numbers are plain ints.
+    Any other member (tolerated for later revisions) takes the generic way."""
+    raw, entry = reply.raw, reply.raw.get("entry")
+    if raw.keys() != _REPLY_MEMBERS or not isinstance(entry, dict) or \
+            entry.keys() != _ENTRY_MEMBERS:
+        return signing_bytes(raw)
+    chain_entry, encrypted = entry["hashchain_entry"], entry["uid_message_encrypted"]
+    return (f'{{"entry":{{"hashchain_entry":"{chain_entry}",'
+            f'"hashchain_pos":{reply.entry.hashchain_pos:d},"ts":{reply.entry.ts:d},'
+            f'"uid_message_encrypted":"{encrypted}"}}}}').encode("ascii")
 
 
 # --- Reply bundles (§5.1) ----------------------------------------------------------

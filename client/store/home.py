@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Collection, Iterable, Iterator
 
 from ..protocol.errors import ClientError
 from ..protocol.identity import is_domain
@@ -131,6 +131,18 @@ MIGRATIONS = [
         shown_ts INTEGER NOT NULL,
         PRIMARY KEY (server, identity)
     );
+    """,
+    # The bundles (§5.1) with a held reply for every position: the cache, kept as
+    # bundles are completed instead of counted over every held reply at each lookup.
+    f"""
+    CREATE TABLE complete_bundles (
+        server TEXT NOT NULL,
+        bundle INTEGER NOT NULL,
+        PRIMARY KEY (server, bundle)
+    );
+    INSERT INTO complete_bundles (server, bundle)
+        SELECT server, pos / {BUNDLE_SIZE} FROM held_replies GROUP BY server, pos / {BUNDLE_SIZE}
+        HAVING COUNT(DISTINCT pos) = {BUNDLE_SIZE};
     """,
 ]
 
@@ -265,21 +277,27 @@ class Home:
         return [Alert(*row) for row in rows]
 
     def hold_replies(self, server: str, replies: Iterable[UIDMessageReply]) -> None:
-        """Keep verified replies of ``server`` (as sent), for the ordering rule."""
+        """Keep verified replies of ``server`` (as sent), for the ordering rule, in one
+        transaction; a bundle they complete is cached from then on."""
+        rows = [(server, reply.entry.hashchain_pos, reply.entry.ts, json.dumps(reply.raw))
+                for reply in replies]
         with self.db:
             self.db.executemany(
                 "INSERT OR IGNORE INTO held_replies (server, pos, ts, reply)"
-                " VALUES (?, ?, ?, ?)",
-                [(server, reply.entry.hashchain_pos, reply.entry.ts, json.dumps(reply.raw))
-                 for reply in replies])
+                " VALUES (?, ?, ?, ?)", rows)
+            self.db.executemany(
+                "INSERT OR IGNORE INTO complete_bundles (server, bundle) SELECT ?, ? WHERE"
+                " (SELECT COUNT(DISTINCT pos) FROM held_replies WHERE server = ? AND"
+                " pos >= ? AND pos < ?) = ?",
+                [(server, bundle, server, bundle * BUNDLE_SIZE, (bundle + 1) * BUNDLE_SIZE,
+                  BUNDLE_SIZE) for bundle in {pos // BUNDLE_SIZE for _, pos, _, _ in rows}])
 
     def complete_bundles(self, server: str) -> set[int]:
         """The bundles (§5.1) of ``server`` with a held reply for every one of their
         positions: a cache that never needs fetching again (the head's partial
         bundle is not among them until its last position is held)."""
         return {bundle for bundle, in self.db.execute(
-            "SELECT pos / ? FROM held_replies WHERE server = ? GROUP BY pos / ?"
-            " HAVING COUNT(DISTINCT pos) = ?", (BUNDLE_SIZE, server, BUNDLE_SIZE, BUNDLE_SIZE))}
+            "SELECT bundle FROM complete_bundles WHERE server = ?", (server,))}
 
     def held_at(self, server: str, positions: Iterable[int]) -> dict[int, UIDMessageReply]:
         """A held reply of ``server`` for each of ``positions`` that has one (the
@@ -292,21 +310,24 @@ class Home:
                 held[pos] = parse_uid_message_reply(json.loads(row[0]))
         return held
 
-    def held_around(self, server: str, first: int, last: int) -> list[UIDMessageReply]:
+    def held_around(self, server: str, first: int, last: int, *,
+                    known: Collection[tuple[int, int]] = ()) -> list[UIDMessageReply]:
         """The held replies that decide whether replies of positions ``first..last``
         are in order with them (§7.3 "ordered"): those inside the range, the latest of
         the nearest position before it and the earliest of the nearest one after it.
         The held replies are in order (each batch was checked before it was held), so
         nothing further away can contradict: three lookups in the primary key's order,
-        not a scan of everything held."""
+        not a scan of everything held. Those whose ``(pos, ts)`` is ``known`` (the
+        caller has them in hand) are left out: they would only repeat what is known."""
         queries = (("pos >= ? AND pos <= ?", (first, last)),
                    ("pos < ? ORDER BY pos DESC, ts DESC LIMIT 1", (first,)),
                    ("pos > ? ORDER BY pos, ts LIMIT 1", (last,)))
         return [parse_uid_message_reply(json.loads(reply))
                 for where, args in queries
-                for (reply,) in self.db.execute(
-                    f"SELECT reply FROM held_replies WHERE server = ? AND {where}",
-                    (server, *args))]
+                for pos, ts, reply in self.db.execute(
+                    f"SELECT pos, ts, reply FROM held_replies WHERE server = ? AND {where}",
+                    (server, *args))
+                if (pos, ts) not in known]
 
     def record_evidence(self, server: str, what: str, replies: Iterable[UIDMessageReply],
                         now_ms: int) -> None:

@@ -78,11 +78,13 @@ class LocalChain:
             handle.seek(pos * ENTRY_SIZE)
             return handle.read(ENTRY_SIZE)
 
-    def read(self, start: int = 0) -> bytes:
-        """The verified entries from position ``start`` on, as one block."""
+    def read(self, start: int = 0, end: int | None = None) -> bytes:
+        """The verified entries from position ``start`` on (to ``end``, exclusive, if
+        given), as one block."""
+        end = self.length if end is None else min(end, self.length)
         with open(self.entries_path, "rb") as handle:
             handle.seek(start * ENTRY_SIZE)
-            return handle.read((self.length - start) * ENTRY_SIZE)
+            return handle.read(max(end - start, 0) * ENTRY_SIZE)
 
     def entry(self, pos: int) -> bytes:
         """The verified entry at ``pos``."""

@@ -92,6 +92,10 @@ class Fetcher(abc.ABC):
             self.sleep(wait)
         raise error_from_response(request, response)
 
+    def close(self) -> None:
+        """Close the connections of the calling thread (a fetcher that keeps none has
+        nothing to close)."""
+
     def _retry_wait(self, response: Response, attempt: int) -> float | None:
         """Seconds to wait before retrying ``response``, or None to give up."""
         if response.status not in RETRY_STATUSES or attempt >= self.retries:

@@ -11,11 +11,11 @@ the chain is synced, against the key the chain says was the server's (§11.3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from ..protocol.errors import ProtocolError, VerificationError
 from ..protocol.signedjson import signature_key_ids, verify_signed_json
-from ..protocol.wire import Capabilities, UIDMessageReply
+from ..protocol.wire import Capabilities, UIDMessageReply, reply_signing_bytes
 
 #: How long after a rotation replies by the previous key stay acceptable (§11.2).
 ROTATION_OVERLAP_MS = 3600 * 1000
@@ -31,10 +31,11 @@ class ServerKey:
 
 
 def check_server_signature(obj: dict, ts: int, server_name: str, keys: Sequence[ServerKey],
-                           pos: int, what: str) -> None:
+                           pos: int, what: str, *, message: bytes | None = None) -> None:
     """§11.3 against the chain, for a signed object carrying ``ts`` (a reply, a
     receipt, capabilities): the key of the last server entry at or before ``pos``,
-    or the one before it while ``ts`` is within the rotation overlap."""
+    or the one before it while ``ts`` is within the rotation overlap. ``message`` is
+    the object's signing bytes, if the caller has them already."""
     before = [key for key in keys if key.pos <= pos]
     if not before:
         raise VerificationError(f"no server key on the chain before position {pos}")
@@ -44,7 +45,7 @@ def check_server_signature(obj: dict, ts: int, server_name: str, keys: Sequence[
     for key_id in signature_key_ids(obj, server_name):
         for pubkey in allowed:
             try:
-                verify_signed_json(obj, server_name, key_id, pubkey)
+                verify_signed_json(obj, server_name, key_id, pubkey, message=message)
                 return
             except ProtocolError:
                 continue
@@ -55,7 +56,15 @@ def check_reply_signature(reply: UIDMessageReply, server_name: str, keys: Sequen
                           pos: int) -> None:
     """A UIDMessageReply at ``pos``, signed at its ``entry.ts``."""
     check_server_signature(reply.raw, reply.entry.ts, server_name, keys, pos,
-                           f"the reply for position {pos}")
+                           f"the reply for position {pos}", message=reply_signing_bytes(reply))
+
+
+def check_reply_signatures(replies: Iterable[UIDMessageReply], server_name: str,
+                           keys: Sequence[ServerKey]) -> None:
+    """``check_reply_signature`` of each of ``replies`` (a fetched bundle's, say) at
+    its own position."""
+    for reply in replies:
+        check_reply_signature(reply, server_name, keys, reply.entry.hashchain_pos)
 
 
 def check_self_signed(capabilities: Capabilities) -> None:

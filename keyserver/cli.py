@@ -29,6 +29,7 @@ from .config import ConfigError
 from .http.context import key_file, policy, server_keys, sign, token_keyring
 from .service import own, payment, tokenkeys
 from .storage import chain, db, keyinits, vouchers
+from .storage.db import StorageUnavailable
 from .storage.tokens import all_keys, spent_count
 
 
@@ -69,6 +70,8 @@ class _OperatorErrors(click.Group):
             raise click.ClickException(f"configuration: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise click.ClickException(f"database: {exc}") from None
+        except StorageUnavailable as exc:
+            raise click.ClickException(f"database: {exc.message}") from None
         except OSError as exc:
             raise click.ClickException(str(exc)) from None
 

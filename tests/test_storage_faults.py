@@ -319,3 +319,15 @@ def test_threads_of_one_process_exclude_each_other(tmp_path):
     for thread in threads:
         thread.join(30)
     assert not overlaps
+
+
+def test_the_cli_reports_a_busy_database_in_one_line(instance):
+    from click.testing import CliRunner
+
+    from keyserver.cli import main
+
+    with flocked(str(instance / "keyserver.sqlite.lock")):
+        result = CliRunner(env={"KEYSERVER_REQUEST_WAIT_BOUND": "200"}).invoke(
+            main, ["tokens", "mint", "-n", "1", "--instance", str(instance)])
+    assert result.exit_code == 1
+    assert "database: the database is busy" in result.output

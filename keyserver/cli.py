@@ -29,6 +29,7 @@ from .config import ConfigError
 from .http.context import key_file, policy, server_keys, sign, token_keyring
 from .service import own, payment, tokenkeys
 from .storage import chain, db, keyinits, vouchers
+from .storage.db import StorageUnavailable
 from .storage.tokens import all_keys, spent_count
 
 
@@ -69,6 +70,8 @@ class _OperatorErrors(click.Group):
             raise click.ClickException(f"configuration: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise click.ClickException(f"database: {exc}") from None
+        except StorageUnavailable as exc:
+            raise click.ClickException(f"database: {exc.message}") from None
         except OSError as exc:
             raise click.ClickException(str(exc)) from None
 
@@ -103,10 +106,15 @@ def init_command(instance_path: str, server_name: str, base_url: str, domains: t
 @with_instance
 def run_command(host: str, port: int) -> None:
     """Serve the instance with Flask's threaded server (use gunicorn in production)."""
+    import logging
+
     app = current_app._get_current_object()
     click.echo(f"Serving keyserver {app.config['KEYSERVER_NAME']} on http://{host}:{port}/ "
                f"(instance {app.instance_path})")
     sys.stdout.flush()
+    # Werkzeug's request lines name the path (identities, sigkeyhashes): the app logs
+    # each request itself, without it (http/observe.py).
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app.run(host=host, port=port, threaded=True, use_reloader=False)
 
 

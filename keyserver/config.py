@@ -34,7 +34,8 @@ _COUNTS = {
     "KEYINIT_FETCH_RATE_PER_ADDRESS": 0, "KEYINIT_FETCH_RATE_PER_SIGKEYHASH": 0,
     "TOKEN_KEY_LIFETIME": 1, "MAX_TOKENS_PER_ISSUE": 1,
     "KEY_VALIDITY": 3600 * 1000, "KEY_ROTATION_OVERLAP": 0, "WORKER_INTERVAL": 1,
-    "OWN_RENEWAL_MARGIN": 0, "CHECKPOINT_INTERVAL": 1,
+    "OWN_RENEWAL_MARGIN": 0, "CHECKPOINT_INTERVAL": 1, "REQUEST_WAIT_BOUND": 100,
+    "MIN_FREE_BYTES": 0, "DISK_CHECK_INTERVAL": 0,
 }
 
 
@@ -52,7 +53,8 @@ def check_config(config: dict[str, Any]) -> None:
             raise ConfigError(f"{key} must be an integer of at least {minimum}, not {value!r}")
     # A smaller MAX_CHUNK alone also bounds the default chunk.
     config["DEFAULT_CHUNK"] = min(config["DEFAULT_CHUNK"], config["MAX_CHUNK"])
-    config["LOOKUP_ENABLED"] = _switch("LOOKUP_ENABLED", config["LOOKUP_ENABLED"])
+    for key in ("LOOKUP_ENABLED", "METRICS_ENABLED", "REQUEST_LOG"):
+        config[key] = _switch(key, config[key])
     level = config["SQLITE_SYNCHRONOUS"]
     if not isinstance(level, str) or level.upper() not in SYNCHRONOUS_LEVELS:
         raise ConfigError(f"SQLITE_SYNCHRONOUS must be one of {', '.join(SYNCHRONOUS_LEVELS)},"

@@ -35,6 +35,22 @@ LOG_KEY_FILE = "log.key"
 #: SQLite ``synchronous`` level: FULL makes every commit durable (fsync).
 SQLITE_SYNCHRONOUS = "FULL"
 
+#: The longest a request waits for the database (the write lock, SQLite's busy handler,
+#: this process's queue of writers) before it is answered 503 UNAVAILABLE with
+#: Retry-After: well below gunicorn's --timeout (30 s), so every request gets an answer.
+REQUEST_WAIT_BOUND = 10 * 1000
+#: Free bytes the database's file system keeps: below, writes are refused (503) while
+#: reads go on, so the database never runs into a full disk. 0 turns the check off.
+MIN_FREE_BYTES = 64 * 1024 * 1024
+#: How often (at most) each process measures the free space (os.statvfs).
+DISK_CHECK_INTERVAL = 1000
+#: Whether GET /metrics answers (Prometheus text format). Off by default: expose it
+#: only where your scraper reaches it (see README, Production).
+METRICS_ENABLED = False
+#: Whether every request is logged as one line (request id, endpoint, status, time;
+#: never a path, a token, a voucher code or an identity).
+REQUEST_LOG = True
+
 #: Largest request body accepted (413 TOO_LARGE above it).
 MAX_REQUEST_BYTES = 256 * 1024
 #: Hashchain chunk sizes (§12).

@@ -76,8 +76,9 @@ def apply_policy(app: Flask) -> None:
     path = db.database_path(app)
     if not os.path.exists(path):
         return   # init is making the instance
-    with contextlib.closing(db.connect(path, app.config["SQLITE_SYNCHRONOUS"],
-                                       create=False)) as database:
+    with contextlib.closing(db.connect(path, app.config["SQLITE_SYNCHRONOUS"], create=False,
+                                       wait_s=app.config["REQUEST_WAIT_BOUND"] / 1000)
+                            ) as database:
         db.upgrade_db(database)
         if own.latest(database) is None:
             app.logger.warning("this instance predates preferences.server (revision 2 of the"

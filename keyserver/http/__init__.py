@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import (capabilities, context, errors, hashchain, keyinits, keys, params, tokens,
-               users)
+from . import (capabilities, context, errors, hashchain, health, keyinits, keys, observe,
+               params, tokens, users)
 
 
 def init_app(app: Flask) -> None:
-    """Register the clock hook, the error handlers, the body limit and the blueprints."""
+    """Register the request log and metrics, the clock hook, the error handlers, the
+    body limit and the blueprints."""
+    observe.init_app(app)
     app.before_request(context.read_clock)
     errors.init_app(app)
     params.init_app(app)
-    for blueprint in (capabilities.bp, hashchain.bp, users.bp, tokens.bp, keyinits.bp, keys.bp):
+    for blueprint in (capabilities.bp, hashchain.bp, users.bp, tokens.bp, keyinits.bp, keys.bp,
+                      health.bp):
         app.register_blueprint(blueprint)

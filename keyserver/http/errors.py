@@ -6,13 +6,12 @@ errcode → HTTP status table and the handlers, so no view builds an error body.
 
 from __future__ import annotations
 
-import sqlite3
-
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from client.protocol.errors import BY_ERRCODE, ProtocolError
 
+from ..storage.db import BUSY_RETRY_S, StorageUnavailable, unavailable
 from .context import www_authenticate
 
 STATUS: dict[str, int] = {
@@ -54,8 +53,14 @@ def error_response(errcode: str, message: str, status: int) -> Response:
 
 
 def handle_protocol_error(exc: ProtocolError) -> Response:
+    g.errcode = exc.errcode
     response = error_response(exc.errcode, exc.message, STATUS[exc.errcode])
-    if response.status_code == 401:
+    if isinstance(exc, StorageUnavailable):
+        # Nothing was written; the fault is logged once per episode (storage.db).
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    elif exc.errcode == "UNAVAILABLE":
+        response.headers["Retry-After"] = str(BUSY_RETRY_S)
+    elif response.status_code == 401:
         # §10.2: a refused token comes with the challenge and key to pay with.
         challenge = www_authenticate()
         if challenge:
@@ -75,15 +80,14 @@ def handle_http_exception(exc: HTTPException) -> Response:
     return response
 
 
-def handle_busy(exc: sqlite3.OperationalError) -> Response:
-    if "locked" in str(exc) or "busy" in str(exc):
-        response = error_response("UNAVAILABLE", "the server is busy, retry shortly", 503)
-        response.headers["Retry-After"] = "1"
-        return response
-    return handle_unexpected(exc)
-
-
 def handle_unexpected(exc: Exception) -> Response:
+    """A storage fault outside a write (a busy or failing database under a read, a
+    full disk when a connection opens) is 503 with ``Retry-After``, logged once per
+    episode; anything else is a bug: 500, logged with its traceback."""
+    fault = unavailable(exc)
+    if fault is not None:
+        return handle_protocol_error(fault)
+    g.errcode = "UNAVAILABLE"
     current_app.logger.exception("unhandled error", exc_info=exc)
     return error_response("UNAVAILABLE", "internal server error", 500)
 
@@ -91,5 +95,4 @@ def handle_unexpected(exc: Exception) -> Response:
 def init_app(app: Flask) -> None:
     app.register_error_handler(ProtocolError, handle_protocol_error)
     app.register_error_handler(HTTPException, handle_http_exception)
-    app.register_error_handler(sqlite3.OperationalError, handle_busy)
     app.register_error_handler(Exception, handle_unexpected)

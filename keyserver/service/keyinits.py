@@ -149,6 +149,7 @@ def fetch_keyinit(write: Write, key_hash: bytes, address: str, now: int, rng: ra
         text = store.keyinit_json(db, chosen)
         if delete and not store.consume(db, chosen):
             raise RuntimeError(f"KeyInit {chosen} vanished under the write lock")
+        store.record_fetched(db)
         return text
 
     text = write(take)

@@ -24,6 +24,8 @@ from client.protocol.keys import ED25519, KeyEntry
 from client.protocol.uidrules import Latest
 from client.protocol.wire import KeyInitStatus
 
+from .db import count
+
 
 @dataclass(frozen=True)
 class Stored:
@@ -90,6 +92,17 @@ def store(db: sqlite_utils.Database, sigkey_pubkey: bytes, sigkeyhash: bytes,
         "INSERT INTO keyinit_state (sigkeyhash, sigkey, max_msgcount) VALUES (?, ?, ?)"
         " ON CONFLICT (sigkeyhash) DO UPDATE SET max_msgcount = excluded.max_msgcount",
         (sigkeyhash, sigkey_pubkey, keyinits[-1].msgcount))
+    count(db, "keyinits_added", len(keyinits))
+
+
+def stored_count(db: sqlite_utils.Database) -> int:
+    """KeyInits held (expired ones until they are purged)."""
+    return db.conn.execute("SELECT count(*) FROM keyinits").fetchone()[0]
+
+
+def record_fetched(db: sqlite_utils.Database) -> None:
+    """Count a KeyInit handed out (operator statistics, in the fetch's transaction)."""
+    count(db, "keyinits_fetched", 1)
 
 
 _CURRENT = ("SELECT id, not_before_ts, not_after_ts, fallback FROM keyinits"

@@ -1,0 +1,48 @@
+"""Health for load balancers and supervisors (not in the spec): ``GET /healthz`` says
+the process serves; ``GET /readyz`` says it can take writes now: the database
+answers, a write could start within a second, and the disk is above the
+``MIN_FREE_BYTES`` reserve. Not ready is 503 with what failed, in words (no figures)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from ..storage import chain
+from ..storage.db import check_writable, disk_reserve, fault_kind, get_db
+
+bp = Blueprint("health", __name__)
+
+#: The longest /readyz waits for the write lock (a busy server is still ready).
+READY_WAIT_S = 1.0
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return _uncached(jsonify(status="ok"))
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    checks = {"database": "ok", "writes": "ok", "disk": "ok"}
+    if disk_reserve().low():
+        checks["disk"] = "below the free-space reserve (MIN_FREE_BYTES)"
+    step = "database"
+    try:
+        db = get_db()
+        chain.head(db)
+        step = "writes"
+        check_writable(db, min(READY_WAIT_S, db.wait_s))
+    except Exception as exc:
+        kind = fault_kind(exc)
+        if kind is None:
+            raise
+        checks[step] = {"busy": "busy", "space": "disk full", "io": "I/O error"}[kind]
+    ready = all(value == "ok" for value in checks.values())
+    response = jsonify(ready=ready, **checks)
+    response.status_code = 200 if ready else 503
+    return _uncached(response)
+
+
+def _uncached(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -16,6 +16,7 @@ from .store.search import ChainSearch
 from .transport.api import KeyserverAPI
 from .trust.bundles import check_bundle
 from .trust.history import LookupResult, Match, ServerRecord, verify_history, verify_server_keys
+from .trust.keyring import KeyValidity
 
 #: The server's replies for chain positions, each checked against the chain's entry.
 Replies = Callable[[Collection[int]], Mapping[int, UIDMessageReply]]
@@ -41,15 +42,17 @@ def _matches(replies: Replies, search: ChainSearch, identity: str) -> list[Match
             for pos, uid_hash in found]
 
 
-def server_record(replies: Replies, search: ChainSearch, server_name: str) -> ServerRecord:
+def server_record(replies: Replies, search: ChainSearch, server_name: str,
+                  validity: KeyValidity) -> ServerRecord:
     """The server's signing keys and policy as its own entries on the chain record
     them (§4, §7.2)."""
     return verify_server_keys(server_name,
-                              _matches(replies, search, server_identity(server_name)))
+                              _matches(replies, search, server_identity(server_name)),
+                              validity)
 
 
 def lookup(replies: Replies, search: ChainSearch, server_name: str, identity: str,
-           server: ServerRecord | None = None) -> LookupResult | None:
+           validity: KeyValidity, server: ServerRecord | None = None) -> LookupResult | None:
     """The identity's verified history and current keys, or None if not on the chain.
 
     ``server`` is what the chain says of the server, if the caller has it from
@@ -57,5 +60,6 @@ def lookup(replies: Replies, search: ChainSearch, server_name: str, identity: st
     if server is None:
         # One pass over the chain finds both (the server's own entries give its keys).
         search.search_many([server_identity(server_name), identity])
-        server = server_record(replies, search, server_name)
-    return verify_history(identity, server_name, _matches(replies, search, identity), server)
+        server = server_record(replies, search, server_name, validity)
+    return verify_history(identity, server_name, _matches(replies, search, identity), server,
+                          validity)

@@ -248,7 +248,8 @@ class Accounts:
             self.session.sync(expect={pos: entry})
         if self.chain.length <= pos or self.chain.entry(pos) != entry:
             raise VerificationError(f"the chain does not hold our entry at position {pos}")
-        check_reply_signature(reply, self.server, self.session.keys, pos)
+        check_reply_signature(reply, self.server, self.session.keys, pos,
+                              self.session.keyring)
         return pos
 
     def _record(self, identity: str, result: LookupResult) -> None:
@@ -281,6 +282,6 @@ class Accounts:
         keys = self.session.track_keys()
         for _, pos, reply in self.home.own_replies(self.server):
             if pos < self.chain.length:
-                check_reply_signature(reply, self.server, keys, pos)
+                check_reply_signature(reply, self.server, keys, pos, self.session.keyring)
         self.session.monitor()
         return checked

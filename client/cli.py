@@ -20,9 +20,10 @@ import click
 from .accounts import Accounts
 from .clock import now_ms
 from .contacts import key_changes
-from .protocol.encoding import b64encode, b64url_decode, format_ms
+from .protocol.encoding import b64decode, b64encode, b64url_decode, format_ms
 from .protocol.errors import ChainError, ClientError, ProtocolError
 from .protocol.identity import normalize_identity
+from .protocol.keyquery import Notary
 from .session import ServerSession, add_server
 from .store.home import Home, default_home
 from .trust.continuity import has_new_owner
@@ -151,9 +152,13 @@ def _announce_key_changes(session: ServerSession, result: LookupResult) -> bool:
 def _new_session(home: Home, name: str, url: str,
                  progress: Callable[[str], None] = lambda step: None) -> ServerSession:
     """A session the command's end checks for alerts (``_warn_alerts``)."""
-    session = ServerSession(home, name, url, progress=progress)
+    session = ServerSession(home, name, url, progress=progress, notice=_notice)
     click.get_current_context().meta.setdefault(_SESSIONS, []).append(session)
     return session
+
+
+def _notice(message: str) -> None:
+    click.echo(message, err=True)
 
 
 _server_option = click.option("--server", help="Keyserver name (needed when several are known).")
@@ -171,7 +176,7 @@ def server_group() -> None:
 @click.pass_obj
 def server_add(home: Home, url: str, move: bool) -> None:
     """Remember the keyserver at URL (its capabilities' signature is checked)."""
-    name = add_server(home, url, move)
+    name = add_server(home, url, move, notice=_notice)
     click.echo(f"added {name} at {url}")
 
 
@@ -181,6 +186,52 @@ def server_list(home: Home) -> None:
     """The remembered keyservers, with how much of their chain is verified here."""
     for name, url in home.servers():
         click.echo(f"{name}  {url}  {home.chain(name).length} entries verified")
+
+
+@main.group("notary", help="Notaries that corroborate the keyservers' keys (§11.4).")
+def notary_group() -> None:
+    pass
+
+
+@notary_group.command("add")
+@click.argument("server_name")
+@click.argument("url")
+@click.argument("key_id")
+@click.argument("key")
+@click.pass_obj
+def notary_add(home: Home, server_name: str, url: str, key_id: str, key: str) -> None:
+    """Trust the notary SERVER_NAME at URL, whose answers are signed by KEY_ID (e.g.
+    ed25519:abc) with the Ed25519 public key KEY (base64). Every keyserver met from
+    now on, and every key change, is checked with it."""
+    try:
+        pubkey = b64decode(key, "KEY", length=32)
+    except ProtocolError as exc:
+        raise click.BadParameter(exc.message, param_hint="KEY") from None
+    notary = Notary(server_name, url, key_id, pubkey)
+    home.add_notary(notary, now_ms())
+    click.echo(f"trusting notary {server_name} at {url} (key {key_id})")
+
+
+@notary_group.command("list")
+@click.pass_obj
+def notary_list(home: Home) -> None:
+    """The notaries this client trusts."""
+    notaries = home.notaries()
+    if not notaries:
+        click.echo("no notaries: keyservers' keys are taken on their own word")
+    for notary in notaries:
+        click.echo(f"{notary.server_name}  {notary.url}  {notary.key_id} "
+                   f"{b64encode(notary.pubkey)}")
+
+
+@notary_group.command("remove")
+@click.argument("server_name")
+@click.pass_obj
+def notary_remove(home: Home, server_name: str) -> None:
+    """Stop trusting the notary SERVER_NAME."""
+    if not home.remove_notary(server_name):
+        raise click.ClickException(f"no notary {server_name}")
+    click.echo(f"removed notary {server_name}")
 
 
 @main.command("sync")

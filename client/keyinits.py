@@ -118,7 +118,7 @@ def _check_receipt(session: ServerSession, receipt: KeyInitReceipt, key_hash: by
             receipt.keyinit_hashes != tuple(keyinit_hash(k) for k in keyinits):
         raise VerificationError("the KeyInit receipt does not name the uploaded batch")
     check_server_signature(receipt.raw, receipt.ts, session.server, session.keys,
-                           session.chain.length - 1, "the KeyInit receipt")
+                           session.chain.length - 1, "the KeyInit receipt", session.keyring)
 
 
 def flush(session: ServerSession, accounts: Accounts, identity: str) -> int:

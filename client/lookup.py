@@ -18,6 +18,7 @@ from .store.search import ChainSearch
 from .transport.api import KeyserverAPI
 from .trust.bundles import check_bundle
 from .trust.history import LookupResult, Match, ServerRecord, verify_history, verify_server_keys
+from .trust.keyring import KeyValidity
 
 #: The server's replies for chain positions, each checked against the chain's entry.
 Replies = Callable[[Collection[int]], Mapping[int, UIDMessageReply]]
@@ -27,20 +28,17 @@ Replies = Callable[[Collection[int]], Mapping[int, UIDMessageReply]]
 FETCH_THREADS = 5
 
 
-def fetch_bundles(api: KeyserverAPI, chain: LocalChain, bundles: Sequence[int],
-                  check: Callable[[list[UIDMessageReply]], object] = lambda replies: None
-                  ) -> list[UIDMessageReply]:
+def fetch_bundles(api: KeyserverAPI, chain: LocalChain,
+                  bundles: Sequence[int]) -> list[UIDMessageReply]:
     """The replies of ``bundles`` in the order given (the caller shuffles), each
-    naming the verified chain's entry at its position and passed by ``check`` (the
-    session's signature check); any bundle that fails fails them all, so nothing of
-    a lying server is kept.
+    naming the verified chain's entry at its position; any bundle that fails fails
+    them all, so nothing of a lying server is kept. (Their signatures are for the
+    caller to check: that may need the keyring, which keeps documents in the home.)
 
     The batch is fetched at once, by this thread and up to ``FETCH_THREADS - 1``
-    more over connections of their own, and each bundle is checked in the thread
-    that fetched it: the waits for the server overlap, and so do the signature
-    checks, which libsodium runs outside the GIL, on every core."""
+    more over connections of their own, so the waits for the server overlap."""
     def fetch(part: Sequence[int]) -> list[list[UIDMessageReply]]:
-        return [_checked(api, chain, bundle, check) for bundle in part]
+        return [_checked(api, chain, bundle) for bundle in part]
 
     def work(index: int) -> None:
         try:
@@ -70,11 +68,8 @@ def fetch_bundles(api: KeyserverAPI, chain: LocalChain, bundles: Sequence[int],
     return [reply for bundle in bundles for reply in by_bundle[bundle]]
 
 
-def _checked(api: KeyserverAPI, chain: LocalChain, bundle: int,
-             check: Callable[[list[UIDMessageReply]], object]) -> list[UIDMessageReply]:
-    replies = check_bundle(api.fetch_bundle(bundle), chain.length, _entries_of(chain, bundle))
-    check(replies)
-    return replies
+def _checked(api: KeyserverAPI, chain: LocalChain, bundle: int) -> list[UIDMessageReply]:
+    return check_bundle(api.fetch_bundle(bundle), chain.length, _entries_of(chain, bundle))
 
 
 def _entries_of(chain: LocalChain, bundle: int) -> Callable[[int], bytes]:
@@ -93,15 +88,17 @@ def _matches(replies: Replies, search: ChainSearch, identity: str) -> list[Match
             for pos, uid_hash in found]
 
 
-def server_record(replies: Replies, search: ChainSearch, server_name: str) -> ServerRecord:
+def server_record(replies: Replies, search: ChainSearch, server_name: str,
+                  validity: KeyValidity) -> ServerRecord:
     """The server's signing keys and policy as its own entries on the chain record
     them (§4, §7.2)."""
     return verify_server_keys(server_name,
-                              _matches(replies, search, server_identity(server_name)))
+                              _matches(replies, search, server_identity(server_name)),
+                              validity)
 
 
 def lookup(replies: Replies, search: ChainSearch, server_name: str, identity: str,
-           server: ServerRecord | None = None) -> LookupResult | None:
+           validity: KeyValidity, server: ServerRecord | None = None) -> LookupResult | None:
     """The identity's verified history and current keys, or None if not on the chain.
 
     ``server`` is what the chain says of the server, if the caller has it from
@@ -109,5 +106,6 @@ def lookup(replies: Replies, search: ChainSearch, server_name: str, identity: st
     if server is None:
         # One pass over the chain finds both (the server's own entries give its keys).
         search.search_many([server_identity(server_name), identity])
-        server = server_record(replies, search, server_name)
-    return verify_history(identity, server_name, _matches(replies, search, identity), server)
+        server = server_record(replies, search, server_name, validity)
+    return verify_history(identity, server_name, _matches(replies, search, identity), server,
+                          validity)

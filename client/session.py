@@ -17,8 +17,10 @@ import random
 from typing import TYPE_CHECKING, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 from .clock import now_ms
+from .keyring import Keyring, server_keyring
 from .lookup import fetch_bundles, lookup, server_record
 from .monitor import check_own_identities
+from .notaries import check_server_keys
 from .protocol.encoding import b64encode, sha256
 from .protocol.errors import ChainError, ClientError, VerificationError
 from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, verify_entries
@@ -134,15 +136,23 @@ def sync_chain(api: KeyserverAPI, chain: LocalChain, *, chunk_size: int = 10000,
 
 
 def add_server(home: Home, url: str, move: bool = False,
-               fetcher: Fetcher | None = None) -> str:
+               fetcher: Fetcher | None = None,
+               notice: Callable[[str], None] = lambda message: None) -> str:
     """Remember the keyserver at ``url`` (reached through ``fetcher``, by default an
     ``HTTPFetcher``); return its name. Its capabilities must be signed by a key
-    they list (the chain tells later whether it is the server's)."""
+    they list (the chain tells later whether it is the server's), and the keys its
+    key document shows must be those the trusted notaries saw (§11.4: first
+    contact; ``notice`` tells when no notary is configured)."""
     api = KeyserverAPI(url, fetcher)
     capabilities = api.capabilities()
     check_self_signed(capabilities)
-    home.remember_server(capabilities.server_name, api.base_url, now_ms(), move)
-    return capabilities.server_name
+    name = capabilities.server_name
+    now = now_ms()
+    document = api.key_document(name)
+    check_server_keys(home, name, document, api.fetcher, notice, now)
+    home.remember_server(name, api.base_url, now, move)
+    home.record_key_document(name, document, now)
+    return name
 
 
 def _runs(positions: Iterable[int]) -> list[tuple[int, int]]:
@@ -164,8 +174,9 @@ class ServerSession:
 
     def __init__(self, home: Home, server: str, url: str,
                  progress: Callable[[str], None] = lambda step: None,
-                 fetcher: Fetcher | None = None, rng: random.Random | None = None):
-        self.home, self.server, self.progress = home, server, progress
+                 fetcher: Fetcher | None = None, rng: random.Random | None = None,
+                 notice: Callable[[str], None] = lambda message: None):
+        self.home, self.server, self.progress, self.notice = home, server, progress, notice
         self.rng = rng or random.SystemRandom()
         #: Replies of this session by position, each naming the chain's entry (the
         #: head's partial bundle's too, which the home does not cache as complete).
@@ -181,6 +192,16 @@ class ServerSession:
         self.monitored = False
         #: The server's signing keys and policy as the chain records them, after ``sync``.
         self.record: ServerRecord | None = None
+        self._keyring: Keyring | None = None
+
+    @property
+    def keyring(self) -> Keyring:
+        """Whether a server key was valid at a signed object's time (§11.3): the
+        server's key documents, from the home, the server, then the notaries."""
+        if self._keyring is None:
+            self._keyring = server_keyring(self.home, self.server, self.api,
+                                           self.home.notaries())
+        return self._keyring
 
     @property
     def capabilities(self) -> Capabilities:
@@ -230,7 +251,9 @@ class ServerSession:
                            index=[server_identity(self.server),
                                   *self.home.monitored(self.server)])
         self.track_keys()
-        check_capabilities(self.capabilities, self.server, self.keys, self.chain.length - 1)
+        self.corroborate_keys()
+        check_capabilities(self.capabilities, self.server, self.keys, self.chain.length - 1,
+                           self.keyring)
         check_capabilities_policy(self.capabilities, self.policy)
         self.monitor(expect or {})
         return added
@@ -246,9 +269,25 @@ class ServerSession:
         """Find the server's signing keys and policy on the verified chain (§4,
         §7.2, §11.2)."""
         self.progress(f"tracking {server_identity(self.server)} on the chain")
-        self.record = server_record(self.replies, self.search, self.server)
+        self.record = server_record(self.replies, self.search, self.server, self.keyring)
         self._hold_signed()
         return self.keys
+
+    def corroborate_keys(self) -> None:
+        """On the first sync and whenever the chain gives the server a key not yet
+        corroborated (§11.4: every key change), have the trusted notaries confirm the
+        keys the server shows us; a notary that disagrees fails the command."""
+        current = self.keys[-1].pubkey
+        count = self.home.corroborated(self.server, current)
+        if count is not None and (count > 0 or not self.home.notaries()):
+            return
+        self.progress("corroborating the server's keys with the notaries")
+        document = self.keyring.fresh_document(self.keys)
+        if current not in document.verify_keys.values():
+            raise VerificationError(f"the key document of {self.server} does not name the "
+                                    "signing key the chain gives it as current")
+        check_server_keys(self.home, self.server, document, self.api.fetcher, self.notice,
+                          now_ms())
 
     def hold(self, replies: Sequence[UIDMessageReply]) -> None:
         """Keep verified replies of this server, once their times are in order with
@@ -284,20 +323,11 @@ class ServerSession:
             batch = choose_bundles(needed, complete, bundle_of(self.chain.length - 1), self.rng)
             if batch:
                 self.progress(f"fetching {len(batch)} reply bundles ({len(needed)} needed)")
-                # With the chain's keys known, each bundle's signatures are checked as
-                # it arrives (``fetch_bundles`` overlaps them); else once they are.
-                keys = self.keys
-
-                def check(replies: list[UIDMessageReply]) -> None:
-                    if keys:
-                        check_reply_signatures(replies, self.server, keys)
-
-                fetched = fetch_bundles(self.api, self.chain, batch, check)
+                # Signatures are checked here, in this thread, once all arrived: the
+                # keyring may have to fetch a key document and keep it in the home.
+                fetched = fetch_bundles(self.api, self.chain, batch)
                 self._replies.update((reply.entry.hashchain_pos, reply) for reply in fetched)
-                if keys:
-                    self.hold(fetched)
-                else:
-                    self._unsigned += fetched
+                self._unsigned += fetched
                 self._hold_signed()
         return {pos: self._replies[pos] for pos in positions}
 
@@ -306,7 +336,7 @@ class ServerSession:
         signed by them: only then may they count for the ordering rule, or serve as
         evidence against the server. A bad one fails the command, decoy or not."""
         if self.keys and self._unsigned:
-            check_reply_signatures(self._unsigned, self.server, self.keys)
+            check_reply_signatures(self._unsigned, self.server, self.keys, self.keyring)
             self.hold(self._unsigned)
             self._unsigned = []
 
@@ -332,7 +362,8 @@ class ServerSession:
         if self.record is None:
             self.track_keys()
         try:
-            return lookup(self.replies, self.search, self.server, identity, self.record)
+            return lookup(self.replies, self.search, self.server, identity, self.keyring,
+                          self.record)
         except BrokenHistory as exc:
             self.home.record_evidence(self.server, str(exc), exc.replies, now_ms())
             raise

@@ -56,3 +56,45 @@ class TamperFetcher(Tampering, AppFetcher):
     def send(self, method: str, target: str, headers: dict[str, str],
              body: bytes | None) -> Answer:
         return self.answer(AttackedRequest(super().send, method, target, headers, body))
+
+
+class FakeNotary(Fetcher):
+    """A notary (§11.4) in front of another fetcher, for tests until (and besides)
+    the real endpoint: a request under ``url`` is a key query, answered with
+    ``document()`` (what the notary saw of the origin) signed by the notary's own
+    key; any other request goes on to ``inner``. ``queries`` holds the bodies asked."""
+
+    KEY_ID = "ed25519:notary"
+
+    def __init__(self, inner: Fetcher, document, url: str = "https://notary.invalid",
+                 name: str = "notary.invalid"):
+        import nacl.signing
+
+        self.inner, self.document, self.url, self.name = inner, document, url, name
+        self.key = nacl.signing.SigningKey.generate()
+        self.queries: list[dict] = []
+
+    @property
+    def notary(self):
+        from client.protocol.keyquery import Notary
+
+        return Notary(self.name, self.url, self.KEY_ID, bytes(self.key.verify_key))
+
+    def cli_args(self) -> list[str]:
+        """``keyclient notary add``'s arguments for this notary."""
+        from client.protocol.encoding import b64encode
+
+        return [self.name, self.url, self.KEY_ID, b64encode(bytes(self.key.verify_key))]
+
+    def _fetch(self, request: Request, max_length: int) -> Response:
+        import json
+
+        from client.protocol.signedjson import sign_json
+
+        if not request.url.startswith(self.url + "/"):
+            return self.inner._fetch(request, max_length)
+        assert request.method == "POST" and request.url == self.url + "/_matrix/key/v2/query"
+        self.queries.append(json.loads(request.body))
+        signed = sign_json(self.document(), self.name, self.KEY_ID, self.key)
+        return Response(200, {"content-type": "application/json"},
+                        json.dumps({"server_keys": [signed]}).encode())

@@ -25,7 +25,7 @@ from client.trust.history import verify_history
 from client.trust.monitor import NEW_OWNER, UPDATE, fingerprint
 from conftest import (DAY_MS, TEST_TOKEN_KEY_LIFETIME, ServerUserActions, at, keyclient,
                       registered_alice, serve_in_process)
-from test_history import ALICE, SERVER, T0, match, server_record
+from test_history import ANY_TIME, ALICE, SERVER, T0, match, server_record
 
 YEAR_MS = 365 * DAY_MS
 EXIT_NEW_OWNER = 5
@@ -44,7 +44,7 @@ def history():
     matches = [match(1, ALICE, sigkey=keys[0]),
                match(4, ALICE, ts=T0 + 1, msgcount=1, sigkey=keys[1], previous=keys[0]),
                match(6, ALICE, ts=T0 + 2, msgcount=2, sigkey=keys[2], previous=keys[1])]
-    result = verify_history(ALICE, SERVER, matches, server_record())
+    result = verify_history(ALICE, SERVER, matches, server_record(), ANY_TIME)
     return result, [key_fingerprint(key) for key in keys]
 
 

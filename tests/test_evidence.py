@@ -15,7 +15,7 @@ from client.store.home import Home
 from client.trust.evidence import BrokenHistory, ServerCheating
 from client.trust.history import verify_history
 from conftest import Account, UserActions, keyclient
-from test_history import ALICE, SERVER, T0, match, server_record
+from test_history import ANY_TIME, ALICE, SERVER, T0, match, server_record
 
 
 def test_a_signed_history_that_breaks_the_rules_is_evidence():
@@ -24,7 +24,7 @@ def test_a_signed_history_that_breaks_the_rules_is_evidence():
     matches = [match(1, ALICE), match(4, ALICE, ts=T0 + 1, msgcount=1,
                                       previous=nacl.signing.SigningKey.generate())]
     with pytest.raises(BrokenHistory) as caught:
-        verify_history(ALICE, SERVER, matches, server_record())
+        verify_history(ALICE, SERVER, matches, server_record(), ANY_TIME)
     assert isinstance(caught.value, ServerCheating)
     assert caught.value.replies == tuple(found.reply for found in matches)
     assert str(caught.value).startswith(f"this server is cheating: it signed the history of "
@@ -37,7 +37,7 @@ def test_a_reply_the_server_did_not_sign_is_no_evidence():
     stranger = nacl.signing.SigningKey.generate()
     with pytest.raises(Exception) as caught:
         verify_history(ALICE, SERVER, [match(1, ALICE, msgcount=1, server_key=stranger)],
-                       server_record())
+                       server_record(), ANY_TIME)
     assert not isinstance(caught.value, ServerCheating)
 
 

@@ -32,6 +32,17 @@ POLICY = ServerPreferences(VerifierKey(f"{SERVER}/keyserver", bytes(32)), (),
 SERVER_KEY = nacl.signing.SigningKey(bytes([7]) * 32)
 
 
+class AnyTime:
+    """A ``KeyValidity`` that takes every key at every time: these tests are about
+    the chain's part of §11.3 (``test_keydocs`` has the documents')."""
+
+    def check_valid(self, pubkey, ts, keys, previous, what):
+        pass
+
+
+ANY_TIME = AnyTime()
+
+
 def match(pos, identity, *, ts=T0, sigkey=None, msgcount=0, previous=None,
           server_key=SERVER_KEY, reply_pos=None, policy=POLICY):
     """A chain entry of ``identity`` at ``pos`` and the server's signed reply for it
@@ -50,7 +61,7 @@ def match(pos, identity, *, ts=T0, sigkey=None, msgcount=0, previous=None,
 
 
 def server_record():
-    return verify_server_keys(SERVER, [match(0, OWN, sigkey=SERVER_KEY)])
+    return verify_server_keys(SERVER, [match(0, OWN, sigkey=SERVER_KEY)], ANY_TIME)
 
 
 def test_the_server_keys_come_from_its_own_entries():
@@ -60,21 +71,21 @@ def test_the_server_keys_come_from_its_own_entries():
 
 def test_a_chain_without_the_server_at_0_is_refused():
     with pytest.raises(VerificationError, match=f"the chain does not start with {OWN}"):
-        verify_server_keys(SERVER, [])
+        verify_server_keys(SERVER, [], ANY_TIME)
 
 
 def test_a_history_verifies():
     first_key = nacl.signing.SigningKey.generate()
     matches = [match(1, ALICE, sigkey=first_key),
                match(4, ALICE, ts=T0 + 1, msgcount=1, previous=first_key)]
-    result = verify_history(ALICE, SERVER, matches, server_record())
+    result = verify_history(ALICE, SERVER, matches, server_record(), ANY_TIME)
     assert [found.pos for found in result.history] == [1, 4]
     assert result.message.msgcount == 1 and result.latest.msgcount == 1
     assert result.history[1].reply is matches[1].reply
 
 
 def test_no_matches_is_not_found():
-    assert verify_history(ALICE, SERVER, [], server_record()) is None
+    assert verify_history(ALICE, SERVER, [], server_record(), ANY_TIME) is None
 
 
 def resealed(found):
@@ -115,7 +126,7 @@ REJECTS = {
 @pytest.mark.parametrize("how, error", REJECTS.values(), ids=REJECTS.keys())
 def test_a_lying_history_is_refused(how, error):
     with pytest.raises(VerificationError, match=re.escape(error)):
-        verify_history(ALICE, SERVER, [how(match(1, ALICE))], server_record())
+        verify_history(ALICE, SERVER, [how(match(1, ALICE))], server_record(), ANY_TIME)
 
 
 def test_a_server_key_that_signs_its_own_installation_needs_the_previous_key():
@@ -125,5 +136,5 @@ def test_a_server_key_that_signs_its_own_installation_needs_the_previous_key():
     installs = match(1, OWN, ts=T0 + 1, msgcount=1, sigkey=stranger, previous=stranger,
                      server_key=stranger)
     with pytest.raises(VerificationError, match=re.escape(f"{OWN}, message 1 (msgcount 1)")):
-        verify_server_keys(SERVER, [match(0, OWN, sigkey=SERVER_KEY), installs])
+        verify_server_keys(SERVER, [match(0, OWN, sigkey=SERVER_KEY), installs], ANY_TIME)
 

@@ -23,18 +23,18 @@ def synced(app_server, tmp_path):
         session = ServerSession(Home(str(tmp_path / "home")), "example.org", app_server.url,
                                 fetcher=fetcher)
         sync_chain(session.api, session.chain)
-        return session.replies, session.search
+        return session.replies, session.search, session.keyring
     return sync
 
 
 def test_lookup_finds_current_keys(users_app, synced):
     reply = users_app.register("alice@example.org")
-    api, search = synced()
-    result = lookup(api, search, "example.org", "alice@example.org")
+    api, search, keyring = synced()
+    result = lookup(api, search, "example.org", "alice@example.org", keyring)
     assert [found.pos for found in result.history] == [reply["entry"]["hashchain_pos"]]
     assert result.message.identity == "alice@example.org"
     assert result.is_current(result.history[0].ts)
-    assert lookup(api, search, "example.org", "nobody@example.org") is None
+    assert lookup(api, search, "example.org", "nobody@example.org", keyring) is None
 
 
 def other_position(reply):
@@ -71,16 +71,16 @@ def test_a_lying_reply_is_caught(app_server, users_app, synced, how):
     users_app.register("alice@example.org")
     tampering = TamperFetcher(app_server.app, app_server.url)
     tampering.attack = replies_changed(how)
-    api, search = synced(tampering)
+    api, search, keyring = synced(tampering)
     with pytest.raises(VerificationError):
-        lookup(api, search, "example.org", "alice@example.org")
+        lookup(api, search, "example.org", "alice@example.org", keyring)
     assert tampering.errors == []
     assert any(path.startswith("/v1/uids/bundle/") for _, path in tampering.seen)
 
 
 def test_the_chain_must_start_with_the_server(synced):
-    api, search = synced()
+    api, search, keyring = synced()
     original = copy.copy(search.search)
     search.search = lambda identity: [] if identity.startswith("keyserver@") else original(identity)
     with pytest.raises(VerificationError, match="does not start with"):
-        lookup(api, search, "example.org", "alice@example.org")
+        lookup(api, search, "example.org", "alice@example.org", keyring)

@@ -22,8 +22,12 @@ EXIT_ALERTS = 4
 
 @pytest.fixture
 def app_server(tmp_path, monkeypatch):
-    """An in-process server whose token key still works years on (for takeovers)."""
+    """An in-process server whose token key still works years on (for takeovers). Its key
+    documents cover the years too: a server dating replies ahead must publish
+    documents that do, or its replies would not verify at all (§11.3), let alone
+    count as evidence."""
     monkeypatch.setenv("KEYSERVER_TOKEN_KEY_LIFETIME", TEST_TOKEN_KEY_LIFETIME)
+    monkeypatch.setenv("KEYSERVER_KEY_VALIDITY", str(5 * 365 * DAY_MS))
     return serve_in_process(monkeypatch, tmp_path / "app")
 
 

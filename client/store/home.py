@@ -3,8 +3,9 @@ data directory): the state database, one verified chain per keyserver (§7.5), t
 wallet (§10) and the keystore. The state database also keeps the replies for the
 user's own identities (§7.5), the alerts about entries of them the user did not
 make (§7.3 "Monitoring"), the message of each looked-up identity last shown (key
-continuity), the evidence against servers caught cheating and the KeyInit
-msgcounts used (§9).
+continuity), the evidence against servers caught cheating, the KeyInit
+msgcounts used (§9), each server's newest key document, the trusted notaries and
+the server keys they corroborated (§11).
 
 Everything in it is private to the user (folder 0700, files 0600). The state
 database has one schema, built by ``MIGRATIONS`` when the home opens: step ``n``
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Collection, Iterable, Iterator
 
 from ..protocol.errors import ClientError
 from ..protocol.identity import is_domain
+from ..protocol.keyquery import Notary
+from ..protocol.serverkeys import KeyDocument, parse_key_document
 from ..protocol.wire import BUNDLE_SIZE, UIDMessageReply, parse_uid_message_reply
 from ..trust.continuity import Shown
 from ..trust.monitor import Alert
@@ -143,6 +146,29 @@ MIGRATIONS = [
     INSERT INTO complete_bundles (server, bundle)
         SELECT server, pos / {BUNDLE_SIZE} FROM held_replies GROUP BY server, pos / {BUNDLE_SIZE}
         HAVING COUNT(DISTINCT pos) = {BUNDLE_SIZE};
+    """,
+    # Server keys (§11): each server's newest key document as verified (the keyring's
+    # cache), the notaries the user trusts, and the server keys they corroborated.
+    """
+    CREATE TABLE key_documents (
+        server TEXT PRIMARY KEY,
+        document TEXT NOT NULL,
+        fetched_ts INTEGER NOT NULL
+    );
+    CREATE TABLE notaries (
+        name TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        pubkey BLOB NOT NULL,
+        added_ts INTEGER NOT NULL
+    );
+    CREATE TABLE corroborated (
+        server TEXT NOT NULL,
+        pubkey BLOB NOT NULL,
+        notaries INTEGER NOT NULL,
+        checked_ts INTEGER NOT NULL,
+        PRIMARY KEY (server, pubkey)
+    );
     """,
 ]
 
@@ -379,6 +405,58 @@ class Home:
                 " pos = excluded.pos, fingerprint = excluded.fingerprint,"
                 " shown_ts = excluded.shown_ts",
                 (server, identity, shown.pos, shown.fingerprint, now_ms))
+
+    # --- server keys (§11) ------------------------------------------------------------
+
+    def key_document(self, server: str) -> tuple[KeyDocument, int] | None:
+        """The newest key document of ``server`` kept, and when it was fetched."""
+        row = self.db.execute("SELECT document, fetched_ts FROM key_documents WHERE server = ?",
+                              (server,)).fetchone()
+        return (parse_key_document(json.loads(row[0]), server), row[1]) if row else None
+
+    def record_key_document(self, server: str, document: KeyDocument, fetched_ts: int) -> None:
+        """Keep ``document`` unless the one kept is newer (a later ``valid_until_ts``)."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO key_documents (server, document, fetched_ts) VALUES (?, ?, ?)"
+                " ON CONFLICT (server) DO UPDATE SET document = excluded.document,"
+                " fetched_ts = excluded.fetched_ts"
+                " WHERE json_extract(key_documents.document, '$.valid_until_ts')"
+                " <= json_extract(excluded.document, '$.valid_until_ts')",
+                (server, json.dumps(document.raw), fetched_ts))
+
+    def notaries(self) -> list[Notary]:
+        return [Notary(*row) for row in self.db.execute(
+            "SELECT name, url, key_id, pubkey FROM notaries ORDER BY name")]
+
+    def add_notary(self, notary: Notary, now_ms: int) -> None:
+        """Trust ``notary`` (replacing one of the same name)."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO notaries (name, url, key_id, pubkey, added_ts) VALUES"
+                " (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET url = excluded.url,"
+                " key_id = excluded.key_id, pubkey = excluded.pubkey",
+                (notary.server_name, notary.url, notary.key_id, notary.pubkey, now_ms))
+
+    def remove_notary(self, name: str) -> bool:
+        with self.db:
+            return self.db.execute("DELETE FROM notaries WHERE name = ?", (name,)).rowcount > 0
+
+    def corroborated(self, server: str, pubkey: bytes) -> int | None:
+        """By how many notaries ``server``'s key ``pubkey`` was corroborated (0: none
+        was configured, and the user was told), or None if never checked."""
+        row = self.db.execute("SELECT notaries FROM corroborated WHERE server = ? AND"
+                              " pubkey = ?", (server, pubkey)).fetchone()
+        return row[0] if row else None
+
+    def record_corroborated(self, server: str, pubkeys: Iterable[bytes], notaries: int,
+                            now_ms: int) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO corroborated (server, pubkey, notaries, checked_ts) VALUES"
+                " (?, ?, ?, ?) ON CONFLICT (server, pubkey) DO UPDATE SET"
+                " notaries = excluded.notaries, checked_ts = excluded.checked_ts",
+                [(server, pubkey, notaries, now_ms) for pubkey in pubkeys])
 
     # --- wallet ---------------------------------------------------------------------
 

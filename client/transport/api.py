@@ -13,6 +13,7 @@ from .fetcher import Fetcher, Request
 from ..protocol.encoding import b64encode, b64url_encode, require_int
 from ..protocol.errors import TransportError
 from ..protocol.keys import KeyEntry
+from ..protocol.serverkeys import KeyDocument, parse_key_document
 from ..protocol.wire import (BUNDLE_SIZE, MSGPACK, Capabilities, Chunk, Head, IssuedTokens,
                              KeyInitReceipt, KeyInitStatus, ReplyBundle, UIDMessageReply,
                              parse_capabilities, parse_chunk, parse_head, parse_issued_tokens,
@@ -25,6 +26,8 @@ MAX_JSON_BYTES = 4 * 1024 * 1024
 #: Per-reply size bound of a bundle answer: the largest UIDMessage the server takes
 #: (16 KiB, ``keyserver.http.users.UID_BODY_BYTES``) encrypted, in base64, with the rest.
 _REPLY_WIRE_BYTES = 24 * 1024
+#: A key document (§11.1) holds a few keys: far less than this.
+KEY_DOCUMENT_BYTES = 64 * 1024
 
 
 class KeyserverAPI:
@@ -58,6 +61,13 @@ class KeyserverAPI:
     def capabilities(self) -> Capabilities:
         """KeyRepository.Capabilities (signature checked by ``trust.keyring``)."""
         return parse_capabilities(self._get_json("/v1/capabilities"))
+
+    def key_document(self, server_name: str) -> KeyDocument:
+        """§11.1 ``GET /_matrix/key/v2/server``: the server's key document, for
+        ``server_name`` and self-signed (whether its keys are the chain's is for
+        ``trust.keydocs``)."""
+        return parse_key_document(self._get_json("/_matrix/key/v2/server", KEY_DOCUMENT_BYTES),
+                                  server_name)
 
     def fetch_hashchain(self, start: int, count: int, *, use_msgpack: bool = True) -> Chunk:
         """KeyHashchain.FetchHashChain: entries ``start..start+count-1`` (fewer at the head)."""

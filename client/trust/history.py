@@ -22,7 +22,7 @@ from ..protocol.uidmessage import UIDMessage, decrypt_uid_message, parse_uid_mes
 from ..protocol.uidrules import Latest, check_server_member, is_current, verify_sequence
 from ..protocol.wire import UIDMessageReply
 from .evidence import BrokenHistory
-from .keyring import ServerKey, check_reply_signature
+from .keyring import KeyValidity, ServerKey, check_reply_signature
 from .serverpolicy import ChainPolicy, PolicyAt
 
 #: §7.3: how much later than the client first received an entry its time may be.
@@ -108,9 +108,11 @@ def _dated(policy: ChainPolicy, history: Sequence[Found], matches: Sequence[Matc
                          for found, match in zip(history, matches)])
 
 
-def verify_server_keys(server_name: str, matches: Sequence[Match]) -> ServerRecord:
+def verify_server_keys(server_name: str, matches: Sequence[Match],
+                       validity: KeyValidity) -> ServerRecord:
     """The server's signing keys and policy as its own entries record them (§4,
-    §7.2), given the matches of ``keyserver@<server_name>``."""
+    §7.2), given the matches of ``keyserver@<server_name>``; each of their replies
+    signed by the key of its position, valid at its time (``validity``)."""
     own = server_identity(server_name)
     origin = f"{server_name}/keyserver"
     keys: list[ServerKey] = []
@@ -118,10 +120,7 @@ def verify_server_keys(server_name: str, matches: Sequence[Match]) -> ServerReco
     for match in matches:
         _check_entry(match)
         message = _open(match, own, server_name)
-        # A server entry's own reply may be signed by the key it installs (entry 0
-        # always is) or, within the overlap, by the key it replaces.
-        keys = keys + [ServerKey(match.pos, match.reply.entry.ts, message.sigkey.pubkey)]
-        check_reply_signature(match.reply, server_name, keys, match.pos)
+        keys.append(ServerKey(match.pos, match.reply.entry.ts, message.sigkey.pubkey))
         assert message.server is not None   # check_server_member
         if message.server.log_vkey.name != origin:
             raise VerificationError(f"the log key at position {match.pos} is named "
@@ -131,13 +130,18 @@ def verify_server_keys(server_name: str, matches: Sequence[Match]) -> ServerReco
                                 message.server))
     if not keys or keys[0].pos != 0:
         raise VerificationError(f"the chain does not start with {own}")
+    # Signatures once every key is known: a key document may name all of them. A
+    # server entry's own reply may be signed by the key it installs (entry 0 always
+    # is) or, within the overlap, by the key it replaces.
+    for match in matches:
+        check_reply_signature(match.reply, server_name, keys, match.pos, validity)
     policy = ChainPolicy(records)
     verify_sequence(_dated(policy, history, matches))
     return ServerRecord(keys, policy)
 
 
 def verify_history(identity: str, server_name: str, matches: Sequence[Match],
-                   server: ServerRecord) -> LookupResult | None:
+                   server: ServerRecord, validity: KeyValidity) -> LookupResult | None:
     """The identity's verified history and current keys, or None without matches.
 
     A sequence that breaks §4 although every reply is validly signed is
@@ -145,7 +149,7 @@ def verify_history(identity: str, server_name: str, matches: Sequence[Match],
     history = []
     for match in matches:
         _check_entry(match)
-        check_reply_signature(match.reply, server_name, server.keys, match.pos)
+        check_reply_signature(match.reply, server_name, server.keys, match.pos, validity)
         history.append(Found(match.pos, match.reply.entry.ts,
                              _open(match, identity, server_name), match.reply))
     if not history:

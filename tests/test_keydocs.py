@@ -1,0 +1,139 @@
+"""What key documents say of a server key at a time (``client.trust.keydocs``, §11.3),
+the keyring that asks its sources in order (``client.keyring``), and a notary's
+answer (``client.protocol.keyquery``, §11.4): pure rules and fake sources."""
+
+import nacl.signing
+import pytest
+
+from client.keyring import FetchKeyResult, KeyFetcher, Keyring
+from client.protocol.errors import TransportError, VerificationError
+from client.protocol.keyquery import Notary, format_key_query, parse_notary_answer
+from client.protocol.serverkeys import format_key_document, parse_key_document, sign_key_document
+from client.protocol.signedjson import sign_json
+from client.store.home import Home
+from client.trust.keydocs import (KeyDocumentRefused, KeyNotValid, Verdict, check_document_keys,
+                                  disagreement, key_verdict)
+from client.trust.keyring import ServerKey
+
+SERVER = "example.org"
+A, B, STRANGER = (nacl.signing.SigningKey(bytes([n]) * 32) for n in (1, 2, 3))
+PA, PB, PS = (bytes(key.verify_key) for key in (A, B, STRANGER))
+T = 1_800_000_000_000
+HOUR = 3600 * 1000
+
+
+def document(current, old=(), valid_until_ts=T + 24 * HOUR, name=SERVER):
+    """A self-signed key document: ``current`` keys, ``old`` (key, expired_ts) pairs."""
+    ids = {PA: "ed25519:a", PB: "ed25519:b", PS: "ed25519:s"}
+    keys = {PA: A, PB: B, PS: STRANGER}
+    raw = format_key_document(name, {ids[bytes(k.verify_key)]: bytes(k.verify_key)
+                                     for k in current},
+                              {ids[bytes(k.verify_key)]: (bytes(k.verify_key), ts)
+                               for k, ts in old}, valid_until_ts)
+    raw = sign_key_document(raw, name, {ids[bytes(k.verify_key)]: keys[bytes(k.verify_key)]
+                                        for k in current})
+    return parse_key_document(raw, name)
+
+
+DURING = document([A, B])                        # the overlap of a rotation A -> B
+AFTER = document([B], old=[(A, T + HOUR)])        # the overlap ended at T + 1 h
+
+
+@pytest.mark.parametrize("doc, pubkey, ts, previous, verdict", [
+    (DURING, PA, T, False, Verdict.VALID),
+    (DURING, PB, T + 24 * HOUR, False, Verdict.VALID),           # valid_until_ts, inclusive
+    (DURING, PB, T + 24 * HOUR + 1, False, Verdict.UNKNOWN),     # past it: refetch
+    (DURING, PA, T - 1, True, Verdict.VALID),                    # the overlap, as fetched
+    (DURING, PA, T + 1, True, Verdict.UNKNOWN),                  # later than the fetch
+    (AFTER, PA, T + HOUR - 1, True, Verdict.VALID),              # before expired_ts
+    (AFTER, PA, T + HOUR, True, Verdict.EXPIRED),                # from expired_ts on
+    (AFTER, PA, T + HOUR, False, Verdict.EXPIRED),               # whatever the position
+    (AFTER, PS, T, False, Verdict.UNKNOWN),                      # not named: maybe newer
+    (None, PA, T, False, Verdict.UNKNOWN),
+], ids=["current", "until-inclusive", "past-validity", "previous-before-fetch",
+        "previous-after-fetch", "old-before-expiry", "old-at-expiry", "expired-any-position",
+        "unnamed", "no-document"])
+def test_the_verdict_of_a_document(doc, pubkey, ts, previous, verdict):
+    assert key_verdict(doc, T, pubkey, ts, previous) is verdict
+
+
+def test_a_document_naming_a_key_off_the_chain_is_refused():
+    check_document_keys(AFTER, [PA, PB])
+    with pytest.raises(KeyDocumentRefused, match="no signing key of keyserver@example.org"):
+        check_document_keys(document([B], old=[(STRANGER, T)]), [PA, PB])
+
+
+def test_disagreement_compares_every_key_not_which_are_current():
+    assert disagreement(DURING, AFTER) is None       # the overlap ended in between
+    assert "the notary does not know ed25519:b" in disagreement(DURING, document([A]))
+    assert "the server did not show ed25519:b" in disagreement(document([A]), DURING)
+
+
+class Source(KeyFetcher):
+    def __init__(self, result, source="fake"):
+        self.result, self.source, self.asked = result, source, 0
+
+    def get_keys(self, server_name, key_ids, minimum_valid_until_ts):
+        self.asked += 1
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result and FetchKeyResult(self.result, T, self.source)
+
+
+KEYS = [ServerKey(0, 0, PA), ServerKey(5, T, PB)]
+
+
+@pytest.fixture
+def home(tmp_path):
+    return Home(str(tmp_path / "home"))
+
+
+def test_the_keyring_asks_the_next_source_only_when_it_cannot_tell(home):
+    failing, stale, fresh, unused = (Source(TransportError("down")),
+                                     Source(document([A], valid_until_ts=T)),
+                                     Source(DURING), Source(DURING))
+    keyring = Keyring(home, SERVER, [failing, stale, fresh, unused])
+    for n in range(1000):                       # one document covers many objects
+        keyring.check_valid(PB, T + n, KEYS, False, "a reply")
+    assert (failing.asked, stale.asked, fresh.asked, unused.asked) == (1, 1, 1, 0)
+    assert home.key_document(SERVER)[0] == DURING     # kept for the next session
+
+
+def test_an_expired_key_is_final(home):
+    later = Source(DURING)
+    keyring = Keyring(home, SERVER, [Source(AFTER), later])
+    with pytest.raises(KeyNotValid, match="had expired before the time it bears"):
+        keyring.check_valid(PA, T + HOUR, KEYS, True, "a reply")
+    assert later.asked == 0
+
+
+def test_nothing_that_tells_is_a_refusal_naming_each_source(home):
+    keyring = Keyring(home, SERVER, [Source(TransportError("down"), "origin"),
+                                     Source(None, "notary n.org")])
+    with pytest.raises(KeyNotValid, match="origin: down; notary n.org: no document"):
+        keyring.check_valid(PB, T, KEYS, False, "a reply")
+
+
+def test_every_source_refused_for_a_stranger_key(home):
+    bad = document([B], old=[(STRANGER, T)])
+    keyring = Keyring(home, SERVER, [Source(bad), Source(bad)])
+    with pytest.raises(KeyDocumentRefused):
+        keyring.check_valid(PB, T, KEYS, False, "a reply")
+
+
+NOTARY_KEY = nacl.signing.SigningKey(bytes([9]) * 32)
+NOTARY = Notary("notary.org", "https://notary.org", "ed25519:n", bytes(NOTARY_KEY.verify_key))
+
+
+def test_a_notary_answer_counts_only_signed_by_the_notary():
+    signed = sign_json(DURING.raw, "notary.org", "ed25519:n", NOTARY_KEY)
+    other = sign_json(document([A], name="other.org").raw, "notary.org", "ed25519:n", NOTARY_KEY)
+    [parsed] = parse_notary_answer({"server_keys": [other, signed]}, SERVER, NOTARY)
+    assert parsed == DURING
+    forged = sign_json(DURING.raw, "notary.org", "ed25519:n", STRANGER)
+    with pytest.raises(VerificationError, match="notary notary.org did not sign"):
+        parse_notary_answer({"server_keys": [forged]}, SERVER, NOTARY)
+    with pytest.raises(VerificationError, match="server_keys"):
+        parse_notary_answer({"server_keys": {}}, SERVER, NOTARY)
+    assert format_key_query(SERVER, ["ed25519:a"], T) == {
+        "server_keys": {SERVER: {"ed25519:a": {"minimum_valid_until_ts": T}}}}

@@ -27,7 +27,9 @@ class _Cached:
     until: int
 
 
-def _document(now: int) -> bytes:
+def document_bytes(now: int) -> bytes:
+    """This server's key document as served, made again when the keys change, an
+    overlap ends, or ``REBUILD_MS`` passed."""
     db, keyfile = get_db(), key_file()
     keys = tuple(key.key_id for key in serverkeys.current_keys(db, keyfile, now))
     cached: _Cached | None = current_app.extensions.get("keyserver.key_document")
@@ -45,6 +47,6 @@ def _document(now: int) -> bytes:
 
 @bp.get("/server")
 def key_document() -> Response:
-    response = Response(_document(request_now()), mimetype="application/json")
+    response = Response(document_bytes(request_now()), mimetype="application/json")
     response.headers["Cache-Control"] = "no-cache"
     return response

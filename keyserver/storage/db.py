@@ -131,6 +131,18 @@ CREATE TABLE IF NOT EXISTS own_messages (
     pos INTEGER PRIMARY KEY,
     message TEXT NOT NULL
 );
+-- The notary's cache (§11.4), one row per origin, shared by every worker: the last
+-- key document the origin served that its own keys signed (NULL until one did), when
+-- it was fetched, what the freshness rules need of it, and when the origin was last
+-- asked (the refetch limit). key_ids: its current and old key ids, space-separated.
+CREATE TABLE IF NOT EXISTS notary_documents (
+    server_name TEXT PRIMARY KEY,
+    document TEXT,
+    fetched_ts INTEGER,
+    valid_until_ts INTEGER,
+    key_ids TEXT,
+    last_attempt_ts INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value

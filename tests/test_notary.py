@@ -482,3 +482,20 @@ def test_an_origin_without_url_is_asked_over_https(instance):
     assert dict(app.extensions[POLICY].notary.origins) == {
         "matrix.test": "https://matrix.test/_matrix/key/v2/server",
         "b.test": "http://b:8/x/_matrix/key/v2/server"}
+
+
+def test_a_document_another_worker_fetched_is_served_by_every_worker_at_once(
+        instance, origin, homeserver):
+    """Each worker keeps the rows it read while the database is unchanged; another
+    worker's refetch is a commit, so the first serves the new document next."""
+    first, second = (notary_app(instance, origin).test_client() for _ in range(2))
+    origin.serve(homeserver.document(T0 + LIFETIME))
+    with at(T0):
+        assert valid_until(first) == T0 + LIFETIME
+    origin.serve(homeserver.document(T0 + 2 * LIFETIME))
+    with at(T0 + 60_000):
+        assert valid_until(first) == T0 + LIFETIME                     # kept in the process
+        assert valid_until(second, minimum=T0 + LIFETIME + 1, key_ids=["ed25519:a_Syn1"]) \
+            == T0 + 2 * LIFETIME
+        assert valid_until(first) == T0 + 2 * LIFETIME
+    assert origin.hits == 2

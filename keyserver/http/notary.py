@@ -1,8 +1,12 @@
 """The notary's endpoints (§11.4): ``POST /_matrix/key/v2/query`` and
 ``GET /_matrix/key/v2/query/<server_name>``, answering ``{"server_keys": [...]}``
-with each document countersigned. The countersigned bytes of a document are kept per
-process while the document and the signing key stay the same, so a cached answer
-costs no signature."""
+with each document countersigned.
+
+A cached answer costs neither a query nor a signature: each process keeps the cache
+rows it read while the database is unchanged (``storage.db.DataVersion``; a worker's
+refetch is a commit, so every other worker reads its row again) and the
+countersigned bytes of each document while the document and the signing key stay
+the same. The freshness rules are still judged at every request's time."""
 
 from __future__ import annotations
 
@@ -19,9 +23,10 @@ from client.protocol.signedjson import KEY_ID
 
 from ..service import notary
 from ..service.notary import KeyRequest
-from ..storage.db import get_db
+from ..service.serverkeys import signing_key
+from ..storage.db import data_version, get_db
 from ..storage.notary import CachedDocument
-from .context import current_key, policy, request_now, sign
+from .context import answer_signer, key_file, key_windows, policy, request_now
 from .keys import document_bytes
 from .params import json_body, query_int
 
@@ -29,6 +34,12 @@ bp = Blueprint("notary", __name__, url_prefix="/_matrix/key/v2")
 
 #: A query names a few servers; 16 KiB holds over a hundred with their key ids.
 MAX_QUERY_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class _Row:
+    version: int
+    row: CachedDocument | None
 
 
 @dataclass(frozen=True)
@@ -92,14 +103,27 @@ def _answer(requests: list[KeyRequest]) -> Response:
         if request.server_name == policy().server_name:
             parts.append(document_bytes(now))
             continue
-        cached = notary.document(get_db(), policy().notary, request, now, deadline,
-                                 _fetcher())
+        cached = _document(request, now, deadline)
         if cached is not None:
             parts.append(_countersigned(cached))
     response = Response(b'{"server_keys":[' + b",".join(parts) + b"]}",
                         mimetype="application/json")
     response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+def _document(request: KeyRequest, now: int, deadline: float) -> CachedDocument | None:
+    """The document to serve: this process's copy of the cache row if the database has
+    not changed since it was read and it is fresh, else ``notary.document``'s."""
+    rows: dict[str, _Row] = current_app.extensions.setdefault("keyserver.notary_rows", {})
+    version = data_version()
+    known = rows.get(request.server_name)
+    if known is not None and known.version == version and known.row is not None \
+            and notary.fresh(known.row, request, now):
+        return known.row
+    row = notary.document(get_db(), policy().notary, request, now, deadline, _fetcher())
+    rows[request.server_name] = _Row(version, row)
+    return row
 
 
 def _fetcher() -> notary.Fetch:
@@ -110,10 +134,10 @@ def _fetcher() -> notary.Fetch:
 def _countersigned(cached: CachedDocument) -> bytes:
     assert cached.document is not None
     signed: dict[str, _Signed] = current_app.extensions.setdefault("keyserver.notary_signed", {})
-    key_id = current_key().key_id
+    key_id = signing_key(key_windows(), key_file()).key_id
     entry = signed.get(cached.server_name)
     if entry is None or entry.document != cached.document or entry.key_id != key_id:
-        document = notary.countersign(json.loads(cached.document), sign)
+        document = notary.countersign(json.loads(cached.document), answer_signer())
         body = json.dumps(document, sort_keys=True, separators=(",", ":"),
                           ensure_ascii=False).encode()
         entry = signed[cached.server_name] = _Signed(cached.document, key_id, body)

@@ -232,6 +232,43 @@ def _pool() -> ConnectionPool:
     return pool
 
 
+class DataVersion:
+    """A cheap signal that the database may have changed: ``PRAGMA data_version`` of a
+    connection of this process's own that never writes. It changes whenever any other
+    connection (another request's, another worker's, a CLI command's) commits, and
+    costs a few microseconds where a query through the pool costs tens. A process keeps
+    what it read (the signing-key windows, the notary's cache rows) for as long as it
+    stays the same. Read it *before* reading what it guards: a commit in between
+    then only makes the next reader read again.
+
+    Per process (reopened after a fork), shared by its threads under a lock."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._pid: int | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def read(self) -> int:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._conn = sqlite3.connect(self.path, isolation_level=None,
+                                             check_same_thread=False)
+                self._pid = os.getpid()
+            assert self._conn is not None
+            return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+def data_version() -> int:
+    """This app's ``DataVersion`` now (see there)."""
+    signal = current_app.extensions.get("keyserver.data_version")
+    if signal is None:
+        _pool()                          # the database exists and is upgraded
+        signal = current_app.extensions.setdefault("keyserver.data_version",
+                                                   DataVersion(database_path(current_app)))
+    return signal.read()
+
+
 def get_db() -> Database:
     if "db" not in g:
         g.db = _pool().acquire()

@@ -260,13 +260,17 @@ class DataVersion:
 
 
 def data_version() -> int:
-    """This app's ``DataVersion`` now (see there)."""
+    """This app's ``DataVersion`` as the request first read it (see there): read once
+    per request, since it costs a statement."""
+    if "data_version" in g:
+        return g.data_version
     signal = current_app.extensions.get("keyserver.data_version")
     if signal is None:
         _pool()                          # the database exists and is upgraded
         signal = current_app.extensions.setdefault("keyserver.data_version",
                                                    DataVersion(database_path(current_app)))
-    return signal.read()
+    g.data_version = signal.read()
+    return g.data_version
 
 
 def get_db() -> Database:

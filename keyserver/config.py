@@ -35,7 +35,8 @@ _COUNTS = {
     "TOKEN_KEY_LIFETIME": 1, "MAX_TOKENS_PER_ISSUE": 1,
     "KEY_VALIDITY": 3600 * 1000, "KEY_ROTATION_OVERLAP": 0, "WORKER_INTERVAL": 1,
     "OWN_RENEWAL_MARGIN": 0, "CHECKPOINT_INTERVAL": 1, "REQUEST_WAIT_BOUND": 100,
-    "MIN_FREE_BYTES": 0, "DISK_CHECK_INTERVAL": 0,
+    "MIN_FREE_BYTES": 0, "DISK_CHECK_INTERVAL": 0, "NOTARY_MIN_REFETCH": 0,
+    "NOTARY_FETCH_TIMEOUT": 1, "NOTARY_MAX_DOCUMENT_BYTES": 1024,
 }
 
 
@@ -77,6 +78,7 @@ def check_config(config: dict[str, Any]) -> None:
         if not isinstance(config[key], str) or not config[key]:
             raise ConfigError(f"{key} must be a file name, not {config[key]!r}")
     _check_prices(config["TOKEN_PRICES"])
+    _check_origins(config["NOTARY_ORIGINS"])
 
 
 def _switch(key: str, value: Any) -> bool:
@@ -103,6 +105,20 @@ def _check_url(key: str, value: Any) -> None:
             split_url(value)
             return
     raise ConfigError(f"{key} must be an http or https URL, not {value!r}")
+
+
+def _check_origins(origins: Any) -> None:
+    # §11.4: server name -> base URL of its key document, or None for https://<name>.
+    if not isinstance(origins, Mapping):
+        raise ConfigError("NOTARY_ORIGINS must map server names to base URLs (or null),"
+                          f" not {origins!r}")
+    for name, url in origins.items():
+        try:
+            check_server_name(name)
+        except (InvalidIdentity, TypeError) as exc:
+            raise ConfigError(f"NOTARY_ORIGINS: {exc}") from None
+        if url is not None:
+            _check_url(f"NOTARY_ORIGINS[{name!r}]", url)
 
 
 def _check_prices(prices: Any) -> None:

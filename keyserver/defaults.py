@@ -68,6 +68,18 @@ CHECKPOINT_INTERVAL = 10 * 1000
 #: The server renews its own UIDMessage once less than this is left (§11.2).
 OWN_RENEWAL_MARGIN = 30 * DAY_MS
 
+#: The notary (§11.4): the servers whose key documents this server fetches, caches and
+#: countersigns, as server name -> base URL of the origin (None: https://<name>). It
+#: answers for these and for itself only: a notary that fetched any name asked of it
+#: would make requests anywhere for anyone (docs/decisions.md).
+NOTARY_ORIGINS: dict = {}
+#: One origin is asked at most once in this time, however often clients ask (§11.4).
+NOTARY_MIN_REFETCH = 60 * 1000
+#: How long one request may spend asking origins, in all: connecting, sending, the answer.
+NOTARY_FETCH_TIMEOUT = 3 * 1000
+#: The largest key document accepted from an origin (a Matrix homeserver's is under 1 KiB).
+NOTARY_MAX_DOCUMENT_BYTES = 64 * 1024
+
 MAX_UID_LIFETIME = 365 * DAY_MS
 RECLAIM_GRACE = 365 * DAY_MS
 LASTENTRY_MAX_AGE = 24 * HOUR_MS

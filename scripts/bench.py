@@ -9,6 +9,7 @@ and prints figures to paste into docs/benchmarks.md.
     scripts/bench client -n 1000000     keyclient sync and lookup, as processes
     scripts/bench lookup -n 100000      lookup after an incremental sync (--code: A/B)
     scripts/bench refused [--code DIR]  server CPU of the costliest refused requests
+    scripts/bench keydoc                key document and cached notary query, wrk -c16
 """
 
 from __future__ import annotations
@@ -75,15 +76,17 @@ def fresh_instance(prefix: str) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def gunicorn(instance: Path, workers: int, threads: int = 1,
-             config: dict[str, str] | None = None, code: Path | None = None):
+             config: dict[str, str] | None = None, code: Path | None = None,
+             options: list[str] | None = None, app: str = "keyserver:create_app()"):
     """Serve ``instance``; ``config`` adds ``KEYSERVER_*`` environment variables;
-    ``code`` serves another checkout's keyserver (see ``code_env``)."""
+    ``code`` serves another checkout's keyserver (see ``code_env``); ``options`` are
+    more gunicorn options; ``app`` another app (``scripts/bench_app.py``'s)."""
     port = free_port()
     env = {**code_env(code), "KEYSERVER_INSTANCE": str(instance), **(config or {})}
     process = subprocess.Popen(
         [BIN / "gunicorn", "-w", str(workers), "--threads", str(threads), "-b",
-         f"127.0.0.1:{port}", "--log-level", "warning", "keyserver:create_app()"], env=env,
-        cwd=instance.parent)
+         f"127.0.0.1:{port}", "--log-level", "warning", "--no-control-socket",
+         *(options or []), app], env=env, cwd=instance.parent)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -404,6 +407,7 @@ def _issue_run(count: int, per_request: int, clients: int,
             [(left,)] = conn.execute("SELECT sum(remaining) FROM vouchers")
     return elapsed, (f"server CPU {cpu / (count * per_request) * 1000:.2f} ms per token; "
                      f"answers {statuses}; tokens left on the vouchers {left}")
+@main.command()
 @click.option("-n", "count", default=200, show_default=True, help="Requests of each kind.")
 @click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Checkout whose keyserver is measured (default: this one), e.g. an "
@@ -517,6 +521,133 @@ def _refused_kinds(server_url: str, repouri: str, token: str) -> dict[str, Reque
         "add of the global limit, all KeyInits": filling(limit, add),
         "issue of 100 blinded, unknown voucher": ("POST", "/v1/tokens/issue", issue, {}),
     }
+
+
+#: The keydoc scenario's endpoints, by what they are called in the report.
+KEYDOC_PATHS = {"trivial Flask route (ceiling)": "/_bench/trivial",
+                "key document": "/_matrix/key/v2/server",
+                "cached notary query": "/_matrix/key/v2/query/origin.example"}
+
+
+@main.command()
+@click.option("--duration", default=10, show_default=True, help="Seconds of each wrk run.")
+@click.option("--connections", default=16, show_default=True,
+              help="Concurrent keep-alive connections (wrk -c).")
+@click.option("--runs", default=5, show_default=True, help="Runs of each endpoint.")
+@click.option("--workers", default=3, show_default=True, help="gunicorn workers.")
+@click.option("--threads", default=2, show_default=True, help="Threads per gunicorn worker.")
+@click.option("--worker-class", default="gthread", show_default=True,
+              help="gunicorn worker class (sync, gthread); the defaults are the setup "
+                   "chosen in docs/benchmarks.md.")
+@click.option("--keep-alive", default=5, show_default=True,
+              help="gunicorn --keep-alive seconds (gthread only: sync workers close).")
+def keydoc(duration: int, connections: int, runs: int, workers: int, threads: int,
+           worker_class: str, keep_alive: int) -> None:
+    """Requests per second and p99 latency of GET /_matrix/key/v2/server and of a cached
+    notary query (GET /_matrix/key/v2/query/<name>, a real Matrix-shaped document in
+    the answer), against a trivial Flask route of the same app in the same server as
+    the ceiling: wrk with N keep-alive connections, gunicorn on 127.0.0.1. The
+    endpoints take turns, one wrk run each, so a slow period of the VM hits all."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise click.ClickException("wrk is not installed: apt-get install -y wrk "
+                                   "(Debian/Ubuntu), or see https://github.com/wg/wrk")
+    with fresh_instance("keydoc") as instance, _matrix_origin() as origin_url:
+        config = {"KEYSERVER_NOTARY_ORIGINS": f'{{"origin.example": "{origin_url}"}}'}
+        options = ["--worker-class", worker_class, "--keep-alive", str(keep_alive),
+                   "--chdir", str(ROOT / "scripts")]
+        with gunicorn(instance, workers, threads, config, options=options,
+                      app="bench_app:create_app()") as (url, server):
+            answer = requests.get(url + KEYDOC_PATHS["cached notary query"], timeout=10).json()
+            if len(answer["server_keys"]) != 1:
+                raise click.ClickException(f"the notary served no document: {answer}")
+            for path in KEYDOC_PATHS.values():                      # warm every worker
+                _wrk(wrk, url + path, 1, connections)
+            results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in KEYDOC_PATHS}
+            for _ in range(runs):
+                for what, path in KEYDOC_PATHS.items():
+                    cpu = worker_cpu_seconds(server.pid)
+                    rate, p99, count = _wrk(wrk, url + path, duration, connections)
+                    cpu = (worker_cpu_seconds(server.pid) - cpu) / count
+                    results[what].append((rate, p99, cpu))
+                    click.echo(f"  {what}: {rate:,.0f} req/s, p99 {p99:.2f} ms, "
+                               f"server CPU {cpu * 1e6:.0f} µs/request")
+    setup = (f"gunicorn -w {workers} --worker-class {worker_class} --threads {threads} "
+             f"--keep-alive {keep_alive}")
+    click.echo(f"keydoc: wrk -c{connections} -d{duration}s, {setup}, medians of {runs} runs:")
+    ceiling = statistics.median(rate for rate, _, _ in results["trivial Flask route (ceiling)"])
+    for what, figures in results.items():
+        rate = statistics.median(r for r, _, _ in figures)
+        click.echo(f"  {what}: {rate:,.0f} req/s ({rate / ceiling:.0%} of the ceiling), p99 "
+                   f"{statistics.median(p for _, p, _ in figures):.2f} ms, server CPU "
+                   f"{statistics.median(c for _, _, c in figures) * 1e6:.0f} µs/request "
+                   f"(runs: {', '.join(f'{r:,.0f}' for r, _, _ in figures)})")
+
+
+def _wrk(wrk: str, url: str, duration: int, connections: int) -> tuple[float, float, int]:
+    """One wrk run: requests per second, p99 latency in ms, requests answered; any
+    answer but 200 fails the benchmark."""
+    done = subprocess.run([wrk, "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
+                          check=True, capture_output=True, text=True).stdout
+    if "Non-2xx" in done or "Socket errors" in done:
+        raise click.ClickException(f"wrk saw failures on {url}:\n{done}")
+    rate = float(done.split("Requests/sec:")[1].split()[0])
+    count = int(done.split(" requests in ")[0].split()[-1])
+    p99 = _wrk_ms(done.split(" 99%")[1].split()[0])
+    return rate, p99, count
+
+
+def _wrk_ms(text: str) -> float:
+    """A wrk latency ("812.00us", "1.23ms", "2.01s") in milliseconds."""
+    for unit, factor in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[:-len(unit)]) * factor
+    raise ValueError(f"not a wrk latency: {text!r}")
+
+
+@contextlib.contextmanager
+def _matrix_origin() -> Iterator[str]:
+    """A Matrix homeserver's key document (made with ``signedjson``, in Synapse's
+    shape, valid for a week) served on 127.0.0.1 from a thread; its base URL."""
+    import http.server
+    import json
+
+    import signedjson.key
+    import signedjson.sign
+
+    from client.clock import now_ms
+
+    key = signedjson.key.generate_signing_key("a_bnch")
+    old = signedjson.key.generate_signing_key("a_old")
+    document = signedjson.sign.sign_json({
+        "server_name": "origin.example",
+        "verify_keys": {"ed25519:a_bnch": {
+            "key": signedjson.key.encode_verify_key_base64(signedjson.key.get_verify_key(key))}},
+        "old_verify_keys": {"ed25519:a_old": {
+            "key": signedjson.key.encode_verify_key_base64(signedjson.key.get_verify_key(old)),
+            "expired_ts": now_ms() - 3600 * 1000}},
+        "valid_until_ts": now_ms() + 7 * 24 * 3600 * 1000}, "origin.example", key)
+    body = json.dumps(document).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @main.command()

@@ -8,15 +8,19 @@ request agree on the time, and lets freezegun tests hit exact boundaries (§4.2.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import current_app, g, request
 
 from ..clock import now_ms
 from ..service import payment, serverkeys
 from ..service.payment import Charge
 from ..service.policy import Policy
-from ..service.signing import KeyFile, ServerKey, key_file_path, signer
+from ..service.signing import KeyFile, ServerKey, Sign, key_file_path, signer
 from ..service.tokenkeys import TokenKeyring
-from ..storage.db import get_db
+from ..storage import signingkeys
+from ..storage.db import data_version, get_db
+from ..storage.signingkeys import KeyWindow
 
 #: ``app.extensions`` key of the app's one ``Policy``.
 POLICY = "keyserver.policy"
@@ -50,6 +54,31 @@ def server_keys() -> list[ServerKey]:
     """The keys current now (§11.2: the signing key, and the previous one during its
     overlap), oldest first."""
     return serverkeys.current_keys(get_db(), key_file(), now_ms())
+
+
+@dataclass(frozen=True)
+class _Windows:
+    version: int
+    windows: tuple[KeyWindow, ...]
+
+
+def key_windows() -> tuple[KeyWindow, ...]:
+    """The signing-key windows as last committed, read again only once the database
+    changed (``storage.db.DataVersion``), so the key document and the notary's answers
+    cost no query. Not for writes, which take the key from their own transaction
+    (``current_key``)."""
+    version = data_version()
+    cached: _Windows | None = current_app.extensions.get("keyserver.key_windows")
+    if cached is None or cached.version != version:
+        cached = _Windows(version, tuple(signingkeys.windows(get_db())))
+        current_app.extensions["keyserver.key_windows"] = cached
+    return cached.windows
+
+
+def answer_signer() -> Sign:
+    """Sign an answer that is not a write (a notary's countersignature) as this server,
+    with the key that signs now."""
+    return signer(policy().server_name, serverkeys.signing_key(key_windows(), key_file()))
 
 
 def current_key() -> ServerKey:

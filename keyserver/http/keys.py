@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from flask import Blueprint, Response, current_app
 
 from ..service import serverkeys
-from ..storage.db import get_db
-from .context import key_file, policy, request_now
+from ..storage.signingkeys import KeyWindow
+from .context import key_file, key_windows, policy, request_now
 
 bp = Blueprint("keys", __name__, url_prefix="/_matrix/key/v2")
 
@@ -23,28 +23,30 @@ REBUILD_MS = 60 * 1000
 @dataclass(frozen=True)
 class _Cached:
     body: bytes
-    keys: tuple[str, ...]
+    windows: tuple[KeyWindow, ...]
     until: int
 
 
-def _document(now: int) -> bytes:
-    db, keyfile = get_db(), key_file()
-    keys = tuple(key.key_id for key in serverkeys.current_keys(db, keyfile, now))
+def document_bytes(now: int) -> bytes:
+    """This server's key document as served: made again when the key windows change
+    (a rotation, seen through ``context.key_windows`` without a query), when an overlap
+    ends, or after ``REBUILD_MS``."""
+    windows = key_windows()
     cached: _Cached | None = current_app.extensions.get("keyserver.key_document")
-    if cached is None or cached.keys != keys or now >= cached.until:
-        document = serverkeys.key_document(db, keyfile, policy().server_name, now,
+    if cached is None or cached.windows != windows or now >= cached.until:
+        document = serverkeys.key_document(windows, key_file(), policy().server_name, now,
                                            policy().key_validity_ms)
-        change = serverkeys.next_change(db, now)
+        change = serverkeys.next_change(windows, now)
         until = min(now + REBUILD_MS, change) if change is not None else now + REBUILD_MS
         body = json.dumps(document, sort_keys=True, separators=(",", ":"),
                           ensure_ascii=False).encode()
-        cached = _Cached(body, keys, until)
+        cached = _Cached(body, windows, until)
         current_app.extensions["keyserver.key_document"] = cached
     return cached.body
 
 
 @bp.get("/server")
 def key_document() -> Response:
-    response = Response(_document(request_now()), mimetype="application/json")
+    response = Response(document_bytes(request_now()), mimetype="application/json")
     response.headers["Cache-Control"] = "no-cache"
     return response

@@ -28,6 +28,19 @@ class KeyInitPolicy:
 
 
 @dataclass(frozen=True)
+class NotaryPolicy:
+    """What the notary consults (§11.4)."""
+
+    #: server name -> URL of its key document (``.../_matrix/key/v2/server``): the
+    #: servers this notary answers for, besides itself.
+    origins: Mapping[str, str]
+    min_refetch_ms: int
+    #: What one request may spend asking origins, in all.
+    fetch_timeout_ms: int
+    max_document_bytes: int
+
+
+@dataclass(frozen=True)
 class Policy:
     """The configuration as the decisions and the capabilities (§12) see it."""
 
@@ -52,6 +65,7 @@ class Policy:
     key_rotation_overlap_ms: int
     #: §11.2: the own UIDMessage is renewed once less than this is left.
     own_renewal_margin_ms: int
+    notary: NotaryPolicy
 
 
 def from_config(config: Mapping[str, Any]) -> Policy:
@@ -85,4 +99,14 @@ def from_config(config: Mapping[str, Any]) -> Policy:
         key_validity_ms=config["KEY_VALIDITY"],
         key_rotation_overlap_ms=config["KEY_ROTATION_OVERLAP"],
         own_renewal_margin_ms=config["OWN_RENEWAL_MARGIN"],
+        notary=NotaryPolicy(
+            MappingProxyType({name: _document_url(name, base)
+                              for name, base in config["NOTARY_ORIGINS"].items()}),
+            config["NOTARY_MIN_REFETCH"], config["NOTARY_FETCH_TIMEOUT"],
+            config["NOTARY_MAX_DOCUMENT_BYTES"]),
     )
+
+
+def _document_url(server_name: str, base_url: str | None) -> str:
+    """Where an origin serves its key document (§11.4: else ``https://<server_name>``)."""
+    return (base_url or f"https://{server_name}").rstrip("/") + "/_matrix/key/v2/server"

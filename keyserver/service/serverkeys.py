@@ -34,11 +34,8 @@ def adopt(db: Database, keys: Sequence[ServerKey], now: int) -> None:
 
 
 def current_key(db: Database, keyfile: KeyFile) -> ServerKey:
-    """The key that signs now: the newest window's (§11.2)."""
-    windows = signingkeys.windows(db)
-    if not windows:
-        return list(keyfile.keys().values())[-1]
-    return keyfile.get(windows[-1].key_id)
+    """The key that signs now, as ``db`` (in a write: its transaction) says (§11.2)."""
+    return signing_key(signingkeys.windows(db), keyfile)
 
 
 def current_keys(db: Database, keyfile: KeyFile, now: int) -> list[ServerKey]:
@@ -77,12 +74,12 @@ def _check_one_current(windows: list[KeyWindow], now: int) -> None:
             " rotating now would make three keys current; wait until it ends")
 
 
-def key_document(db: Database, keyfile: KeyFile, server_name: str, now: int,
+def key_document(windows: Sequence[KeyWindow], keyfile: KeyFile, server_name: str, now: int,
                  lifetime_ms: int) -> dict:
-    """The signed key document (§11.1) at ``now``: current keys, old keys with their
+    """The signed key document (§11.1) at ``now`` of the key ``windows``
+    (``storage.signingkeys.windows``): current keys, old keys with their
     ``expired_ts``, valid for ``lifetime_ms``; signed by every current key."""
-    windows = signingkeys.windows(db)
-    current = [window for window in windows if window.current_at(now)] or windows[-1:]
+    current = [window for window in windows if window.current_at(now)] or list(windows[-1:])
     old = [window for window in windows if window not in current]
     document = format_key_document(
         server_name, {window.key_id: window.pubkey for window in current},
@@ -94,9 +91,13 @@ def key_document(db: Database, keyfile: KeyFile, server_name: str, now: int,
                               for window in current})
 
 
-def next_change(db: Database, now: int) -> int | None:
+def signing_key(windows: Sequence[KeyWindow], keyfile: KeyFile) -> ServerKey:
+    """The key that signs at the time of ``windows``: the newest window's (§11.2)."""
+    return keyfile.get(windows[-1].key_id) if windows else list(keyfile.keys().values())[-1]
+
+
+def next_change(windows: Sequence[KeyWindow], now: int) -> int | None:
     """When the key document next changes by itself (an overlap ends), if it will."""
-    ends = [window.expired_ts for window in signingkeys.windows(db)
+    ends = [window.expired_ts for window in windows
             if window.expired_ts is not None and window.expired_ts > now]
     return min(ends) if ends else None
-

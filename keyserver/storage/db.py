@@ -175,6 +175,18 @@ CREATE TABLE IF NOT EXISTS own_messages (
     pos INTEGER PRIMARY KEY,
     message TEXT NOT NULL
 );
+-- The notary's cache (§11.4), one row per origin, shared by every worker: the last
+-- key document the origin served that its own keys signed (NULL until one did), when
+-- it was fetched, what the freshness rules need of it, and when the origin was last
+-- asked (the refetch limit). key_ids: its current and old key ids, space-separated.
+CREATE TABLE IF NOT EXISTS notary_documents (
+    server_name TEXT PRIMARY KEY,
+    document TEXT,
+    fetched_ts INTEGER,
+    valid_until_ts INTEGER,
+    key_ids TEXT,
+    last_attempt_ts INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value
@@ -475,6 +487,47 @@ def disk_reserve() -> DiskReserve:
             os.path.dirname(database_path(current_app)), config["MIN_FREE_BYTES"],
             config["DISK_CHECK_INTERVAL"] / 1000))
     return reserve
+
+
+class DataVersion:
+    """A cheap signal that the database may have changed: ``PRAGMA data_version`` of a
+    connection of this process's own that never writes. It changes whenever any other
+    connection (another request's, another worker's, a CLI command's) commits, and
+    costs a few microseconds where a query through the pool costs tens. A process keeps
+    what it read (the signing-key windows, the notary's cache rows) for as long as it
+    stays the same. Read it *before* reading what it guards: a commit in between
+    then only makes the next reader read again.
+
+    Per process (reopened after a fork), shared by its threads under a lock."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._pid: int | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def read(self) -> int:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._conn = sqlite3.connect(self.path, isolation_level=None,
+                                             check_same_thread=False)
+                self._pid = os.getpid()
+            assert self._conn is not None
+            return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+def data_version() -> int:
+    """This app's ``DataVersion`` as the request first read it (see there): read once
+    per request, since it costs a statement."""
+    if "data_version" in g:
+        return g.data_version
+    signal = current_app.extensions.get("keyserver.data_version")
+    if signal is None:
+        _pool()                          # the database exists and is upgraded
+        signal = current_app.extensions.setdefault("keyserver.data_version",
+                                                   DataVersion(database_path(current_app)))
+    g.data_version = signal.read()
+    return g.data_version
 
 
 def get_db() -> Database:

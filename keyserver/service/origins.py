@@ -1,0 +1,81 @@
+"""Asking an origin for its key document (§11.4): the one place where the server makes
+a request of its own, bounded in time and size, so that a slow or hostile origin can
+neither hold a worker past the notary's budget nor fill its memory.
+
+Why not the client's ``client.transport.http11``, which has both bounds: the server
+imports nothing of the client but ``client.protocol`` (tests/test_architecture.py).
+``http.client`` bounds each read by the socket's timeout, but not a whole answer: an
+origin sending one header byte a second passes every read's timeout. So a timer
+shuts the socket down at the deadline, and whatever read is blocked then returns at
+once. Its header lines and count are bounded by ``http.client`` itself (64 KiB, 100).
+Name resolution is not bounded (the origins are the operator's own configuration).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import threading
+import time
+import urllib.parse
+
+
+class OriginError(Exception):
+    """The origin did not deliver a document within the time and size allowed."""
+
+
+def fetch_document(url: str, deadline: float, max_bytes: int) -> bytes:
+    """The body of a 200 answer to ``GET url``, of at most ``max_bytes``, arrived in
+    full before ``deadline`` (a ``time.monotonic()`` value); else ``OriginError``.
+    Redirects are not followed (an origin serves its own document)."""
+    parts = urllib.parse.urlsplit(url)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise OriginError(f"{url}: no time left to ask")
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname, parts.port, timeout=left)
+    cut = threading.Event()
+    timer: threading.Timer | None = None
+    response: http.client.HTTPResponse | None = None
+    try:
+        connection.connect()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OriginError(f"{url}: connecting took the whole time allowed")
+        timer = threading.Timer(left, _cut, (connection, cut))
+        timer.daemon = True
+        timer.start()
+        connection.request("GET", parts.path or "/", headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        if response.status != 200:
+            raise OriginError(f"{url}: answered {response.status} {response.reason}")
+        declared = response.getheader("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            raise OriginError(f"{url}: a document of {declared} bytes, over {max_bytes}")
+        body = response.read(max_bytes + 1)
+        if len(body) > max_bytes:
+            raise OriginError(f"{url}: a document over {max_bytes} bytes")
+        if cut.is_set():
+            raise OriginError(f"{url}: took more than the time allowed")
+        return body
+    except OriginError:
+        raise
+    except Exception as exc:
+        if cut.is_set():
+            raise OriginError(f"{url}: took more than the time allowed") from None
+        raise OriginError(f"{url}: {type(exc).__name__}: {exc}") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if response is not None:
+            response.close()        # it holds the socket open after the connection's close
+        connection.close()
+
+
+def _cut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """The deadline passed: end the connection under whatever read is waiting."""
+    cut.set()
+    if connection.sock is not None:
+        with contextlib.suppress(OSError):
+            connection.sock.shutdown(socket.SHUT_RDWR)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from typing import TYPE_CHECKING, Callable
 
 import click
@@ -20,11 +21,13 @@ import click
 from .accounts import Accounts
 from .clock import now_ms
 from .contacts import key_changes
+from .interrupts import signals_interrupt
 from .protocol.encoding import b64encode, b64url_decode, format_ms
-from .protocol.errors import ChainError, ClientError, ProtocolError
+from .protocol.errors import ChainError, ClientError, ProtocolError, Unreachable
 from .protocol.identity import normalize_identity
 from .session import ServerSession, add_server
 from .store.home import Home, default_home
+from .store.lock import HomeLock
 from .trust.continuity import has_new_owner
 from .trust.evidence import ServerCheating
 from .trust.history import LookupResult
@@ -51,6 +54,21 @@ _SESSIONS = "keyclient.sessions"
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        """Run the command (``_run``); Ctrl-C, SIGTERM and SIGHUP stop it cleanly
+        (``interrupts``): one line, no traceback, status 128 + the signal."""
+        try:
+            with signals_interrupt():
+                return self._run(ctx)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            try:
+                click.echo(f"\nkeyclient: stopped by {exc or 'Ctrl-C'}; what was verified is"
+                           " kept: run the command again to go on", err=True)
+            except OSError:
+                pass   # the terminal is gone (SIGHUP)
+            raise SystemExit(128 + signum) from None
+
+    def _run(self, ctx: click.Context):
         """Run the command with its errors mapped (``_invoke``); whatever its outcome,
         warn of the alerts of the servers it synced, which turn a success (or
         lookup's 3) into ``EXIT_ALERTS``: a script must not miss a takeover."""
@@ -79,12 +97,26 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
-@click.group(cls=_Group, help="Find and publish keys on hashchain keyservers.")
+@click.group(cls=_Group, help="Find and publish keys on hashchain keyservers.",
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hashchain-keyserver", prog_name="keyclient")
 @click.option("--home", envvar="KEYCLIENT_HOME", type=click.Path(file_okay=False),
               default=default_home, show_default="a per-user data directory",
               help="Folder of the client's state (or $KEYCLIENT_HOME).")
+@click.option("--wait", envvar="KEYCLIENT_WAIT", type=click.FloatRange(0), default=120,
+              show_default=True, metavar="SECONDS",
+              help="How long to wait while another keyclient command uses the home"
+                   " (or $KEYCLIENT_WAIT).")
 @click.pass_context
-def main(ctx: click.Context, home: str) -> None:
+def main(ctx: click.Context, home: str, wait: float) -> None:
+    # One command at a time per home: two syncs appending to one chain would each
+    # see the other's entries as a fork of the server's.
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    lock = HomeLock(home)
+    lock.acquire(wait, waiting=lambda holder: click.echo(
+        f"another keyclient command{f' (process {holder})' if holder else ''} is using this"
+        f" home; waiting (up to {wait:g} s)...", err=True))
+    ctx.call_on_close(lock.release)
     ctx.obj = Home(home)
 
 

@@ -88,7 +88,9 @@ def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10
                                  f"entry at {state.length}", position=state.length)
     finally:
         if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+            # Not waiting: after a failure or an interrupt, a prefetch in flight ends
+            # on its own (no prefetch is in flight after a complete download).
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
 def sync_chain(api: KeyserverAPI, chain: LocalChain, *, chunk_size: int = 10000,
@@ -108,11 +110,13 @@ def sync_chain(api: KeyserverAPI, chain: LocalChain, *, chunk_size: int = 10000,
     start = chain.length
     received_ts = now_ms()   # §7.3 F: the entries of this sync arrive at or after it
     indexer = None
+    written = chain.state()   # the verified entries on disk so far
     try:
         with chain.appending() as write:
             for entries in download_chain(api, state, chunk_size=chunk_size):
                 block = b"".join(entries)
                 write(block)
+                written = ChainState(state.length, state.last_hash)
                 if indexer is None and search is not None and index and \
                         len(entries) == chunk_size:
                     indexer = search.indexer(start, index)
@@ -121,6 +125,12 @@ def sync_chain(api: KeyserverAPI, chain: LocalChain, *, chunk_size: int = 10000,
                 progress(len(entries))
         check_expected(expect or {}, start, state.length, chain.read_entry)
         check_head(api.fetch_head(), state.length, chain.read_entry)
+    except KeyboardInterrupt:
+        # Stopped, not refused: what verified so far is kept for the next sync.
+        chain.keep_verified(written, received_ts, expect or {})
+        if indexer is not None:
+            indexer.close()
+        raise
     except BaseException:
         chain.discard()
         if indexer is not None:

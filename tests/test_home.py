@@ -15,7 +15,7 @@ from client.trust.continuity import Shown
 from client.trust.ordering import RepliesOutOfOrder, check_ordered
 
 TABLES = {"servers", "chains", "found", "scanned", "own_replies", "keyinit_msgcounts", "alerts",
-          "held_replies", "evidence", "first_seen", "shown_keys"}
+          "held_replies", "evidence", "first_seen", "shown_keys", "settings"}
 REPLY = format_uid_message_reply(ReplyEntry(bytes(72), bytes(153), 1, 1000),
                                  {"example.org": {"ed25519:a": "sig"}})
 

@@ -24,6 +24,7 @@ from .protocol.errors import ChainError, ClientError, VerificationError
 from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, verify_entries
 from .protocol.identity import server_identity
 from .protocol.uidrules import Limits
+from .protocol.urls import URLError, split_url
 from .protocol.wire import Capabilities, Chunk, UIDMessageReply
 from .store.home import Home
 from .store.localchain import LocalChain
@@ -148,6 +149,10 @@ def add_server(home: Home, url: str, move: bool = False,
     """Remember the keyserver at ``url`` (reached through ``fetcher``, by default an
     ``HTTPFetcher``); return its name. Its capabilities must be signed by a key
     they list (the chain tells later whether it is the server's)."""
+    try:
+        split_url(url)
+    except URLError as exc:
+        raise ClientError(str(exc)) from None
     api = KeyserverAPI(url, fetcher)
     capabilities = api.capabilities()
     check_self_signed(capabilities)

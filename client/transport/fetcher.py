@@ -128,7 +128,8 @@ def describe_failure(url: str, exc: Exception) -> TransportError:
                               f"({exc.verify_message}); if it is signed by your own CA, name "
                               "it with SSL_CERT_FILE")
     if ssl is not None and isinstance(exc, ssl.SSLError):
-        if exc.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
+        if exc.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE",
+                          "PACKET_LENGTH_TOO_LONG"):
             return TransportError(f"{origin} does not speak https: should the URL start with "
                                   "http://?")
         return TransportError(f"{origin}: the TLS connection failed ({exc.reason or exc})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from typing import TYPE_CHECKING, Callable
 
 import click
@@ -20,12 +21,14 @@ import click
 from .accounts import Accounts
 from .clock import now_ms
 from .contacts import key_changes
+from .interrupts import signals_interrupt
 from .protocol.encoding import b64decode, b64encode, b64url_decode, format_ms
-from .protocol.errors import ChainError, ClientError, ProtocolError
+from .protocol.errors import ChainError, ClientError, ProtocolError, Unreachable
 from .protocol.identity import normalize_identity
 from .protocol.keyquery import Notary
 from .session import ServerSession, add_server
 from .store.home import Home, default_home
+from .store.lock import HomeLock
 from .trust.continuity import has_new_owner
 from .trust.evidence import ServerCheating
 from .trust.history import LookupResult
@@ -52,6 +55,21 @@ _SESSIONS = "keyclient.sessions"
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        """Run the command (``_run``); Ctrl-C, SIGTERM and SIGHUP stop it cleanly
+        (``interrupts``): one line, no traceback, status 128 + the signal."""
+        try:
+            with signals_interrupt():
+                return self._run(ctx)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            try:
+                click.echo(f"\nkeyclient: stopped by {exc or 'Ctrl-C'}; what was verified is"
+                           " kept: run the command again to go on", err=True)
+            except OSError:
+                pass   # the terminal is gone (SIGHUP)
+            raise SystemExit(128 + signum) from None
+
+    def _run(self, ctx: click.Context):
         """Run the command with its errors mapped (``_invoke``); whatever its outcome,
         warn of the alerts of the servers it synced, which turn a success (or
         lookup's 3) into ``EXIT_ALERTS``: a script must not miss a takeover."""
@@ -80,12 +98,26 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
-@click.group(cls=_Group, help="Find and publish keys on hashchain keyservers.")
+@click.group(cls=_Group, help="Find and publish keys on hashchain keyservers.",
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hashchain-keyserver", prog_name="keyclient")
 @click.option("--home", envvar="KEYCLIENT_HOME", type=click.Path(file_okay=False),
               default=default_home, show_default="a per-user data directory",
               help="Folder of the client's state (or $KEYCLIENT_HOME).")
+@click.option("--wait", envvar="KEYCLIENT_WAIT", type=click.FloatRange(0), default=120,
+              show_default=True, metavar="SECONDS",
+              help="How long to wait while another keyclient command uses the home"
+                   " (or $KEYCLIENT_WAIT).")
 @click.pass_context
-def main(ctx: click.Context, home: str) -> None:
+def main(ctx: click.Context, home: str, wait: float) -> None:
+    # One command at a time per home: two syncs appending to one chain would each
+    # see the other's entries as a fork of the server's.
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    lock = HomeLock(home)
+    lock.acquire(wait, waiting=lambda holder: click.echo(
+        f"another keyclient command{f' (process {holder})' if holder else ''} is using this"
+        f" home; waiting (up to {wait:g} s)...", err=True))
+    ctx.call_on_close(lock.release)
     ctx.obj = Home(home)
 
 
@@ -180,12 +212,63 @@ def server_add(home: Home, url: str, move: bool) -> None:
     click.echo(f"added {name} at {url}")
 
 
+_json_option = click.option("--json", "as_json", is_flag=True,
+                            help="Print JSON (for scripts) instead of text.")
+
+
+def _echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
 @server_group.command("list")
+@_json_option
 @click.pass_obj
-def server_list(home: Home) -> None:
+def server_list(home: Home, as_json: bool) -> None:
     """The remembered keyservers, with how much of their chain is verified here."""
-    for name, url in home.servers():
-        click.echo(f"{name}  {url}  {home.chain(name).length} entries verified")
+    default = home.default_server
+    servers = [(name, url, home.chain(name)) for name, url in home.servers()]
+    if as_json:
+        _echo_json([{"name": name, "url": url, "verified_entries": chain.length,
+                     "synced_ts": chain.synced_ts, "default": name == default}
+                    for name, url, chain in servers])
+        return
+    for name, url, chain in servers:
+        synced = f", synced {_ago(chain.synced_ts)}" if chain.synced_ts else ""
+        click.echo(f"{name}  {url}  {chain.length} entries verified{synced}"
+                   f"{'  (default)' if name == default else ''}")
+    if not servers:
+        click.echo("no servers yet: add one with 'keyclient server add URL'")
+
+
+@server_group.command("default")
+@click.argument("name")
+@click.pass_obj
+def server_default(home: Home, name: str) -> None:
+    """Use the keyserver NAME when several are known and --server names none."""
+    name, _ = _servers(home, name)[0]
+    home.default_server = name
+    click.echo(f"{name} is the default server")
+
+
+@server_group.command("remove")
+@click.argument("name")
+@click.pass_obj
+def server_remove(home: Home, name: str) -> None:
+    """Forget the keyserver NAME and its downloaded chain. The replies it signed for
+    your identities and any evidence against it stay in the home."""
+    name, _ = _servers(home, name)[0]
+    home.forget_server(name)
+    click.echo(f"removed {name}")
+
+
+def _ago(ts: int) -> str:
+    """How long ago ``ts`` was, in words."""
+    seconds = max(now_ms() - ts, 0) // 1000
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "just now"
 
 
 @main.group("notary", help="Notaries that corroborate the keyservers' keys (§11.4).")
@@ -267,45 +350,123 @@ def _identity(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 def _servers(home: Home, server: str | None) -> list[tuple[str, str]]:
     """The named server, or every known one; an error when there is none."""
-    servers = [(name, url) for name, url in home.servers() if server in (None, name)]
+    known = home.servers()
+    servers = [(name, url) for name, url in known if server in (None, name)]
     if not servers:
         raise click.ClickException(
-            f"unknown server {server!r}: add it with 'keyclient server add URL'" if server else
+            f"unknown server {server!r} (known: {_names(known)}); add it with 'keyclient"
+            " server add URL'" if known else
             "no servers yet: add one with 'keyclient server add URL'")
     return servers
 
 
+def _names(servers: list[tuple[str, str]]) -> str:
+    return ", ".join(name for name, _ in servers) or "none"
+
+
 def _one_server(home: Home, server: str | None) -> tuple[str, str]:
-    servers = _servers(home, server)
+    """The named server, else the only or the default one."""
+    servers = _servers(home, server or home.default_server)
     if len(servers) != 1:
-        raise click.ClickException("name the server with --server")
+        raise click.ClickException(
+            f"several servers are known ({_names(servers)}): name one with --server, or set"
+            " one as the default with 'keyclient server default NAME'")
     return servers[0]
+
+
+_offline_option = click.option(
+    "--offline", is_flag=True,
+    help="Do not contact the server: use the chain as last verified here and the replies"
+         " kept (says how old they are).")
+
+
+def _reachable(session: ServerSession, command: str, call: Callable[[], object]):
+    """``call()``; a server that cannot be reached is an error that suggests the
+    offline command (never a silent fallback to old data)."""
+    try:
+        return call()
+    except Unreachable as exc:
+        synced = session.chain.synced_ts
+        since = f", synced {_ago(synced)}" if synced and session.chain.length else ""
+        raise click.ClickException(
+            f"{exc} ('keyclient {command} --offline' uses what this home verified{since})"
+        ) from None
+
+
+def _offline_session(home: Home, server: str | None) -> ServerSession:
+    """The named (or only, or default) server as this home last verified it, said
+    on stderr with its age."""
+    from .offline import OfflineSession
+
+    name, url = _one_server(home, server)
+    session = OfflineSession(home, name, url)
+    click.get_current_context().meta.setdefault(_SESSIONS, []).append(session)
+    synced = session.chain.synced_ts
+    when = f"last synced {_ago(synced)} ({format_ms(synced)})" if synced else "never fully synced"
+    click.echo(f"offline: {name}'s chain as verified here, {session.chain.length} entries, "
+               f"{when}; changes since then are not shown", err=True)
+    return session
 
 
 @main.command("lookup")
 @click.argument("identity", callback=_identity)
 @_server_option
+@_offline_option
+@_json_option
 @click.pass_obj
-def lookup_command(home: Home, identity: str, server: str | None) -> None:
+def lookup_command(home: Home, identity: str, server: str | None, offline: bool,
+                   as_json: bool) -> None:
     """Sync, search the whole chain for IDENTITY, verify every message of it and
     print its current keys. When they changed since you last looked IDENTITY up,
     each entry since is named on stderr, once. Exit status 1 when it is not on the
     chain (or anything fails to verify), 3 when its keys are expired or not yet
     valid (4 when one of your identities has an unacknowledged alert), 5 when the
     name has a new owner since you last looked it up."""
-    session = _session(home, server)
-    session.sync()
-    result = session.lookup(identity)
+    if offline:
+        session = _offline_session(home, server)
+    else:
+        session = _session(home, server)
+        _reachable(session, f"lookup {identity}", session.sync)
+    result = _reachable(session, f"lookup {identity}", lambda: session.lookup(identity))
     if result is None:
-        click.echo(f"{identity}: not found on {session.server} "
-                   f"({session.chain.length} entries searched)")
+        if as_json:
+            _echo_json({"identity": identity, "server": session.server, "found": False,
+                        "entries_searched": session.chain.length})
+        else:
+            click.echo(f"{identity}: not found on {session.server} "
+                       f"({session.chain.length} entries searched)")
         raise SystemExit(1)
     message = result.message
     now = now_ms()
     status = ("current" if result.is_current(now) else
-              "NOT YET VALID: do not use these keys yet" if now < message.not_before_ts else
-              "EXPIRED: do not use these keys")
-    click.echo(f"{identity}: {status}")
+              "not yet valid" if now < message.not_before_ts else "expired")
+    if as_json:
+        new_owner = _announce_key_changes(session, result)
+        _echo_json({
+            "identity": identity, "server": session.server, "found": True, "status": status,
+            "offline": offline, "synced_ts": session.chain.synced_ts,
+            "positions": [found.pos for found in result.history],
+            "msgcount": message.msgcount, "not_before_ts": message.not_before_ts,
+            "not_after_ts": message.not_after_ts, "sigkey": b64encode(message.sigkey.pubkey),
+            "fingerprint": fingerprint(message.sigkey.pubkey),
+            "sigescrow": b64encode(message.sigescrow.pubkey) if message.sigescrow else None,
+            "pubkeys": [{"pubkey": b64encode(key.pubkey), "function": key.function}
+                        for key in message.pubkeys],
+            "repouris": list(message.repouris), "new_owner": new_owner})
+    else:
+        _print_keys(identity, result, status)
+        new_owner = _announce_key_changes(session, result)
+    if new_owner:
+        raise SystemExit(EXIT_NEW_OWNER)
+    if not result.is_current(now):
+        raise SystemExit(EXIT_NOT_CURRENT)
+
+
+def _print_keys(identity: str, result: LookupResult, status: str) -> None:
+    message = result.message
+    click.echo(f"{identity}: " + {
+        "current": "current", "not yet valid": "NOT YET VALID: do not use these keys yet",
+        "expired": "EXPIRED: do not use these keys"}[status])
     click.echo(f"  positions:  {', '.join(str(found.pos) for found in result.history)}")
     click.echo(f"  msgcount:   {message.msgcount}")
     click.echo(f"  valid:      {format_ms(message.not_before_ts)}"
@@ -317,10 +478,6 @@ def lookup_command(home: Home, identity: str, server: str | None) -> None:
     for key in message.pubkeys:
         click.echo(f"  pubkey:     {b64encode(key.pubkey)} ({key.function})")
     click.echo(f"  repouris:   {', '.join(message.repouris) or 'none'}")
-    if _announce_key_changes(session, result):
-        raise SystemExit(EXIT_NEW_OWNER)
-    if not result.is_current(now):
-        raise SystemExit(EXIT_NOT_CURRENT)
 
 
 @main.group("tokens", help="The token wallet that pays for writes.")
@@ -360,15 +517,24 @@ def tokens_buy(home: Home, voucher: str, count: int, server: str | None) -> None
 
 
 @tokens_group.command("list")
+@_json_option
 @click.pass_obj
-def tokens_list(home: Home) -> None:
+def tokens_list(home: Home, as_json: bool) -> None:
     """Tokens per server and state."""
     with home.wallet() as wallet:
-        for name, _ in home.servers():
-            counts = wallet.count(name)
-            click.echo(f"{name}: {counts.get('available', 0)} available"
-                       + "".join(f", {n} {state}" for state, n in sorted(counts.items())
-                                 if state != "available"))
+        counts = {name: wallet.count(name) for name, _ in home.servers()}
+    if as_json:
+        _echo_json({name: {"available": 0, **count} for name, count in counts.items()})
+        return
+    for name, count in counts.items():
+        click.echo(f"{name}: {count.get('available', 0)} available"
+                   + "".join(f", {n} {state}" for state, n in sorted(count.items())
+                             if state != "available"))
+    if not counts:
+        click.echo("no servers yet, so no tokens: add a server with 'keyclient server add URL'")
+    elif not any(sum(count.values()) for count in counts.values()):
+        click.echo("the wallet is empty: 'keyclient tokens buy VOUCHER' or 'keyclient tokens "
+                   "add TOKEN' fills it")
 
 
 def _keystore(home: Home) -> Keystore:
@@ -524,8 +690,9 @@ def keyinit_flush(home: Home, identity: str, server: str | None) -> None:
 @keyinit_group.command("status")
 @click.argument("identity", callback=_identity)
 @_server_option
+@_json_option
 @click.pass_obj
-def keyinit_status(home: Home, identity: str, server: str | None) -> None:
+def keyinit_status(home: Home, identity: str, server: str | None, as_json: bool) -> None:
     """How many of IDENTITY's KeyInits the server still holds, and when the first
     expires: publish more before senders find none. Only the owner can ask (the
     request is signed with IDENTITY's signing key)."""
@@ -533,6 +700,11 @@ def keyinit_status(home: Home, identity: str, server: str | None) -> None:
 
     accounts = _accounts(home, server)
     left = keyinits.status(accounts.session, accounts, identity)
+    if as_json:
+        _echo_json({"identity": identity, "server": accounts.session.server,
+                    "stored": left.stored, "fallback": left.fallback,
+                    "expires_first_ts": left.expires_first_ts})
+        return
     expiry = (f", the first expires {format_ms(left.expires_first_ts)}"
               if left.expires_first_ts is not None else "")
     click.echo(f"{identity}: {left.stored} KeyInit(s) and {left.fallback} fallback "
@@ -541,15 +713,24 @@ def keyinit_status(home: Home, identity: str, server: str | None) -> None:
 
 @main.command("verify")
 @_server_option
+@_offline_option
+@_json_option
 @click.pass_obj
-def verify_command(home: Home, server: str | None) -> None:
+def verify_command(home: Home, server: str | None, offline: bool, as_json: bool) -> None:
     """Re-verify the local chain of every server (or SERVER) from its first entry, and
     that the server's replies for your identities match it."""
+    verified = []
     for name, url in _servers(home, server):
-        accounts = Accounts(_new_session(home, name, url))
-        replies = accounts.verify()
-        click.echo(f"{name}: {accounts.chain.length} entries verified, {replies} of your "
-                   "replies match the chain")
+        session = (_offline_session(home, name) if offline else _new_session(home, name, url))
+        accounts = Accounts(session)
+        replies = _reachable(session, "verify", accounts.verify)
+        verified.append({"server": name, "verified_entries": accounts.chain.length,
+                         "replies_matching": replies, "synced_ts": accounts.chain.synced_ts})
+        if not as_json:
+            click.echo(f"{name}: {accounts.chain.length} entries verified, {replies} of your "
+                       "replies match the chain")
+    if as_json:
+        _echo_json(verified)
 
 
 @main.command("evidence")

@@ -26,6 +26,7 @@ from .protocol.errors import ChainError, ClientError, VerificationError
 from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, verify_entries
 from .protocol.identity import server_identity
 from .protocol.uidrules import Limits
+from .protocol.urls import URLError, split_url
 from .protocol.wire import Capabilities, Chunk, UIDMessageReply
 from .store.home import Home
 from .store.localchain import LocalChain
@@ -90,7 +91,9 @@ def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10
                                  f"entry at {state.length}", position=state.length)
     finally:
         if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+            # Not waiting: after a failure or an interrupt, a prefetch in flight ends
+            # on its own (no prefetch is in flight after a complete download).
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
 def sync_chain(api: KeyserverAPI, chain: LocalChain, *, chunk_size: int = 10000,
@@ -110,11 +113,13 @@ def sync_chain(api: KeyserverAPI, chain: LocalChain, *, chunk_size: int = 10000,
     start = chain.length
     received_ts = now_ms()   # §7.3 F: the entries of this sync arrive at or after it
     indexer = None
+    written = chain.state()   # the verified entries on disk so far
     try:
         with chain.appending() as write:
             for entries in download_chain(api, state, chunk_size=chunk_size):
                 block = b"".join(entries)
                 write(block)
+                written = ChainState(state.length, state.last_hash)
                 if indexer is None and search is not None and index and \
                         len(entries) == chunk_size:
                     indexer = search.indexer(start, index)
@@ -123,6 +128,12 @@ def sync_chain(api: KeyserverAPI, chain: LocalChain, *, chunk_size: int = 10000,
                 progress(len(entries))
         check_expected(expect or {}, start, state.length, chain.read_entry)
         check_head(api.fetch_head(), state.length, chain.read_entry)
+    except KeyboardInterrupt:
+        # Stopped, not refused: what verified so far is kept for the next sync.
+        chain.keep_verified(written, received_ts, expect or {})
+        if indexer is not None:
+            indexer.close()
+        raise
     except BaseException:
         chain.discard()
         if indexer is not None:
@@ -143,6 +154,10 @@ def add_server(home: Home, url: str, move: bool = False,
     they list (the chain tells later whether it is the server's), and the keys its
     key document shows must be those the trusted notaries saw (§11.4: first
     contact; ``notice`` tells when no notary is configured)."""
+    try:
+        split_url(url)
+    except URLError as exc:
+        raise ClientError(str(exc)) from None
     api = KeyserverAPI(url, fetcher)
     capabilities = api.capabilities()
     check_self_signed(capabilities)

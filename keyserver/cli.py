@@ -136,6 +136,7 @@ def worker_command(once: bool) -> None:
     click.echo("keyserver worker: running the duties once" if once else
                f"keyserver worker for {app.config['KEYSERVER_NAME']}: checkpoints every "
                f"{tick / 1000:g} s, other duties every {daily / 1000:g} s")
+    sys.stdout.flush()   # said before any work: a supervisor's log shows it started
     last_daily = None
     while True:
         now = now_ms()

@@ -94,6 +94,7 @@ class Demo:
         if self.server is not None:
             self.server.terminate()
             self.server.wait(10)
+            self.server = None
 
     def scenario(self) -> None:
         self.start_server()
@@ -145,6 +146,12 @@ class Demo:
         self.keyclient("alice", "recover", ALICE, "--escrow", paper, expect="msgcount 2")
         self.keyclient("bob", "lookup", ALICE, expect="msgcount:   2")
         self.keyclient("alice", "tokens", "list", expect=f"{SERVER}: 1 available, 4 spent")
+
+        self.step("The server goes down: Bob's lookup says so, and --offline uses what he "
+                  "verified")
+        self.stop_server()
+        self.keyclient("bob", "lookup", ALICE, expect="--offline", refused=True)
+        self.keyclient("bob", "lookup", ALICE, "--offline", expect="last synced")
 
 
 @click.command()

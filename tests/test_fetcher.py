@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from client.protocol.errors import InvalidMessage, ProtocolError, RateLimited, TransportError, Unavailable
+from client.protocol.errors import (InvalidMessage, ProtocolError, RateLimited, TransportError,
+                                    Unavailable, Unreachable)
 from client.transport.fetcher import Fetcher, Request, Response
 
 
@@ -221,11 +222,14 @@ def test_an_answer_past_the_deadline_is_a_one_line_transport_error(http_server):
     url = f"http://127.0.0.1:{http_server.server_address[1]}/drip"
     with pytest.raises(TransportError) as caught:
         fetcher.fetch(Request("GET", url), 1000)
-    assert str(caught.value) == f"GET {url}: the server took more than 0.3 s to answer"
+    origin = url.removesuffix("/drip")
+    assert str(caught.value) == (f"{origin} did not answer in time: the server took more "
+                                 "than 0.3 s to answer")
 
 
 def test_unreachable_is_a_transport_error():
-    with pytest.raises(TransportError, match="GET http://127.0.0.1:9/x"):
+    with pytest.raises(Unreachable, match="^cannot reach http://127.0.0.1:9: connection "
+                                          "refused — is the server running\\?$"):
         HTTPFetcher(timeout=2).fetch(Request("GET", "http://127.0.0.1:9/x"), 10)
     with pytest.raises(TransportError, match="scheme"):
         HTTPFetcher().fetch(Request("GET", "ftp://example.org/x"), 10)

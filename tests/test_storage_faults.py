@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from client.protocol.tokens import format_authorization
 from conftest import UserActions, mint
 from keyserver import create_app
 from keyserver.storage import chain, db as storage

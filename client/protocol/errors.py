@@ -129,6 +129,11 @@ class TransportError(ClientError):
     """The answer did not arrive whole: network, timeout, size limit, unparseable reply."""
 
 
+class Unreachable(TransportError):
+    """No connection to the server could be made (refused, no route, a name that
+    does not resolve, no answer in time)."""
+
+
 class VerificationError(ClientError):
     """Data from a server failed verification (chain link, signature, key validity).
 

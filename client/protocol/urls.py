@@ -20,8 +20,11 @@ def split_url(url: str) -> tuple[str, str, int, str]:
     """``(scheme, host, port, target)`` of an http or https URL."""
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
-    if not sep or scheme not in DEFAULT_PORTS:
-        raise URLError(f"unsupported URL scheme {scheme!r} in {url!r}")
+    if not sep:
+        raise URLError(f"the URL must start with http:// or https:// (not {url!r})")
+    if scheme not in DEFAULT_PORTS:
+        raise URLError(f"unsupported URL scheme {scheme!r} in {url!r}: the URL must start "
+                       "with http:// or https://")
     rest = rest.partition("#")[0]
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     netloc, target = rest[:cut], rest[cut:]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
 from typing import TYPE_CHECKING, Collection, Iterable, Iterator
 
@@ -170,6 +171,17 @@ MIGRATIONS = [
         PRIMARY KEY (server, pubkey)
     );
     """,
+    # When each chain was last brought up to the server's head (what an offline
+    # lookup is as old as), and the user's settings (the default server).
+    """
+    ALTER TABLE chains ADD COLUMN synced_ts INTEGER;
+    UPDATE chains SET synced_ts = (SELECT max(received_ts) FROM first_seen
+                                   WHERE first_seen.server = chains.server);
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -229,6 +241,32 @@ class Home:
 
     def servers(self) -> list[tuple[str, str]]:
         return list(self.db.execute("SELECT name, url FROM servers ORDER BY name"))
+
+    def forget_server(self, name: str) -> None:
+        """Forget the keyserver ``name`` and its downloaded chain (and the default,
+        if it was). The replies and evidence it signed and the alerts about the
+        user's identities stay: added again, its new chain is checked against them."""
+        with self.db:
+            for table, column in (("servers", "name"), ("chains", "server"),
+                                  ("found", "server"), ("scanned", "server"),
+                                  ("first_seen", "server")):
+                self.db.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
+            self.db.execute("DELETE FROM settings WHERE name = 'default_server' AND value = ?",
+                            (name,))
+        shutil.rmtree(os.path.join(self.path, "chains", name), ignore_errors=True)
+
+    @property
+    def default_server(self) -> str | None:
+        """The server commands use when several are known and none is named."""
+        row = self.db.execute("SELECT value FROM settings WHERE name = 'default_server'"
+                              ).fetchone()
+        return row[0] if row else None
+
+    @default_server.setter
+    def default_server(self, name: str) -> None:
+        with self.db:
+            self.db.execute("INSERT INTO settings (name, value) VALUES ('default_server', ?)"
+                            " ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name,))
 
     def chain(self, name: str) -> LocalChain:
         if not is_domain(name):

@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from ..protocol.hashchain import ENTRY_SIZE, ZERO_HASH
-from ..trust.chainstate import ChainState
+from ..protocol.errors import VerificationError
+from ..trust.chainstate import ChainState, check_expected
 
 
 class LocalChain:
@@ -40,9 +41,11 @@ class LocalChain:
         """A writer of entries after the recorded ones, on disk (fsync) when the block
         ends; they count only once ``commit`` records them, and ``discard`` drops them."""
         with open(self.entries_path, "ab") as handle:
-            yield handle.write
-            handle.flush()
-            os.fsync(handle.fileno())
+            try:
+                yield handle.write
+            finally:
+                handle.flush()
+                os.fsync(handle.fileno())
 
     def discard(self) -> None:
         """Drop every byte past the recorded length."""
@@ -50,19 +53,44 @@ class LocalChain:
             if handle.tell() > self.length * ENTRY_SIZE:
                 handle.truncate(self.length * ENTRY_SIZE)
 
-    def commit(self, state: ChainState, received_ts: int) -> None:
+    def commit(self, state: ChainState, received_ts: int, *, synced: bool = True) -> None:
         """Record ``state`` as verified: the entries up to it are on disk, and the new
-        ones were received at ``received_ts`` (this client's clock) or later."""
+        ones were received at ``received_ts`` (this client's clock) or later; if
+        ``synced``, the chain reached the server's head then (``synced_ts``)."""
         with self.db:
             self.db.execute(
-                "INSERT INTO chains (server, length, last_hash) VALUES (?, ?, ?)"
+                "INSERT INTO chains (server, length, last_hash, synced_ts) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (server) DO UPDATE SET length = excluded.length,"
-                " last_hash = excluded.last_hash", (self.server, state.length, state.last_hash))
+                " last_hash = excluded.last_hash,"
+                " synced_ts = coalesce(excluded.synced_ts, synced_ts)",
+                (self.server, state.length, state.last_hash, received_ts if synced else None))
             if state.length > self.length:
                 self.db.execute(
                     "INSERT OR IGNORE INTO first_seen (server, end_pos, received_ts)"
                     " VALUES (?, ?, ?)", (self.server, state.length, received_ts))
         self.length, self.last_hash = state.length, state.last_hash
+
+    def keep_verified(self, state: ChainState, received_ts: int,
+                      expect: Mapping[int, bytes]) -> None:
+        """After an interrupted download: record the verified entries on disk up to
+        ``state`` (unless one differs from an ``expect``ed entry, a reply we hold:
+        then nothing), drop the rest. The next sync goes on from there and checks
+        the server's head as usual."""
+        try:
+            check_expected(expect, self.length, state.length, self.read_entry)
+        except VerificationError:
+            pass
+        else:
+            if state.length > self.length:
+                self.commit(state, received_ts, synced=False)
+        self.discard()
+
+    @property
+    def synced_ts(self) -> int | None:
+        """When a sync last brought this chain up to the server's head (None if never)."""
+        row = self.db.execute("SELECT synced_ts FROM chains WHERE server = ?",
+                              (self.server,)).fetchone()
+        return row[0] if row else None
 
     def first_seen(self, pos: int) -> int | None:
         """When this client first received an entry at or after ``pos`` (§7.3 ``F``):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Sequence
 
+from ..interrupts import signals_blocked, worker_init
 from ..protocol.hashchain import ENTRY_SIZE, K1_SIZE, fast_sha256, k1_values, open_entry
 from .localchain import LocalChain
 
@@ -76,7 +77,10 @@ class ChainSearch:
             if len(parts) > 1:
                 import multiprocessing   # only for large scans: it is slow to import
 
-                with multiprocessing.get_context("fork").Pool(len(parts)) as pool:
+                with signals_blocked():
+                    pool = multiprocessing.get_context("fork").Pool(len(parts),
+                                                                    initializer=worker_init)
+                with pool:
                     results = pool.map(_search_part, parts)
             else:
                 results = [_search_part(parts[0])]
@@ -110,7 +114,8 @@ class _Indexer:
         import multiprocessing   # only for long downloads: it is slow to import
 
         self.identities = identities
-        self.pool = multiprocessing.get_context("fork").Pool(1)
+        with signals_blocked():
+            self.pool = multiprocessing.get_context("fork").Pool(1, initializer=worker_init)
         self.pending: list = []
 
     def add(self, block: bytes, first: int) -> None:

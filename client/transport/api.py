@@ -11,7 +11,7 @@ import json
 from . import fetcher as fetching
 from .fetcher import Fetcher, Request
 from ..protocol.encoding import b64encode, b64url_encode, require_int
-from ..protocol.errors import TransportError
+from ..protocol.errors import BY_ERRCODE, ProtocolError, TransportError
 from ..protocol.keys import KeyEntry
 from ..protocol.serverkeys import KeyDocument, parse_key_document
 from ..protocol.wire import (BUNDLE_SIZE, MSGPACK, Capabilities, Chunk, Head, IssuedTokens,
@@ -28,6 +28,14 @@ MAX_JSON_BYTES = 4 * 1024 * 1024
 _REPLY_WIRE_BYTES = 24 * 1024
 #: A key document (§11.1) holds a few keys: far less than this.
 KEY_DOCUMENT_BYTES = 64 * 1024
+
+
+class NotJSON(TransportError):
+    """An answer that is not the JSON object the API promises."""
+
+
+class NotAKeyserver(TransportError):
+    """The URL answers, but not as a keyserver does."""
 
 
 class KeyserverAPI:
@@ -50,17 +58,29 @@ class KeyserverAPI:
         try:
             obj = json.loads(response.body)
         except (ValueError, RecursionError) as exc:   # nested too deeply to parse
-            raise TransportError(f"{path}: answer is not JSON") from exc
+            raise NotJSON(f"{path}: answer is not JSON") from exc
         if not isinstance(obj, dict):
-            raise TransportError(f"{path}: answer is not a JSON object")
+            raise NotJSON(f"{path}: answer is not a JSON object")
         return obj
 
     def _get_json(self, path: str, max_length: int = MAX_JSON_BYTES) -> dict:
         return self._json("GET", path, max_length=max_length)
 
     def capabilities(self) -> Capabilities:
-        """KeyRepository.Capabilities (signature checked by ``trust.keyring``)."""
-        return parse_capabilities(self._get_json("/v1/capabilities"))
+        """KeyRepository.Capabilities (signature checked by ``trust.keyring``). A
+        server that answers anything but JSON there, or an error without an errcode
+        (a web page's 404), is no keyserver."""
+        try:
+            answer = self._get_json("/v1/capabilities")
+        except ProtocolError as exc:
+            if exc.errcode in BY_ERRCODE:
+                raise
+            raise NotAKeyserver(f"{self.base_url} is not a keyserver (no signed capabilities"
+                                f" at /v1/capabilities: HTTP {exc.status})") from None
+        except NotJSON:
+            raise NotAKeyserver(f"{self.base_url} is not a keyserver (no signed capabilities"
+                                " at /v1/capabilities)") from None
+        return parse_capabilities(answer)
 
     def key_document(self, server_name: str) -> KeyDocument:
         """§11.1 ``GET /_matrix/key/v2/server``: the server's key document, for

@@ -15,14 +15,17 @@ timeout or a dropped connection is not retried, since a write may have happened.
 from __future__ import annotations
 
 import abc
+import errno
 import json
 import re
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
-from ..protocol.errors import BY_ERRCODE, ProtocolError, TransportError
-from .http11 import BodyTooLarge, Connection, RemoteDisconnected
+from ..protocol.errors import BY_ERRCODE, ProtocolError, TransportError, Unreachable
+from .http11 import BodyTooLarge, Connection, HTTPError, RemoteDisconnected
 from ..protocol.urls import URLError, split_url
 
 #: Largest error body read from a server.
@@ -83,7 +86,7 @@ class Fetcher(abc.ABC):
             except (TransportError, ProtocolError):
                 raise
             except Exception as exc:
-                raise TransportError(f"{request.method} {request.url}: {exc}") from exc
+                raise describe_failure(request.url, exc) from exc
             if 200 <= response.status < 300:
                 return response
             wait = self._retry_wait(response, attempt)
@@ -103,6 +106,49 @@ class Fetcher(abc.ABC):
         asked = response.headers.get("retry-after", "")
         wait = float(asked) if _DELAY_SECONDS.fullmatch(asked) else self.backoff * 2 ** attempt
         return wait if wait <= self.max_wait else None
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``: what a network failure concerns."""
+    return "/".join(url.split("/")[:3])
+
+
+def describe_failure(url: str, exc: Exception) -> TransportError:
+    """A failure to exchange bytes with the server at ``url``, in one line that says
+    what happened and what to do; ``Unreachable`` when no connection was made (the
+    caller may offer the data it verified before)."""
+    origin = _origin(url)
+    ssl = sys.modules.get("ssl")   # loaded only for https
+    if isinstance(exc, ConnectionRefusedError):
+        return Unreachable(f"cannot reach {origin}: connection refused — is the server "
+                           "running?")
+    if isinstance(exc, socket.gaierror):
+        return Unreachable(f"cannot reach {origin}: its name does not resolve — check the URL"
+                           " and the network")
+    if isinstance(exc, TimeoutError):
+        return Unreachable(f"{origin} did not answer in time: {exc or 'timed out'}")
+    if ssl is not None and isinstance(exc, ssl.SSLCertVerificationError):
+        return TransportError(f"{origin}: its TLS certificate is not trusted "
+                              f"({exc.verify_message}); if it is signed by your own CA, name "
+                              "it with SSL_CERT_FILE")
+    if ssl is not None and isinstance(exc, ssl.SSLError):
+        if exc.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE",
+                          "PACKET_LENGTH_TOO_LONG"):
+            return TransportError(f"{origin} does not speak https: should the URL start with "
+                                  "http://?")
+        return TransportError(f"{origin}: the TLS connection failed ({exc.reason or exc})")
+    if isinstance(exc, HTTPError):
+        return TransportError(f"{origin} does not answer like a web server: {exc}")
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return TransportError(f"{origin} dropped the connection ({exc}): the answer is lost")
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS:
+        return Unreachable(f"cannot reach {origin}: {exc.strerror.lower()}")
+    return TransportError(f"{origin}: {exc}")
+
+
+#: Errors of a connection that could not be made.
+_UNREACHABLE_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN,
+                       errno.ECONNABORTED}
 
 
 def error_from_response(request: Request, response: Response) -> ProtocolError:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import (capabilities, context, errors, hashchain, keyinits, keys, params, tokens,
-               users)
+from . import (capabilities, context, errors, hashchain, keyinits, keys, params, tiles,
+               tokens, users)
 
 
 def init_app(app: Flask) -> None:
@@ -15,5 +15,6 @@ def init_app(app: Flask) -> None:
     app.before_request(context.read_clock)
     errors.init_app(app)
     params.init_app(app)
-    for blueprint in (capabilities.bp, hashchain.bp, users.bp, tokens.bp, keyinits.bp, keys.bp):
+    for blueprint in (capabilities.bp, hashchain.bp, users.bp, tokens.bp, keyinits.bp, keys.bp,
+                      tiles.bp):
         app.register_blueprint(blueprint)

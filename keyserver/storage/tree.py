@@ -13,17 +13,32 @@ from .db import Database
 
 
 class TreeReader:
-    """``merkle.HashReader`` over the stored nodes."""
+    """``merkle.HashReader`` over the stored nodes; ``load`` reads many in one query."""
 
     def __init__(self, db: Database):
         self.db = db
+        self.loaded: dict[tuple[int, int], bytes] = {}
 
     def node(self, level: int, index: int) -> bytes:
+        if (level, index) in self.loaded:
+            return self.loaded[level, index]
         row = self.db.conn.execute("SELECT hash FROM tree_nodes WHERE level = ? AND idx = ?",
                                    (level, index)).fetchone()
         if row is None:
             raise LookupError(f"no tree node at level {level}, index {index}")
         return row[0]
+
+    def load(self, wanted: list[tuple[int, int]]) -> None:
+        """Read the nodes ``wanted`` (level, index) in one query per 200 (each a search of
+        the primary key: SQLite's OR optimization), for ``node`` to answer from."""
+        wanted = list(dict.fromkeys(wanted))
+        for first in range(0, len(wanted), 200):
+            part = wanted[first:first + 200]
+            where = " OR ".join(["(level = ? AND idx = ?)"] * len(part))
+            for level, index, hash_ in self.db.conn.execute(
+                    f"SELECT level, idx, hash FROM tree_nodes WHERE {where}",
+                    [value for pair in part for value in pair]):
+                self.loaded[level, index] = hash_
 
     def nodes(self, level: int, first: int, count: int) -> list[bytes]:
         """``count`` consecutive nodes of ``level`` from ``first`` (a hash tile)."""

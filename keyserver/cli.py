@@ -28,7 +28,7 @@ from .clock import now_ms
 from .config import ConfigError
 from .http.context import key_file, policy, server_keys, sign, token_keyring
 from .service import own, payment, tokenkeys
-from .storage import chain, db, keyinits, vouchers
+from .storage import chain, db, keyinits, tree, vouchers
 from .storage.db import StorageUnavailable
 from .storage.tokens import all_keys, spent_count
 
@@ -203,7 +203,8 @@ def chain_group() -> None:
 @with_instance
 def chain_verify_command() -> None:
     """Recompute every link of the stored chain and report the first bad position;
-    check that entry 0 is this server's own (KEYSERVER_NAME)."""
+    check that entry 0 is this server's own (KEYSERVER_NAME); recompute the stored
+    Merkle tree from the entries and report its first bad node (§8)."""
     database = db.get_db()
     try:
         length = chain.verify_stored(database)
@@ -213,7 +214,11 @@ def chain_verify_command() -> None:
     if open_entry(chain.entry_at(database, 0).entry, own) is None:
         raise click.ClickException(f"entry 0 is not {own}'s: KEYSERVER_NAME does not match the"
                                    " name this instance was created with")
-    click.echo(f"chain OK: {length} entries")
+    try:
+        tree.verify_stored(database, length)
+    except tree.BadNode as exc:
+        raise click.ClickException(f"Merkle tree broken: {exc}") from None
+    click.echo(f"chain OK: {length} entries; Merkle tree OK")
 
 
 @chain_group.command("load")
@@ -233,6 +238,30 @@ def chain_load_command(count: int, domain: str | None) -> None:
     with click.progressbar(length=count, label="appending") as bar:
         length = load(database, sign, count, domain or served[0], progress=bar.update)
     click.echo(f"chain length now {length}")
+
+
+@click.group("tiles", help="The log as C2SP tlog-tiles (§8).")
+def tiles_group() -> None:
+    pass
+
+
+@tiles_group.command("export")
+@click.argument("folder", type=click.Path(file_okay=False))
+@with_instance
+def tiles_export_command(folder: str) -> None:
+    """Write the tiles of the newest checkpoint's tree and the checkpoint to FOLDER,
+    the files the server serves under /tile/ and /checkpoint, for a static web server
+    (set TILES_URL to where it serves them). Full tiles already there are kept."""
+    from client.protocol.errors import NotFound
+
+    from .service import tiles
+
+    try:
+        done = tiles.export(db.get_db(), folder)
+    except NotFound:
+        raise click.ClickException("no checkpoint yet: run 'keyserver worker' first") from None
+    click.echo(f"exported the tree of size {done.tree_size} to {folder}: {done.written} "
+               f"files written, {done.kept} full tiles kept, checkpoint last")
 
 
 @click.group("keyinits", help="The KeyInit repository.")
@@ -369,7 +398,7 @@ def vouchers_list_command() -> None:
                    f"expires {_iso(v.expires_ts)}, created {_iso(v.created_ts)}")
 
 
-GROUPS = (chain_group, keyinits_group, keys_group, tokens_group, vouchers_group)
+GROUPS = (chain_group, keyinits_group, keys_group, tiles_group, tokens_group, vouchers_group)
 for _group in GROUPS:
     main.add_command(_group)
 

@@ -71,6 +71,8 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError("DOMAINS must name at least one domain")
     _strings("RESERVED_LOCALPARTS", config["RESERVED_LOCALPARTS"])
     _strings("ALLOWED_MIXADDRESSES", config["ALLOWED_MIXADDRESSES"])
+    if config["TILES_URL"] != "":
+        _check_url("TILES_URL", config["TILES_URL"])
     for key in ("KEYINIT_REPOSITORY_URIS", "ALLOWED_REPOURIS"):
         for uri in _strings(key, config[key]):
             _check_url(key, uri)

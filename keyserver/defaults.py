@@ -27,6 +27,10 @@ KEYINIT_REPOSITORY_URIS: list = []
 #: may name them beside KEYINIT_REPOSITORY_URIS, and capabilities list both.
 ALLOWED_REPOURIS: list = []
 
+#: Where the log's tiles are served (§8, capabilities' ``tiles_url``): empty means
+#: this server (BASE_URL); else the base URL of a static copy (``keyserver tiles export``).
+TILES_URL = ""
+
 #: Paths inside the instance folder unless absolute.
 DATABASE = "keyserver.sqlite"
 SIGNING_KEY_FILE = "signing.key"

@@ -10,6 +10,8 @@ and prints figures to paste into docs/benchmarks.md.
     scripts/bench lookup -n 100000      lookup after an incremental sync (--code: A/B)
     scripts/bench refused [--code DIR]  server CPU of the costliest refused requests
     scripts/bench keydoc                key document and cached notary query, wrk -c16
+    scripts/bench append --code DIR     CreateUID throughput, paired against another checkout
+    scripts/bench proofs -n 1000000     proof latency on a tree of N entries, in-process
 """
 
 from __future__ import annotations
@@ -61,14 +63,15 @@ def code_env(code: Path | None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def fresh_instance(prefix: str) -> Iterator[Path]:
-    """A new instance (``keyserver init``) under .bench/ for one run, removed after it."""
+def fresh_instance(prefix: str, code: Path | None = None) -> Iterator[Path]:
+    """A new instance (``keyserver init`` of checkout ``code``) under .bench/ for one
+    run, removed after it."""
     BENCH.mkdir(exist_ok=True)
     instance = Path(tempfile.mkdtemp(dir=BENCH, prefix=f"{prefix}-")) / "instance"
     try:
         subprocess.run([BIN / "keyserver", "init", "--instance", instance, "--server-name",
                         "bench.example", "--url", "http://127.0.0.1"], check=True,
-                       capture_output=True)
+                       capture_output=True, env=code_env(code), cwd=instance.parent)
         yield instance
     finally:
         shutil.rmtree(instance.parent)
@@ -251,7 +254,8 @@ def repeat(title: str, unit: str, count: int, runs: int, run) -> None:
                f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
 
 
-def _create_run(count: int, clients: int, workers: int, threads: int) -> tuple[float, str]:
+def _create_run(count: int, clients: int, workers: int, threads: int,
+                code: Path | None = None) -> tuple[float, str]:
     import json
     import multiprocessing
 
@@ -259,8 +263,8 @@ def _create_run(count: int, clients: int, workers: int, threads: int) -> tuple[f
 
     from client.clock import now_ms
 
-    with fresh_instance("create") as instance:
-        with gunicorn(instance, workers, threads) as (url, server):
+    with fresh_instance("create", code) as instance:
+        with gunicorn(instance, workers, threads, code=code) as (url, server):
             head = b64decode(requests.get(url + "/v1/hashchain/head").json()["entry"])[:32]
             now = now_ms()
             with multiprocessing.get_context("fork").Pool() as pool:
@@ -268,7 +272,8 @@ def _create_run(count: int, clients: int, workers: int, threads: int) -> tuple[f
                                     chunksize=250)
             tokens = subprocess.run(
                 [BIN / "keyserver", "tokens", "mint", "-n", str(count), "--instance", instance],
-                check=True, capture_output=True, text=True).stdout.split()
+                check=True, capture_output=True, text=True, env=code_env(code),
+                cwd=instance.parent).stdout.split()
             work = [("PUT", f"/v1/users/{m['content']['identity']}",
                      json.dumps({"uid_message": m}).encode(),
                      {"Authorization": f'PrivateToken token="{token}"'})
@@ -277,7 +282,8 @@ def _create_run(count: int, clients: int, workers: int, threads: int) -> tuple[f
             elapsed, statuses = hammer(url, work, clients)
             cpu = worker_cpu_seconds(server.pid) - cpu
         verified = subprocess.run([BIN / "keyserver", "chain", "verify", "--instance", instance],
-                                  capture_output=True, text=True).stdout.strip()
+                                  capture_output=True, text=True, env=code_env(code),
+                                  cwd=instance.parent).stdout.strip()
     return elapsed, (f"server CPU {cpu / count * 1000:.2f} ms per registration; "
                      f"answers {statuses}; {verified}")
 
@@ -914,6 +920,126 @@ def lookup_library(home: str, url: str, identity: str, profile_to: str) -> None:
         profiler.disable()
         profiler.dump_stats(profile_to)
     click.echo(f"{elapsed:.6f} {cpu:.6f}")
+
+@main.command()
+@click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="The checkout to compare with (e.g. a worktree of the "
+              "commit before the Merkle tree), served with this venv from outside both.")
+@click.option("-n", "count", default=2000, show_default=True, help="Registrations per run.")
+@click.option("--pairs", default=6, show_default=True)
+@click.option("--clients", default=8, show_default=True, help="Concurrent clients.")
+@click.option("--workers", default=2, show_default=True, help="gunicorn workers.")
+def append(code: Path, count: int, pairs: int, clients: int, workers: int) -> None:
+    """Append throughput (CreateUID over HTTP, durable commits, each paid with a token)
+    of this checkout against ``--code``, in pairs of runs alternating which goes first;
+    prints each pair's ratio and the medians."""
+    code = code.resolve()
+    rates: dict[str, list[float]] = {"before": [], "after": []}
+    for pair in range(pairs):
+        order = [("before", code), ("after", None)]
+        for name, checkout in order if pair % 2 == 0 else order[::-1]:
+            elapsed, details = _create_run(count, clients, workers, 1, checkout)
+            rates[name].append(count / elapsed)
+            click.echo(f"  pair {pair + 1} {name}: {rates[name][-1]:,.0f}/s; {details}")
+        click.echo(f"  pair {pair + 1}: after/before {rates['after'][-1] / rates['before'][-1]:.3f}")
+    ratios = [a / b for a, b in zip(rates["after"], rates["before"])]
+    click.echo(f"append (CreateUID) -n {count}, {clients} clients, gunicorn -w {workers}: "
+               f"before ({code}) median {statistics.median(rates['before']):,.0f}/s, after "
+               f"median {statistics.median(rates['after']):,.0f}/s; after/before: median "
+               f"{statistics.median(ratios):.3f} (pairs: {', '.join(f'{r:.2f}' for r in ratios)})")
+
+
+def tree_database(n: int):
+    """A database with the server's schema whose chain and tree hold ``n`` synthetic
+    entries (random bytes; the tree is computed in memory and its nodes inserted
+    directly, rather than appending n signed UIDMessages), built once under .bench/."""
+    from client.protocol.merkle import MemoryTree
+    from keyserver.storage import db
+
+    path = BENCH / f"tree-{n}.sqlite"
+    if not path.exists():
+        BENCH.mkdir(exist_ok=True)
+        click.echo(f"building a {n}-entry tree in {path} (once; kept for later runs)")
+        started = time.perf_counter()
+        partial = path.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        database = db.connect(str(partial), "OFF")
+        db.init_db(database)
+        tree = MemoryTree()
+        with db.transaction(database):
+            for first in range(0, n, 100_000):
+                rows = []
+                for pos in range(first, min(n, first + 100_000)):
+                    entry = os.urandom(32) + b"\x01" + os.urandom(120)
+                    tree.append(entry)
+                    rows.append((pos, entry, entry[:32], entry[33:41], pos))
+                database.conn.executemany(
+                    "INSERT INTO chain (pos, entry, hash, nonce, ts) VALUES (?, ?, ?, ?, ?)",
+                    rows)
+            for level, hashes in enumerate(tree.levels):
+                database.conn.executemany(
+                    "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)",
+                    ((level, index, h) for index, h in enumerate(hashes)))
+        database.close()
+        partial.rename(path)
+        click.echo(f"built in {time.perf_counter() - started:.0f} s")
+    return db.connect(str(path), "FULL", create=False)
+
+
+@main.command()
+@click.option("-n", "entries", default=1_000_000, show_default=True, help="Tree size.")
+@click.option("--proofs", default=2000, show_default=True, help="Proofs of each kind.")
+@click.option("--verify", "check_tree", is_flag=True,
+              help="Also time chain verify's recomputation of the whole tree.")
+def proofs(entries: int, proofs: int, check_tree: bool) -> None:
+    """Latency of inclusion and consistency proofs on a tree of N entries, in-process,
+    through the server's service functions and tree storage (the read path of
+    /v1/hashchain/proof/*), for random leaves and sizes; and of hash tiles."""
+    import random
+
+    from client.protocol.tiles import Tile
+    from keyserver.service import checkpoints, tiles
+    from keyserver.storage import tree
+
+    database = tree_database(entries)
+    rng = random.Random(1)
+
+    def timed(kind: str, call, arguments) -> None:
+        # Wall time, and this thread's CPU time: on a loaded machine a call that the
+        # scheduler preempts waits for a time slice, which the CPU time leaves out.
+        walls, cpus = [], []
+        for args in arguments:
+            started, cpu = time.perf_counter(), time.thread_time()
+            call(database, *args)
+            walls.append(time.perf_counter() - started)
+            cpus.append(time.thread_time() - cpu)
+
+        def quantiles(times: list[float]) -> str:
+            times.sort()
+            p50, p99 = times[len(times) // 2], times[int(len(times) * 0.99)]
+            return f"p50 {p50 * 1000:.3f} ms, p99 {p99 * 1000:.3f} ms, max {times[-1] * 1000:.3f} ms"
+
+        click.echo(f"  {kind}: {len(walls)} at N={entries:,}: wall {quantiles(walls)}; "
+                   f"CPU {quantiles(cpus)}")
+
+    for _ in range(2):    # the first round warms SQLite's page cache
+        timed("inclusion, tree_size = N", checkpoints.inclusion_proof,
+              [(rng.randrange(entries), entries) for _ in range(proofs)])
+        sizes = [rng.randrange(1, entries + 1) for _ in range(proofs)]
+        timed("inclusion, random tree_size", checkpoints.inclusion_proof,
+              [(rng.randrange(size), size) for size in sizes])
+        timed("consistency, random first to N", checkpoints.consistency_proof,
+              [(rng.randrange(entries + 1), entries) for _ in range(proofs)])
+        timed("consistency, random pair", checkpoints.consistency_proof,
+              [sorted((rng.randrange(entries + 1), size)) for size in sizes])
+        timed("hash tile 0/N (full)", tiles.read_tile,
+              [(Tile(0, rng.randrange(entries // 256)), entries) for _ in range(proofs)])
+        timed("entry bundle N (full)", tiles.read_tile,
+              [(Tile(None, rng.randrange(entries // 256)), entries) for _ in range(proofs)])
+    if check_tree:
+        started = time.perf_counter()
+        tree.verify_stored(database, entries)
+        click.echo(f"  chain verify's tree check: {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":

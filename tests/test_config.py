@@ -50,6 +50,8 @@ def test_lookup_can_be_turned_off_with_any_usual_word(instance, monkeypatch, val
     ("KEYSERVER_NAME", "keys.example.org:8000"),
     ("KEYSERVER_NAME", "a." * 122 + "org"),      # too long for keyserver@<name>
     ("BASE_URL", "keys.example.org"),
+    ("TILES_URL", "tiles.example.org"),
+    ("TILES_URL", "5"),
     ("DOMAINS", "not a list"),
     ("DOMAINS", "[]"),
     ("DOMAINS", '["bad..dom"]'),

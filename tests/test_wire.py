@@ -2,6 +2,7 @@
 gives the object back, ``format_x`` gives exactly what the server serves today, and
 each malformed answer is refused with its exact error."""
 
+import dataclasses
 import json
 import re
 
@@ -105,8 +106,23 @@ def test_capabilities_round_trip():
 
 
 def test_capabilities_tolerate_later_members():
-    obj = {**capabilities_obj(), "tiles_url": "x", "checkpoint": "y"}
+    obj = {**capabilities_obj(), "witness": {"name": "x"}}
     assert parse_capabilities(obj) == CAPABILITIES
+
+
+def test_capabilities_checkpoint_and_tiles_url_are_optional():
+    assert (CAPABILITIES.checkpoint, CAPABILITIES.tiles_url) == (None, None)
+    assert "tiles_url" not in capabilities_obj() and "checkpoint" not in capabilities_obj()
+    for checkpoint in (None, "example.org/keyserver\n1\n...\n"):
+        revised = dataclasses.replace(CAPABILITIES, checkpoint=checkpoint,
+                                      tiles_url="https://tiles.example")
+        obj = format_capabilities(revised)
+        assert (obj["checkpoint"], obj["tiles_url"]) == (checkpoint, "https://tiles.example")
+        assert parse_capabilities(obj) == revised
+    obj = format_capabilities(dataclasses.replace(CAPABILITIES, tiles_url="https://t.example"))
+    for member, value in (("checkpoint", 5), ("tiles_url", None), ("tiles_url", ["x"])):
+        with pytest.raises(VerificationError, match=member):
+            parse_capabilities({**obj, member: value})
 
 
 def test_receipt_and_issuance_round_trip():

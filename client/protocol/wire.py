@@ -360,6 +360,11 @@ class Capabilities:
     #: The key that signs the log's checkpoints (§8), as the chain binds it (§4).
     log_vkey: VerifierKey
     ts: int
+    #: Revision 2 (§8): the newest checkpoint note (None before the first) and where
+    #: the log's tiles are served (this server or a static copy). A server that sends
+    #: no ``tiles_url`` (an older one) sends neither: both are then None.
+    checkpoint: str | None = None
+    tiles_url: str | None = None
     #: As parsed (the signature covers it); None for capabilities the server builds.
     raw: dict | None = field(default=None, compare=False, repr=False)
 
@@ -409,6 +414,8 @@ def format_capabilities(capabilities: Capabilities) -> dict:
         "limits": format_limits(capabilities.limits),
         "log_vkey": format_verifier_key(capabilities.log_vkey),
         "ts": capabilities.ts,
+        **({} if capabilities.tiles_url is None else
+           {"checkpoint": capabilities.checkpoint, "tiles_url": capabilities.tiles_url}),
     }
 
 
@@ -442,7 +449,17 @@ def parse_capabilities(obj: Any) -> Capabilities:
         reader.items("token_prices", price),
         parse_limits(reader.get("limits"), f"{prefix}: limits"),
         parse_verifier_key(reader.get("log_vkey"), f"{prefix}: log_vkey", VerificationError),
-        reader.int("ts"), obj)
+        reader.int("ts"), *_tiles_members(reader), raw=obj)
+
+
+def _tiles_members(reader: _Reader) -> tuple[str | None, str | None]:
+    """``checkpoint`` (a note or null) and ``tiles_url``, both optional (§8, revision 2)."""
+    if "tiles_url" not in reader.obj:
+        return None, None
+    checkpoint = reader.obj.get("checkpoint")
+    if checkpoint is not None and not isinstance(checkpoint, str):
+        reader.fail("checkpoint", "must be a checkpoint note or null")
+    return checkpoint, reader.str("tiles_url")
 
 
 # --- KeyInit receipt (§9, §11.3) ----------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from client.protocol.wire import Capabilities, Head, TokenKeyInfo, format_capabilities
 
-from ..storage import chain
+from ..storage import chain, checkpoints
 from ..storage.db import Database
 from .policy import Policy
 from . import own
@@ -27,8 +27,10 @@ METHODS = (
 
 def capabilities(db: Database, policy: Policy, server_keys: list[ServerKey], sign: Sign,
                  now: int) -> dict:
-    """The signed capabilities at ``now``: the chain's head and the token keys valid now."""
+    """The signed capabilities at ``now``: the chain's head, the token keys valid now
+    and the newest checkpoint."""
     head = chain.head(db)
+    newest = checkpoints.newest(db)
     base = policy.base_url
     return sign(format_capabilities(Capabilities(
         server_name=policy.server_name, version="1", methods=METHODS,
@@ -39,4 +41,5 @@ def capabilities(db: Database, policy: Policy, server_keys: list[ServerKey], sig
         token_keys=tuple(TokenKeyInfo(key.key_id, key.spki, key.not_after_ts)
                          for key in usable_keys(db, now)),
         token_prices=policy.token_prices, limits=policy.limits,
-        log_vkey=own.current(db).log_vkey, ts=now)))
+        log_vkey=own.current(db).log_vkey, ts=now,
+        checkpoint=None if newest is None else newest.note, tiles_url=policy.tiles_url)))

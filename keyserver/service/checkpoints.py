@@ -5,17 +5,21 @@ the proofs are computed from the stored tree in O(log n) reads.
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import nacl.signing
 
 from client.protocol.checkpoint import Checkpoint, sign_checkpoint
 from client.protocol.errors import BadRequest
-from client.protocol.merkle import prove_consistency, prove_inclusion, tree_root
+from client.protocol.merkle import HashReader, prove_consistency, prove_inclusion, tree_root
 
 from ..storage import checkpoints, tree
 from ..storage.checkpoints import StoredCheckpoint
 from ..storage.db import Database, transaction
 from ..storage.tree import TreeReader
 from . import own
+
+T = TypeVar("T")
 
 
 def origin(server_name: str) -> str:
@@ -48,6 +52,28 @@ def make(db: Database, log_key: nacl.signing.SigningKey, interval_ms: int,
     return stored
 
 
+class _Wanted:
+    """A ``HashReader`` that notes which nodes a prover reads (the nodes a proof needs
+    depend on the sizes and the index only, never on the hashes)."""
+
+    def __init__(self):
+        self.nodes: list[tuple[int, int]] = []
+
+    def node(self, level: int, index: int) -> bytes:
+        self.nodes.append((level, index))
+        return bytes(32)
+
+
+def _prove(db: Database, prove: Callable[[HashReader], T]) -> T:
+    """Run ``prove`` over the stored tree with one query for all its nodes, not one
+    for each (about 20 at a million entries)."""
+    wanted = _Wanted()
+    prove(wanted)
+    reader = TreeReader(db)
+    reader.load(wanted.nodes)
+    return prove(reader)
+
+
 def _size_in_range(name: str, value: int, maximum: int) -> None:
     if value > maximum:
         raise BadRequest(f"{name} {value} is beyond the tree's size {maximum}")
@@ -58,7 +84,7 @@ def inclusion_proof(db: Database, index: int, tree_size: int) -> list[bytes]:
     _size_in_range("tree_size", tree_size, tree.size(db))
     if index >= tree_size:
         raise BadRequest(f"index {index} is not below tree_size {tree_size}")
-    return prove_inclusion(index, tree_size, TreeReader(db))
+    return _prove(db, lambda reader: prove_inclusion(index, tree_size, reader))
 
 
 def consistency_proof(db: Database, first: int, second: int) -> list[bytes]:
@@ -66,4 +92,4 @@ def consistency_proof(db: Database, first: int, second: int) -> list[bytes]:
     _size_in_range("second", second, tree.size(db))
     if first > second:
         raise BadRequest(f"first {first} is beyond second {second}")
-    return prove_consistency(first, second, TreeReader(db))
+    return _prove(db, lambda reader: prove_consistency(first, second, reader))

@@ -46,6 +46,8 @@ class Policy:
 
     server_name: str
     base_url: str
+    #: Where the log's tiles are served (§8): BASE_URL unless TILES_URL names a copy.
+    tiles_url: str
     domains: tuple[str, ...]
     reserved: frozenset[str]
     allowed_mixaddresses: frozenset[str]
@@ -75,6 +77,7 @@ def from_config(config: Mapping[str, Any]) -> Policy:
     return Policy(
         server_name=config["KEYSERVER_NAME"],
         base_url=config["BASE_URL"],
+        tiles_url=config["TILES_URL"] or config["BASE_URL"],
         domains=tuple(config["DOMAINS"]),
         reserved=frozenset(config["RESERVED_LOCALPARTS"]),
         allowed_mixaddresses=frozenset(config["ALLOWED_MIXADDRESSES"]),

@@ -13,17 +13,32 @@ from .db import Database
 
 
 class TreeReader:
-    """``merkle.HashReader`` over the stored nodes."""
+    """``merkle.HashReader`` over the stored nodes; ``load`` reads many in one query."""
 
     def __init__(self, db: Database):
         self.db = db
+        self.loaded: dict[tuple[int, int], bytes] = {}
 
     def node(self, level: int, index: int) -> bytes:
+        if (level, index) in self.loaded:
+            return self.loaded[level, index]
         row = self.db.conn.execute("SELECT hash FROM tree_nodes WHERE level = ? AND idx = ?",
                                    (level, index)).fetchone()
         if row is None:
             raise LookupError(f"no tree node at level {level}, index {index}")
         return row[0]
+
+    def load(self, wanted: list[tuple[int, int]]) -> None:
+        """Read the nodes ``wanted`` (level, index) in one query per 200 (each a search of
+        the primary key: SQLite's OR optimization), for ``node`` to answer from."""
+        wanted = list(dict.fromkeys(wanted))
+        for first in range(0, len(wanted), 200):
+            part = wanted[first:first + 200]
+            where = " OR ".join(["(level = ? AND idx = ?)"] * len(part))
+            for level, index, hash_ in self.db.conn.execute(
+                    f"SELECT level, idx, hash FROM tree_nodes WHERE {where}",
+                    [value for pair in part for value in pair]):
+                self.loaded[level, index] = hash_
 
     def nodes(self, level: int, first: int, count: int) -> list[bytes]:
         """``count`` consecutive nodes of ``level`` from ``first`` (a hash tile)."""
@@ -59,3 +74,60 @@ def backfill(db: Database) -> int:
     for pos, entry in rows:
         add_leaf(db, pos, entry)
     return len(rows)
+
+
+class BadNode(Exception):
+    """A stored tree node that is missing, extra or not the hash of what it covers."""
+
+    def __init__(self, level: int, index: int, problem: str):
+        super().__init__(f"tree node at level {level}, index {index}: {problem}")
+        self.level, self.index = level, index
+
+
+def verify_stored(db: Database, length: int, batch: int = 65_536) -> None:
+    """Recompute the tree of the chain's first ``length`` entries from them, in
+    batches: every leaf hash from its entry, every stored node from the two below it,
+    and that exactly the complete subtrees are stored; raise ``BadNode`` naming the
+    first bad node (lowest level, then index)."""
+    assert batch % 2 == 0
+    for start in range(0, max(length, 1), batch):
+        entries = db.conn.execute(
+            "SELECT pos, CAST(entry AS BLOB) FROM chain WHERE pos >= ? AND pos < ? ORDER BY pos",
+            (start, min(start + batch, length))).fetchall()
+        _compare(db, 0, start, [leaf_hash(entry) for _, entry in entries],
+                 min(batch, length - start))
+    level, count = 1, length >> 1
+    while count:
+        for start in range(0, count, batch):
+            below = TreeReader(db).nodes(level - 1, 2 * start, 2 * min(batch, count - start))
+            _compare(db, level, start, [node_hash(below[i], below[i + 1])
+                                        for i in range(0, len(below), 2)],
+                     min(batch, count - start))
+        level, count = level + 1, count >> 1
+    _check_nothing_beyond(db, length)
+
+
+def _compare(db: Database, level: int, start: int, computed: list[bytes], count: int) -> None:
+    """The stored nodes ``start .. start+count-1`` of ``level`` are ``computed``."""
+    stored = dict(db.conn.execute(
+        "SELECT idx, hash FROM tree_nodes WHERE level = ? AND idx >= ? AND idx < ?",
+        (level, start, start + count)))
+    for index in range(start, start + count):
+        if index not in stored:
+            raise BadNode(level, index, "missing")
+        if index - start >= len(computed):
+            # The chain check reports a missing entry first; be safe anyway.
+            raise BadNode(level, index, "covers entries the chain does not hold")
+        if stored[index] != computed[index - start]:
+            raise BadNode(level, index, "not the hash of the entries it covers")
+
+
+def _check_nothing_beyond(db: Database, length: int) -> None:
+    """No level holds a node past the last complete subtree of ``length`` leaves."""
+    for level, index in db.conn.execute(
+            "SELECT level, max(idx) FROM tree_nodes GROUP BY level ORDER BY level"):
+        if index >= length >> level:
+            extra = length >> level
+            first = db.conn.execute("SELECT min(idx) FROM tree_nodes WHERE level = ? AND idx >= ?",
+                                    (level, extra)).fetchone()[0]
+            raise BadNode(level, first, f"beyond the tree of the chain's {length} entries")

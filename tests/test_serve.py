@@ -1,6 +1,6 @@
 """``scripts/serve``, the newcomer's first command: it makes a default instance on
-first run, serves it on 127.0.0.1 with the background worker beside it, and leaves
-no process behind when stopped."""
+first run, serves it on 127.0.0.1 with the background worker beside it (which signs
+the first checkpoint), and leaves no process behind when stopped."""
 
 import os
 import signal
@@ -48,6 +48,10 @@ def test_serve_makes_an_instance_and_runs_the_server_and_its_worker(tmp_path):
                 time.sleep(0.05)
         assert head is not None and head.status_code == 200 and head.json()["pos"] == 0
         assert (instance / "config.py").exists()
+        # The worker beside it signs the first checkpoint (§8) once it has started.
+        while requests.get(url + "/v1/hashchain/checkpoint", timeout=1).status_code != 200:
+            assert time.monotonic() < deadline, "the worker made no checkpoint"
+            time.sleep(0.1)
         commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                     for pid in children(serve.pid)]
         assert any(b"worker" in command for command in commands), commands

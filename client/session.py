@@ -379,9 +379,9 @@ class ServerSession:
             raise VerificationError("the head's tree size and root are not its checkpoint's")
         reply = answer.reply
         pos = reply.entry.hashchain_pos
-        check_leaf(reply.entry.hashchain_entry, answer.leaf_proof, checkpoint, pos)
         with self._evidence():
             self._advance_checkpoint(note)
+        check_leaf(reply.entry.hashchain_entry, answer.leaf_proof, checkpoint, pos)
         if synced:
             if pos < self.chain.length and self.chain.entry(pos) != reply.entry.hashchain_entry:
                 raise VerificationError(f"the reply names another entry at position {pos}"

@@ -83,7 +83,8 @@ class RewrittenLog:
 
     def __call__(self, request):
         if request.route == ROUTE_CHECKPOINT:
-            return Answer(200, {"Content-Type": "text/plain"}, self.note(self.tree(request)).encode())
+            note = self.note(self.tree(request))
+            return Answer(200, {"Content-Type": "text/plain"}, note.encode())
         if request.route == "/v1/hashchain/proof/consistency":
             first, second = int(request.query["first"]), int(request.query["second"])
             hashes = prove_consistency(first, second, self.tree(request))

@@ -3,11 +3,12 @@ chain gives their positions, that together break a rule an honest server keeps.
 Such replies need no trust in the client to convince anyone: the session keeps
 them, as signed, in the home's ``evidence`` table, and the command fails.
 
-Three kinds are caught (the third in ``trust.checkpoints``, with the checkpoint
-notes the server signed as the evidence): times that decrease along the chain (``trust.ordering``) and
+Three kinds are caught: times that decrease along the chain (``trust.ordering``),
 an identity's history whose messages break §4 (``BrokenHistory``: a takeover of
 a held identity, an update its previous keys did not sign), which the server must
-have refused before appending them (§4.1, §4.2). No I/O here.
+have refused before appending them (§4.1, §4.2), and a log whose history was
+rewritten (``trust.checkpoints.HistoryRewritten``: the checkpoint notes the server
+signed are the evidence, kept with the replies). No I/O here.
 """
 
 from __future__ import annotations

@@ -123,6 +123,11 @@ def main(ctx: click.Context, home: str, wait: float) -> None:
 
 def _evidence_kept(home: Home, exc: ServerCheating) -> str:
     """Where the proof of a server caught cheating is (the session kept it)."""
+    if exc.notes:
+        return (f"The {len(exc.notes)} checkpoints it signed that prove it are kept as "
+                f"evidence in {os.path.join(home.path, 'state.sqlite')}: 'keyclient "
+                "evidence' lists them ('--json' prints them to hand on). Do not trust this"
+                " server.")
     return (f"The {len(exc.replies)} signed replies that prove it are kept as evidence in "
             f"{os.path.join(home.path, 'state.sqlite')}: 'keyclient evidence' lists them "
             "('--json' prints them to hand on). Do not trust this server.")
@@ -412,16 +417,28 @@ def _offline_session(home: Home, server: str | None) -> ServerSession:
 @click.argument("identity", callback=_identity)
 @_server_option
 @_offline_option
+@click.option("--light", is_flag=True,
+              help="Do not download the chain: ask the server for IDENTITY's latest entry"
+                   " and its proof in a signed checkpoint. The server learns whom you look"
+                   " up, and this cannot prove that no later entry exists.")
 @_json_option
 @click.pass_obj
 def lookup_command(home: Home, identity: str, server: str | None, offline: bool,
-                   as_json: bool) -> None:
+                   light: bool, as_json: bool) -> None:
     """Sync, search the whole chain for IDENTITY, verify every message of it and
     print its current keys. When they changed since you last looked IDENTITY up,
     each entry since is named on stderr, once. Exit status 1 when it is not on the
     chain (or anything fails to verify), 3 when its keys are expired or not yet
     valid (4 when one of your identities has an unacknowledged alert), 5 when the
-    name has a new owner since you last looked it up."""
+    name has a new owner since you last looked it up.
+
+    With --light, only IDENTITY's latest entry is fetched, with its inclusion
+    proof in a checkpoint signed by the log key (§8)."""
+    if light and offline:
+        raise click.UsageError("--light asks the server: it cannot be --offline")
+    if light:
+        _light_lookup(_session(home, server), identity, as_json)
+        return
     if offline:
         session = _offline_session(home, server)
     else:
@@ -459,6 +476,50 @@ def lookup_command(home: Home, identity: str, server: str | None, offline: bool,
     if new_owner:
         raise SystemExit(EXIT_NEW_OWNER)
     if not result.is_current(now):
+        raise SystemExit(EXIT_NOT_CURRENT)
+
+
+#: What a light lookup cannot do, said every time.
+LIGHT_CAVEAT = ("light lookup: the server learned that you looked up {identity}, and this"
+                " proves only that this entry is in its log, not that no later entry of"
+                " {identity} exists (only a full sync, 'keyclient lookup {identity}', can);"
+                " the history before it was not checked either")
+
+
+def _light_lookup(session: ServerSession, identity: str, as_json: bool) -> None:
+    """``lookup --light``: the latest entry, proven in a signed checkpoint."""
+    result = _reachable(session, f"lookup {identity}", lambda: session.light_lookup(identity))
+    found, message = result.found, result.found.message
+    key_from = ("the log key the synced chain binds" if result.log_key_from == "chain" else
+                "the log key the server's capabilities name (sync the chain once to pin it)")
+    click.echo(LIGHT_CAVEAT.format(identity=identity), err=True)
+    now = now_ms()
+    current = message.not_before_ts <= now < message.not_after_ts
+    status = ("current" if current else
+              "not yet valid" if now < message.not_before_ts else "expired")
+    if as_json:
+        _echo_json({
+            "identity": identity, "server": session.server, "found": True, "light": True,
+            "status": status, "position": found.pos, "tree_size": result.checkpoint.tree_size,
+            "log_key_from": result.log_key_from, "msgcount": message.msgcount,
+            "not_before_ts": message.not_before_ts, "not_after_ts": message.not_after_ts,
+            "sigkey": b64encode(message.sigkey.pubkey),
+            "fingerprint": fingerprint(message.sigkey.pubkey),
+            "pubkeys": [{"pubkey": b64encode(key.pubkey), "function": key.function}
+                        for key in message.pubkeys], "repouris": list(message.repouris)})
+    else:
+        click.echo(f"{identity}: {status} (light: latest entry only)")
+        click.echo(f"  position:   {found.pos}, in the checkpoint of tree size "
+                   f"{result.checkpoint.tree_size}, signed by {key_from}")
+        click.echo(f"  msgcount:   {message.msgcount}")
+        click.echo(f"  valid:      {format_ms(message.not_before_ts)}"
+                   f" .. {format_ms(message.not_after_ts)}")
+        click.echo(f"  sigkey:     {b64encode(message.sigkey.pubkey)}")
+        click.echo(f"  fingerprint: {fingerprint(message.sigkey.pubkey)}")
+        for key in message.pubkeys:
+            click.echo(f"  pubkey:     {b64encode(key.pubkey)} ({key.function})")
+        click.echo(f"  repouris:   {', '.join(message.repouris) or 'none'}")
+    if not current:
         raise SystemExit(EXIT_NOT_CURRENT)
 
 
@@ -741,19 +802,32 @@ def verify_command(home: Home, server: str | None, offline: bool, as_json: bool)
 def evidence_command(home: Home, server: str | None, as_json: bool) -> None:
     """What this home keeps as proof that a server cheated: the server's own signed
     replies that break the protocol (times that decrease along the chain, a history
-    that breaks the update rules), oldest first."""
+    that breaks the update rules), and checkpoints it signed that no honest log
+    signs together (a rewritten history, §8), oldest first."""
     kept = [(name, ts, what, replies) for name, _ in _servers(home, server)
             for ts, what, replies in home.evidence(name)]
+    notes = [(name, ts, what, kept_notes) for name, _ in _servers(home, server)
+             for ts, what, kept_notes in home.evidence_notes(name)]
     if as_json:
         click.echo(json.dumps([{"server": name, "recorded_ts": ts, "what": what,
-                                "replies": replies} for name, ts, what, replies in kept],
+                                "replies": replies} for name, ts, what, replies in kept
+                               if replies] +
+                              [{"server": name, "recorded_ts": ts, "what": what,
+                                "checkpoints": kept_notes}
+                               for name, ts, what, kept_notes in notes],
                               indent=2, sort_keys=True))
         return
     for name, ts, what, replies in kept:
+        if not replies:
+            continue
         positions = ", ".join(str(reply["entry"]["hashchain_pos"]) for reply in replies)
         click.echo(f"{name}, {format_ms(ts)}: {what} [{len(replies)} signed replies, "
                    f"positions {positions}]")
-    if not kept:
+    for name, ts, what, kept_notes in notes:
+        click.echo(f"{name}, {format_ms(ts)}: {what} [{len(kept_notes)} signed checkpoints]")
+        for note in kept_notes:
+            click.echo("  " + note.rstrip("\n").replace("\n", "\n  "))
+    if not kept and not notes:
         click.echo("no evidence")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 from .clock import now_ms
@@ -23,11 +24,13 @@ from .monitor import check_own_identities
 from .notaries import check_server_keys
 from .protocol.encoding import b64encode, sha256
 from .protocol.errors import ChainError, ClientError, VerificationError
+from .protocol.checkpoint import Checkpoint, Note, parse_note
 from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, verify_entries
+from .protocol.merkle import CompactTree
 from .protocol.identity import server_identity
 from .protocol.uidrules import Limits
 from .protocol.urls import URLError, split_url
-from .protocol.wire import Capabilities, Chunk, UIDMessageReply
+from .protocol.wire import Capabilities, Chunk, UIDMessageReply, parse_checkpoint_note
 from .store.home import Home
 from .store.localchain import LocalChain
 from .store.search import ChainSearch
@@ -35,10 +38,11 @@ from .transport.api import KeyserverAPI
 from .transport.fetcher import Fetcher
 from .trust.bundles import bundle_of, choose_bundles
 from .trust.chainstate import ChainState, check_expected, check_head
-from .trust.evidence import BrokenHistory
-from .trust.history import LookupResult, ServerRecord
-from .trust.keyring import (ServerKey, check_capabilities, check_reply_signatures,
-                            check_self_signed)
+from .trust.checkpoints import check_checkpoint, check_extends, check_leaf, check_root
+from .trust.evidence import BrokenHistory, ServerCheating
+from .trust.history import Found, LookupResult, ServerRecord, open_reply
+from .trust.keyring import (ServerKey, check_capabilities, check_reply_listed,
+                            check_reply_signature, check_reply_signatures, check_self_signed)
 from .trust.monitor import Alert
 from .trust.ordering import RepliesOutOfOrder, check_ordered
 from .trust.serverpolicy import (TOKEN_KEY_CHANGES_WARN, TOKEN_KEY_CHANGES_WINDOW_MS,
@@ -47,6 +51,18 @@ from .trust.serverpolicy import (TOKEN_KEY_CHANGES_WARN, TOKEN_KEY_CHANGES_WINDO
 if TYPE_CHECKING:
     # Tokens need RSA (cryptography, slow to import): only commands that pay load it.
     from .store.wallet import Wallet
+
+
+@dataclass(frozen=True)
+class LightLookup:
+    """``lookup --light``: an identity's latest message as the server answered it,
+    proven in a checkpoint's tree that the log key signed (``log_key_from``: "chain"
+    when the synced chain bound the key, "capabilities" when only the server's
+    self-signed capabilities named it). Nothing proves that no later entry exists."""
+
+    found: Found
+    checkpoint: Checkpoint
+    log_key_from: str
 
 
 class TokenKeyRefused(ClientError):
@@ -270,8 +286,111 @@ class ServerSession:
         check_capabilities(self.capabilities, self.server, self.keys, self.chain.length - 1,
                            self.keyring)
         check_capabilities_policy(self.capabilities, self.policy)
+        self.check_log()
         self.monitor(expect or {})
         return added
+
+    # --- the log (§8) -------------------------------------------------------------
+
+    def check_log(self) -> Checkpoint | None:
+        """After a sync: the server's newest checkpoint, signed by the log key the
+        chain binds; its root the one of the verified chain's entries when the chain
+        holds its whole tree; consistent with the last checkpoint verified here.
+        None before the server made its first checkpoint."""
+        self.progress("checking the log's newest checkpoint")
+        note = self.api.fetch_checkpoint()
+        if note is None:
+            return None
+        checkpoint = check_checkpoint(note, self.policy.current.log_vkey)
+        with self._evidence():
+            if checkpoint.tree_size <= self.chain.length:
+                check_root(note, self._local_root(checkpoint.tree_size))
+            self._advance_checkpoint(note)
+        return checkpoint
+
+    @contextlib.contextmanager
+    def _evidence(self) -> Iterator[None]:
+        """A server caught cheating inside: what proves it is kept in the home."""
+        try:
+            yield
+        except ServerCheating as exc:
+            self.home.record_evidence(self.server, str(exc), exc.replies, now_ms(), exc.notes)
+            raise
+
+    def _local_root(self, tree_size: int) -> bytes:
+        """The Merkle root of the verified chain's first ``tree_size`` entries, from the
+        compact tree the home keeps (only the entries since are hashed), which then
+        grows to ``tree_size``."""
+        size, hashes = self.home.merkle_tree(self.server)
+        tree = CompactTree(size, hashes) if size <= tree_size else CompactTree()
+        start = tree.size
+        step = 65536
+        for first in range(start, tree_size, step):
+            block = self.chain.read(first, min(first + step, tree_size))
+            for offset in range(0, len(block), ENTRY_SIZE):
+                tree.append(block[offset:offset + ENTRY_SIZE])
+        assert tree.size == tree_size
+        if tree_size > size:
+            self.home.record_merkle_tree(self.server, tree.size, tree.hashes)
+        return tree.root()
+
+    def _advance_checkpoint(self, note: Note) -> None:
+        """``note`` (verified) must extend the last checkpoint verified here, as a
+        consistency proof shows (a smaller one must be its prefix); the larger of the
+        two is remembered. Two that do not are ``HistoryRewritten``."""
+        held = self.home.checkpoint(self.server)
+        old = parse_note(held) if held is not None else None
+        if old is not None:
+            first, second = sorted((old.checkpoint.tree_size, note.checkpoint.tree_size))
+            hashes: tuple[bytes, ...] = ()
+            if first not in (0, second):
+                proof = self.api.fetch_consistency_proof(first, second)
+                if (proof.first, proof.second) != (first, second):
+                    raise VerificationError(f"asked for a consistency proof from {first} to "
+                                            f"{second}, got one from {proof.first} to "
+                                            f"{proof.second}")
+                hashes = proof.hashes
+            check_extends(old, note, hashes)
+            if note.checkpoint.tree_size <= old.checkpoint.tree_size:
+                return
+        self.home.record_checkpoint(self.server, note.checkpoint.tree_size, note.text(),
+                                    now_ms())
+
+    def light_lookup(self, identity: str) -> LightLookup:
+        """``identity``'s latest message without a sync (§12 ``GET /v1/users``): the
+        server's reply, in the tree of a checkpoint the log key signed (the chain's
+        log key if this home synced the chain, else the capabilities'), consistent with
+        the last checkpoint verified here; the reply signed by the server (by the key
+        the chain gives its position, else by a key the capabilities list) and its
+        message decrypting with the UIDHash the entry gives. The server learns whom
+        we look up, and nothing here proves that no later entry exists."""
+        synced = self.chain.length > 0
+        log_vkey = self.policy.current.log_vkey if synced else self.capabilities.log_vkey
+        answer = self.api.lookup_user(identity)
+        if answer.identity != identity:
+            raise VerificationError(f"the server answered for {answer.identity}, not {identity}")
+        head = answer.head
+        if head.checkpoint is None:
+            raise VerificationError(f"{self.server} has no checkpoint yet: try again later,"
+                                    " or sync the whole chain")
+        note = parse_checkpoint_note(head.checkpoint.encode())
+        checkpoint = check_checkpoint(note, log_vkey)
+        if (head.tree_size, head.root_hash) != (checkpoint.tree_size, checkpoint.root_hash):
+            raise VerificationError("the head's tree size and root are not its checkpoint's")
+        reply = answer.reply
+        pos = reply.entry.hashchain_pos
+        with self._evidence():
+            self._advance_checkpoint(note)
+        check_leaf(reply.entry.hashchain_entry, answer.leaf_proof, checkpoint, pos)
+        if synced:
+            if pos < self.chain.length and self.chain.entry(pos) != reply.entry.hashchain_entry:
+                raise VerificationError(f"the reply names another entry at position {pos}"
+                                        " than the verified chain")
+            check_reply_signature(reply, self.server, self.keys, pos, self.keyring)
+        else:
+            check_reply_listed(reply, self.capabilities)
+        return LightLookup(open_reply(identity, self.server, reply), checkpoint,
+                           "chain" if synced else "capabilities")
 
     def monitor(self, writing: Collection[int] = ()) -> list[Alert]:
         """Alert on our identities' entries that we did not make (§7.3 "Monitoring"),

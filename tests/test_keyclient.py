@@ -154,3 +154,37 @@ def test_lookup_of_expired_keys_says_so(live_server, tmp_path, users_live):
         early = keyclient(home, "lookup", "alice@example.org")
     assert early.exit_code == 3 and "NOT YET VALID" in early.output
     assert keyclient(home, "lookup", "alice@example.org").exit_code == 0
+
+
+def test_lookup_light(live_server, users_live, tmp_path):
+    """``lookup --light`` with the installed script: the latest entry with its proof in
+    a checkpoint the worker signed, under the capabilities' log key before a sync and
+    the chain's after; it says what it cannot prove."""
+    script = str(Path(sys.executable).parent / "keyclient")
+    env = {"KEYCLIENT_HOME": str(tmp_path / "h"), "PATH": "/usr/bin:/bin"}
+
+    def run(*args):
+        return subprocess.run([script, *args], env=env, capture_output=True, text=True)
+
+    assert run("server", "add", live_server.url).returncode == 0
+    reply = users_live.register("alice@example.org")
+    early = run("lookup", "--light", "alice@example.org")
+    assert early.returncode == 1 and "no checkpoint yet" in early.stderr
+    subprocess.run(keyserver_command("worker", "--once", "--instance",
+                                     str(live_server.instance)), check=True, capture_output=True)
+    light = run("lookup", "--light", "alice@example.org")
+    assert light.returncode == 0, light.stderr
+    assert "alice@example.org: current (light: latest entry only)" in light.stdout
+    assert f"position:   {reply['entry']['hashchain_pos']}, in the checkpoint of tree size 2" \
+        in light.stdout
+    assert "the log key the server's capabilities name" in light.stdout
+    assert "the server learned that you looked up alice@example.org" in light.stderr
+    assert "not that no later entry" in light.stderr
+    chain = tmp_path / "h" / "chains" / "example.org" / "entries.bin"
+    assert not chain.exists() or chain.stat().st_size == 0   # nothing downloaded
+    assert run("sync").returncode == 0
+    after = run("lookup", "--light", "alice@example.org", "--json")
+    assert after.returncode == 0, after.stderr
+    assert '"log_key_from": "chain"' in after.stdout
+    assert run("lookup", "--light", "--offline", "alice@example.org").returncode == 2
+    assert "no evidence" in run("evidence").stdout

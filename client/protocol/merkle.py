@@ -187,3 +187,32 @@ class MemoryTree:
 
     def node(self, level: int, index: int) -> bytes:
         return self.levels[level][index]
+
+
+class CompactTree:
+    """The tree of the first ``size`` leaves kept as the roots of its complete
+    subtrees, largest first (one per bit of ``size``, as RFC 9162's ``MTH``
+    splits it): O(log n) hashes that give the root and grow leaf by leaf. A client
+    keeps one per chain, so the root of a longer tree costs only the new leaves."""
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()):
+        if len(hashes) != bin(size).count("1"):
+            raise ValueError(f"a tree of size {size} has {bin(size).count('1')} subtree "
+                             f"roots, not {len(hashes)}")
+        self.size, self.hashes = size, list(hashes)
+
+    def append(self, entry: bytes) -> None:
+        h, size = leaf_hash(entry), self.size
+        while size & 1:
+            h = node_hash(self.hashes.pop(), h)
+            size >>= 1
+        self.hashes.append(h)
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self.hashes:
+            return sha256(b"")
+        root = self.hashes[-1]
+        for h in reversed(self.hashes[:-1]):
+            root = node_hash(h, root)
+        return root

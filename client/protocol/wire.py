@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import msgpack
 
+from .checkpoint import Note, parse_note
 from .encoding import MAX_INT, b64decode, b64encode
 from .errors import InvalidIdentity, TransportError, VerificationError
 from .hashchain import ENTRY_SIZE, HASH_SIZE
@@ -283,6 +284,83 @@ def parse_log_head(obj: Any) -> LogHead:
         return LogHead(head)
     return LogHead(head, reader.int("tree_size"), reader.bytes("root_hash", HASH_SIZE),
                    reader.str("checkpoint"))
+
+
+# --- Checkpoints and proofs (§8, §12) ---------------------------------------------
+
+#: A checkpoint note is three short lines and a few signature lines: far less.
+CHECKPOINT_BYTES = 16 * 1024
+#: Proofs have at most 64 hashes (a tree of up to 2^63 leaves; twice for consistency).
+MAX_PROOF_HASHES = 128
+
+
+def parse_checkpoint_note(body: bytes) -> Note:
+    """``GET /v1/hashchain/checkpoint`` (``text/plain``): the note, parsed strictly
+    (its signatures are for ``trust.checkpoints`` to verify)."""
+    if len(body) > CHECKPOINT_BYTES:
+        raise VerificationError("the checkpoint is too long")
+    return parse_note(body)
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    """That leaf ``leaf_index`` is in the tree of ``tree_size`` (RFC 9162 §2.1.3)."""
+
+    leaf_index: int
+    tree_size: int
+    hashes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """That the tree of ``second`` leaves extends the one of ``first`` (RFC 9162 §2.1.4)."""
+
+    first: int
+    second: int
+    hashes: tuple[bytes, ...]
+
+
+def _hashes(reader: _Reader) -> tuple[bytes, ...]:
+    hashes = reader.list("hashes", lambda item, name: b64decode(
+        item, f"{reader.prefix}: {name}", length=HASH_SIZE, error=reader.error))
+    if len(hashes) > MAX_PROOF_HASHES:
+        reader.fail("hashes", f"more than {MAX_PROOF_HASHES}")
+    return hashes
+
+
+def parse_inclusion_proof(obj: Any, what: str = "the inclusion proof is malformed"
+                          ) -> InclusionProof:
+    """``/v1/hashchain/proof/inclusion``, and a lookup's ``leaf_proof``."""
+    reader = _Reader(obj, what, VerificationError)
+    return InclusionProof(reader.int("leaf_index"), reader.int("tree_size"), _hashes(reader))
+
+
+def parse_consistency_proof(obj: Any) -> ConsistencyProof:
+    """``/v1/hashchain/proof/consistency``."""
+    reader = _Reader(obj, "the consistency proof is malformed", VerificationError)
+    return ConsistencyProof(reader.int("first"), reader.int("second"), _hashes(reader))
+
+
+@dataclass(frozen=True)
+class UserLookup:
+    """``GET /v1/users/<identity>``: the identity's latest reply, its inclusion proof
+    in the newest checkpoint's tree (None while no checkpoint covers it), and the
+    head with that checkpoint."""
+
+    identity: str
+    reply: UIDMessageReply
+    leaf_proof: InclusionProof | None
+    head: LogHead
+
+
+def parse_user_lookup(obj: Any) -> UserLookup:
+    reader = _Reader(obj, "the lookup answer is malformed", VerificationError)
+    proof = reader.get("leaf_proof")
+    return UserLookup(reader.str("identity"),
+                      parse_uid_message_reply(reader.get("uid_message_reply")),
+                      None if proof is None else parse_inclusion_proof(
+                          proof, "the lookup's leaf_proof is malformed"),
+                      parse_log_head(reader.get("head")))
 
 
 # --- Chain chunks (§7.5, §12 FetchHashChain) ----------------------------------------

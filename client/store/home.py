@@ -3,8 +3,9 @@ data directory): the state database, one verified chain per keyserver (§7.5), t
 wallet (§10) and the keystore. The state database also keeps the replies for the
 user's own identities (§7.5), the alerts about entries of them the user did not
 make (§7.3 "Monitoring"), the message of each looked-up identity last shown (key
-continuity), the evidence against servers caught cheating, the KeyInit
-msgcounts used (§9), each server's newest key document, the trusted notaries and
+continuity), the evidence against servers caught cheating, the last checkpoint
+verified of each server and its chain's Merkle tree (§8), the KeyInit msgcounts
+used (§9), each server's newest key document, the trusted notaries and
 the server keys they corroborated (§11).
 
 Everything in it is private to the user (folder 0700, files 0600). The state
@@ -182,6 +183,24 @@ MIGRATIONS = [
         value TEXT NOT NULL
     );
     """,
+    # The log (§8): the last checkpoint verified of each server (every new one must
+    # extend it), the Merkle tree of each verified chain as its complete subtrees'
+    # roots (``merkle.CompactTree``: a root check costs only the new entries), and
+    # the checkpoint notes that are evidence against a server.
+    """
+    CREATE TABLE checkpoints (
+        server TEXT PRIMARY KEY,
+        tree_size INTEGER NOT NULL,
+        note TEXT NOT NULL,
+        verified_ts INTEGER NOT NULL
+    );
+    CREATE TABLE merkle_trees (
+        server TEXT PRIMARY KEY,
+        tree_size INTEGER NOT NULL,
+        hashes BLOB NOT NULL
+    );
+    ALTER TABLE evidence ADD COLUMN notes TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 
 
@@ -249,7 +268,7 @@ class Home:
         with self.db:
             for table, column in (("servers", "name"), ("chains", "server"),
                                   ("found", "server"), ("scanned", "server"),
-                                  ("first_seen", "server")):
+                                  ("first_seen", "server"), ("merkle_trees", "server")):
                 self.db.execute(f"DELETE FROM {table} WHERE {column} = ?", (name,))
             self.db.execute("DELETE FROM settings WHERE name = 'default_server' AND value = ?",
                             (name,))
@@ -394,21 +413,65 @@ class Home:
                 if (pos, ts) not in known]
 
     def record_evidence(self, server: str, what: str, replies: Iterable[UIDMessageReply],
-                        now_ms: int) -> None:
-        """Keep what proves that ``server`` cheated, as it signed it; the same replies
-        kept before (a later command caught the same lie) are not kept twice."""
+                        now_ms: int, notes: Iterable[str] = ()) -> None:
+        """Keep what proves that ``server`` cheated, as it signed it (replies, or
+        checkpoint ``notes``); the same kept before (a later command caught the same
+        lie) is not kept twice."""
         kept = json.dumps([reply.raw for reply in replies], sort_keys=True)
+        kept_notes = json.dumps(list(notes))
         with self.db:
             self.db.execute(
-                "INSERT INTO evidence (server, recorded_ts, what, replies) SELECT ?, ?, ?, ?"
-                " WHERE NOT EXISTS (SELECT 1 FROM evidence WHERE server = ? AND replies = ?)",
-                (server, now_ms, what, kept, server, kept))
+                "INSERT INTO evidence (server, recorded_ts, what, replies, notes)"
+                " SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM evidence WHERE"
+                " server = ? AND replies = ? AND notes = ?)",
+                (server, now_ms, what, kept, kept_notes, server, kept, kept_notes))
 
     def evidence(self, server: str) -> list[tuple[int, str, list[dict]]]:
         """``(recorded_ts, what, replies)`` of every piece of evidence against ``server``."""
         return [(ts, what, json.loads(replies)) for ts, what, replies in self.db.execute(
             "SELECT recorded_ts, what, replies FROM evidence WHERE server = ? ORDER BY id",
             (server,))]
+
+    def evidence_notes(self, server: str) -> list[tuple[int, str, list[str]]]:
+        """``(recorded_ts, what, notes)`` of every piece of evidence against ``server``
+        made of checkpoint notes (§8: a log caught rewriting its history)."""
+        return [(ts, what, json.loads(notes)) for ts, what, notes in self.db.execute(
+            "SELECT recorded_ts, what, notes FROM evidence WHERE server = ? AND notes != '[]'"
+            " ORDER BY id", (server,))]
+
+    # --- the log (§8) -----------------------------------------------------------------
+
+    def checkpoint(self, server: str) -> str | None:
+        """The note of the last checkpoint of ``server`` verified here (None if none)."""
+        row = self.db.execute("SELECT note FROM checkpoints WHERE server = ?",
+                              (server,)).fetchone()
+        return row[0] if row else None
+
+    def record_checkpoint(self, server: str, tree_size: int, note: str, now_ms: int) -> None:
+        """Remember ``note`` (verified, and consistent with the one remembered) as the
+        last checkpoint of ``server``."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO checkpoints (server, tree_size, note, verified_ts) VALUES"
+                " (?, ?, ?, ?) ON CONFLICT (server) DO UPDATE SET tree_size ="
+                " excluded.tree_size, note = excluded.note, verified_ts = excluded.verified_ts",
+                (server, tree_size, note, now_ms))
+
+    def merkle_tree(self, server: str) -> tuple[int, list[bytes]]:
+        """``(tree_size, hashes)`` of the compact Merkle tree kept of ``server``'s
+        verified chain (``(0, [])`` if none)."""
+        row = self.db.execute("SELECT tree_size, hashes FROM merkle_trees WHERE server = ?",
+                              (server,)).fetchone()
+        if row is None:
+            return 0, []
+        return row[0], [row[1][i:i + 32] for i in range(0, len(row[1]), 32)]
+
+    def record_merkle_tree(self, server: str, tree_size: int, hashes: Iterable[bytes]) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT INTO merkle_trees (server, tree_size, hashes) VALUES (?, ?, ?)"
+                " ON CONFLICT (server) DO UPDATE SET tree_size = excluded.tree_size,"
+                " hashes = excluded.hashes", (server, tree_size, b"".join(hashes)))
 
     def reserve_msgcounts(self, server: str, sigkeyhash: bytes, count: int,
                           now_ms: int) -> int:

@@ -14,11 +14,14 @@ from ..protocol.encoding import b64encode, b64url_encode, require_int
 from ..protocol.errors import BY_ERRCODE, ProtocolError, TransportError
 from ..protocol.keys import KeyEntry
 from ..protocol.serverkeys import KeyDocument, parse_key_document
-from ..protocol.wire import (BUNDLE_SIZE, MSGPACK, Capabilities, Chunk, Head, IssuedTokens,
+from ..protocol.checkpoint import Note
+from ..protocol.wire import (BUNDLE_SIZE, CHECKPOINT_BYTES, MSGPACK, Capabilities, Chunk,
+                             ConsistencyProof, Head, InclusionProof, IssuedTokens,
                              KeyInitReceipt, KeyInitStatus, ReplyBundle, UIDMessageReply,
-                             parse_capabilities, parse_chunk, parse_head, parse_issued_tokens,
-                             parse_keyinit_receipt, parse_keyinit_status, parse_reply_bundle,
-                             parse_uid_message_reply)
+                             UserLookup, parse_capabilities, parse_checkpoint_note, parse_chunk,
+                             parse_consistency_proof, parse_head, parse_inclusion_proof,
+                             parse_issued_tokens, parse_keyinit_receipt, parse_keyinit_status,
+                             parse_reply_bundle, parse_uid_message_reply, parse_user_lookup)
 
 #: Per-entry size bound of a chunk answer (base64 plus quotes and comma).
 _ENTRY_WIRE_BYTES = 210
@@ -101,6 +104,34 @@ class KeyserverAPI:
     def fetch_head(self) -> Head:
         """KeyHashchain.FetchLastHashChain."""
         return parse_head(self._get_json("/v1/hashchain/head"))
+
+    def fetch_checkpoint(self) -> Note | None:
+        """§8 ``GET /v1/hashchain/checkpoint``: the newest checkpoint note (not yet
+        verified), or None before the server made its first."""
+        try:
+            response = self.fetcher.fetch(
+                Request("GET", f"{self.base_url}/v1/hashchain/checkpoint",
+                        {"Accept": "text/plain"}), CHECKPOINT_BYTES)
+        except ProtocolError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return parse_checkpoint_note(response.body)
+
+    def fetch_inclusion_proof(self, index: int, tree_size: int) -> InclusionProof:
+        """§12: that leaf ``index`` is in the tree of ``tree_size`` (not yet checked)."""
+        return parse_inclusion_proof(self._get_json(
+            f"/v1/hashchain/proof/inclusion?index={index}&tree_size={tree_size}"))
+
+    def fetch_consistency_proof(self, first: int, second: int) -> ConsistencyProof:
+        """§12: that the tree of ``second`` extends the one of ``first`` (not yet checked)."""
+        return parse_consistency_proof(self._get_json(
+            f"/v1/hashchain/proof/consistency?first={first}&second={second}"))
+
+    def lookup_user(self, identity: str) -> UserLookup:
+        """§12 ``GET /v1/users/<identity>``: the latest reply with its inclusion proof
+        and the head's checkpoint (nothing verified). The server learns whom we look up."""
+        return parse_user_lookup(self._get_json(f"/v1/users/{identity}"))
 
     def fetch_bundle(self, bundle: int, *, use_msgpack: bool = True) -> ReplyBundle:
         """§5.1: the replies of positions ``256 * bundle ..`` (not yet verified)."""

@@ -3,10 +3,12 @@ chain gives their positions, that together break a rule an honest server keeps.
 Such replies need no trust in the client to convince anyone: the session keeps
 them, as signed, in the home's ``evidence`` table, and the command fails.
 
-Two kinds are caught: times that decrease along the chain (``trust.ordering``) and
+Three kinds are caught: times that decrease along the chain (``trust.ordering``),
 an identity's history whose messages break §4 (``BrokenHistory``: a takeover of
 a held identity, an update its previous keys did not sign), which the server must
-have refused before appending them (§4.1, §4.2). No I/O here.
+have refused before appending them (§4.1, §4.2), and a log whose history was
+rewritten (``trust.checkpoints.HistoryRewritten``: the checkpoint notes the server
+signed are the evidence, kept with the replies). No I/O here.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from ..protocol.wire import UIDMessageReply
 
 
 class ServerCheating(VerificationError):
-    """The server's own signed ``replies`` prove that it broke the protocol; they are
-    the evidence, as the server signed them."""
+    """The server's own signed ``replies`` (or checkpoint ``notes``, §8) prove that it
+    broke the protocol; they are the evidence, as the server signed them."""
 
-    def __init__(self, message: str, replies: Iterable[UIDMessageReply], *,
-                 position: int | None = None):
+    def __init__(self, message: str, replies: Iterable[UIDMessageReply] = (), *,
+                 notes: Iterable[str] = (), position: int | None = None):
         super().__init__(message, position=position)
         self.replies = tuple(replies)
+        self.notes = tuple(notes)
 
 
 class BrokenHistory(ServerCheating):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from ..protocol.errors import ProtocolError, VerificationError
+from ..protocol.hashchain import open_entry
 from ..protocol.identity import server_identity
 from ..protocol.uidmessage import UIDMessage, decrypt_uid_message, parse_uid_message
 from ..protocol.uidrules import Latest, check_server_member, is_current, verify_sequence
@@ -101,6 +102,19 @@ def _open(match: Match, identity: str, server_name: str) -> UIDMessage:
     if message.identity != identity:
         raise VerificationError(f"the message at position {pos} is for {message.identity}")
     return message
+
+
+def open_reply(identity: str, server_name: str, reply: UIDMessageReply) -> Found:
+    """One reply taken on its own (``lookup --light``, no chain to search): its entry
+    must open for ``identity`` (§7.1) and its message decrypt with the UIDHash the
+    entry gives, be well formed and be ``identity``'s. Its signature is the
+    caller's to check, and no rule of §4 can be, without the history before it."""
+    entry, pos = reply.entry.hashchain_entry, reply.entry.hashchain_pos
+    uid_hash = open_entry(entry, identity)
+    if uid_hash is None:
+        raise VerificationError(f"the entry at position {pos} is not one of {identity}")
+    match = Match(pos, entry, uid_hash, reply)
+    return Found(pos, reply.entry.ts, _open(match, identity, server_name), reply)
 
 
 def _dated(policy: ChainPolicy, history: Sequence[Found], matches: Sequence[Match]):

@@ -110,3 +110,17 @@ def check_capabilities(capabilities: Capabilities, server_name: str, keys: Seque
     signed word (§11.3): signed by the key the chain holds at its head."""
     check_server_signature(capabilities.raw, capabilities.ts, server_name, keys, head_pos,
                            "the capabilities document", validity)
+
+
+def check_reply_listed(reply: UIDMessageReply, capabilities: Capabilities) -> None:
+    """Without a synced chain (``lookup --light``): the reply is signed by a key the
+    server's self-signed capabilities list. Weaker than ``check_reply_signature``:
+    nothing says that key was the server's at the reply's position (§11.3)."""
+    name, pos = capabilities.server_name, reply.entry.hashchain_pos
+    for key_id in signature_key_ids(reply.raw, name):
+        if key_id in capabilities.sigpubkeys:
+            verify_signed_json(reply.raw, name, key_id, capabilities.sigpubkeys[key_id],
+                               message=reply_signing_bytes(reply))
+            return
+    raise VerificationError(f"the reply for position {pos} is not signed by a key the "
+                            "server's capabilities list")

@@ -60,6 +60,22 @@ def test_slow_clients_through_nginx_and_without(tmp_path):
         nginx = Nginx(tmp_path / "nginx", free_port(), upstream)
         started |= group_pids(gunicorn.pid) | group_pids(nginx.process.pid)
         assert probe_once(nginx.url, 5)[0][1] == 200        # the proxy works at all
+        # A complete chunk is immutable: the second request is nginx's cached copy;
+        # the head (no-cache) always reaches the server.
+        chunk = [requests.get(nginx.url + "/v1/hashchain?start=0&count=1", timeout=5)
+                 for _ in range(2)]
+        assert [r.status_code for r in chunk] == [200, 200]
+        assert "immutable" in chunk[0].headers["Cache-Control"]
+        assert [r.headers["X-Cache-Status"] for r in chunk] == ["MISS", "HIT"]
+        assert chunk[0].content == chunk[1].content
+        head = requests.get(nginx.url + "/v1/hashchain/head", timeout=5)
+        assert "X-Cache-Status" not in head.headers
+        # nginx's request id reaches the server (which sends it back); bodies over
+        # MAX_REQUEST_BYTES stop at nginx.
+        assert len(head.headers["X-Request-Id"]) == 32
+        big = requests.put(nginx.url + "/v1/users/big@example.org", data=b"x" * 300_000,
+                           timeout=5)
+        assert big.status_code == 413 and big.json()["errcode"] == "TOO_LARGE"
 
         # Through nginx: every probe request answered, within 1 s.
         with SlowClients(nginx.port, SLOW) as slow:

@@ -51,4 +51,9 @@ def create_app(test_config: Mapping[str, Any] | None = None,
     from .instance import apply_policy
 
     apply_policy(app)
+    if app.config["TRUSTED_PROXIES"]:
+        from .http.proxies import TrustedProxies, parse_networks
+
+        app.wsgi_app = TrustedProxies(app.wsgi_app,
+                                      parse_networks(app.config["TRUSTED_PROXIES"]))
     return app

@@ -71,6 +71,8 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError("DOMAINS must name at least one domain")
     _strings("RESERVED_LOCALPARTS", config["RESERVED_LOCALPARTS"])
     _strings("ALLOWED_MIXADDRESSES", config["ALLOWED_MIXADDRESSES"])
+    _strings("TRUSTED_PROXIES", config["TRUSTED_PROXIES"], _is_network,
+             "IP addresses or networks")
     if config["TILES_URL"] != "":
         _check_url("TILES_URL", config["TILES_URL"])
     for key in ("KEYINIT_REPOSITORY_URIS", "ALLOWED_REPOURIS"):
@@ -99,6 +101,16 @@ def _strings(key: str, value: Any, valid: Callable[[str], bool] = lambda s: True
             isinstance(item, str) and valid(item) for item in value):
         raise ConfigError(f"{key} must be a list of {what}, not {value!r}")
     return list(value)
+
+
+def _is_network(value: str) -> bool:
+    from .http.proxies import parse_networks
+
+    try:
+        parse_networks([value])
+    except ValueError:
+        return False
+    return True
 
 
 def _check_url(key: str, value: Any) -> None:

@@ -94,6 +94,10 @@ MAX_KEYINITS_PER_REQUEST = 50
 #: counted in the database, so shared by every worker (docs/decisions.md says why these).
 KEYINIT_FETCH_RATE_PER_ADDRESS = 60
 KEYINIT_FETCH_RATE_PER_SIGKEYHASH = 30
+#: Reverse proxies (addresses or networks, e.g. ["127.0.0.1"]) whose X-Forwarded-For
+#: gives the client's address for per-address limits; empty: the TCP peer's address is
+#: the client's, and X-Forwarded-For is ignored (see keyserver/http/proxies.py).
+TRUSTED_PROXIES: list = []
 
 #: Tokens charged per operation (0 or 1, §10).
 TOKEN_PRICES = {"create_uid": 1, "update_uid": 1, "add_keyinit": 1}

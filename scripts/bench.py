@@ -12,6 +12,7 @@ and prints figures to paste into docs/benchmarks.md.
     scripts/bench keydoc                key document and cached notary query, wrk -c16
     scripts/bench append --code DIR     CreateUID throughput, paired against another checkout
     scripts/bench proofs -n 1000000     proof latency on a tree of N entries, in-process
+    scripts/bench slow                  probe answered within 1 s under 200 slow connections
 """
 
 from __future__ import annotations
@@ -1040,6 +1041,77 @@ def proofs(entries: int, proofs: int, check_tree: bool) -> None:
         started = time.perf_counter()
         tree.verify_stored(database, entries)
         click.echo(f"  chain verify's tree check: {time.perf_counter() - started:.1f} s")
+
+
+@main.command()
+@click.option("--connections", default=200, show_default=True, help="Slow connections.")
+@click.option("--duration", default=20, show_default=True,
+              help="Seconds of probing under the slow connections, per setup.")
+def slow(connections: int, duration: int) -> None:
+    """The share of a probe's requests (GET /v1/hashchain/head, a PUT with a body, one
+    after the other, each on a new connection, 2 s timeout) answered within 1 s while
+    N slow connections (slow headers, slow body at 1 byte/s, idle; reopened when the
+    server closes them) are open: through nginx (deploy/nginx.conf) in front of
+    gunicorn (deploy/gunicorn.conf.py), and against gunicorn alone, with its sync
+    workers (-w 2) and with the deploy configuration."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from slowclients import (Nginx, SlowClients, gunicorn_command, nginx_binary,
+                             probe_once, stop_group, wait_listening)
+
+    nginx_binary()
+    setups = [("nginx + gunicorn (deploy/: 3 gthread workers x 2 threads)", True, True, 3),
+              ("gunicorn alone, -w 2 sync", False, False, 2),
+              ("gunicorn alone, deploy/gunicorn.conf.py (3 gthread x 2)", False, True, 3)]
+    rows = []
+    with fresh_instance("slow") as instance:
+        for title, proxied, deploy_config, workers in setups:
+            port = free_port()
+            log = instance.parent / f"gunicorn-{port}.log"
+            env = {**os.environ, "KEYSERVER_INSTANCE": str(instance),
+                   "KEYSERVER_TRUSTED_PROXIES": '["127.0.0.1"]'}
+            with open(log, "wb") as out:
+                server = subprocess.Popen(gunicorn_command(BIN, port, workers, deploy_config),
+                                          env=env, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True, cwd=instance.parent)
+            nginx = None
+            try:
+                wait_listening(port, server, lambda: log.read_text(errors="replace"))
+                url = f"http://127.0.0.1:{port}"
+                for _ in range(200):
+                    with contextlib.suppress(requests.RequestException):
+                        requests.get(url + "/v1/hashchain/head", timeout=1)
+                        break
+                if proxied:
+                    nginx = Nginx(instance.parent / f"nginx-{port}", free_port(), port)
+                    url, target = nginx.url, nginx.port
+                else:
+                    target = port
+                with SlowClients(target, connections) as attack:
+                    time.sleep(1.5)
+                    held = attack.open_count()
+                    answers: list = []
+                    end = time.monotonic() + duration
+                    while time.monotonic() < end:
+                        answers += probe_once(url, 2)
+                        time.sleep(0.1)
+                    reconnects = attack.reconnects
+            finally:
+                if nginx is not None:
+                    nginx.stop()
+                stop_group(server)
+            fast = sum(status is not None and seconds < 1 for _, status, seconds in answers)
+            latencies = sorted(seconds for _, status, seconds in answers if status is not None)
+            p99 = (f"{latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000:.0f} ms"
+                   if latencies else "none answered")
+            rows.append((title, fast, len(answers), p99, held, reconnects))
+            click.echo(f"  {title}: {fast}/{len(answers)} answered within 1 s "
+                       f"({fast / len(answers):.1%}), p99 of those answered {p99}; "
+                       f"{held} slow connections open, {reconnects} reopened")
+    click.echo(f"slow: {connections} slow connections, {duration} s of probing per setup:")
+    click.echo("| setup | answered within 1 s | share | p99 (answered) |")
+    click.echo("|---|---|---|---|")
+    for title, fast, total, p99, _, _ in rows:
+        click.echo(f"| {title} | {fast} / {total} | {fast / total:.1%} | {p99} |")
 
 
 if __name__ == "__main__":

@@ -570,6 +570,39 @@ def test_fetch_rate_per_address(instance):
         assert other.json["errcode"] == "NO_KEYINIT"
 
 
+def test_fetch_rate_per_address_ignores_x_forwarded_for_without_trusted_proxies(instance):
+    """By default the TCP peer is the client: a client that sends X-Forwarded-For
+    cannot escape its limit by naming another address each time."""
+    app = limited_app(instance, KEYINIT_FETCH_RATE_PER_ADDRESS=2)
+    kis = KeyInitActions(app.test_client())
+    with at(T0):
+        statuses = [kis.fetch(bytes([n]) * 32, environ_base={"REMOTE_ADDR": "127.0.0.1"},
+                              headers={"X-Forwarded-For": f"198.51.100.{n}"}).status_code
+                    for n in range(3)]
+    assert statuses == [404, 404, 429]
+
+
+def test_fetch_rate_per_address_behind_a_trusted_proxy(instance):
+    """Behind a trusted proxy every client comes from the proxy's address: the limit
+    is counted per X-Forwarded-For address, not for all of them together."""
+    app = limited_app(instance, KEYINIT_FETCH_RATE_PER_ADDRESS=2, TRUSTED_PROXIES=["127.0.0.1"])
+    kis = KeyInitActions(app.test_client())
+
+    def fetch(n, client, peer="127.0.0.1"):
+        return kis.fetch(bytes([n]) * 32, environ_base={"REMOTE_ADDR": peer},
+                         headers={"X-Forwarded-For": client}).status_code
+
+    with at(T0):
+        assert [fetch(n, "198.51.100.1") for n in range(3)] == [404, 404, 429]
+        # Another client through the same proxy has its own count ...
+        assert [fetch(n, "198.51.100.2") for n in range(3)] == [404, 404, 429]
+        # ... a forged entry left of the proxy's does not help ...
+        assert fetch(9, "203.0.113.5, 198.51.100.1") == 429
+        # ... and a peer that is not a trusted proxy is counted as itself.
+        assert [fetch(n, "198.51.100.3", peer="192.0.2.9") for n in range(3)] == [404, 404, 429]
+        assert fetch(9, "198.51.100.4", peer="192.0.2.9") == 429
+
+
 def test_fetches_are_unlimited_with_limits_0(instance):
     app = limited_app(instance, KEYINIT_FETCH_RATE_PER_ADDRESS=0,
                       KEYINIT_FETCH_RATE_PER_SIGKEYHASH=0)

@@ -53,7 +53,8 @@ def add() -> Response:
 def fetch(key_hash: str) -> Response:
     parsed = _path_sigkeyhash(key_hash)
     rng = current_app.extensions.get(RNG, _SYSTEM_RANDOM)
-    # The address is the TCP peer's: behind a reverse proxy, that of the proxy.
+    # The TCP peer's address, or the client's from X-Forwarded-For when the peer is one
+    # of TRUSTED_PROXIES (http/proxies.py).
     keyinit = fetch_keyinit(write, parsed, request.remote_addr or "", request_now(), rng,
                             policy().keyinits)
     # Stored as canonical JSON already: wrapped as is rather than parsed and re-encoded

@@ -8,8 +8,9 @@ prices the operation), check that the reply promises our entry, sync until the
 chain holds exactly that entry at the promised position, check the reply's
 signature with the server key of that position (§11.3), and record the reply.
 
-Keys are never lost to a failure halfway. A registration that fails deletes its
-new keys (the escrow key is on paper by then). A new sigkey is kept as
+Keys are never lost to a failure halfway, and none is left by an unfinished
+registration: its keys stay in memory until the paper is confirmed, and the escrow
+key never reaches the disk. A new sigkey (a registration's too) is kept as
 ``<identity>.sigkey.next`` until the chain shows it; if the server refused the
 message (a 4xx answer) it is deleted at once, and if the outcome is unknown (no
 answer, a 5xx, or a reply that did not check out) the next command on the identity
@@ -25,12 +26,14 @@ import nacl.signing
 
 from .clock import now_ms
 from .protocol.encoding import sha256
-from .protocol.errors import ClientError, IdentityTaken, ProtocolError, VerificationError
+from .protocol.errors import (ClientError, DomainNotServed, IdentityTaken, ProtocolError,
+                              ReservedIdentity, TransportError, VerificationError)
 from .protocol.hashchain import open_entry
+from .protocol.identity import parse_identity
 from .protocol.keys import ed25519_entry
 from .protocol.uidmessage import (MAX_REPOURIS, build_uid_content, sign_uid_content, uid_hash,
                                   update_uid_content)
-from .protocol.uidrules import is_held
+from .protocol.uidrules import RESERVED_LOCALPARTS, is_held
 from .protocol.wire import UIDMessageReply
 from .session import ServerSession
 from .trust.history import LookupResult
@@ -92,43 +95,103 @@ class Accounts:
     # --- writing ------------------------------------------------------------------
 
     def register(self, identity: str, *, deliver_paper: Callable[[str], None],
-                 confirm: Callable[[], bool]) -> Written:
+                 confirm: Callable[[], bool], discard_unfinished: bool = False) -> Written:
         """Register ``identity`` (§13): a new SIGKEY and SIGESCROW; the escrow key goes
-        to paper and leaves the machine once the chain holds the registration."""
+        to paper only and never to disk.
+
+        Everything the server would refuse for reasons known beforehand (a domain it
+        does not serve, a reserved name, a name already held, no token) is checked on
+        the synced chain and the signed capabilities before any key is made or any
+        paper printed. The keys stay in memory until the paper is confirmed saved;
+        the signing key is then written as ``<identity>.sigkey.next`` just before the
+        registration is sent, and becomes ``<identity>.sigkey`` once the chain holds
+        it. An abort or a refusal leaves no key; only when the outcome is unknown (no
+        answer) is the pending key kept, for the next command to settle from the
+        chain (promoted if the chain holds it, deleted if not)."""
         keystore = self._keystore()
         self.session.sync()
+        self.check_registrable(identity)
         self.progress(f"checking that {identity} is free")
         existing = self.session.lookup(identity)
+        pending = key_name(identity, "sigkey.next")
+        if existing is None and pending in keystore.names():
+            self.progress("an earlier registration did not reach the chain: deleting its key")
+            keystore.delete(pending)
+        if existing is not None and pending in keystore.names():
+            self._settle_pending(identity, existing)
+            if key_name(identity, "sigkey") in keystore.names() and \
+                    ed25519_entry(keystore.get_signing_key(key_name(identity, "sigkey"))) \
+                    == existing.message.sigkey:
+                raise ClientError(f"{identity} is already registered from this machine (by an "
+                                  "earlier 'register' that was interrupted after sending): "
+                                  "its signing key is in use; nothing more to do")
         if existing is not None and is_held(existing.latest, now_ms(),
                                             self.session.limits.reclaim_grace_ms):
             raise IdentityTaken(f"{identity} is already registered on {self.server} "
                                 f"(position {existing.history[-1].pos})")
+        self._unfinished_keys(identity, discard=discard_unfinished)
         self.session.require_tokens("create_uid")
         sigkey, escrow = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
-        names = [key_name(identity, "sigkey"), key_name(identity, "escrow")]
-        keystore.put_signing_key(names[0], sigkey)
-        keystore.put_signing_key(names[1], escrow)  # until the paper copy is confirmed used
-        try:
-            from .store.paper import format_paper_backup
+        from .store.paper import format_paper_backup
 
-            deliver_paper(format_paper_backup(identity, escrow))
-            if not confirm():
-                raise ClientError("registration cancelled: the escrow key was not saved")
-            not_before_ts, not_after_ts = self.validity()
-            content = build_uid_content(
-                identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=not_before_ts,
-                not_after_ts=not_after_ts, lastentry=self.chain.last_hash,
-                sigescrow=ed25519_entry(escrow),
-                # The server lists its own repositories first, then those it vouches
-                # for (§9); a message names at most MAX_REPOURIS (§4).
-                repouris=self.session.capabilities.keyinitrepository_uris[:MAX_REPOURIS])
-            written = self._submit(sign_uid_content(content, sigkey, escrow_key=escrow))
-        except BaseException:
-            keystore.delete(names[0])
-            keystore.delete(names[1])
+        deliver_paper(format_paper_backup(identity, escrow))
+        if not confirm():
+            raise ClientError("registration cancelled: the escrow key was not saved; no key "
+                              "was kept, so that paper is void: run 'keyclient register' again")
+        not_before_ts, not_after_ts = self.validity()
+        content = build_uid_content(
+            identity, ed25519_entry(sigkey), msgcount=0, not_before_ts=not_before_ts,
+            not_after_ts=not_after_ts, lastentry=self.chain.last_hash,
+            sigescrow=ed25519_entry(escrow),
+            # The server lists its own repositories first, then those it vouches
+            # for (§9); a message names at most MAX_REPOURIS (§4).
+            repouris=self.session.capabilities.keyinitrepository_uris[:MAX_REPOURIS])
+        message = sign_uid_content(content, sigkey, escrow_key=escrow)
+        keystore.put_signing_key(pending, sigkey, overwrite=True)
+        try:
+            written = self._submit(message, pending=pending)
+        except BaseException as exc:
+            # A refusal: _submit deleted it. No answer, a bad one or an interrupt while
+            # sending: the outcome is unknown, the key is kept for settling. Anything
+            # else failed before sending.
+            if not isinstance(exc, (ProtocolError, TransportError, VerificationError,
+                                    KeyboardInterrupt)):
+                keystore.delete(pending)
             raise
-        keystore.delete(names[1])
+        keystore.put_signing_key(key_name(identity, "sigkey"), sigkey, overwrite=True)
+        keystore.delete(pending)
         return written
+
+    def check_registrable(self, identity: str) -> None:
+        """What the server's signed capabilities (and the protocol's reserved names)
+        already tell: its domain must be served, its name not reserved (§2)."""
+        localpart, domain = parse_identity(identity)
+        domains = self.session.capabilities.domains
+        if domain not in domains:
+            raise DomainNotServed(f"{self.server} does not register names of {domain} (it "
+                                  f"serves {', '.join(sorted(domains)) or 'no domain'})")
+        if localpart in RESERVED_LOCALPARTS:
+            raise ReservedIdentity(f"the name {localpart!r} is reserved: choose another")
+
+    def _unfinished_keys(self, identity: str, *, discard: bool) -> None:
+        """Keys of ``identity`` left by an unfinished registration of an older
+        keyclient (which wrote both keys before the paper was confirmed): the chain
+        does not hold the identity, so they were never used."""
+        keystore = self._keystore()
+        names = [name for name in (key_name(identity, "sigkey"), key_name(identity, "escrow"))
+                 if name in keystore.names()]
+        if not names:
+            return
+        if not discard:
+            raise ClientError(
+                f"keys of an unfinished registration of {identity} are on this machine "
+                f"({', '.join(names)}); {identity} is not on {self.server}'s chain, so they "
+                f"were never used and any escrow paper printed for them is void: run "
+                f"'keyclient register {identity} --discard-unfinished' to delete them and "
+                "register again")
+        self.progress(f"deleting the keys of the unfinished registration ({', '.join(names)})")
+        for name in names:
+            keystore.delete(name)
 
     def update(self, identity: str) -> Written:
         """Replace the sigkey with a new one, signed by the current one (§4.2); this

@@ -353,6 +353,13 @@ def _identity(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(exc.message) from None
 
 
+def _typed_identity(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``_identity``, saying on stderr when normalization changed the name."""
+    identity = _identity(ctx, param, value)
+    _normalized_notice(value, identity)
+    return identity
+
+
 def _servers(home: Home, server: str | None) -> list[tuple[str, str]]:
     """The named server, or every known one; an error when there is none."""
     known = home.servers()
@@ -414,7 +421,7 @@ def _offline_session(home: Home, server: str | None) -> ServerSession:
 
 
 @main.command("lookup")
-@click.argument("identity", callback=_identity)
+@click.argument("identity", callback=_typed_identity)
 @_server_option
 @_offline_option
 @click.option("--light", is_flag=True,
@@ -621,16 +628,27 @@ def _accounts(home: Home, server: str | None) -> Accounts:
 
 
 @main.command("register")
-@click.argument("identity", callback=_identity)
+@click.argument("identity")
 @_server_option
 @click.option("--escrow-out", type=click.Path(dir_okay=False, writable=True),
               help="Write the escrow key's paper backup to this file instead of printing it.")
-@click.option("--yes", is_flag=True, help="Do not ask whether the paper backup is saved.")
-@click.pass_obj
-def register_command(home: Home, identity: str, server: str | None, escrow_out: str | None,
-                     yes: bool) -> None:
+@click.option("--yes", is_flag=True, help="Do not ask whether the paper backup is saved, nor"
+                                          " to confirm a name that normalization changed.")
+@click.option("--discard-unfinished", is_flag=True,
+              help="Delete keys of IDENTITY left by an unfinished registration of an older"
+                   " keyclient (never used: IDENTITY is not on the chain), then register.")
+@click.pass_context
+def register_command(ctx: click.Context, identity: str, server: str | None,
+                     escrow_out: str | None, yes: bool, discard_unfinished: bool) -> None:
     """Register IDENTITY (§13): a new signing key, an escrow key on paper, paid with a
-    token from the wallet, confirmed on the chain."""
+    token from the wallet, confirmed on the chain. The domain, reserved names and
+    whether IDENTITY is free are checked before any key is made or paper printed;
+    no key is kept unless the registration is sent."""
+    home: Home = ctx.obj
+    typed, identity = identity, _identity(ctx, None, identity)
+    if _normalized_notice(typed, identity) and not yes:
+        if not click.confirm(f"Register {identity}?"):
+            raise click.ClickException("registration cancelled: nothing was made")
     accounts = _accounts(home, server)
 
     def deliver(paper: str) -> None:
@@ -646,9 +664,20 @@ def register_command(home: Home, identity: str, server: str | None, escrow_out: 
     def confirm() -> bool:
         return yes or click.confirm("Is the escrow key backup saved (on paper)?")
 
-    written = accounts.register(identity, deliver_paper=deliver, confirm=confirm)
+    written = accounts.register(identity, deliver_paper=deliver, confirm=confirm,
+                                discard_unfinished=discard_unfinished)
     click.echo(f"registered {identity} on {accounts.server} at position {written.pos}; the "
                "escrow key is now only on your backup")
+
+
+def _normalized_notice(typed: str, identity: str) -> bool:
+    """Say on stderr when normalization changed more than the case of what was
+    typed (look-alikes folded: ``1``→``l``, ``0``→``o``, ``j``→``i``); True then."""
+    if typed.lower() == identity:
+        return False
+    click.echo(f"note: {typed} is written {identity} (look-alike characters are folded: "
+               "1 as l, 0 as o, j as i)", err=True)
+    return True
 
 
 @main.command("update")
@@ -671,10 +700,11 @@ def update_command(home: Home, identity: str, server: str | None) -> None:
 @click.pass_obj
 def recover_command(home: Home, identity: str, escrow_file, server: str | None) -> None:
     """Give IDENTITY a new signing key authorized by the paper escrow key (when the
-    signing key is lost or stolen)."""
+    signing key is lost or stolen). The file holds the paper's numbered lines, as
+    typed back (the whole paper is read too)."""
     from .store.paper import parse_paper_backup
 
-    backup_identity, escrow = parse_paper_backup(escrow_file.read())
+    backup_identity, escrow = parse_paper_backup(escrow_file.read(), identity)
     if backup_identity != identity:
         raise click.ClickException(f"the backup is for {backup_identity}, not {identity}")
     accounts = _accounts(home, server)

@@ -79,6 +79,13 @@ def check_repouris(message: UIDMessage, keyinitrepository_uris: Collection[str])
                              f"server (it vouches for {', '.join(keyinitrepository_uris)})")
 
 
+#: The localparts the protocol reserves by default (§2); a client refuses them before
+#: making keys (a server may reserve more, which it then refuses on registration).
+RESERVED_LOCALPARTS = frozenset({
+    "keyserver", "root", "admin", "administrator", "postmaster", "hostmaster",
+    "webmaster", "abuse", "security", "support", "noreply"})
+
+
 def check_identity(message: UIDMessage, path_identity: str, domains: Collection[str],
                    reserved: Collection[str], own_identity: str | None = None) -> None:
     """Identity form, path match, served domain, reserved localpart (§2, §4.2.1)."""

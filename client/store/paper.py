@@ -80,16 +80,27 @@ def _backup_lines(text: str) -> dict[int, str]:
     return found
 
 
-def parse_paper_backup(text: str) -> tuple[str, nacl.signing.SigningKey]:
+def parse_paper_backup(text: str, identity: str | None = None
+                       ) -> tuple[str, nacl.signing.SigningKey]:
     """Read a typed-in paper backup back into (identity, escrow key). Whitespace
-    and case do not matter; any typo is ``BadBackup`` naming the line."""
+    and case do not matter; any typo is ``BadBackup`` naming the line.
+
+    The paper tells the user to type the numbered lines back: those alone are
+    enough when ``identity`` is given (the whole paper, with its first line naming
+    the identity, is read too)."""
     header = _BACKUP_HEADER.search(text)
     if header is None:
-        raise BadBackup("the 'KEYCLIENT ESCROW KEY for <identity>' line is missing")
-    try:
-        identity = normalize_identity(header[1].lower())
-    except InvalidIdentity as exc:
-        raise BadBackup(f"the identity on the first line: {exc}") from None
+        if identity is None:
+            raise BadBackup("the 'KEYCLIENT ESCROW KEY for <identity>' line is missing "
+                            "(or name the identity, as 'keyclient recover IDENTITY' does)")
+    else:
+        try:
+            identity = normalize_identity(header[1].lower())
+        except InvalidIdentity as exc:
+            raise BadBackup(f"the identity on the first line: {exc}") from None
+    if not _backup_lines(text):
+        raise BadBackup("no numbered key lines ('1: ...') found: type the numbered lines "
+                        "of the paper")
     found = _backup_lines(text)
     count = -(-_SEED_CHARS // _LINE_CHARS)
     extra = sorted(set(found) - set(range(1, count + 1)))

@@ -80,8 +80,13 @@ class ChainSearch:
                 with signals_blocked():
                     pool = multiprocessing.get_context("fork").Pool(len(parts),
                                                                     initializer=worker_init)
-                with pool:
+                try:
                     results = pool.map(_search_part, parts)
+                finally:
+                    _stop(pool)
+                    # Dropped here, not by an interrupt's traceback at exit, when
+                    # Pool.__del__ would fail noisily on a closed pipe.
+                    del pool
             else:
                 results = [_search_part(parts[0])]
         finally:
@@ -130,8 +135,15 @@ class _Indexer:
         return b"".join(k1 for k1, _ in parts), [match for _, found in parts for match in found]
 
     def close(self) -> None:
-        self.pool.terminate()
-        self.pool.join()
+        pool, self.pool = self.pool, None   # dropped now: see ``ChainSearch.search``
+        if pool is not None:
+            _stop(pool)
+
+
+def _stop(pool) -> None:
+    """End a pool's processes and wait for them."""
+    pool.terminate()
+    pool.join()
 
 
 def _index_block(block: bytes, first: int,

@@ -90,7 +90,9 @@ def backup(instance: str, dest: str, database: str = defaults.DATABASE,
                 continue
             src, dst = os.path.join(instance, name), os.path.join(dest, name)
             if os.path.isdir(src) and not os.path.islink(src):
-                shutil.copytree(src, dst, symlinks=True)
+                # A token key's ``.tmp`` is a key being made, not yet committed.
+                shutil.copytree(src, dst, symlinks=True,
+                                ignore=shutil.ignore_patterns("*.tmp"))
             elif os.path.isfile(src):
                 shutil.copy2(src, dst)
         length, size = _holds(target_db)

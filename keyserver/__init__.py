@@ -9,13 +9,18 @@ from flask import Flask
 
 
 def create_app(test_config: Mapping[str, Any] | None = None,
-               instance_path: str | None = None) -> Flask:
+               instance_path: str | None = None, serving: bool = True) -> Flask:
     """Build the app: defaults, then ``<instance>/config.py``, then ``KEYSERVER_*``
     environment variables, then ``test_config``; the checked configuration becomes
     the app's one ``Policy`` (``http.context.policy()``).
 
     The instance folder is ``instance_path``, else ``$KEYSERVER_INSTANCE``, else
     Flask's default (``instance/`` beside the package).
+
+    An app that will serve (``serving``, the default: gunicorn, ``keyserver run`` and
+    ``worker``) is refused with ``LogShrunk`` when its chain is shorter than the
+    largest tree size the log published (a restored older backup); operator commands
+    that only inspect or repair the instance make theirs with ``serving=False``.
     """
     instance_path = instance_path or os.environ.get("KEYSERVER_INSTANCE") or None
     if instance_path:
@@ -48,8 +53,10 @@ def create_app(test_config: Mapping[str, Any] | None = None,
     db.init_app(app)
     http.init_app(app)
     cli.init_app(app)
-    from .instance import apply_policy
+    from .instance import apply_policy, check_published
 
+    if serving:
+        check_published(app)
     apply_policy(app)
     if app.config["TRUSTED_PROXIES"]:
         from .http.proxies import TrustedProxies, parse_networks

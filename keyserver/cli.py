@@ -26,6 +26,7 @@ from client.protocol.tokens import mint_token
 from . import create_app
 from .clock import now_ms
 from .config import ConfigError
+from .instance import LogShrunk
 from .http.context import key_file, policy, server_keys, sign, token_keyring
 from .service import own, payment, tokenkeys
 from .storage import chain, db, keyinits, tree, vouchers
@@ -33,18 +34,19 @@ from .storage.db import StorageUnavailable
 from .storage.tokens import all_keys, spent_count
 
 
-def _open_instance(path: str | None) -> Flask:
-    app = create_app(instance_path=path)
+def _open_instance(path: str | None, serving: bool = False) -> Flask:
+    app = create_app(instance_path=path, serving=serving)
     if not os.path.exists(db.database_path(app)):
         raise click.ClickException(
             f"no keyserver instance in {app.instance_path}; create one with 'keyserver init'")
     return app
 
 
-def with_instance(command):
+def with_instance(command, serving: bool = False):
     """Give a command ``--instance PATH`` (or ``$KEYSERVER_INSTANCE``) and run it
     inside that instance's app context; under the Flask CLI (``flask --app``),
-    the app it loads is used instead."""
+    the app it loads is used instead. Only a ``serving`` command (run, worker) is
+    refused an instance whose log shrank (``instance.check_published``)."""
 
     @click.option("--instance", "instance_path", envvar="KEYSERVER_INSTANCE",
                   type=click.Path(file_okay=False), metavar="PATH",
@@ -52,11 +54,16 @@ def with_instance(command):
     @functools.wraps(command)
     def wrapper(instance_path, **kwargs):
         info = click.get_current_context().find_object(ScriptInfo)
-        app = info.load_app() if info is not None else _open_instance(instance_path)
+        app = (info.load_app() if info is not None
+               else _open_instance(instance_path, serving=serving))
         with app.app_context():
             return command(**kwargs)
 
     return wrapper
+
+
+def with_serving_instance(command):
+    return with_instance(command, serving=True)
 
 
 class _OperatorErrors(click.Group):
@@ -68,6 +75,8 @@ class _OperatorErrors(click.Group):
             return super().invoke(ctx)
         except ConfigError as exc:
             raise click.ClickException(f"configuration: {exc}") from None
+        except LogShrunk as exc:
+            raise click.ClickException(str(exc)) from None
         except sqlite3.DatabaseError as exc:
             raise click.ClickException(f"database: {exc}") from None
         except StorageUnavailable as exc:
@@ -103,7 +112,7 @@ def init_command(instance_path: str, server_name: str, base_url: str, domains: t
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535),
               help="Port to listen on.")
-@with_instance
+@with_serving_instance
 def run_command(host: str, port: int) -> None:
     """Serve the instance with Flask's threaded server (use gunicorn in production)."""
     import logging
@@ -120,7 +129,7 @@ def run_command(host: str, port: int) -> None:
 
 @main.command("worker")
 @click.option("--once", is_flag=True, help="Run the duties once and exit.")
-@with_instance
+@with_serving_instance
 def worker_command(once: bool) -> None:
     """Run the server's periodic duties: a checkpoint every CHECKPOINT_INTERVAL when
     the chain grew; renewing its own UIDMessage and retiring expired token keys every
@@ -205,12 +214,17 @@ def chain_verify_command() -> None:
     """Recompute every link of the stored chain and report the first bad position;
     check that entry 0 is this server's own (KEYSERVER_NAME); recompute the stored
     Merkle tree from the entries and report its first bad node (§8)."""
-    database = db.get_db()
+    length = verify_instance(db.get_db(), policy().server_name)
+    click.echo(f"chain OK: {length} entries; Merkle tree OK")
+
+
+def verify_instance(database: db.Database, server_name: str) -> int:
+    """``chain verify``'s checks; the chain's length, or ``ClickException``."""
     try:
         length = chain.verify_stored(database)
     except ChainError as exc:
         raise click.ClickException(f"chain broken at position {exc.position}: {exc}") from None
-    own = server_identity(policy().server_name)
+    own = server_identity(server_name)
     if open_entry(chain.entry_at(database, 0).entry, own) is None:
         raise click.ClickException(f"entry 0 is not {own}'s: KEYSERVER_NAME does not match the"
                                    " name this instance was created with")
@@ -218,7 +232,58 @@ def chain_verify_command() -> None:
         tree.verify_stored(database, length)
     except tree.BadNode as exc:
         raise click.ClickException(f"Merkle tree broken: {exc}") from None
-    click.echo(f"chain OK: {length} entries; Merkle tree OK")
+    return length
+
+
+@main.command("backup")
+@click.argument("dest", type=click.Path(file_okay=False))
+@click.option("--instance", "instance_path", envvar="KEYSERVER_INSTANCE",
+              type=click.Path(file_okay=False), metavar="PATH",
+              help="Instance folder (default: $KEYSERVER_INSTANCE).")
+def backup_command(dest: str, instance_path: str | None) -> None:
+    """Copy the running instance to the new folder DEST: the database by SQLite's
+    online backup API (writers go on), then config and keys; DEST/backup.json
+    records the chain length and largest checkpoint it holds."""
+    from .backup import BackupRefused, backup
+
+    app = _open_instance(instance_path)
+    try:
+        holds = backup(app.instance_path, dest, app.config["DATABASE"],
+                       app.config["REQUEST_WAIT_BOUND"] / 1000)
+    except BackupRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"backup of {app.instance_path} in {dest}: chain length {holds.chain_length}, "
+               f"checkpoint tree size {holds.checkpoint_size}")
+
+
+@main.command("restore")
+@click.argument("backup_folder", metavar="BACKUP", type=click.Path(file_okay=False, exists=True))
+@click.option("--instance", "instance_path", envvar="KEYSERVER_INSTANCE", required=True,
+              type=click.Path(file_okay=False), metavar="PATH",
+              help="New instance folder to restore into.")
+@click.option("--published-size", type=click.IntRange(0), default=None,
+              help="Largest tree size the lost instance published (from its published_size"
+                   " file, its witnesses or monitors), if larger than the backup knew.")
+def restore_command(backup_folder: str, instance_path: str, published_size: int | None) -> None:
+    """Make a new instance folder from BACKUP, then verify its chain. It refuses to
+    serve when its chain is shorter than the largest tree size the log published."""
+    from .backup import BackupRefused, restore
+
+    try:
+        holds = restore(backup_folder, instance_path, published_size)
+    except BackupRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    app = _open_instance(instance_path)
+    with app.app_context():
+        length = verify_instance(db.get_db(), policy().server_name)
+    click.echo(f"restored {backup_folder} into {app.instance_path}: chain OK, {length} "
+               "entries; Merkle tree OK")
+    if holds.published_size is not None and holds.published_size > length:
+        raise click.ClickException(
+            f"the log already published a tree of size {holds.published_size}, more than "
+            f"the {length} entries restored: this instance refuses to serve (a published "
+            "log must never shrink). Restore a newer backup, or start a new log under a new"
+            " server name with 'keyserver init'")
 
 
 @chain_group.command("load")

@@ -22,11 +22,16 @@ from . import create_app, defaults
 from .clock import now_ms
 from .http.context import POLICY
 from .service import own, serverkeys, signing, tokenkeys
-from .storage import chain, db, files, tree
+from .storage import chain, checkpoints, db, files, published, tree
 
 #: Files whose presence means an instance already lives in a folder.
 INSTANCE_FILES = ("config.py", defaults.DATABASE, defaults.SIGNING_KEY_FILE,
                   defaults.LOG_KEY_FILE)
+
+
+class LogShrunk(Exception):
+    """The chain is shorter than the largest tree size this log ever published: serving
+    it would show clients and monitors a log that lost entries (a fork of the log)."""
 
 
 class InstanceExists(Exception):
@@ -66,6 +71,33 @@ def init_instance(path: str, server_name: str, base_url: str, domains: list[str]
     else:
         _build_and_rename(path, config)
     return create_app(instance_path=path)
+
+
+def check_published(app: Flask) -> None:
+    """Refuse (``LogShrunk``) an instance whose chain is shorter than the tree size
+    recorded in ``published_size`` (``storage.published``). An instance made before
+    that file existed gets it from its newest checkpoint."""
+    path = db.database_path(app)
+    if not os.path.exists(path):
+        return   # init is making the instance
+    recorded = published.read(app.instance_path)
+    with contextlib.closing(db.connect(path, app.config["SQLITE_SYNCHRONOUS"], create=False,
+                                       wait_s=app.config["REQUEST_WAIT_BOUND"] / 1000)
+                            ) as database:
+        head = chain.head(database)
+        length = head.pos + 1 if head else 0
+        if recorded is None:
+            newest = checkpoints.newest(database)
+            if newest is not None:
+                published.record(app.instance_path, newest.tree_size)
+            return
+    if length < recorded:
+        raise LogShrunk(
+            f"refusing to serve {app.instance_path}: its chain holds {length} entries but "
+            f"this log already published a tree of size {recorded} ({published.FILE}); "
+            "serving it would shrink a published log. Restore a newer backup that holds "
+            f"at least {recorded} entries, or start a new log under a new server name "
+            "('keyserver init'); see README, Production, Backups")
 
 
 def apply_policy(app: Flask) -> None:

@@ -13,7 +13,7 @@ from client.protocol.checkpoint import Checkpoint, sign_checkpoint
 from client.protocol.errors import BadRequest
 from client.protocol.merkle import HashReader, prove_consistency, prove_inclusion, tree_root
 
-from ..storage import checkpoints, tree
+from ..storage import checkpoints, published, tree
 from ..storage.checkpoints import StoredCheckpoint
 from ..storage.db import Database, transaction
 from ..storage.tree import TreeReader
@@ -49,6 +49,11 @@ def make(db: Database, log_key: nacl.signing.SigningKey, interval_ms: int,
                                vkey, log_key)
         stored = StoredCheckpoint(size, note.text(), now)
         checkpoints.insert(db, stored)
+    # Committed: from now on the checkpoint may be served. Note its size outside the
+    # database, so that a restored older database cannot serve a shorter log.
+    folder = published.database_folder(db.conn)
+    if folder is not None:
+        published.record(folder, size)
     return stored
 
 

@@ -1,0 +1,173 @@
+"""Online backups of an instance, and restoring one into a new instance folder.
+
+``backup`` copies the database with SQLite's online backup API, which copies pages
+as of one read transaction (WAL: writers go on meanwhile), then every other file of
+the instance folder (configuration, signing and log keys, token keys), and records
+in ``backup.json`` what the copy holds: the chain length and the largest checkpoint
+tree size. ``restore`` makes a new instance folder from a backup; the size recorded
+in its ``published_size`` is the largest one known (the backup's, the target's
+previous file, the operator's ``--published-size``), so a restored instance whose
+chain is shorter than what the log published refuses to serve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass
+
+from . import defaults
+from .storage import files, published
+
+MANIFEST = "backup.json"
+
+
+class BackupRefused(Exception):
+    """A backup or restore that would overwrite something, or read no instance."""
+
+
+@dataclass(frozen=True)
+class Holds:
+    chain_length: int
+    checkpoint_size: int
+    published_size: int | None
+
+
+def _skipped(database: str) -> set[str]:
+    """The database and its side files: the backup API copies the database itself."""
+    return {database, f"{database}-wal", f"{database}-shm", f"{database}.lock",
+            f"{database}-journal"}
+
+
+def _holds(path: str) -> tuple[int, int]:
+    """(chain length, largest checkpoint tree size) of the database at ``path``."""
+    conn = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True)
+    try:
+        length = conn.execute("SELECT COALESCE(MAX(pos) + 1, 0) FROM chain").fetchone()[0]
+        size = conn.execute("SELECT COALESCE(MAX(tree_size), 0) FROM checkpoints").fetchone()[0]
+        return length, size
+    finally:
+        conn.close()
+
+
+def backup(instance: str, dest: str, database: str = defaults.DATABASE,
+           wait_s: float = 10.0) -> Holds:
+    """Copy the running instance in ``instance`` to the new folder ``dest``."""
+    source_db = os.path.join(instance, database)
+    if not os.path.exists(source_db):
+        raise BackupRefused(f"no keyserver instance in {instance}")
+    # Read before the database is copied: at that moment the published size is at most
+    # the chain's length, and the copy holds at least that chain.
+    recorded = published.read(instance)
+    try:
+        os.mkdir(dest, 0o700)
+    except FileExistsError:
+        raise BackupRefused(f"{dest} already exists; a backup goes into a new folder") from None
+    try:
+        os.chmod(dest, 0o700)
+        target_db = os.path.join(dest, database)
+        fd = os.open(target_db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        source = sqlite3.connect(f"file:{urllib.parse.quote(source_db)}?mode=ro", uri=True,
+                                 timeout=wait_s)
+        target = sqlite3.connect(target_db)
+        try:
+            source.backup(target)   # pages=-1: all in one step, one consistent read
+            target.execute("PRAGMA journal_mode=DELETE")   # one self-contained file
+        finally:
+            target.close()
+            source.close()
+        # The other files after the database: keys made meanwhile are copied too, so
+        # every key the copied database names is there.
+        skipped = _skipped(database) | {published.FILE}
+        for name in sorted(os.listdir(instance)):
+            if name in skipped or name.endswith(".tmp"):
+                continue
+            src, dst = os.path.join(instance, name), os.path.join(dest, name)
+            if os.path.isdir(src) and not os.path.islink(src):
+                # A token key's ``.tmp`` is a key being made, not yet committed.
+                shutil.copytree(src, dst, symlinks=True,
+                                ignore=shutil.ignore_patterns("*.tmp"))
+            elif os.path.isfile(src):
+                shutil.copy2(src, dst)
+        length, size = _holds(target_db)
+        holds = Holds(length, size, recorded)
+        with open(os.path.join(dest, MANIFEST), "w", encoding="utf-8") as handle:
+            json.dump({"chain_length": length, "checkpoint_size": size,
+                       "published_size": recorded, "database": database,
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                      handle, indent=1)
+            handle.write("\n")
+        files.make_private(dest)
+        for parent, _folders, names in os.walk(dest):
+            for name in names:
+                with open(os.path.join(parent, name), "rb") as handle:
+                    os.fsync(handle.fileno())
+            files.fsync_directory(parent)
+        return holds
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def read_manifest(folder: str) -> dict:
+    try:
+        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise BackupRefused(f"{folder} is not a keyserver backup (no {MANIFEST})") from None
+
+
+def restore(backup_folder: str, instance: str, published_size: int | None = None) -> Holds:
+    """Make a new instance in ``instance`` from ``backup_folder``; return what it holds,
+    with the published size it now records (the largest known)."""
+    from .instance import INSTANCE_FILES
+
+    manifest = read_manifest(backup_folder)
+    database = manifest.get("database", defaults.DATABASE)
+    if not os.path.isfile(os.path.join(backup_folder, database)):
+        raise BackupRefused(f"{backup_folder} holds no database ({database})")
+    existing = [name for name in (*INSTANCE_FILES, database)
+                if os.path.exists(os.path.join(instance, name))]
+    if existing:
+        raise BackupRefused(f"{instance} already holds an instance ({', '.join(existing)}); "
+                            "restore into a new folder")
+    length, size = _holds(os.path.join(backup_folder, database))
+    previous = published.read(instance) if os.path.isdir(instance) else None
+    known = [n for n in (manifest.get("published_size"), size, previous, published_size)
+             if n is not None]
+    recorded = max(known) if known else None
+
+    parent, name = os.path.split(os.path.abspath(instance))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.restore-", dir=parent)   # 0700
+    try:
+        for entry in sorted(os.listdir(backup_folder)):
+            if entry == MANIFEST:
+                continue
+            src, dst = os.path.join(backup_folder, entry), os.path.join(staging, entry)
+            if os.path.isdir(src) and not os.path.islink(src):
+                shutil.copytree(src, dst, symlinks=True)
+            elif os.path.isfile(src):
+                shutil.copy2(src, dst)
+        if recorded is not None:
+            published.record(staging, recorded)
+        files.make_private(staging)
+        if os.path.isdir(instance):
+            # A folder kept for its published_size (or a mount point): fill it.
+            for entry in os.listdir(staging):
+                os.replace(os.path.join(staging, entry), os.path.join(instance, entry))
+            os.rmdir(staging)
+            files.make_private(instance)
+        else:
+            os.rename(staging, instance)
+        files.fsync_directory(parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Holds(length, size, recorded)

@@ -320,6 +320,16 @@ def app_server(tmp_path, monkeypatch):
     return serve_in_process(monkeypatch, tmp_path / "app")
 
 
+def serve_for_years(monkeypatch, instance: Path) -> AppServer:
+    """A ``serve_in_process`` server whose token key still works years on, and whose key
+    documents cover the years too: a server dating replies ahead must publish
+    documents that do, or its replies would not verify at all (§11.3), let alone
+    count as evidence."""
+    monkeypatch.setenv("KEYSERVER_TOKEN_KEY_LIFETIME", TEST_TOKEN_KEY_LIFETIME)
+    monkeypatch.setenv("KEYSERVER_KEY_VALIDITY", str(5 * 365 * DAY_MS))
+    return serve_in_process(monkeypatch, instance)
+
+
 DAY_MS = 24 * 3600 * 1000
 
 

@@ -33,6 +33,7 @@ import requests
 
 from client.protocol.encoding import b64decode, b64encode
 from client.protocol.hashchain import ENTRY_TYPE, ZERO_HASH
+from client.protocol.serverkeys import sign_key_document
 from client.protocol.signedjson import sign_json
 
 MSGPACK = "application/msgpack"
@@ -246,6 +247,27 @@ class ChainView:
             return Answer.of_json({"pos": len(entries) - 1, "entry": b64encode(entries[-1]),
                                    "ts": real["ts"]})
         return (self.other or Request.forward)(request)
+
+
+# --- Key documents (§11.1) ---------------------------------------------------------
+
+KEY_DOCUMENT = "/_matrix/key/v2/server"
+
+
+def key_document_changed(change: Callable[[dict], None],
+                         keys: dict[str, nacl.signing.SigningKey],
+                         server_name: str = "example.org") -> Attack:
+    """An attack: the server's key document, unsigned, passed through ``change`` and
+    signed again by ``keys`` (key id -> key) as ``server_name``."""
+    def attack(request: Request) -> Answer:
+        answer = request.forward()
+        if request.route != KEY_DOCUMENT:
+            return answer
+        document = {k: v for k, v in answer.json().items() if k != "signatures"}
+        change(document)
+        return Answer.of_json(sign_key_document(document, server_name, keys))
+
+    return attack
 
 
 # --- Signed replies -----------------------------------------------------------------

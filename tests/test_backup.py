@@ -6,7 +6,6 @@ import stat
 import threading
 import time
 
-import nacl.signing
 import pytest
 from click.testing import CliRunner
 

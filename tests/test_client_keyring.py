@@ -10,18 +10,16 @@ import pytest
 
 from client.clock import now_ms
 from client.protocol.encoding import b64encode
-from client.protocol.serverkeys import sign_key_document
 from client.session import ServerSession, add_server
 from client.store.home import Home
 from client.trust.keydocs import KeyDocumentRefused, KeyNotValid
 from keyserver.service.signing import read_keys
 from simulator import FakeNotary, TamperFetcher
-from tamper_proxy import Answer, replies_changed, resign
+from tamper_proxy import KEY_DOCUMENT, Answer, key_document_changed, replies_changed, resign
 from conftest import at, keyclient
 
 SERVER = "example.org"
 MINUTE, HOUR = 60_000, 3_600_000
-KEY_DOCUMENT = "/_matrix/key/v2/server"
 
 
 @pytest.fixture
@@ -165,17 +163,10 @@ def test_a_document_naming_a_key_off_the_chain_is_refused(app_server, tamper, tm
     [current] = signing_keys(app_server)
     stranger = nacl.signing.SigningKey.generate()
 
-    def attack(request):
-        answer = request.forward()
-        if request.route != KEY_DOCUMENT:
-            return answer
-        document = {k: v for k, v in answer.json().items() if k != "signatures"}
-        document["old_verify_keys"] = {"ed25519:gone": {
-            "key": b64encode(bytes(stranger.verify_key)), "expired_ts": 1}}
-        return Answer.of_json(sign_key_document(document, SERVER,
-                                                {current.key_id: current.signing_key}))
-
-    tamper.attack = attack
+    tamper.attack = key_document_changed(
+        lambda document: document.update(old_verify_keys={"ed25519:gone": {
+            "key": b64encode(bytes(stranger.verify_key)), "expired_ts": 1}}),
+        {current.key_id: current.signing_key}, SERVER)
     home = Home(str(tmp_path / "home"))
     add_server(home, app_server.url, fetcher=tamper)    # no chain yet to hold it against
     with pytest.raises(KeyDocumentRefused, match="names keys that are no signing key of "
@@ -283,15 +274,10 @@ def test_a_split_view_is_refused_showing_both_documents(app_server, tamper, tmp_
 
     evil = nacl.signing.SigningKey.generate()
 
-    def attack(request):
-        answer = request.forward()
-        if request.route != KEY_DOCUMENT:
-            return answer
-        document = {k: v for k, v in answer.json().items() if k != "signatures"}
-        document["verify_keys"] = {"ed25519:evil": {"key": b64encode(bytes(evil.verify_key))}}
-        return Answer.of_json(sign_key_document(document, SERVER, {"ed25519:evil": evil}))
-
-    tamper.attack = attack
+    tamper.attack = key_document_changed(
+        lambda document: document.update(verify_keys={
+            "ed25519:evil": {"key": b64encode(bytes(evil.verify_key))}}),
+        {"ed25519:evil": evil}, SERVER)
     home = tmp_path / "home"
     keyclient(home, "notary", "add", *notary.cli_args())
     refused = keyclient(home, "server", "add", app_server.url)

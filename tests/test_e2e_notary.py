@@ -9,11 +9,8 @@ import nacl.signing
 import requests
 
 from client.protocol.encoding import b64encode
-from client.protocol.serverkeys import sign_key_document
 from conftest import LiveServer, free_port, init_live_instance, keyclient, keyserver_command
-from tamper_proxy import Answer, TamperProxy
-
-KEY_DOCUMENT = "/_matrix/key/v2/server"
+from tamper_proxy import KEY_DOCUMENT, TamperProxy, key_document_changed
 
 
 def start_notary(path, origin_url):
@@ -46,16 +43,10 @@ def test_a_real_notary_corroborates_the_server_and_catches_a_split_view(tmp_path
 
         evil = nacl.signing.SigningKey.generate()
 
-        def split_view(request):
-            answer = request.forward()
-            if request.route != KEY_DOCUMENT:
-                return answer
-            document = {k: v for k, v in answer.json().items() if k != "signatures"}
-            document["verify_keys"] = {"ed25519:evil": {"key": b64encode(bytes(evil.verify_key))}}
-            return Answer.of_json(sign_key_document(document, "example.org",
-                                                    {"ed25519:evil": evil}))
-
-        proxy.attack = split_view
+        proxy.attack = key_document_changed(    # a split view: a key of its own making
+            lambda document: document.update(verify_keys={
+                "ed25519:evil": {"key": b64encode(bytes(evil.verify_key))}}),
+            {"ed25519:evil": evil})
         victim = tmp_path / "victim"
         assert keyclient(victim, "notary", "add", *notary_args(notary)).exit_code == 0
         refused = keyclient(victim, "server", "add", proxy.url)

@@ -8,21 +8,16 @@ import pytest
 
 from client.clock import now_ms
 from client.store.home import Home
-from conftest import (DAY_MS, TEST_TOKEN_KEY_LIFETIME, ServerUserActions, at, keyclient,
-                      serve_in_process)
+from conftest import (DAY_MS, ServerUserActions, at, keyclient,
+                      serve_for_years)
 
 YEAR_MS = 365 * DAY_MS
 
 
 @pytest.fixture
 def app_server(tmp_path, monkeypatch):
-    """An in-process server whose token key still works two years on. Its key
-    documents cover the years too: a server dating replies ahead must publish
-    documents that do, or its replies would not verify at all (§11.3), let alone
-    count as evidence."""
-    monkeypatch.setenv("KEYSERVER_TOKEN_KEY_LIFETIME", TEST_TOKEN_KEY_LIFETIME)
-    monkeypatch.setenv("KEYSERVER_KEY_VALIDITY", str(5 * 365 * DAY_MS))
-    return serve_in_process(monkeypatch, tmp_path / "app")
+    """An in-process server whose keys outlive clocks moved years ahead (takeovers)."""
+    return serve_for_years(monkeypatch, tmp_path / "app")
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from client.clock import now_ms
 from client.protocol.encoding import sha256
 from client.store.keystore import Keystore
 from client.trust.monitor import fingerprint
-from conftest import (DAY_MS, TEST_TOKEN_KEY_LIFETIME, ServerUserActions, at, keyclient,
-                      registered_alice, registered_home, serve_in_process)
+from conftest import (DAY_MS, ServerUserActions, at, keyclient,
+                      registered_alice, registered_home, serve_for_years)
 
 ALICE = "alice@example.org"
 YEAR_MS = 365 * DAY_MS
@@ -22,13 +22,8 @@ EXIT_ALERTS = 4
 
 @pytest.fixture
 def app_server(tmp_path, monkeypatch):
-    """An in-process server whose token key still works years on (for takeovers). Its key
-    documents cover the years too: a server dating replies ahead must publish
-    documents that do, or its replies would not verify at all (§11.3), let alone
-    count as evidence."""
-    monkeypatch.setenv("KEYSERVER_TOKEN_KEY_LIFETIME", TEST_TOKEN_KEY_LIFETIME)
-    monkeypatch.setenv("KEYSERVER_KEY_VALIDITY", str(5 * 365 * DAY_MS))
-    return serve_in_process(monkeypatch, tmp_path / "app")
+    """An in-process server whose keys outlive clocks moved years ahead (takeovers)."""
+    return serve_for_years(monkeypatch, tmp_path / "app")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ started by mistake append nothing twice.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import nacl.signing
@@ -32,7 +31,7 @@ def renew_own(db: Database, policy: Policy, keys: Sequence[ServerKey], now: int)
     with transaction(db):
         if not due():
             return False
-        own.update(db, policy, keys, dataclasses.replace(own.current(db)), now)
+        own.update(db, policy, keys, own.current(db), now)
     return True
 
 

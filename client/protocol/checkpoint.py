@@ -90,8 +90,18 @@ def parse_note(text: str | bytes) -> Note:
     root = _b64(lines[2], "root hash")
     if len(root) != 32:
         raise VerificationError("the checkpoint's root hash is not 32 bytes")
+    checkpoint = Checkpoint(lines[0], int(lines[1]), root)
+    return Note(checkpoint, (body + "\n").encode(), parse_signature_lines(rest))
+
+
+def parse_signature_lines(text: str) -> tuple[Signature, ...]:
+    """One or more note signature lines ``— <name> <base64>``, each ending in a
+    newline (a note's signature block, or a witness's answer, §8.1); anything else
+    ``VerificationError``."""
+    if not text.endswith("\n"):
+        raise VerificationError("note signature lines must end with a newline")
     signatures = []
-    for line in rest[:-1].split("\n"):
+    for line in text[:-1].split("\n"):
         name, _, encoded = line[len(DASH):].partition(" ")
         if not line.startswith(DASH) or not name or " " in encoded:
             raise VerificationError(f"not a note signature line: {line!r}")
@@ -99,8 +109,7 @@ def parse_note(text: str | bytes) -> Note:
         if len(raw) < KEY_HASH_SIZE + 1:
             raise VerificationError("a note signature is too short")
         signatures.append(Signature(name, raw[:KEY_HASH_SIZE], raw[KEY_HASH_SIZE:]))
-    checkpoint = Checkpoint(lines[0], int(lines[1]), root)
-    return Note(checkpoint, (body + "\n").encode(), tuple(signatures))
+    return tuple(signatures)
 
 
 def _b64(value: str, what: str) -> bytes:

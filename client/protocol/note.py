@@ -20,6 +20,8 @@ from .errors import InvalidMessage
 
 #: The signature type byte of Ed25519 note signatures (C2SP signed-note).
 ALG_ED25519 = 0x01
+#: The signature type byte of Ed25519 cosignatures (C2SP tlog-cosignature, §8.1).
+ALG_COSIGNATURE = 0x04
 KEY_HASH_SIZE = 4
 #: A key name: non-empty, no whitespace and no "+" (C2SP signed-note).
 _NAME = re.compile(r"[^\s+]+")
@@ -27,14 +29,16 @@ _NAME = re.compile(r"[^\s+]+")
 
 @dataclass(frozen=True)
 class VerifierKey:
-    """An Ed25519 note verifier key: whose it is (``name``) and the key itself."""
+    """An Ed25519 note verifier key: whose it is (``name``), the key itself, and its
+    signature type (a log's signatures, or a witness's cosignatures)."""
 
     name: str
     pubkey: bytes
+    alg: int = ALG_ED25519
 
     @property
     def key_hash(self) -> bytes:
-        return key_hash(self.name, self.pubkey)
+        return key_hash(self.name, self.pubkey, self.alg)
 
 
 def key_hash(name: str, pubkey: bytes, alg: int = ALG_ED25519) -> bytes:
@@ -43,14 +47,16 @@ def key_hash(name: str, pubkey: bytes, alg: int = ALG_ED25519) -> bytes:
 
 
 def format_verifier_key(key: VerifierKey) -> str:
-    encoded = base64.b64encode(bytes([ALG_ED25519]) + key.pubkey).decode("ascii")
+    encoded = base64.b64encode(bytes([key.alg]) + key.pubkey).decode("ascii")
     return f"{key.name}+{key.key_hash.hex()}+{encoded}"
 
 
 def parse_verifier_key(text: object, what: str = "verifier key",
-                       error: type[Exception] = InvalidMessage) -> VerifierKey:
-    """A verifier key whose parts agree: a valid name, an Ed25519 key of 32 bytes in
-    standard padded base64, and the key hash that name and key give."""
+                       error: type[Exception] = InvalidMessage,
+                       alg: int = ALG_ED25519) -> VerifierKey:
+    """A verifier key whose parts agree: a valid name, an Ed25519 key of 32 bytes
+    after the type byte ``alg`` in standard padded base64, and the key hash that
+    name, type and key give."""
     if not isinstance(text, str):
         raise error(f"{what}: must be a string")
     parts = text.split("+", 2)   # the base64 key may hold "+" itself
@@ -61,9 +67,9 @@ def parse_verifier_key(text: object, what: str = "verifier key",
         raw = base64.b64decode(parts[2], validate=True)
     except (binascii.Error, ValueError):
         raise error(f"{what}: the key is not base64") from None
-    if len(raw) != 33 or raw[0] != ALG_ED25519 or base64.b64encode(raw).decode() != parts[2]:
-        raise error(f"{what}: not an Ed25519 key (0x01 and 32 bytes)")
-    key = VerifierKey(parts[0], raw[1:])
+    if len(raw) != 33 or raw[0] != alg or base64.b64encode(raw).decode() != parts[2]:
+        raise error(f"{what}: not an Ed25519 key (0x{alg:02x} and 32 bytes)")
+    key = VerifierKey(parts[0], raw[1:], alg)
     if key.key_hash.hex() != parts[1]:
         raise error(f"{what}: the key hash does not match the name and key")
     return key

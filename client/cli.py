@@ -26,13 +26,15 @@ from .protocol.encoding import b64decode, b64encode, b64url_decode, format_ms
 from .protocol.errors import ChainError, ClientError, ProtocolError, Unreachable
 from .protocol.identity import normalize_identity
 from .protocol.keyquery import Notary
-from .session import ServerSession, add_server
+from .protocol.note import format_verifier_key
+from .session import ServerSession, Witnessing, add_server, witnessing
 from .store.home import Home, default_home
 from .store.lock import HomeLock
 from .trust.continuity import has_new_owner
 from .trust.evidence import ServerCheating
 from .trust.history import LookupResult
 from .trust.monitor import NEW_OWNER, RECOVERY, UPDATE, Alert, fingerprint
+from .witnesses import NOT_YET_WITNESSED, parse_witness_key
 
 if TYPE_CHECKING:
     # The keystore and KeyInit modules are imported by the commands that use them:
@@ -123,12 +125,10 @@ def main(ctx: click.Context, home: str, wait: float) -> None:
 
 def _evidence_kept(home: Home, exc: ServerCheating) -> str:
     """Where the proof of a server caught cheating is (the session kept it)."""
-    if exc.notes:
-        return (f"The {len(exc.notes)} checkpoints it signed that prove it are kept as "
-                f"evidence in {os.path.join(home.path, 'state.sqlite')}: 'keyclient "
-                "evidence' lists them ('--json' prints them to hand on). Do not trust this"
-                " server.")
-    return (f"The {len(exc.replies)} signed replies that prove it are kept as evidence in "
+    kept = " and ".join(part for part in (
+        f"{len(exc.replies)} signed replies" if exc.replies else "",
+        f"{len(exc.notes)} checkpoints it signed" if exc.notes else "") if part)
+    return (f"The {kept} that prove it are kept as evidence in "
             f"{os.path.join(home.path, 'state.sqlite')}: 'keyclient evidence' lists them "
             "('--json' prints them to hand on). Do not trust this server.")
 
@@ -234,7 +234,8 @@ def server_list(home: Home, as_json: bool) -> None:
     servers = [(name, url, home.chain(name)) for name, url in home.servers()]
     if as_json:
         _echo_json([{"name": name, "url": url, "verified_entries": chain.length,
-                     "synced_ts": chain.synced_ts, "default": name == default}
+                     "synced_ts": chain.synced_ts, "default": name == default,
+                     **_witnessed_json(witnessing(home, name))}
                     for name, url, chain in servers])
         return
     for name, url, chain in servers:
@@ -322,6 +323,109 @@ def notary_remove(home: Home, server_name: str) -> None:
     click.echo(f"removed notary {server_name}")
 
 
+@main.group("witness", help="Witnesses that cosign the keyservers' logs (§8.1): with a"
+                              " quorum, a log is trusted only as far as they cosigned it.")
+def witness_group() -> None:
+    pass
+
+
+@witness_group.command("add")
+@click.argument("name")
+@click.argument("key")
+@_server_option
+@click.option("--quorum", type=click.IntRange(0), metavar="K",
+              help="How many of the server's witnesses must cosign a tree before it is "
+                   "trusted (default: as it was, 1 for the first witness).")
+@click.pass_obj
+def witness_add(home: Home, name: str, key: str, server: str | None,
+                quorum: int | None) -> None:
+    """Trust the witness NAME (e.g. other.example/witness) for a server's log, with its
+    cosignature verifier key KEY (NAME+<hex key id>+<base64 key>, as 'keyserver witness
+    key' prints it on the witness)."""
+    server, _ = _one_server(home, server)
+    quorum = home.add_witness(server, parse_witness_key(name, key), quorum, now_ms())
+    count = len(home.witnesses(server))
+    click.echo(f"trusting witness {name} for {server}; quorum {quorum} of {count} witness(es)"
+               f" (change it with 'keyclient witness quorum K --server {server}')")
+
+
+@witness_group.command("list")
+@_server_option
+@_json_option
+@click.pass_obj
+def witness_list(home: Home, server: str | None, as_json: bool) -> None:
+    """The witnesses trusted for each server (or SERVER), its quorum, and how far its
+    log is witnessed."""
+    listed = [(name, home.witnesses(name), witnessing(home, name))
+              for name, _ in _servers(home, server)]
+    if as_json:
+        _echo_json([{"server": name, "quorum": home.quorum(name),
+                     "witnesses": [{"name": key.name, "key": format_verifier_key(key)}
+                                   for key in keys],
+                     **_witnessed_json(witnessed)} for name, keys, witnessed in listed])
+        return
+    for name, keys, witnessed in listed:
+        if not keys:
+            click.echo(f"{name}: no witnesses: split views cannot be detected (add one with "
+                       f"'keyclient witness add NAME KEY --server {name}')")
+            continue
+        click.echo(f"{name}: quorum {home.quorum(name)} of {len(keys)}; "
+                   f"{_witnessed_text(witnessed)}")
+        for key in keys:
+            click.echo(f"  {key.name}  {format_verifier_key(key)}")
+
+
+@witness_group.command("remove")
+@click.argument("name")
+@_server_option
+@click.pass_obj
+def witness_remove(home: Home, name: str, server: str | None) -> None:
+    """Stop trusting the witness NAME for a server."""
+    server, _ = _one_server(home, server)
+    home.remove_witness(server, name)
+    click.echo(f"removed witness {name} for {server}; quorum {home.quorum(server)} of "
+               f"{len(home.witnesses(server))}")
+
+
+@witness_group.command("quorum")
+@click.argument("quorum", type=click.IntRange(0), metavar="K")
+@_server_option
+@click.pass_obj
+def witness_quorum(home: Home, quorum: int, server: str | None) -> None:
+    """Trust a server's log only as far as K of its witnesses cosigned it (0: no
+    witness needed; then split views cannot be detected)."""
+    server, _ = _one_server(home, server)
+    home.set_quorum(server, quorum)
+    click.echo(f"quorum {quorum} of {len(home.witnesses(server))} witness(es) for {server}")
+
+
+def _witnessed_text(witnessed: Witnessing | None) -> str:
+    """How far a server's log is witnessed, in words."""
+    if witnessed is None:
+        return "not witnessed (no quorum of witnesses is required)"
+    if witnessed.cosigned is None:
+        return f"no checkpoint is cosigned by {witnessed.quorum} witness(es) yet"
+    return (f"witnessed up to size {witnessed.tree_size} by "
+            f"{', '.join(witnessed.witnesses)} (quorum {witnessed.quorum})")
+
+
+def _witnessed_json(witnessed: Witnessing | None) -> dict:
+    """The ``--json`` fields of how far a server's log is witnessed (a size of None:
+    no quorum is required, the whole verified chain is trusted)."""
+    return {"quorum": witnessed.quorum if witnessed else 0,
+            "witnessed_size": witnessed.tree_size if witnessed else None,
+            "witnesses_relied_on": witnessed.witnesses if witnessed else []}
+
+
+def _unwitnessed_notice(session: ServerSession) -> None:
+    """Say on stderr when the verified chain goes beyond the witnessed log."""
+    witnessed = session.witnessing
+    if witnessed is not None and session.chain.length > witnessed.tree_size:
+        click.echo(NOT_YET_WITNESSED.format(
+            count=session.chain.length - witnessed.tree_size, server=session.server,
+            quorum=witnessed.quorum, size=witnessed.tree_size), err=True)
+
+
 @main.command("sync")
 @click.argument("server", required=False)
 @click.pass_obj
@@ -335,7 +439,8 @@ def sync(home: Home, server: str | None) -> None:
             added = session.sync(progress=bar.update)
         current = session.keys[-1]
         click.echo(f"{name}: {added} new entries, {session.chain.length} verified; "
-                   f"server key {b64encode(current.pubkey)} (since position {current.pos})")
+                   f"server key {b64encode(current.pubkey)} (since position {current.pos});"
+                   f" {_witnessed_text(session.witnessing)}")
 
 
 def _entries_to_fetch(session: ServerSession) -> int:
@@ -440,7 +545,11 @@ def lookup_command(home: Home, identity: str, server: str | None, offline: bool,
     name has a new owner since you last looked it up.
 
     With --light, only IDENTITY's latest entry is fetched, with its inclusion
-    proof in a checkpoint signed by the log key (§8)."""
+    proof in a checkpoint signed by the log key (§8).
+
+    With a quorum of witnesses set for the server ('keyclient witness'), only the
+    log as far as they cosigned it counts: newer entries are named on stderr as not
+    yet witnessed, and an identity with none before is not shown (exit status 1)."""
     if light and offline:
         raise click.UsageError("--light asks the server: it cannot be --offline")
     if light:
@@ -451,15 +560,26 @@ def lookup_command(home: Home, identity: str, server: str | None, offline: bool,
     else:
         session = _session(home, server)
         _reachable(session, f"lookup {identity}", session.sync)
-    result = _reachable(session, f"lookup {identity}", lambda: session.lookup(identity))
+    trusted = _reachable(session, f"lookup {identity}",
+                         lambda: session.trusted_lookup(identity))
+    result, pending = trusted.result, trusted.pending()
+    _unwitnessed_notice(session)
+    witnessed = _witnessed_json(trusted.witnessing)
     if result is None:
         if as_json:
             _echo_json({"identity": identity, "server": session.server, "found": False,
-                        "entries_searched": session.chain.length})
+                        "entries_searched": session.chain.length,
+                        "not_yet_witnessed": list(trusted.unwitnessed), **witnessed})
+        elif pending:
+            click.echo(f"{identity}: not yet witnessed on {session.server}: {pending}; "
+                       "try again later")
         else:
             click.echo(f"{identity}: not found on {session.server} "
                        f"({session.chain.length} entries searched)")
         raise SystemExit(1)
+    if pending:
+        click.secho(f"NOTICE: {pending}; showing its keys as of the witnessed log", err=True,
+                    fg="yellow")
     message = result.message
     now = now_ms()
     status = ("current" if result.is_current(now) else
@@ -476,7 +596,8 @@ def lookup_command(home: Home, identity: str, server: str | None, offline: bool,
             "sigescrow": b64encode(message.sigescrow.pubkey) if message.sigescrow else None,
             "pubkeys": [{"pubkey": b64encode(key.pubkey), "function": key.function}
                         for key in message.pubkeys],
-            "repouris": list(message.repouris), "new_owner": new_owner})
+            "repouris": list(message.repouris), "new_owner": new_owner,
+            "not_yet_witnessed": list(trusted.unwitnessed), **witnessed})
     else:
         _print_keys(identity, result, status)
         new_owner = _announce_key_changes(session, result)
@@ -513,11 +634,13 @@ def _light_lookup(session: ServerSession, identity: str, as_json: bool) -> None:
             "sigkey": b64encode(message.sigkey.pubkey),
             "fingerprint": fingerprint(message.sigkey.pubkey),
             "pubkeys": [{"pubkey": b64encode(key.pubkey), "function": key.function}
-                        for key in message.pubkeys], "repouris": list(message.repouris)})
+                        for key in message.pubkeys], "repouris": list(message.repouris),
+            **_witnessed_json(result.witnessing)})
     else:
         click.echo(f"{identity}: {status} (light: latest entry only)")
         click.echo(f"  position:   {found.pos}, in the checkpoint of tree size "
                    f"{result.checkpoint.tree_size}, signed by {key_from}")
+        click.echo(f"  log:        {_witnessed_text(result.witnessing)}")
         click.echo(f"  msgcount:   {message.msgcount}")
         click.echo(f"  valid:      {format_ms(message.not_before_ts)}"
                    f" .. {format_ms(message.not_after_ts)}")
@@ -816,7 +939,8 @@ def verify_command(home: Home, server: str | None, offline: bool, as_json: bool)
         accounts = Accounts(session)
         replies = _reachable(session, "verify", accounts.verify)
         verified.append({"server": name, "verified_entries": accounts.chain.length,
-                         "replies_matching": replies, "synced_ts": accounts.chain.synced_ts})
+                         "replies_matching": replies, "synced_ts": accounts.chain.synced_ts,
+                         **_witnessed_json(session.witnessing)})
         if not as_json:
             click.echo(f"{name}: {accounts.chain.length} entries verified, {replies} of your "
                        "replies match the chain")
@@ -834,30 +958,23 @@ def evidence_command(home: Home, server: str | None, as_json: bool) -> None:
     replies that break the protocol (times that decrease along the chain, a history
     that breaks the update rules), and checkpoints it signed that no honest log
     signs together (a rewritten history, §8), oldest first."""
-    kept = [(name, ts, what, replies) for name, _ in _servers(home, server)
-            for ts, what, replies in home.evidence(name)]
-    notes = [(name, ts, what, kept_notes) for name, _ in _servers(home, server)
-             for ts, what, kept_notes in home.evidence_notes(name)]
+    kept = [(name, *piece) for name, _ in _servers(home, server)
+            for piece in home.evidence_pieces(name)]
     if as_json:
         click.echo(json.dumps([{"server": name, "recorded_ts": ts, "what": what,
-                                "replies": replies} for name, ts, what, replies in kept
-                               if replies] +
-                              [{"server": name, "recorded_ts": ts, "what": what,
-                                "checkpoints": kept_notes}
-                               for name, ts, what, kept_notes in notes],
+                                **({"replies": replies} if replies else {}),
+                                **({"checkpoints": notes} if notes else {})}
+                               for name, ts, what, replies, notes in kept],
                               indent=2, sort_keys=True))
         return
-    for name, ts, what, replies in kept:
-        if not replies:
-            continue
+    for name, ts, what, replies, notes in kept:
         positions = ", ".join(str(reply["entry"]["hashchain_pos"]) for reply in replies)
-        click.echo(f"{name}, {format_ms(ts)}: {what} [{len(replies)} signed replies, "
-                   f"positions {positions}]")
-    for name, ts, what, kept_notes in notes:
-        click.echo(f"{name}, {format_ms(ts)}: {what} [{len(kept_notes)} signed checkpoints]")
-        for note in kept_notes:
+        parts = ([f"{len(replies)} signed replies, positions {positions}"] if replies else []) \
+            + ([f"{len(notes)} signed checkpoints"] if notes else [])
+        click.echo(f"{name}, {format_ms(ts)}: {what} [{'; '.join(parts)}]")
+        for note in notes:
             click.echo("  " + note.rstrip("\n").replace("\n", "\n  "))
-    if not kept and not notes:
+    if not kept:
         click.echo("no evidence")
 
 

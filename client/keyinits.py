@@ -143,17 +143,19 @@ def status(session: ServerSession, accounts: Accounts, identity: str) -> KeyInit
 
 def fetch(session: ServerSession, identity: str,
           found: Callable[[LookupResult], None] = lambda result: None) -> Fetched:
-    """As a sender: find ``identity`` on the verified chain, fetch one of its KeyInits
-    from the repositories its UIDMessage names that its keyserver vouches for (§9),
-    verify it and open its anchor. The repositories skipped are in ``Fetched.skipped``
+    """As a sender: find ``identity`` on the verified chain (as far as a quorum of
+    witnesses cosigned it, when the user requires one: ``trusted_lookup``), fetch one
+    of its KeyInits from the repositories its UIDMessage names that its keyserver
+    vouches for (§9), verify it and open its anchor. The repositories skipped are in ``Fetched.skipped``
     (and in the error when none can be contacted). ``found`` is given the verified
     lookup before anything else is checked or fetched (to tell the user whether
     the keys changed since they last saw them, also when the fetch then fails)."""
     session.sync()
     session.progress(f"looking up {identity} on the chain")
-    result = session.lookup(identity)
+    trusted = session.trusted_lookup(identity)
+    result = trusted.result
     if result is None:
-        raise ClientError(f"{identity} is not on {session.server}'s chain")
+        raise ClientError(trusted.pending() or f"{identity} is not on {session.server}'s chain")
     found(result)
     now = now_ms()
     if not result.is_current(now):

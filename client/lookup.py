@@ -79,9 +79,12 @@ def _entries_of(chain: LocalChain, bundle: int) -> Callable[[int], bytes]:
     return lambda pos: block[(pos - first) * ENTRY_SIZE:(pos - first + 1) * ENTRY_SIZE]
 
 
-def _matches(replies: Replies, search: ChainSearch, identity: str) -> list[Match]:
-    """Each of ``identity``'s entries with the reply the server serves for it."""
-    found = search.search(identity)
+def _matches(replies: Replies, search: ChainSearch, identity: str,
+             upto: int | None = None) -> list[Match]:
+    """Each of ``identity``'s entries (before position ``upto``, if given) with the
+    reply the server serves for it."""
+    found = [(pos, uid_hash) for pos, uid_hash in search.search(identity)
+             if upto is None or pos < upto]
     served = replies([pos for pos, _ in found])
     return [Match(pos, search.chain.entry(pos), uid_hash, served[pos],
                   search.chain.first_seen(pos))
@@ -98,8 +101,10 @@ def server_record(replies: Replies, search: ChainSearch, server_name: str,
 
 
 def lookup(replies: Replies, search: ChainSearch, server_name: str, identity: str,
-           validity: KeyValidity, server: ServerRecord | None = None) -> LookupResult | None:
-    """The identity's verified history and current keys, or None if not on the chain.
+           validity: KeyValidity, server: ServerRecord | None = None,
+           upto: int | None = None) -> LookupResult | None:
+    """The identity's verified history and current keys, or None if not on the chain
+    (on its first ``upto`` entries, if given: the log as far as witnesses cosigned it).
 
     ``server`` is what the chain says of the server, if the caller has it from
     ``server_record`` already."""
@@ -107,5 +112,5 @@ def lookup(replies: Replies, search: ChainSearch, server_name: str, identity: st
         # One pass over the chain finds both (the server's own entries give its keys).
         search.search_many([server_identity(server_name), identity])
         server = server_record(replies, search, server_name, validity)
-    return verify_history(identity, server_name, _matches(replies, search, identity), server,
-                          validity)
+    return verify_history(identity, server_name, _matches(replies, search, identity, upto),
+                          server, validity)

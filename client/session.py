@@ -27,6 +27,7 @@ from .protocol.errors import ChainError, ClientError, VerificationError
 from .protocol.checkpoint import Checkpoint, Note, parse_note
 from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, verify_entries
 from .protocol.merkle import CompactTree
+from .protocol.note import VerifierKey
 from .protocol.identity import server_identity
 from .protocol.uidrules import Limits
 from .protocol.urls import URLError, split_url
@@ -47,6 +48,8 @@ from .trust.monitor import Alert
 from .trust.ordering import RepliesOutOfOrder, check_ordered
 from .trust.serverpolicy import (TOKEN_KEY_CHANGES_WARN, TOKEN_KEY_CHANGES_WINDOW_MS,
                                  ChainPolicy, check_capabilities_policy, token_key_refusal)
+from .trust.witnesses import Cosigned, check_cosigners, check_entry_times
+from .witnesses import NO_WITNESS
 
 if TYPE_CHECKING:
     # Tokens need RSA (cryptography, slow to import): only commands that pay load it.
@@ -54,19 +57,66 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Witnessing:
+    """How far the log of a server whose witnesses the user requires is trusted
+    (§8.1): up to the largest checkpoint that ``quorum`` of them cosigned, as
+    verified here (``cosigned``; None: none yet, nothing is trusted)."""
+
+    quorum: int
+    cosigned: Cosigned | None
+
+    @property
+    def tree_size(self) -> int:
+        return self.cosigned.tree_size if self.cosigned else 0
+
+    @property
+    def witnesses(self) -> list[str]:
+        """The witnesses whose cosignatures the trusted tree rests on."""
+        return sorted(self.cosigned.cosigners) if self.cosigned else []
+
+
+@dataclass(frozen=True)
 class LightLookup:
     """``lookup --light``: an identity's latest message as the server answered it,
     proven in a checkpoint's tree that the log key signed (``log_key_from``: "chain"
     when the synced chain bound the key, "capabilities" when only the server's
-    self-signed capabilities named it). Nothing proves that no later entry exists."""
+    self-signed capabilities named it), and in the tree a quorum of witnesses
+    cosigned when the user requires one (``witnessing``). Nothing proves that no
+    later entry exists."""
 
     found: Found
     checkpoint: Checkpoint
     log_key_from: str
+    witnessing: Witnessing | None
+
+
+@dataclass(frozen=True)
+class TrustedLookup:
+    """A lookup on the log as far as it is trusted: the identity's history in the
+    witnessed tree (``result``; the whole verified chain when no quorum is required),
+    and its positions beyond it, not yet witnessed (``unwitnessed``)."""
+
+    identity: str
+    result: LookupResult | None
+    unwitnessed: tuple[int, ...]
+    witnessing: Witnessing | None
+
+    def pending(self) -> str | None:
+        """What of the identity is not yet witnessed, in words (None: nothing)."""
+        if not self.unwitnessed or self.witnessing is None:
+            return None
+        positions = ", ".join(map(str, self.unwitnessed))
+        return (f"{self.identity} has {len(self.unwitnessed)} entries not yet witnessed "
+                f"(position {positions}): not yet cosigned by {self.witnessing.quorum} "
+                f"witness(es), the log is witnessed up to size {self.witnessing.tree_size}")
 
 
 class TokenKeyRefused(ClientError):
     """No token key of the server may be bought with now (§10.4); the message says why."""
+
+
+class NotYetWitnessed(ClientError):
+    """A light lookup's entry lies beyond the tree a quorum of witnesses cosigned."""
 
 
 def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10000,
@@ -186,6 +236,19 @@ def add_server(home: Home, url: str, move: bool = False,
     return name
 
 
+def witnessing(home: Home, server: str) -> Witnessing | None:
+    """How far the log of ``server`` is trusted, as last verified in ``home``
+    (§8.1); None when the user requires no witness of it (the whole verified chain
+    is)."""
+    quorum = home.quorum(server)
+    if not quorum:
+        return None
+    note = home.witnessed(server)
+    cosigned = (check_cosigners(parse_note(note), home.witnesses(server), now_ms())
+                if note is not None else None)
+    return Witnessing(quorum, cosigned)
+
+
 def _runs(positions: Iterable[int]) -> list[tuple[int, int]]:
     """``(first, last)`` of each run of consecutive ``positions`` (the bundles of a
     batch), in order."""
@@ -287,6 +350,7 @@ class ServerSession:
                            self.keyring)
         check_capabilities_policy(self.capabilities, self.policy)
         self.check_log()
+        self.check_witnesses(self.policy.current.log_vkey)
         self.monitor(expect or {})
         return added
 
@@ -307,6 +371,50 @@ class ServerSession:
                 check_root(note, self._local_root(checkpoint.tree_size))
             self._advance_checkpoint(note)
         return checkpoint
+
+    @property
+    def witnessing(self) -> Witnessing | None:
+        """How far the log is trusted, as last verified here (``witnessing``)."""
+        return witnessing(self.home, self.server)
+
+    def check_witnesses(self, log_vkey: VerifierKey) -> Witnessing | None:
+        """With a quorum ``k`` of witnesses required (§8.1): the server's newest
+        checkpoint with ``k`` cosignatures, signed by ``log_vkey``, counted only with
+        ``k`` valid ones by distinct witnesses trusted here, its root the verified
+        chain's when the chain holds its tree, consistent with the last checkpoint
+        kept; the largest such is remembered. Without one, the user is told why and
+        nothing more is trusted than before. With no witness required, the user is
+        told once that split views go undetected."""
+        quorum = self.home.quorum(self.server)
+        if not quorum:
+            if self.home.tell_unwitnessed(self.server, now_ms()):
+                self.notice(NO_WITNESS.format(server=self.server))
+            return None
+        self.progress(f"checking the witnesses' cosignatures (quorum {quorum})")
+        note = self.api.fetch_checkpoint(quorum=quorum)
+        why = f"the server has no checkpoint with {quorum} cosignatures"
+        if note is not None:
+            check_checkpoint(note, log_vkey)
+            cosigned = check_cosigners(note, self.home.witnesses(self.server), now_ms())
+            for refused in cosigned.refused:
+                self.notice(f"{self.server}: {refused}: not counted")
+            if len(cosigned.cosigners) >= quorum:
+                with self._evidence():
+                    if cosigned.tree_size <= self.chain.length:
+                        check_root(note, self._local_root(cosigned.tree_size))
+                    self._advance_checkpoint(note)
+                self.home.record_witnessed(self.server, cosigned.tree_size, note.text(),
+                                           now_ms())
+                return self.witnessing
+            why = (f"its checkpoint of size {cosigned.tree_size} carries valid cosignatures"
+                   f" by {len(cosigned.cosigners)} of the witnesses trusted here")
+        witnessing = self.witnessing
+        assert witnessing is not None
+        self.notice(f"no checkpoint of {self.server} is cosigned by {quorum} of its witnesses"
+                    f" yet ({why}): " + (
+                        f"its log is trusted up to size {witnessing.tree_size}, as before"
+                        if witnessing.cosigned else "nothing of its log is trusted yet"))
+        return witnessing
 
     @contextlib.contextmanager
     def _evidence(self) -> Iterator[None]:
@@ -389,8 +497,23 @@ class ServerSession:
             check_reply_signature(reply, self.server, self.keys, pos, self.keyring)
         else:
             check_reply_listed(reply, self.capabilities)
-        return LightLookup(open_reply(identity, self.server, reply), checkpoint,
-                           "chain" if synced else "capabilities")
+        found = open_reply(identity, self.server, reply)
+        witnessing = self.check_witnesses(log_vkey)
+        if witnessing is not None:
+            if witnessing.cosigned is None or pos >= witnessing.tree_size:
+                raise NotYetWitnessed(
+                    f"{identity}'s latest entry (position {pos}) is not yet witnessed: no"
+                    f" checkpoint containing it is cosigned by {witnessing.quorum} of the"
+                    f" witnesses trusted here (the log is witnessed up to size "
+                    f"{witnessing.tree_size}); try again later")
+            cosigned = witnessing.cosigned
+            check_leaf(reply.entry.hashchain_entry,
+                       self.api.fetch_inclusion_proof(pos, cosigned.tree_size),
+                       cosigned.note.checkpoint, pos)
+            with self._evidence():
+                check_entry_times([reply], cosigned)
+        return LightLookup(found, checkpoint, "chain" if synced else "capabilities",
+                           witnessing)
 
     def monitor(self, writing: Collection[int] = ()) -> list[Alert]:
         """Alert on our identities' entries that we did not make (§7.3 "Monitoring"),
@@ -483,12 +606,32 @@ class ServerSession:
         if verify_entries(entries, ZERO_HASH) != self.chain.last_hash:
             raise VerificationError("the local chain does not end in the verified hash")
 
-    def lookup(self, identity: str) -> LookupResult | None:
-        """``identity`` on the chain, with the server keys the last ``sync`` found
-        (found afresh if there was none). Its replies, like every reply ``replies``
-        returns, are held already (from the cache, or by ``_hold_signed``). A history
-        whose signed replies break §4 proves the server cheats: they are kept as
-        evidence in the home, and the command fails (``BrokenHistory``)."""
+    def trusted_lookup(self, identity: str) -> TrustedLookup:
+        """``lookup`` on the log as far as it is trusted: with a quorum of witnesses
+        required, only ``identity``'s entries in the tree they cosigned count (those
+        beyond are named, not used), and each reply of its history must be dated no
+        later than the cosignatures allow (§7.3; else the server cheats: the reply and
+        the cosigned note are kept as evidence, ``EntryAfterCosignature``)."""
+        witnessing = self.witnessing
+        if witnessing is None:
+            return TrustedLookup(identity, self.lookup(identity), (), None)
+        size = witnessing.tree_size
+        result = self.lookup(identity, upto=size)
+        if result is not None:
+            assert witnessing.cosigned is not None   # size > 0
+            with self._evidence():
+                check_entry_times([found.reply for found in result.history],
+                                  witnessing.cosigned)
+        later = tuple(pos for pos, _ in self.search.search(identity) if pos >= size)
+        return TrustedLookup(identity, result, later, witnessing)
+
+    def lookup(self, identity: str, upto: int | None = None) -> LookupResult | None:
+        """``identity`` on the chain (its entries before position ``upto`` only, if
+        given), with the server keys the last ``sync`` found (found afresh if there
+        was none). Its replies, like every reply ``replies`` returns, are held already
+        (from the cache, or by ``_hold_signed``). A history whose signed replies break
+        §4 proves the server cheats: they are kept as evidence in the home, and the
+        command fails (``BrokenHistory``)."""
         # One pass over the chain finds both (the server's own entries give its keys),
         # and one batch of bundles fetches both's replies (§5.1).
         hits = self.search.search_many([server_identity(self.server), identity])
@@ -497,7 +640,7 @@ class ServerSession:
             self.track_keys()
         try:
             return lookup(self.replies, self.search, self.server, identity, self.keyring,
-                          self.record)
+                          self.record, upto)
         except BrokenHistory as exc:
             self.home.record_evidence(self.server, str(exc), exc.replies, now_ms())
             raise

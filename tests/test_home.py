@@ -17,7 +17,7 @@ from client.trust.ordering import RepliesOutOfOrder, check_ordered
 TABLES = {"servers", "chains", "found", "scanned", "own_replies", "keyinit_msgcounts", "alerts",
           "held_replies", "evidence", "first_seen", "shown_keys", "complete_bundles",
           "key_documents", "notaries", "corroborated", "settings",
-          "checkpoints", "merkle_trees"}
+          "checkpoints", "merkle_trees", "witnesses", "witnessing"}
 REPLY = format_uid_message_reply(ReplyEntry(bytes(72), bytes(153), 1, 1000),
                                  {"example.org": {"ed25519:a": "sig"}})
 

@@ -6,7 +6,8 @@ make (§7.3 "Monitoring"), the message of each looked-up identity last shown (ke
 continuity), the evidence against servers caught cheating, the last checkpoint
 verified of each server and its chain's Merkle tree (§8), the KeyInit msgcounts
 used (§9), each server's newest key document, the trusted notaries and
-the server keys they corroborated (§11).
+the server keys they corroborated (§11), and each server's witnesses, quorum and
+the largest checkpoint a quorum of them cosigned (§8.1).
 
 Everything in it is private to the user (folder 0700, files 0600). The state
 database has one schema, built by ``MIGRATIONS`` when the home opens: step ``n``
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Collection, Iterable, Iterator
 from ..protocol.errors import ClientError
 from ..protocol.identity import is_domain
 from ..protocol.keyquery import Notary
+from ..protocol.note import ALG_COSIGNATURE, VerifierKey, format_verifier_key, parse_verifier_key
 from ..protocol.serverkeys import KeyDocument, parse_key_document
 from ..protocol.wire import BUNDLE_SIZE, UIDMessageReply, parse_uid_message_reply
 from ..trust.continuity import Shown
@@ -200,6 +202,27 @@ MIGRATIONS = [
         hashes BLOB NOT NULL
     );
     ALTER TABLE evidence ADD COLUMN notes TEXT NOT NULL DEFAULT '[]';
+    """,
+    # Witnesses (§8.1): those the user trusts for each server (verifier keys as
+    # typed, checked), and per server the quorum, the largest checkpoint verified
+    # with a quorum of cosignatures (the log is trusted up to its tree size only),
+    # and when the user was told that no witness guards the server.
+    """
+    CREATE TABLE witnesses (
+        server TEXT NOT NULL,
+        name TEXT NOT NULL,
+        vkey TEXT NOT NULL,
+        added_ts INTEGER NOT NULL,
+        PRIMARY KEY (server, name)
+    );
+    CREATE TABLE witnessing (
+        server TEXT PRIMARY KEY,
+        quorum INTEGER NOT NULL DEFAULT 0 CHECK (quorum >= 0),
+        tree_size INTEGER,
+        note TEXT,
+        verified_ts INTEGER,
+        told_ts INTEGER
+    );
     """,
 ]
 
@@ -432,6 +455,15 @@ class Home:
             "SELECT recorded_ts, what, replies FROM evidence WHERE server = ? ORDER BY id",
             (server,))]
 
+    def evidence_pieces(self, server: str) -> list[tuple[int, str, list[dict], list[str]]]:
+        """``(recorded_ts, what, replies, notes)`` of every piece of evidence against
+        ``server``, oldest first (a piece may hold signed replies, checkpoint notes or
+        both: an entry dated after a witness's cosignature, §7.3)."""
+        return [(ts, what, json.loads(replies), json.loads(notes))
+                for ts, what, replies, notes in self.db.execute(
+                    "SELECT recorded_ts, what, replies, notes FROM evidence WHERE server = ?"
+                    " ORDER BY id", (server,))]
+
     def evidence_notes(self, server: str) -> list[tuple[int, str, list[str]]]:
         """``(recorded_ts, what, notes)`` of every piece of evidence against ``server``
         made of checkpoint notes (§8: a log caught rewriting its history)."""
@@ -472,6 +504,105 @@ class Home:
                 "INSERT INTO merkle_trees (server, tree_size, hashes) VALUES (?, ?, ?)"
                 " ON CONFLICT (server) DO UPDATE SET tree_size = excluded.tree_size,"
                 " hashes = excluded.hashes", (server, tree_size, b"".join(hashes)))
+
+    # --- witnesses (§8.1) ---------------------------------------------------------------
+    # Changing a server's witnesses or quorum forgets what the old ones cosigned (the
+    # next sync finds the witnessed size anew) and that the user was told of none.
+
+    def witnesses(self, server: str) -> list[VerifierKey]:
+        """The witnesses trusted for ``server``, by name."""
+        return [parse_verifier_key(vkey, alg=ALG_COSIGNATURE) for vkey, in self.db.execute(
+            "SELECT vkey FROM witnesses WHERE server = ? ORDER BY name", (server,))]
+
+    def quorum(self, server: str) -> int:
+        """How many of its witnesses must have cosigned a tree of ``server`` for the
+        client to trust it (0: none is required)."""
+        row = self.db.execute("SELECT quorum FROM witnessing WHERE server = ?",
+                              (server,)).fetchone()
+        return row[0] if row else 0
+
+    def add_witness(self, server: str, key: VerifierKey, quorum: int | None,
+                    now_ms: int) -> int:
+        """Trust the witness ``key`` for ``server`` with ``quorum`` (None: the quorum
+        as it was, 1 if it was 0); return the quorum. A name or key already trusted
+        for the server, or a quorum above the number of witnesses, changes nothing."""
+        with self.db:
+            known = self.db.execute("SELECT name, vkey FROM witnesses WHERE server = ?",
+                                    (server,)).fetchall()
+            for name, vkey in known:
+                if name == key.name:
+                    raise ClientError(f"witness {name} is already trusted for {server}:"
+                                      " remove it first to change its key")
+                if parse_verifier_key(vkey, alg=ALG_COSIGNATURE).pubkey == key.pubkey:
+                    raise ClientError(f"this key is already trusted for {server} as witness "
+                                      f"{name}: one witness counts once toward the quorum")
+            self.db.execute("INSERT INTO witnesses (server, name, vkey, added_ts) VALUES"
+                            " (?, ?, ?, ?)", (server, key.name, format_verifier_key(key), now_ms))
+            if quorum is None:
+                quorum = self.quorum(server) or 1
+            self._set_quorum(server, quorum, len(known) + 1)
+        return quorum
+
+    def remove_witness(self, server: str, name: str) -> None:
+        """Stop trusting witness ``name`` for ``server``; refused while the quorum
+        needs more witnesses than would remain."""
+        with self.db:
+            if not self.db.execute("DELETE FROM witnesses WHERE server = ? AND name = ?",
+                                   (server, name)).rowcount:
+                raise ClientError(f"no witness {name} for {server}: see 'keyclient witness"
+                                  f" list --server {server}'")
+            left = self._witness_count(server)
+            quorum = self.quorum(server)
+            if quorum > left:
+                raise ClientError(
+                    f"the quorum of {server} is {quorum}: without {name}, {left} witness(es)"
+                    f" would be left. Lower it first: 'keyclient witness quorum {left}"
+                    f" --server {server}'")
+            self._set_quorum(server, quorum, left)
+
+    def set_quorum(self, server: str, quorum: int) -> None:
+        """Require ``quorum`` of the witnesses of ``server`` (at most as many as there are)."""
+        with self.db:
+            self._set_quorum(server, quorum, self._witness_count(server))
+
+    def _witness_count(self, server: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM witnesses WHERE server = ?",
+                               (server,)).fetchone()[0]
+
+    def _set_quorum(self, server: str, quorum: int, count: int) -> None:
+        """Inside the caller's transaction: the quorum, what the witnesses cosigned
+        forgotten."""
+        if not 0 <= quorum <= count:
+            raise ClientError(f"a quorum of {quorum} is impossible with {count} witness(es)"
+                              f" for {server}: it must be 0 to {count}")
+        self.db.execute(
+            "INSERT INTO witnessing (server, quorum) VALUES (?, ?) ON CONFLICT (server) DO"
+            " UPDATE SET quorum = excluded.quorum, tree_size = NULL, note = NULL,"
+            " verified_ts = NULL, told_ts = NULL", (server, quorum))
+
+    def witnessed(self, server: str) -> str | None:
+        """The note of the largest checkpoint of ``server`` verified here with a quorum
+        of its witnesses' cosignatures (None if none yet)."""
+        row = self.db.execute("SELECT note FROM witnessing WHERE server = ?",
+                              (server,)).fetchone()
+        return row[0] if row else None
+
+    def record_witnessed(self, server: str, tree_size: int, note: str, now_ms: int) -> None:
+        """Remember ``note`` (verified, cosigned by a quorum) unless a larger one is."""
+        with self.db:
+            self.db.execute(
+                "UPDATE witnessing SET tree_size = ?, note = ?, verified_ts = ? WHERE"
+                " server = ? AND (tree_size IS NULL OR tree_size < ?)",
+                (tree_size, note, now_ms, server, tree_size))
+
+    def tell_unwitnessed(self, server: str, now_ms: int) -> bool:
+        """Whether the user is yet to be told that no witness guards ``server`` (once:
+        it is remembered as told now)."""
+        with self.db:
+            return self.db.execute(
+                "INSERT INTO witnessing (server, told_ts) VALUES (?, ?) ON CONFLICT (server)"
+                " DO UPDATE SET told_ts = excluded.told_ts WHERE told_ts IS NULL",
+                (server, now_ms)).rowcount > 0
 
     def reserve_msgcounts(self, server: str, sigkeyhash: bytes, count: int,
                           now_ms: int) -> int:

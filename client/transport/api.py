@@ -105,12 +105,15 @@ class KeyserverAPI:
         """KeyHashchain.FetchLastHashChain."""
         return parse_head(self._get_json("/v1/hashchain/head"))
 
-    def fetch_checkpoint(self) -> Note | None:
-        """§8 ``GET /v1/hashchain/checkpoint``: the newest checkpoint note (not yet
-        verified), or None before the server made its first."""
+    def fetch_checkpoint(self, quorum: int | None = None) -> Note | None:
+        """§8 ``GET /v1/hashchain/checkpoint``: the newest checkpoint note with its
+        cosignatures (not yet verified), or None before the server made its first;
+        with ``quorum``, the newest carrying at least that many cosignatures (§8.1),
+        or None when none does."""
+        query = "" if quorum is None else f"?quorum={quorum}"
         try:
             response = self.fetcher.fetch(
-                Request("GET", f"{self.base_url}/v1/hashchain/checkpoint",
+                Request("GET", f"{self.base_url}/v1/hashchain/checkpoint{query}",
                         {"Accept": "text/plain"}), CHECKPOINT_BYTES)
         except ProtocolError as exc:
             if exc.status == 404:

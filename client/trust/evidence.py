@@ -3,18 +3,21 @@ chain gives their positions, that together break a rule an honest server keeps.
 Such replies need no trust in the client to convince anyone: the session keeps
 them, as signed, in the home's ``evidence`` table, and the command fails.
 
-Three kinds are caught: times that decrease along the chain (``trust.ordering``),
+Four kinds are caught: times that decrease along the chain (``trust.ordering``),
 an identity's history whose messages break §4 (``BrokenHistory``: a takeover of
 a held identity, an update its previous keys did not sign), which the server must
-have refused before appending them (§4.1, §4.2), and a log whose history was
+have refused before appending them (§4.1, §4.2), a log whose history was
 rewritten (``trust.checkpoints.HistoryRewritten``: the checkpoint notes the server
-signed are the evidence, kept with the replies). No I/O here.
+signed are the evidence, kept with the replies), and an entry dated after a witness
+saw it (``EntryAfterCosignature``: the reply and the cosigned note, §7.3, §8.1).
+No I/O here.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
+from ..protocol.encoding import format_ms
 from ..protocol.errors import VerificationError
 from ..protocol.wire import UIDMessageReply
 
@@ -43,3 +46,19 @@ class BrokenHistory(ServerCheating):
             f"{positions}), which breaks the rules it must check before appending (§4, "
             f"§7.3): {reason}", replies)
         self.identity = identity
+
+
+class EntryAfterCosignature(ServerCheating):
+    """The server dated an entry (``reply``, signed) more than ``slack_ms`` after
+    ``witness`` cosigned a tree that contains it (``note``, signed by the log key and
+    cosigned at ``cosigned_ts``): the entry existed when the witness saw the tree, so
+    its time is in the future (§7.3: a server must not gain by dating ahead)."""
+
+    def __init__(self, reply: UIDMessageReply, note: str, witness: str, cosigned_ts: int,
+                 slack_ms: int):
+        entry = reply.entry
+        super().__init__(
+            f"this server is cheating: it dated the entry at position {entry.hashchain_pos}"
+            f" {format_ms(entry.ts)}, more than {slack_ms // 60000} minutes after witness"
+            f" {witness} cosigned a tree containing it ({format_ms(cosigned_ts)}) (§7.3)",
+            [reply], notes=[note], position=entry.hashchain_pos)

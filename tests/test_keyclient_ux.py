@@ -302,7 +302,9 @@ def test_several_servers_a_default_and_remove(live_server, tmp_path):
     assert result.exit_code == 1
     assert json.loads(result.stdout) == {"identity": "alice@example.org",
                                          "server": "example.org", "found": False,
-                                         "entries_searched": 1}
+                                         "entries_searched": 1, "not_yet_witnessed": [],
+                                         "quorum": 0, "witnessed_size": None,
+                                         "witnesses_relied_on": []}
     listed = json.loads(keyclient(home, "server", "list", "--json").stdout)
     assert [(s["name"], s["default"], s["verified_entries"]) for s in listed] == [
         ("example.org", True, 1), ("other.org", False, 0)]

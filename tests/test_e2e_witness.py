@@ -7,6 +7,7 @@ without a witness key, make one key between them."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import subprocess
 import threading
@@ -20,6 +21,7 @@ from client.protocol.cosignature import SIZE_CONTENT_TYPE, add_cosignatures, \
 from client.protocol.wire import parse_capabilities
 from conftest import WORKERS, GunicornServer, init_live_instance, keyserver_command, \
     run_together
+from keyserver.service.signing import witness_key
 from test_witness import LOG, ORIGIN, ROUTE, witness_logs
 
 SIZES = range(1, 31)
@@ -90,6 +92,9 @@ def test_racing_add_checkpoints_never_roll_the_held_size_back(tmp_path):
         note = add_cosignatures(LOG.note(size), parse_signature_lines(text))
         check_cosignature(note, vkey)
     assert len(served) == WORKERS
+    # The workers that started together left one key file behind, the published key.
+    assert vkey.pubkey == bytes(witness_key(str(path / "witness.key")).verify_key)
+    assert not [name for name in os.listdir(path) if name.endswith(".tmp")]
     listing = subprocess.run(keyserver_command("witness", "list", "--instance", str(path)),
                              check=True, capture_output=True, text=True).stdout
     assert f"{ORIGIN}\n" in listing and "cosigned: size 30," in listing

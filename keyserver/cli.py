@@ -21,15 +21,17 @@ from client.protocol.encoding import b64encode, b64url_encode, format_ms
 from client.protocol.errors import ChainError, ProtocolError
 from client.protocol.hashchain import open_entry
 from client.protocol.identity import server_identity
+from client.protocol.note import format_verifier_key
 from client.protocol.tokens import mint_token
 
 from . import create_app
 from .clock import now_ms
 from .config import ConfigError
 from .instance import LogShrunk
-from .http.context import key_file, policy, server_keys, sign, token_keyring
+from .http.context import key_file, policy, server_keys, sign, token_keyring, witness
 from .service import own, payment, tokenkeys
 from .storage import chain, db, keyinits, tree, vouchers
+from .storage import witness as witness_store
 from .storage.db import StorageUnavailable
 from .storage.tokens import all_keys, spent_count
 
@@ -463,7 +465,43 @@ def vouchers_list_command() -> None:
                    f"expires {_iso(v.expires_ts)}, created {_iso(v.created_ts)}")
 
 
-GROUPS = (chain_group, keyinits_group, keys_group, tiles_group, tokens_group, vouchers_group)
+@click.group("witness", help="The witness: other logs' checkpoints this server cosigns (§8.1).")
+def witness_group() -> None:
+    pass
+
+
+@witness_group.command("key")
+@with_instance
+def witness_key_command() -> None:
+    """Print the witness's name, then its verifier key: what a log's WITNESSES and
+    'keyclient witness add NAME KEY' take."""
+    vkey = witness().vkey
+    click.echo(vkey.name)
+    click.echo(format_verifier_key(vkey))
+
+
+@witness_group.command("list")
+@with_instance
+def witness_list_command() -> None:
+    """Every log this server witnesses (WITNESS_LOGS): its keys, the size it cosigned
+    last and when, and how many of its requests were kept as evidence."""
+    logs = policy().witness_logs
+    database = db.get_db()
+    held, evidence = witness_store.listing(database), witness_store.evidence_counts(database)
+    if not logs:
+        click.echo("this server witnesses no log: WITNESS_LOGS is empty")
+    for origin in sorted(set(logs) | set(held) | set(evidence)):
+        state = held.get(origin)
+        click.echo(origin if origin in logs else f"{origin}  (no longer in WITNESS_LOGS)")
+        for key in logs.get(origin, ()):
+            click.echo(f"  key {format_verifier_key(key)}")
+        click.echo("  cosigned: nothing yet" if state is None else
+                   f"  cosigned: size {state.tree_size}, {_iso(state.updated_ts)}")
+        click.echo(f"  evidence: {evidence.get(origin, 0)} request(s) kept")
+
+
+GROUPS = (chain_group, keyinits_group, keys_group, tiles_group, tokens_group, vouchers_group,
+          witness_group)
 for _group in GROUPS:
     main.add_command(_group)
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 from client.protocol.errors import InvalidIdentity
 from client.protocol.identity import check_server_name, is_domain
+from client.protocol.note import parse_verifier_key
 from client.protocol.urls import URLError, split_url
 
 from .service.payment import OPERATIONS
@@ -78,11 +79,12 @@ def check_config(config: dict[str, Any]) -> None:
     for key in ("KEYINIT_REPOSITORY_URIS", "ALLOWED_REPOURIS"):
         for uri in _strings(key, config[key]):
             _check_url(key, uri)
-    for key in ("DATABASE", "SIGNING_KEY_FILE"):
+    for key in ("DATABASE", "SIGNING_KEY_FILE", "WITNESS_KEY_FILE"):
         if not isinstance(config[key], str) or not config[key]:
             raise ConfigError(f"{key} must be a file name, not {config[key]!r}")
     _check_prices(config["TOKEN_PRICES"])
     _check_origins(config["NOTARY_ORIGINS"])
+    _check_witness_logs(config["WITNESS_LOGS"])
 
 
 def _switch(key: str, value: Any) -> bool:
@@ -133,6 +135,21 @@ def _check_origins(origins: Any) -> None:
             raise ConfigError(f"NOTARY_ORIGINS: {exc}") from None
         if url is not None:
             _check_url(f"NOTARY_ORIGINS[{name!r}]", url)
+
+
+def _check_witness_logs(logs: Any) -> None:
+    # §8.1: origin -> the log's verifier keys (policy.from_config parses them again).
+    if not isinstance(logs, Mapping):
+        raise ConfigError("WITNESS_LOGS must map log origins to lists of verifier keys,"
+                          f" not {logs!r}")
+    for origin, keys in logs.items():
+        if not isinstance(origin, str) or not origin or "\n" in origin:
+            raise ConfigError(f"WITNESS_LOGS: {origin!r} is not a log origin (one line)")
+        if not isinstance(keys, (list, tuple)) or not keys:
+            raise ConfigError(f"WITNESS_LOGS[{origin!r}] must be a non-empty list of the"
+                              f" log's verifier keys, not {keys!r}")
+        for key in keys:
+            parse_verifier_key(key, f"WITNESS_LOGS[{origin!r}]", ConfigError)
 
 
 def _check_prices(prices: Any) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from client.protocol.note import VerifierKey, parse_verifier_key
 from client.protocol.uidrules import Limits
 
 
@@ -68,6 +69,8 @@ class Policy:
     #: §11.2: the own UIDMessage is renewed once less than this is left.
     own_renewal_margin_ms: int
     notary: NotaryPolicy
+    #: §8.1: the logs this server witnesses, origin -> the verifier keys of the log.
+    witness_logs: Mapping[str, tuple[VerifierKey, ...]]
 
 
 def from_config(config: Mapping[str, Any]) -> Policy:
@@ -107,6 +110,9 @@ def from_config(config: Mapping[str, Any]) -> Policy:
                               for name, base in config["NOTARY_ORIGINS"].items()}),
             config["NOTARY_MIN_REFETCH"], config["NOTARY_FETCH_TIMEOUT"],
             config["NOTARY_MAX_DOCUMENT_BYTES"]),
+        witness_logs=MappingProxyType({
+            origin: tuple(parse_verifier_key(key) for key in keys)
+            for origin, keys in config["WITNESS_LOGS"].items()}),
     )
 
 

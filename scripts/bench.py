@@ -13,6 +13,7 @@ and prints figures to paste into docs/benchmarks.md.
     scripts/bench append --code DIR     CreateUID throughput, paired against another checkout
     scripts/bench proofs -n 1000000     proof latency on a tree of N entries, in-process
     scripts/bench slow                  probe answered within 1 s under 200 slow connections
+    scripts/bench crash --rounds 24     kill -9 during sustained writes: acknowledged writes lost
 """
 
 from __future__ import annotations
@@ -1112,6 +1113,43 @@ def slow(connections: int, duration: int) -> None:
     click.echo("|---|---|---|---|")
     for title, fast, total, p99, _, _ in rows:
         click.echo(f"| {title} | {fast} / {total} | {fast / total:.1%} | {p99} |")
+
+
+@main.command()
+@click.option("--rounds", default=24, show_default=True, help="kill -9 rounds.")
+@click.option("--writers", default=8, show_default=True, help="Concurrent writers.")
+@click.option("--max-writes", default=400, show_default=True,
+              help="Each round kills after a random number of acknowledged writes, 1 to this.")
+@click.option("--seed", default=1, show_default=True, help="Seed of those numbers.")
+def crash(rounds: int, writers: int, max_writes: int, seed: int) -> None:
+    """kill -9 of gunicorn's master and workers (deploy/gunicorn.conf.py, 2 workers)
+    during sustained registrations, ROUNDS times on one instance, each at a random
+    moment; after each, the acknowledged writes missing and ``chain verify``."""
+    import random
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from crashloop import CrashLoop
+
+    rng = random.Random(seed)
+    totals = {"acknowledged": 0, "in_flight": 0, "lost": 0, "refused": 0, "unverified": 0}
+    with fresh_instance("crash") as instance:
+        loop = CrashLoop(BIN, instance, "bench.example", writers)
+        started = time.perf_counter()
+        for number in range(rounds):
+            done = loop.round(rng.randint(1, max_writes), instance.parent / f"gunicorn-{number}.log")
+            totals["acknowledged"] += done.acknowledged
+            totals["in_flight"] += done.in_flight
+            totals["lost"] = len(done.lost)   # every round checks all acknowledged so far
+            totals["refused"] += len(done.refused)
+            totals["unverified"] += not done.verified
+            click.echo(f"  round {number + 1}: {done.acknowledged} acknowledged, "
+                       f"{done.in_flight} in flight at the kill, {len(done.lost)} lost so far, "
+                       f"{len(done.refused)} refused; {done.verify_output}")
+        elapsed = time.perf_counter() - started
+    click.echo(f"crash: {rounds} rounds of kill -9 in {elapsed:.0f} s, {writers} writers: "
+               f"{totals['acknowledged']:,} acknowledged writes, {totals['lost']} lost, "
+               f"{totals['in_flight']} in flight at the kills, {totals['refused']} refused, "
+               f"chain verify failed after {totals['unverified']} rounds")
 
 
 if __name__ == "__main__":

@@ -266,13 +266,19 @@ def backup_command(dest: str, instance_path: str | None) -> None:
 @click.option("--published-size", type=click.IntRange(0), default=None,
               help="Largest tree size the lost instance published (from its published_size"
                    " file, its witnesses or monitors), if larger than the backup knew.")
-def restore_command(backup_folder: str, instance_path: str, published_size: int | None) -> None:
+@click.option("--accept-shorter-log", is_flag=True,
+              help="Serve the restored chain even if the log published a larger tree: the "
+                   "decision is recorded in published_shrinks, and clients, monitors and "
+                   "witnesses that saw the larger tree will report this log as forked.")
+def restore_command(backup_folder: str, instance_path: str, published_size: int | None,
+                    accept_shorter_log: bool) -> None:
     """Make a new instance folder from BACKUP, then verify its chain. It refuses to
-    serve when its chain is shorter than the largest tree size the log published."""
+    serve when its chain is shorter than the largest tree size the log published,
+    unless the operator accepts the shorter log (see README, Production, Backups)."""
     from .backup import BackupRefused, restore
 
     try:
-        holds = restore(backup_folder, instance_path, published_size)
+        holds = restore(backup_folder, instance_path, published_size, accept_shorter_log)
     except BackupRefused as exc:
         raise click.ClickException(str(exc)) from None
     app = _open_instance(instance_path)
@@ -280,12 +286,22 @@ def restore_command(backup_folder: str, instance_path: str, published_size: int 
         length = verify_instance(db.get_db(), policy().server_name)
     click.echo(f"restored {backup_folder} into {app.instance_path}: chain OK, {length} "
                "entries; Merkle tree OK")
-    if holds.published_size is not None and holds.published_size > length:
+    if holds.shrunk_from is not None:
+        click.echo(
+            f"warning: the log had published a tree of size {holds.shrunk_from}; this instance"
+            f" serves {length} entries in its place, as the operator accepted (recorded in "
+            "published_shrinks). The entries from position "
+            f"{length} on that clients saw are gone and new ones take their positions: "
+            "clients, monitors and witnesses that saw the larger tree will report this "
+            "server as having forked its log. Tell the users to register again.", err=True)
+    elif holds.published_size is not None and holds.published_size > length:
         raise click.ClickException(
             f"the log already published a tree of size {holds.published_size}, more than "
             f"the {length} entries restored: this instance refuses to serve (a published "
-            "log must never shrink). Restore a newer backup, or start a new log under a new"
-            " server name with 'keyserver init'")
+            "log must never shrink). Restore a newer backup; or restore this one again, "
+            "into a new folder, with --accept-shorter-log (clients that saw the larger "
+            "tree will report a fork); or start a new log under a new server name with "
+            "'keyserver init'")
 
 
 @chain_group.command("load")

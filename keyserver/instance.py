@@ -96,8 +96,9 @@ def check_published(app: Flask) -> None:
             f"refusing to serve {app.instance_path}: its chain holds {length} entries but "
             f"this log already published a tree of size {recorded} ({published.FILE}); "
             "serving it would shrink a published log. Restore a newer backup that holds "
-            f"at least {recorded} entries, or start a new log under a new server name "
-            "('keyserver init'); see README, Production, Backups")
+            f"at least {recorded} entries, or restore with --accept-shorter-log, or start "
+            "a new log under a new server name ('keyserver init'); see README, "
+            "Production, Backups")
 
 
 def apply_policy(app: Flask) -> None:

@@ -1233,16 +1233,17 @@ def lock(hold: int, writers: int, readers: int) -> None:
             for status, _ in mine:
                 statuses[status] = statuses.get(status, 0) + 1
             slowest = max(took for _, took in mine)
-            rows.append((title, kind, len(mine), statuses, slowest))
-            click.echo(f"  {title}: {len(mine)} {kind}s answered {statuses}, slowest "
-                       f"{slowest:.2f} s")
+            over = sum(took > 1 for _, took in mine)
+            rows.append((title, kind, len(mine), statuses, over, slowest))
+            click.echo(f"  {title}: {len(mine)} {kind}s answered {statuses}, {over} after "
+                       f"more than 1 s, slowest {slowest:.2f} s")
     click.echo(f"lock: write lock held {hold} s, REQUEST_WAIT_BOUND 10 s (default), "
                f"{writers} writers, {readers} readers:")
-    click.echo("| server | requests | answers | slowest answer |")
-    click.echo("|---|---|---|---|")
-    for title, kind, count, statuses, slowest in rows:
+    click.echo("| server | requests | answers | answered after more than 1 s | slowest |")
+    click.echo("|---|---|---|---|---|")
+    for title, kind, count, statuses, over, slowest in rows:
         answered = ", ".join(f"{n} x {status}" for status, n in sorted(statuses.items()))
-        click.echo(f"| {title} | {count} {kind}s | {answered} | {slowest:.2f} s |")
+        click.echo(f"| {title} | {count} {kind}s | {answered} | {over} | {slowest:.2f} s |")
 
 
 if __name__ == "__main__":

@@ -41,13 +41,15 @@ log = logging.getLogger(__name__)
 
 #: A witness answers with a few signature lines, or a size: far less than this.
 MAX_ANSWER_BYTES = 16 * 1024
-#: ``post(url, body, deadline)``: a witness's answer (``post_checkpoint``).
+#: ``post(url, body, timeout_s)``: a witness's answer (``post_checkpoint``).
 Post = Callable[[str, bytes, float], origins.Answer]
 
 
-def post_checkpoint(url: str, body: bytes, deadline: float) -> origins.Answer:
-    """``POST <url>/add-checkpoint`` (C2SP tlog-witness), answered before ``deadline``."""
-    return origins.ask(f"{url}/add-checkpoint", deadline, MAX_ANSWER_BYTES, "POST", body)
+def post_checkpoint(url: str, body: bytes, timeout_s: float) -> origins.Answer:
+    """``POST <url>/add-checkpoint`` (C2SP tlog-witness), answered within ``timeout_s``
+    from now (the deadline is taken here, in the thread that asks)."""
+    return origins.ask(f"{url}/add-checkpoint", time.monotonic() + timeout_s,
+                       MAX_ANSWER_BYTES, "POST", body)
 
 
 @dataclass(frozen=True)
@@ -156,9 +158,9 @@ def _ask_all(db: Database, policy: CosigningPolicy, note: Note, olds: Mapping[st
                                                  note.text())
     if not bodies:
         return replies
-    deadline = time.monotonic() + policy.timeout_ms / 1000
     with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
-        asked = {name: pool.submit(post, policy.witnesses[name].url, body, deadline)
+        asked = {name: pool.submit(post, policy.witnesses[name].url, body,
+                                   policy.timeout_ms / 1000)
                  for name, body in bodies.items()}
     for name, future in asked.items():
         try:

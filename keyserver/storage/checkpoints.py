@@ -40,6 +40,12 @@ def newest(db: Database) -> StoredCheckpoint | None:
     return _served(db, "ORDER BY tree_size DESC LIMIT 1")
 
 
+def newest_size(db: Database) -> int | None:
+    """The newest checkpoint's tree size, from the checkpoints alone (also in a
+    database made before cosignatures were stored)."""
+    return db.conn.execute("SELECT MAX(tree_size) FROM checkpoints").fetchone()[0]
+
+
 def of_size(db: Database, tree_size: int) -> StoredCheckpoint | None:
     return _served(db, "WHERE tree_size = ?", tree_size)
 

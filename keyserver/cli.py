@@ -21,15 +21,17 @@ from client.protocol.encoding import b64encode, b64url_encode, format_ms
 from client.protocol.errors import ChainError, ProtocolError
 from client.protocol.hashchain import open_entry
 from client.protocol.identity import server_identity
+from client.protocol.note import format_verifier_key
 from client.protocol.tokens import mint_token
 
 from . import create_app
 from .clock import now_ms
 from .config import ConfigError
 from .instance import LogShrunk
-from .http.context import key_file, policy, server_keys, sign, token_keyring
+from .http.context import key_file, policy, server_keys, sign, token_keyring, witness
 from .service import own, payment, tokenkeys
 from .storage import chain, db, keyinits, tree, vouchers
+from .storage import witness as witness_store
 from .storage.db import StorageUnavailable
 from .storage.tokens import all_keys, spent_count
 
@@ -178,33 +180,6 @@ def _cosign_round(app: Flask, now: int) -> None:
         for line in duties.cosign(db.get_db(), policy(), now):
             click.echo(line)
     sys.stdout.flush()
-
-
-@click.group("witness", help="Witnesses (§8.1).")
-def witness_group() -> None:
-    pass
-
-
-@witness_group.command("status")
-@with_instance
-def witness_status_command() -> None:
-    """The witnesses this log asks to cosign its checkpoints (WITNESSES), each with the
-    size it last cosigned, its last success, its failures and when it is asked next."""
-    from .storage.cosignatures import state
-
-    witnesses = policy().cosigning.witnesses
-    if not witnesses:
-        click.echo("no witnesses configured (WITNESSES is empty): checkpoints are not "
-                   "cosigned, and clients that require a quorum do not trust this log")
-        return
-    now = now_ms()
-    for name, witness in witnesses.items():
-        known = state(db.get_db(), name)
-        failing = (f"{known.failures} failure(s) in a row, last: {known.last_error}"
-                   if known.failures else "no failures")
-        due = "now" if known.next_attempt_ts <= now else _iso(known.next_attempt_ts)
-        click.echo(f"{name}  {witness.url}  cosigned size {known.cosigned_size}  last "
-                   f"success {_iso(known.last_success_ts)}  {failing}  next attempt {due}")
 
 
 @click.group("keys", help="The server's signing keys (§11).")
@@ -507,6 +482,64 @@ def vouchers_list_command() -> None:
         state = "expired" if v.expires_ts is not None and now >= v.expires_ts else "valid"
         click.echo(f"{v.label}  {v.tokens - v.remaining}/{v.tokens} used  {state}, "
                    f"expires {_iso(v.expires_ts)}, created {_iso(v.created_ts)}")
+
+
+@click.group("witness", help="Witnessing (§8.1): other logs' checkpoints this server "
+             "cosigns, and the witnesses that cosign this log's.")
+def witness_group() -> None:
+    pass
+
+
+@witness_group.command("key")
+@with_instance
+def witness_key_command() -> None:
+    """Print the witness's name, then its verifier key: what a log's WITNESSES and
+    'keyclient witness add NAME KEY' take."""
+    vkey = witness().vkey
+    click.echo(vkey.name)
+    click.echo(format_verifier_key(vkey))
+
+
+@witness_group.command("list")
+@with_instance
+def witness_list_command() -> None:
+    """Every log this server witnesses (WITNESS_LOGS): its keys, the size it cosigned
+    last and when, and how many of its requests were kept as evidence."""
+    logs = policy().witness_logs
+    database = db.get_db()
+    held, evidence = witness_store.listing(database), witness_store.evidence_counts(database)
+    if not logs:
+        click.echo("this server witnesses no log: WITNESS_LOGS is empty")
+    for origin in sorted(set(logs) | set(held) | set(evidence)):
+        state = held.get(origin)
+        click.echo(origin if origin in logs else f"{origin}  (no longer in WITNESS_LOGS)")
+        for key in logs.get(origin, ()):
+            click.echo(f"  key {format_verifier_key(key)}")
+        click.echo("  cosigned: nothing yet" if state is None else
+                   f"  cosigned: size {state.tree_size}, {_iso(state.updated_ts)}")
+        click.echo(f"  evidence: {evidence.get(origin, 0)} request(s) kept")
+
+
+@witness_group.command("status")
+@with_instance
+def witness_status_command() -> None:
+    """The witnesses this log asks to cosign its checkpoints (WITNESSES), each with the
+    size it last cosigned, its last success, its failures and when it is asked next."""
+    from .storage.cosignatures import state
+
+    witnesses = policy().cosigning.witnesses
+    if not witnesses:
+        click.echo("no witnesses configured (WITNESSES is empty): checkpoints are not "
+                   "cosigned, and clients that require a quorum do not trust this log")
+        return
+    now = now_ms()
+    for name, asked in witnesses.items():
+        known = state(db.get_db(), name)
+        failing = (f"{known.failures} failure(s) in a row, last: {known.last_error}"
+                   if known.failures else "no failures")
+        due = "now" if known.next_attempt_ts <= now else _iso(known.next_attempt_ts)
+        click.echo(f"{name}  {asked.url}  cosigned size {known.cosigned_size}  last "
+                   f"success {_iso(known.last_success_ts)}  {failing}  next attempt {due}")
 
 
 GROUPS = (chain_group, keyinits_group, keys_group, tiles_group, tokens_group, vouchers_group,

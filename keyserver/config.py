@@ -80,11 +80,12 @@ def check_config(config: dict[str, Any]) -> None:
     for key in ("KEYINIT_REPOSITORY_URIS", "ALLOWED_REPOURIS"):
         for uri in _strings(key, config[key]):
             _check_url(key, uri)
-    for key in ("DATABASE", "SIGNING_KEY_FILE"):
+    for key in ("DATABASE", "SIGNING_KEY_FILE", "WITNESS_KEY_FILE"):
         if not isinstance(config[key], str) or not config[key]:
             raise ConfigError(f"{key} must be a file name, not {config[key]!r}")
     _check_prices(config["TOKEN_PRICES"])
     _check_origins(config["NOTARY_ORIGINS"])
+    _check_witness_logs(config["WITNESS_LOGS"])
     _check_witnesses(config["WITNESSES"])
     if config["WITNESS_RETRY_MAX"] < config["WITNESS_RETRY_MIN"]:
         raise ConfigError("WITNESS_RETRY_MAX must be at least WITNESS_RETRY_MIN")
@@ -154,6 +155,21 @@ def _check_witnesses(witnesses: Any) -> None:
                                   ALG_COSIGNATURE)
         if vkey.name != name:
             raise ConfigError(f"{where}.vkey is the key of {vkey.name!r}, not of {name!r}")
+
+
+def _check_witness_logs(logs: Any) -> None:
+    # §8.1: origin -> the log's verifier keys (policy.from_config parses them again).
+    if not isinstance(logs, Mapping):
+        raise ConfigError("WITNESS_LOGS must map log origins to lists of verifier keys,"
+                          f" not {logs!r}")
+    for origin, keys in logs.items():
+        if not isinstance(origin, str) or not origin or "\n" in origin:
+            raise ConfigError(f"WITNESS_LOGS: {origin!r} is not a log origin (one line)")
+        if not isinstance(keys, (list, tuple)) or not keys:
+            raise ConfigError(f"WITNESS_LOGS[{origin!r}] must be a non-empty list of the"
+                              f" log's verifier keys, not {keys!r}")
+        for key in keys:
+            parse_verifier_key(key, f"WITNESS_LOGS[{origin!r}]", ConfigError)
 
 
 def _check_prices(prices: Any) -> None:

@@ -26,7 +26,7 @@ from .storage import chain, checkpoints, db, files, published, tree
 
 #: Files whose presence means an instance already lives in a folder.
 INSTANCE_FILES = ("config.py", defaults.DATABASE, defaults.SIGNING_KEY_FILE,
-                  defaults.LOG_KEY_FILE)
+                  defaults.LOG_KEY_FILE, defaults.WITNESS_KEY_FILE)
 
 
 class LogShrunk(Exception):
@@ -108,6 +108,10 @@ def apply_policy(app: Flask) -> None:
     path = db.database_path(app)
     if not os.path.exists(path):
         return   # init is making the instance
+    # §8.1: an instance made before witnesses gets its witness key now (once, however
+    # many workers start together).
+    signing.witness_key(signing.key_file_path(app.instance_path,
+                                              app.config["WITNESS_KEY_FILE"]))
     with contextlib.closing(db.connect(path, app.config["SQLITE_SYNCHRONOUS"], create=False,
                                        wait_s=app.config["REQUEST_WAIT_BOUND"] / 1000)
                             ) as database:
@@ -159,7 +163,8 @@ def _undone_on_failure(folder: str) -> Iterator[None]:
 
 
 def _build(folder: str, config: str) -> None:
-    """Write config, signing key, database, chain entry 0 and a token key into ``folder``.
+    """Write config, signing, log and witness keys, database, chain entry 0 and a token
+    key into ``folder``.
 
     The folder is made 0700 first, so nothing in it is reachable by others while it
     is built, and everything in it private at the end, whatever modes an existing
@@ -175,6 +180,7 @@ def _build(folder: str, config: str) -> None:
     log_key = nacl.signing.SigningKey.generate()
     signing.write_log_key(signing.key_file_path(app.instance_path, app.config["LOG_KEY_FILE"]),
                           log_key)
+    signing.witness_key(signing.key_file_path(app.instance_path, app.config["WITNESS_KEY_FILE"]))
     database = db.connect(db.database_path(app), app.config["SQLITE_SYNCHRONOUS"])
     policy = app.extensions[POLICY]
     log_vkey = own.log_verifier_key(policy.server_name, log_key)

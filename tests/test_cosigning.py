@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 
 import pytest
 from click.testing import CliRunner
@@ -291,3 +292,32 @@ def test_configured_witnesses_become_the_policy(instance, log):
     [witness] = app.extensions[POLICY].cosigning.witnesses.values()
     assert witness.url == w1.url and witness.vkey == w1.vkey
     assert witness.vkey.alg == ALG_COSIGNATURE
+
+
+def test_a_keyserver_witness_cosigns_the_log(log, tmp_path):
+    """Against the real witness endpoint (§8.1) of another keyserver, served on
+    127.0.0.1: cosigned from 0, then from the size it cosigned."""
+    from werkzeug.serving import make_server
+
+    from keyserver.instance import init_instance
+
+    init_instance(str(tmp_path / "witness"), "witness.example", "http://127.0.0.1:1",
+                  ["witness.example"])
+    app = create_app({"WITNESS_LOGS": {log.log_vkey.name: [format_verifier_key(log.log_vkey)]}},
+                     instance_path=str(tmp_path / "witness"))
+    served = app.test_client().get("/v1/capabilities").json["witness"]
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        log.monkeypatch.setenv("KEYSERVER_WITNESSES", json.dumps({served["name"]: {
+            "url": f"http://127.0.0.1:{server.server_port}/witness", "vkey": served["vkey"]}}))
+        vkey = parse_verifier_key(served["vkey"], alg=ALG_COSIGNATURE)
+        assert f"cosigned by {vkey.name}" in log.worker(grow=5)
+        assert f"cosigned by {vkey.name}" in log.worker(grow=3)
+        note = log.note("?quorum=1")
+        assert note.checkpoint.tree_size == 9 and vkey.name in cosigned_by(note, [vkey])
+        assert "cosigned size 9" in log.line_of(vkey.name)
+    finally:
+        server.shutdown()
+        thread.join()

@@ -18,7 +18,8 @@ class ProtocolError(Exception):
     def __init__(self, message: str, *, status: int | None = None):
         super().__init__(message)
         self.message = message
-        #: HTTP status when the error came from a server's answer.
+        #: HTTP status when the error came from a server's answer; raised by the server,
+        #: the status to answer with when not the errcode's (§8.1's 403 and 422).
         self.status = status
 
     @property

@@ -91,6 +91,8 @@ class Policy:
     #: §11.2: the own UIDMessage is renewed once less than this is left.
     own_renewal_margin_ms: int
     notary: NotaryPolicy
+    #: §8.1: the logs this server witnesses, origin -> the verifier keys of the log.
+    witness_logs: Mapping[str, tuple[VerifierKey, ...]]
     cosigning: CosigningPolicy
 
 
@@ -131,6 +133,9 @@ def from_config(config: Mapping[str, Any]) -> Policy:
                               for name, base in config["NOTARY_ORIGINS"].items()}),
             config["NOTARY_MIN_REFETCH"], config["NOTARY_FETCH_TIMEOUT"],
             config["NOTARY_MAX_DOCUMENT_BYTES"]),
+        witness_logs=MappingProxyType({
+            origin: tuple(parse_verifier_key(key) for key in keys)
+            for origin, keys in config["WITNESS_LOGS"].items()}),
         cosigning=CosigningPolicy(
             MappingProxyType({name: Witness(witness["url"].rstrip("/"), parse_verifier_key(
                 witness["vkey"], alg=ALG_COSIGNATURE)) for name, witness

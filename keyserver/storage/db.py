@@ -209,6 +209,24 @@ CREATE TABLE IF NOT EXISTS notary_documents (
     key_ids TEXT,
     last_attempt_ts INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- The witness (§8.1): per log it follows, the checkpoint it cosigned last (whose size
+-- the next add-checkpoint's "old" must name), replaced in the transaction that checks
+-- "old", and evidence: requests the log signed that contradict it (a consistency proof
+-- that fails, another root for the size it holds), as received.
+CREATE TABLE IF NOT EXISTS witnessed_logs (
+    origin TEXT PRIMARY KEY,
+    tree_size INTEGER NOT NULL,
+    root_hash BLOB NOT NULL,
+    note TEXT NOT NULL,
+    updated_ts INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS witness_evidence (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL,
+    received_ts INTEGER NOT NULL,
+    request BLOB NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value

@@ -134,8 +134,10 @@ def run_command(host: str, port: int) -> None:
 @with_serving_instance
 def worker_command(once: bool) -> None:
     """Run the server's periodic duties: a checkpoint every CHECKPOINT_INTERVAL when
-    the chain grew; renewing its own UIDMessage and retiring expired token keys every
-    WORKER_INTERVAL. Safe to run twice by mistake."""
+    the chain grew, and the witnesses asked to cosign it; renewing its own UIDMessage
+    and retiring expired token keys every WORKER_INTERVAL. Safe to run twice by
+    mistake."""
+    import threading
     import time
 
     from .service import duties
@@ -149,6 +151,7 @@ def worker_command(once: bool) -> None:
                f"{tick / 1000:g} s, other duties every {daily / 1000:g} s")
     sys.stdout.flush()   # said before any work: a supervisor's log shows it started
     last_daily = None
+    cosigner: threading.Thread | None = None
     while True:
         now = now_ms()
         done = duties.checkpoint(db.get_db(), log_key, tick, now)
@@ -159,8 +162,24 @@ def worker_command(once: bool) -> None:
             click.echo(line)
         sys.stdout.flush()
         if once:
+            _cosign_round(app, now)
             return
+        # Witnesses are asked beside the loop: a slow one must not delay checkpoints.
+        if policy().cosigning.witnesses and (cosigner is None or not cosigner.is_alive()):
+            cosigner = threading.Thread(target=_cosign_round, args=(app, now), daemon=True)
+            cosigner.start()
         time.sleep(tick / 1000)
+
+
+def _cosign_round(app: Flask, now: int) -> None:
+    """Ask the witnesses to cosign the newest checkpoint (§8.1), in an app context of
+    its own (its own database connection)."""
+    from .service import duties
+
+    with app.app_context():
+        for line in duties.cosign(db.get_db(), policy(), now):
+            click.echo(line)
+    sys.stdout.flush()
 
 
 @click.group("keys", help="The server's signing keys (§11).")
@@ -481,7 +500,8 @@ def vouchers_list_command() -> None:
                    f"expires {_iso(v.expires_ts)}, created {_iso(v.created_ts)}")
 
 
-@click.group("witness", help="The witness: other logs' checkpoints this server cosigns (§8.1).")
+@click.group("witness", help="Witnessing (§8.1): other logs' checkpoints this server "
+             "cosigns, and the witnesses that cosign this log's.")
 def witness_group() -> None:
     pass
 
@@ -514,6 +534,28 @@ def witness_list_command() -> None:
         click.echo("  cosigned: nothing yet" if state is None else
                    f"  cosigned: size {state.tree_size}, {_iso(state.updated_ts)}")
         click.echo(f"  evidence: {evidence.get(origin, 0)} request(s) kept")
+
+
+@witness_group.command("status")
+@with_instance
+def witness_status_command() -> None:
+    """The witnesses this log asks to cosign its checkpoints (WITNESSES), each with the
+    size it last cosigned, its last success, its failures and when it is asked next."""
+    from .storage.cosignatures import state
+
+    witnesses = policy().cosigning.witnesses
+    if not witnesses:
+        click.echo("no witnesses configured (WITNESSES is empty): checkpoints are not "
+                   "cosigned, and clients that require a quorum do not trust this log")
+        return
+    now = now_ms()
+    for name, asked in witnesses.items():
+        known = state(db.get_db(), name)
+        failing = (f"{known.failures} failure(s) in a row, last: {known.last_error}"
+                   if known.failures else "no failures")
+        due = "now" if known.next_attempt_ts <= now else _iso(known.next_attempt_ts)
+        click.echo(f"{name}  {asked.url}  cosigned size {known.cosigned_size}  last "
+                   f"success {_iso(known.last_success_ts)}  {failing}  next attempt {due}")
 
 
 GROUPS = (chain_group, keyinits_group, keys_group, tiles_group, tokens_group, vouchers_group,

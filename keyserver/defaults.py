@@ -92,6 +92,17 @@ NOTARY_MAX_DOCUMENT_BYTES = 64 * 1024
 #: format (``<name>+<hex key_hash>+<b64(0x01 || pubkey)>``; a keyserver's is ``log_vkey``
 #: in its capabilities). Empty: the server witnesses nothing (the endpoint answers 404).
 WITNESS_LOGS: dict = {}
+#: The witnesses this log asks to cosign each new checkpoint (§8.1), as witness name ->
+#: {"url": its submission prefix (the request goes to <url>/add-checkpoint, e.g.
+#: "https://keys.example.net/witness"), "vkey": its verifier key
+#: "<name>+<hex key_id>+<b64(0x04 || pubkey)>", whose name is the witness's}.
+WITNESSES: dict = {}
+#: How long one request to a witness may take, in all.
+WITNESS_TIMEOUT = 5 * 1000
+#: After a witness failed, the next attempt waits WITNESS_RETRY_MIN, doubling with each
+#: failure in a row up to WITNESS_RETRY_MAX.
+WITNESS_RETRY_MIN = 10 * 1000
+WITNESS_RETRY_MAX = HOUR_MS
 
 MAX_UID_LIFETIME = 365 * DAY_MS
 RECLAIM_GRACE = 365 * DAY_MS

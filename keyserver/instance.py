@@ -87,9 +87,9 @@ def check_published(app: Flask) -> None:
         head = chain.head(database)
         length = head.pos + 1 if head else 0
         if recorded is None:
-            newest = checkpoints.newest(database)
+            newest = checkpoints.newest_size(database)
             if newest is not None:
-                published.record(app.instance_path, newest.tree_size)
+                published.record(app.instance_path, newest)
             return
     if length < recorded:
         raise LogShrunk(

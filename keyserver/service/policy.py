@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from client.protocol.note import VerifierKey, parse_verifier_key
+from client.protocol.note import ALG_COSIGNATURE, VerifierKey, parse_verifier_key
 from client.protocol.uidrules import Limits
 
 
@@ -39,6 +39,28 @@ class NotaryPolicy:
     #: What one request may spend asking origins, in all.
     fetch_timeout_ms: int
     max_document_bytes: int
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A witness this log asks to cosign its checkpoints (§8.1)."""
+
+    #: Its submission prefix: the request goes to ``<url>/add-checkpoint``.
+    url: str
+    vkey: VerifierKey
+
+
+@dataclass(frozen=True)
+class CosigningPolicy:
+    """What the log consults when it asks its witnesses (§8.1)."""
+
+    #: witness name -> the witness.
+    witnesses: Mapping[str, Witness]
+    timeout_ms: int
+    #: The backoff after failures in a row: from ``retry_min_ms``, doubling, at most
+    #: ``retry_max_ms``.
+    retry_min_ms: int
+    retry_max_ms: int
 
 
 @dataclass(frozen=True)
@@ -71,6 +93,7 @@ class Policy:
     notary: NotaryPolicy
     #: §8.1: the logs this server witnesses, origin -> the verifier keys of the log.
     witness_logs: Mapping[str, tuple[VerifierKey, ...]]
+    cosigning: CosigningPolicy
 
 
 def from_config(config: Mapping[str, Any]) -> Policy:
@@ -113,6 +136,12 @@ def from_config(config: Mapping[str, Any]) -> Policy:
         witness_logs=MappingProxyType({
             origin: tuple(parse_verifier_key(key) for key in keys)
             for origin, keys in config["WITNESS_LOGS"].items()}),
+        cosigning=CosigningPolicy(
+            MappingProxyType({name: Witness(witness["url"].rstrip("/"), parse_verifier_key(
+                witness["vkey"], alg=ALG_COSIGNATURE)) for name, witness
+                in config["WITNESSES"].items()}),
+            config["WITNESS_TIMEOUT"], config["WITNESS_RETRY_MIN"],
+            config["WITNESS_RETRY_MAX"]),
     )
 
 

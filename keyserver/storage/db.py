@@ -165,6 +165,28 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     note TEXT NOT NULL,
     created_ts INTEGER NOT NULL
 );
+-- Witnesses' cosignatures of the checkpoints (§8.1), served appended to the note:
+-- one per checkpoint and witness, the signature line as the witness gave it (with its
+-- newline), and its timestamp (seconds, as cosignature/v1 carries it).
+CREATE TABLE IF NOT EXISTS cosignatures (
+    tree_size INTEGER NOT NULL REFERENCES checkpoints(tree_size),
+    witness TEXT NOT NULL,
+    line TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    PRIMARY KEY (tree_size, witness)
+) WITHOUT ROWID;
+-- Per configured witness, what the log knows of it: the size it last cosigned (or said
+-- it holds, in a 409), its last success, the failures in a row and the last one's
+-- error, and when it may be asked next (the backoff, and the claim that keeps two
+-- workers from asking it at once).
+CREATE TABLE IF NOT EXISTS witness_state (
+    witness TEXT PRIMARY KEY,
+    cosigned_size INTEGER NOT NULL DEFAULT 0,
+    last_success_ts INTEGER,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_ts INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS signing_keys (
     key_id TEXT PRIMARY KEY,
     pubkey BLOB NOT NULL UNIQUE,

@@ -12,7 +12,7 @@ from client.protocol.encoding import b64decode, b64encode, b64url_encode, sha256
 from client.protocol.tokens import (AUTHENTICATOR_LEN, SigningFailure, finalize_tokens,
                                     parse_spki, prepare_blinded_tokens, token_challenge)
 from conftest import DAY_MS, at, create_vouchers, issue, token_key
-from keyserver.storage import db, tokens, vouchers
+from keyserver.storage import db, tokens
 
 
 def remaining(app):

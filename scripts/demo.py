@@ -139,11 +139,11 @@ class Demo:
             raise StepFailed("the fetched KeyInit is not Alice's")
 
         self.step("Alice rotates her signing key; Bob sees the update")
-        self.keyclient("alice", "update", ALICE, expect="msgcount 1")
-        self.keyclient("bob", "lookup", ALICE, expect="msgcount:   1")
+        self.keyclient("alice", "-v", "update", ALICE, expect="msgcount 1")
+        self.keyclient("bob", "-v", "lookup", ALICE, expect="msgcount:   1")
 
         self.step("Alice recovers with the paper escrow key (as if her key was stolen)")
-        self.keyclient("alice", "recover", ALICE, "--escrow", paper, expect="msgcount 2")
+        self.keyclient("alice", "-v", "recover", ALICE, "--escrow", paper, expect="msgcount 2")
         self.keyclient("bob", "lookup", ALICE, expect="msgcount:   2")
         self.keyclient("alice", "tokens", "list", expect=f"{SERVER}: 1 available, 4 spent")
 

@@ -373,14 +373,50 @@ class Keystore:
 
 # --- The passphrase ------------------------------------------------------------------
 
-def passphrase_from_env_or_prompt(prompt_fn: Callable[..., str], *, confirm: bool) -> str:
-    """``$KEYCLIENT_PASSPHRASE`` when set (scripts, tests), else ask through
-    ``prompt_fn`` with click.prompt's arguments: hidden input, typed twice when
-    ``confirm`` (a new store, where a typo would lock the keys away)."""
-    passphrase = os.environ.get(PASSPHRASE_ENV)
-    if passphrase is not None:
-        return passphrase
-    return prompt_fn(PASSPHRASE_PROMPT, hide_input=True, confirmation_prompt=confirm)
+#: A new keystore's passphrase is at least this long: it alone protects the keys on
+#: disk. (Stores made before keep theirs.)
+MIN_PASSPHRASE_LENGTH = 8
+#: Passphrases a person may type before the command gives up.
+PASSPHRASE_TRIES = 3
+
+
+def open_keystore(path: str, ask: Callable[[bool], str],
+                  tell: Callable[[str], None]) -> Keystore:
+    """The keystore in ``path`` with its passphrase checked before any use.
+
+    The passphrase is ``$KEYCLIENT_PASSPHRASE`` when set (scripts, tests: one try),
+    else ``ask(confirm)``'s answer, up to ``PASSPHRASE_TRIES`` times; ``confirm`` is
+    true for a new store, where a typo would lock the keys away. ``tell`` says why an
+    answer was not taken (empty, too short for a new store, wrong) before asking
+    again."""
+    new = not os.path.isdir(path) or not os.listdir(path)
+    from_env = os.environ.get(PASSPHRASE_ENV)
+    for tries_left in range(PASSPHRASE_TRIES - 1, -1, -1):
+        passphrase = from_env if from_env is not None else ask(new)
+        problem = _passphrase_problem(passphrase, new)
+        if problem is None:
+            keystore = Keystore(path, passphrase)
+            try:
+                keystore.check_passphrase()
+                return keystore
+            except WrongPassphrase:
+                problem = "wrong passphrase"
+        if from_env is not None:
+            raise WrongPassphrase(f"${PASSPHRASE_ENV}: {problem} for the keystore {path}")
+        if tries_left:
+            tell(f"{problem}: try again ({tries_left} {'tries' if tries_left > 1 else 'try'}"
+                 " left)")
+    raise WrongPassphrase(f"{problem} for the keystore {path} ({PASSPHRASE_TRIES} tries); "
+                          "nothing was changed")
+
+
+def _passphrase_problem(passphrase: str, new: bool) -> str | None:
+    if not passphrase:
+        return "the passphrase is empty"
+    if new and len(passphrase) < MIN_PASSPHRASE_LENGTH:
+        return (f"a new keystore's passphrase needs at least {MIN_PASSPHRASE_LENGTH} "
+                "characters (it alone protects your keys on disk)")
+    return None
 
 
 def _fsync_directory(path: str) -> None:

@@ -59,7 +59,14 @@ class _Group(click.Group):
         (``interrupts``): one line, no traceback, status 128 + the signal."""
         try:
             with signals_interrupt():
-                return self._run(ctx)
+                try:
+                    return self._run(ctx)
+                except click.Abort as exc:
+                    # A prompt turns a signal into Abort ("Aborted!", status 1): the
+                    # signal's own line and status are told instead.
+                    if isinstance(exc.__context__, KeyboardInterrupt):
+                        raise exc.__context__ from None
+                    raise
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
             try:

@@ -407,3 +407,28 @@ def test_a_new_keystore_needs_a_long_enough_passphrase(store_path, monkeypatch):
     monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "short")
     with pytest.raises(WrongPassphrase, match="at least 8 characters"):
         open_keystore(str(os.path.dirname(store_path)) + "/fresh", pytest.fail, pytest.fail)
+
+
+def test_a_delete_stopped_halfway_leaves_no_zeros_under_the_name(store, store_path,
+                                                                 monkeypatch):
+    """A signal between zeroing and unlinking: the name is gone already (renamed
+    first), and the next ``open_keystore`` (under the home's lock) removes the rest."""
+    store.put_signing_key("k", nacl.signing.SigningKey(SEED))
+    store.put_signing_key("other", nacl.signing.SigningKey(bytes(32)))
+
+    def stopped(path):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "unlink", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            store.delete("k")
+    [leftover] = [name for name in os.listdir(store_path) if name.startswith(".")]
+    assert leftover.startswith(".k.") and leftover.endswith(".deleted.tmp")
+    assert store.names() == ["other"]
+    with open(os.path.join(store_path, leftover), "rb") as handle:
+        assert set(handle.read()) == {0}
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", CHEAP)
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", PASSPHRASE)
+    assert open_keystore(store_path, pytest.fail, pytest.fail).names() == ["other"]
+    assert sorted(os.listdir(store_path)) == ["other.key"]

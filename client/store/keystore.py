@@ -353,21 +353,41 @@ class Keystore:
     def get_private_key(self, name: str) -> nacl.public.PrivateKey:
         return nacl.public.PrivateKey(self._get(name, X25519))
 
+    def remove_leftovers(self) -> None:
+        """Remove the temporary files of a write or delete that was stopped halfway (a
+        signal, a crash), zeroed first like a deleted key. Only for a caller that
+        knows no other process writes the store now (the CLI holds the home's lock)."""
+        for entry in os.listdir(self.path):
+            if entry.startswith(".") and entry.endswith(".tmp"):
+                leftover = os.path.join(self.path, entry)
+                with contextlib.suppress(FileNotFoundError):
+                    fd = os.open(leftover, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+                    try:
+                        os.write(fd, b"\0" * os.fstat(fd).st_size)
+                    finally:
+                        os.close(fd)
+                    os.unlink(leftover)
+
     def delete(self, name: str) -> None:
         """Overwrite the file with zeros, then remove it. (On SSDs and copy-on-write
         file systems the old blocks may survive; the ciphertext still needs the
-        passphrase.) No passphrase check: whoever can write the folder can delete."""
+        passphrase.) No passphrase check: whoever can write the folder can delete.
+
+        The file is first renamed to a temporary name, in one step: a delete stopped
+        halfway (a signal) leaves the key or no key, never zeros under its name."""
         path = self._file(name)
+        doomed = os.path.join(self.path, f".{name}.{secrets.token_hex(4)}.deleted.tmp")
         try:
-            fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+            os.rename(path, doomed)
         except FileNotFoundError:
             raise KeyNotFound(f"no key named {name!r} in {self.path}") from None
+        fd = os.open(doomed, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
             os.write(fd, b"\0" * os.fstat(fd).st_size)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.unlink(path)
+        os.unlink(doomed)
         _fsync_directory(self.path)
 
 
@@ -382,7 +402,8 @@ PASSPHRASE_TRIES = 3
 
 def open_keystore(path: str, ask: Callable[[bool], str],
                   tell: Callable[[str], None]) -> Keystore:
-    """The keystore in ``path`` with its passphrase checked before any use.
+    """The keystore in ``path`` with its passphrase checked before any use, and the
+    leftovers of a command stopped halfway removed (the caller holds the home's lock).
 
     The passphrase is ``$KEYCLIENT_PASSPHRASE`` when set (scripts, tests: one try),
     else ``ask(confirm)``'s answer, up to ``PASSPHRASE_TRIES`` times; ``confirm`` is
@@ -398,6 +419,7 @@ def open_keystore(path: str, ask: Callable[[bool], str],
             keystore = Keystore(path, passphrase)
             try:
                 keystore.check_passphrase()
+                keystore.remove_leftovers()
                 return keystore
             except WrongPassphrase:
                 problem = "wrong passphrase"

@@ -802,6 +802,10 @@ def recover_command(home: Home, identity: str, escrow_file, server: str | None) 
     written = accounts.recover(identity, escrow)
     click.echo(f"recovered {identity} at position {written.pos} with a new signing key"
                + (f" (msgcount {written.msgcount})" if _verbose() else ""))
+    # The lost key's KeyInits went with it (§9); without that key, how many there
+    # were cannot be asked.
+    click.echo(f"note: any KeyInits of the old key were deleted with it: run 'keyclient "
+               f"keyinit publish {identity}' if senders should reach {identity}", err=True)
 
 
 @main.group("keyinit", help="KeyInits: single-use session keys for senders.")

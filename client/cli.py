@@ -758,7 +758,8 @@ def _normalized_notice(typed: str, identity: str) -> bool:
 @click.pass_obj
 def update_command(home: Home, identity: str, server: str | None) -> None:
     """Give IDENTITY a new signing key, signed by the current one (also renews its
-    validity)."""
+    validity). The server deletes the old key's KeyInits with it: as many are published
+    again under the new key (one more token), or a warning says to publish some."""
     from . import keyinits
 
     accounts = _accounts(home, server)

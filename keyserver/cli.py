@@ -7,13 +7,16 @@ Commands stay thin: parse options, call one function, echo.
 
 from __future__ import annotations
 
+import errno
 import functools
+import json
 import os
 import re
 import sqlite3
 import sys
 
 import click
+from click.core import ParameterSource
 from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
@@ -55,13 +58,35 @@ def with_instance(command, serving: bool = False):
                   help="Instance folder (default: $KEYSERVER_INSTANCE).")
     @functools.wraps(command)
     def wrapper(instance_path, **kwargs):
-        info = click.get_current_context().find_object(ScriptInfo)
+        ctx = click.get_current_context()
+        info = ctx.find_object(ScriptInfo)
         app = (info.load_app() if info is not None
-               else _open_instance(instance_path, serving=serving))
+               else _chosen_instance(ctx, instance_path, serving))
         with app.app_context():
             return command(**kwargs)
 
     return wrapper
+
+
+def _chosen_instance(ctx: click.Context, instance_path: str | None, serving: bool) -> Flask:
+    """The instance named by ``--instance`` or ``$KEYSERVER_INSTANCE``, else the
+    repository's ``instance/`` folder if it holds one. Unless named on the command
+    line, which one is said on stderr: a command run from the wrong shell must not
+    quietly act on another instance."""
+    if instance_path is None:
+        app = create_app(instance_path=None, serving=serving)
+        if not os.path.exists(db.database_path(app)):
+            raise click.ClickException(
+                "which instance? Name it with --instance PATH or $KEYSERVER_INSTANCE (create"
+                " one with 'keyserver init')")
+        click.echo(f"keyserver: using the repository's instance {app.instance_path} (no "
+                   "--instance or $KEYSERVER_INSTANCE given)", err=True)
+        return app
+    app = _open_instance(instance_path, serving=serving)
+    if ctx.get_parameter_source("instance_path") is ParameterSource.ENVIRONMENT:
+        click.echo(f"keyserver: using the instance {app.instance_path} "
+                   "($KEYSERVER_INSTANCE)", err=True)
+    return app
 
 
 def with_serving_instance(command):
@@ -107,7 +132,8 @@ def init_command(instance_path: str, server_name: str, base_url: str, domains: t
         app = init_instance(instance_path, server_name, base_url, list(domains) or [server_name])
     except (InstanceExists, ValueError, ProtocolError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"Created keyserver instance for {server_name} in {app.instance_path}")
+    click.echo(f"Created keyserver instance for {app.config['KEYSERVER_NAME']} in "
+               f"{app.instance_path}")
 
 
 @main.command("run")
@@ -118,15 +144,30 @@ def init_command(instance_path: str, server_name: str, base_url: str, domains: t
 def run_command(host: str, port: int) -> None:
     """Serve the instance with Flask's threaded server (use gunicorn in production)."""
     import logging
+    import socket
+
+    from werkzeug.serving import make_server, select_address_family
 
     app = current_app._get_current_object()
+    # Bound before "Serving" is said: a busy port is an error, never a false announcement.
+    try:
+        listening = socket.create_server((host, port),
+                                         family=select_address_family(host, port))
+    except OSError as exc:
+        busy = " (is another server running there? choose another --port)" \
+            if exc.errno == errno.EADDRINUSE else ""
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: "
+            f"{os.strerror(exc.errno) if exc.errno else exc}{busy}") from None
+    with listening:
+        server = make_server(host, port, app, threaded=True, fd=listening.fileno())
     click.echo(f"Serving keyserver {app.config['KEYSERVER_NAME']} on http://{host}:{port}/ "
                f"(instance {app.instance_path})")
     sys.stdout.flush()
     # Werkzeug's request lines name the path (identities, sigkeyhashes): the app logs
     # each request itself, without it (http/observe.py).
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    server.serve_forever()
 
 
 @main.command("worker")
@@ -450,14 +491,19 @@ def tokens_stats_command() -> None:
     database = db.get_db()
     now = now_ms()
     listed = set(own.current(database).token_keys)
+    issuing = tokenkeys.issuing_key(database, now)
     for key in all_keys(database):
         state = "valid" if now < key.not_after_ts else "expired"
         where = "listed on the chain" if key.key_id in listed else "not listed: not redeemed"
+        issues = ", ISSUING: vouchers and mint sign with it" \
+            if issuing is not None and key.key_id == issuing.key_id else ""
         click.echo(f"key {b64encode(key.key_id)}  {state} until {_iso(key.not_after_ts)}"
-                   f" ({where})")
+                   f" ({where}{issues})")
+    if issuing is None:
+        click.echo("no key issues tokens: run 'keyserver tokens rotate-key'")
     spent = spent_count(database)
-    outstanding = sum(v.remaining for v in vouchers.listing(database)
-                      if v.expires_ts is None or now < v.expires_ts)
+    outstanding = sum(v.remaining for v in vouchers.listing(database) if v.revoked_ts is None
+                      and (v.expires_ts is None or now < v.expires_ts))
     click.echo(f"issued via vouchers: {db.get_state(database, 'tokens_issued', 0)}")
     click.echo(f"minted: {db.get_state(database, 'tokens_minted', 0)}")
     click.echo(f"spent: {spent}")
@@ -476,17 +522,24 @@ def vouchers_group() -> None:
               help="How many vouchers.")
 @click.option("--expires", default="30d", show_default=True,
               help="Validity: 30d, 12h, ... or 'never'.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @with_instance
-def vouchers_create_command(tokens: int, count: int, expires: str) -> None:
-    """Print new voucher codes (shown once: only their hashes are stored)."""
+def vouchers_create_command(tokens: int, count: int, expires: str, as_json: bool) -> None:
+    """Print new voucher codes, each with its label (the codes are shown once: only
+    their hashes are stored; 'vouchers list' and 'vouchers revoke' name a voucher by
+    its label)."""
     now = now_ms()
     expires_ts = None if expires == "never" else now + parse_duration(expires)
     database = db.get_db()
     with db.transaction(database):
-        codes = [vouchers.create(database, tokens, now, expires_ts) for _ in range(count)]
-    click.echo("\n".join(codes))
-    click.echo(f"{count} voucher(s) of {tokens} token(s), valid until {_iso(expires_ts)}",
-               err=True)
+        made = [vouchers.create(database, tokens, now, expires_ts) for _ in range(count)]
+    if as_json:
+        click.echo(json.dumps([{"code": v.code, "label": v.label, "tokens": tokens,
+                                "expires_ts": expires_ts} for v in made], indent=2))
+        return
+    click.echo("\n".join(f"{v.code}  {v.label}" for v in made))
+    click.echo(f"{count} voucher(s) of {tokens} token(s), valid until {_iso(expires_ts)}; "
+               "each line: the code to sell, then its label", err=True)
 
 
 @vouchers_group.command("list")
@@ -494,10 +547,29 @@ def vouchers_create_command(tokens: int, count: int, expires: str) -> None:
 def vouchers_list_command() -> None:
     """Vouchers by label, with use and expiry (codes are never shown again)."""
     now = now_ms()
-    for v in vouchers.listing(db.get_db()):
-        state = "expired" if v.expires_ts is not None and now >= v.expires_ts else "valid"
+    listed = vouchers.listing(db.get_db())
+    for v in listed:
+        state = (f"REVOKED {_iso(v.revoked_ts)}" if v.revoked_ts is not None else
+                 "expired" if v.expires_ts is not None and now >= v.expires_ts else "valid")
         click.echo(f"{v.label}  {v.tokens - v.remaining}/{v.tokens} used  {state}, "
                    f"expires {_iso(v.expires_ts)}, created {_iso(v.created_ts)}")
+    if not listed:
+        click.echo("no vouchers yet: 'keyserver vouchers create --tokens N' makes some")
+
+
+@vouchers_group.command("revoke")
+@click.argument("label")
+@with_instance
+def vouchers_revoke_command(label: str) -> None:
+    """Make the voucher LABEL buy nothing more (a code sold by mistake, or leaked);
+    the tokens it already bought stay valid."""
+    database = db.get_db()
+    with db.transaction(database):
+        found = vouchers.revoke(database, label, now_ms())
+    if not found:
+        raise click.ClickException(f"no voucher labelled {label!r}: 'keyserver vouchers list'"
+                                   " shows the labels")
+    click.echo(f"revoked voucher {label}: it buys no more tokens")
 
 
 @click.group("witness", help="Witnessing (§8.1): other logs' checkpoints this server "

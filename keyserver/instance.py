@@ -55,7 +55,11 @@ def init_instance(path: str, server_name: str, base_url: str, domains: list[str]
     name and renamed into place when complete. A folder that already exists (made
     by the operator, perhaps a mount point or in a parent we may not write) is
     built in place, and on failure loses whatever init added to it.
+
+    DNS names are not case-sensitive: the server name and domains are stored in
+    lowercase, the form the protocol uses (§2).
     """
+    server_name, domains = server_name.lower(), [domain.lower() for domain in domains]
     check_server_name(server_name)
     for domain in domains:
         if not is_domain(domain):

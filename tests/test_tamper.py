@@ -537,7 +537,8 @@ def test_a_redirected_registration_is_no_success(shared, proxy, tmp_path, cheap_
                       answer.body)
 
     proxy.attack = redirect
-    refused(keyclient(home, "register", identity, "--yes"), f"/v1/users/{identity}: 302 ")
+    refused(keyclient(home, "register", identity, "--yes"),
+            f"/v1/users/{identity} answered HTTP 302: ")
     proxy.attack = None
     assert identity not in own_identities(home)
     assert f"{SERVER}: 0 available, 1 unknown" in ok(keyclient(home, "tokens", "list"))

@@ -119,6 +119,11 @@ CREATE TABLE IF NOT EXISTS vouchers (
     created_ts INTEGER NOT NULL,
     expires_ts INTEGER
 );
+-- A revoked voucher pays nothing more (its row in vouchers stays for the records).
+CREATE TABLE IF NOT EXISTS revoked_vouchers (
+    code_hash BLOB PRIMARY KEY REFERENCES vouchers (code_hash),
+    revoked_ts INTEGER NOT NULL
+) WITHOUT ROWID;
 -- sigkey/sigescrow hash -> identity: a key belongs to one identity only (§4).
 CREATE TABLE IF NOT EXISTS keyhashes (
     keyhash BLOB PRIMARY KEY,

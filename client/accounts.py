@@ -119,12 +119,12 @@ class Accounts:
             keystore.delete(pending)
         if existing is not None and pending in keystore.names():
             self._settle_pending(identity, existing)
-            if key_name(identity, "sigkey") in keystore.names() and \
-                    ed25519_entry(keystore.get_signing_key(key_name(identity, "sigkey"))) \
-                    == existing.message.sigkey:
-                raise ClientError(f"{identity} is already registered from this machine (by an "
-                                  "earlier 'register' that was interrupted after sending): "
-                                  "its signing key is in use; nothing more to do")
+        if existing is not None and key_name(identity, "sigkey") in keystore.names() and \
+                ed25519_entry(keystore.get_signing_key(key_name(identity, "sigkey"))) \
+                == existing.message.sigkey:
+            # Also after a 'register' stopped once the chain held it, before it said so.
+            raise ClientError(f"{identity} is already registered from this machine: its "
+                              "signing key here is the one on the chain; nothing more to do")
         if existing is not None and is_held(existing.latest, now_ms(),
                                             self.session.limits.reclaim_grace_ms):
             raise IdentityTaken(f"{identity} is already registered on {self.server} "

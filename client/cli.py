@@ -61,7 +61,14 @@ class _Group(click.Group):
         (``interrupts``): one line, no traceback, status 128 + the signal."""
         try:
             with signals_interrupt():
-                return self._run(ctx)
+                try:
+                    return self._run(ctx)
+                except click.Abort as exc:
+                    # A prompt turns a signal into Abort ("Aborted!", status 1): the
+                    # signal's own line and status are told instead.
+                    if isinstance(exc.__context__, KeyboardInterrupt):
+                        raise exc.__context__ from None
+                    raise
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
             try:
@@ -97,7 +104,49 @@ class _Group(click.Group):
         except ServerCheating as exc:
             raise click.ClickException(f"{exc}\n{_evidence_kept(ctx.obj, exc)}") from None
         except (ProtocolError, ClientError) as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(_plain(exc, ctx.meta.get(_VERBOSE, False))) from None
+
+
+#: What to do next after a server's refusal, by errcode (the message says what).
+_NEXT_STEP = {
+    "VOUCHER_INVALID": "check the code (case, spaces, dashes, 0 for O and 1 for I do not "
+                       "matter) and how many tokens you ask for (-n), or ask whoever sold it",
+    "TOKEN_REQUIRED": "buy tokens with 'keyclient tokens buy VOUCHER'",
+    "TOKEN_INVALID": "run the command again (it takes another token), or buy tokens with "
+                     "'keyclient tokens buy VOUCHER'",
+    "TOKEN_SPENT": "run the command again (it takes another token), or buy tokens with "
+                   "'keyclient tokens buy VOUCHER'",
+    "IDENTITY_TAKEN": "choose another name",
+    "RESERVED_IDENTITY": "choose another name",
+    "DOMAIN_NOT_SERVED": "register it on a server of that domain",
+    "STALE_LASTENTRY": "the chain grew meanwhile: run the command again",
+    "KEYINIT_LIMIT": "the server holds as many as it allows: publish more when senders have "
+                     "used some ('keyclient keyinit status')",
+    "RATE_LIMITED": "wait a little, then try again",
+    "UNAVAILABLE": "the server is busy or in maintenance: try again later",
+}
+
+
+def _plain(exc: ProtocolError | ClientError, verbose: bool) -> str:
+    """An error in plain words, with what to do next; the request, HTTP status and
+    errcode a server's answer carried only with --verbose."""
+    text = str(exc)
+    if isinstance(exc, ProtocolError) and exc.status is not None:
+        step = _NEXT_STEP.get(exc.errcode)
+        text = f"the server {'refused' if exc.refused else 'failed'}: {text}" + (
+            f" — {step}" if step else "")
+        if verbose:
+            text += f" [{exc.request}: {exc.status} {exc.errcode}]"
+    return text
+
+
+#: Where ``ctx.meta`` says whether --verbose was given.
+_VERBOSE = "keyclient.verbose"
+
+
+def _verbose() -> bool:
+    """Whether the user asked for the protocol's terms and details (--verbose)."""
+    return click.get_current_context().meta.get(_VERBOSE, False)
 
 
 @click.group(cls=_Group, help="Find and publish keys on hashchain keyservers.",
@@ -110,8 +159,12 @@ class _Group(click.Group):
               show_default=True, metavar="SECONDS",
               help="How long to wait while another keyclient command uses the home"
                    " (or $KEYCLIENT_WAIT).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Say more: the protocol's terms, and the request, HTTP status and error"
+                   " code of a server's refusal.")
 @click.pass_context
-def main(ctx: click.Context, home: str, wait: float) -> None:
+def main(ctx: click.Context, home: str, wait: float, verbose: bool) -> None:
+    ctx.meta[_VERBOSE] = verbose
     # One command at a time per home: two syncs appending to one chain would each
     # see the other's entries as a fork of the server's.
     os.makedirs(home, mode=0o700, exist_ok=True)
@@ -277,7 +330,7 @@ def _ago(ts: int) -> str:
     return "just now"
 
 
-@main.group("notary", help="Notaries that corroborate the keyservers' keys (§11.4).")
+@main.group("notary", help="Notaries that corroborate the keyservers' keys.")
 def notary_group() -> None:
     pass
 
@@ -323,7 +376,7 @@ def notary_remove(home: Home, server_name: str) -> None:
     click.echo(f"removed notary {server_name}")
 
 
-@main.group("witness", help="Witnesses that cosign the keyservers' logs (§8.1): with a"
+@main.group("witness", help="Witnesses that cosign the keyservers' logs: with a"
                               " quorum, a log is trusted only as far as they cosigned it.")
 def witness_group() -> None:
     pass
@@ -545,7 +598,7 @@ def lookup_command(home: Home, identity: str, server: str | None, offline: bool,
     name has a new owner since you last looked it up.
 
     With --light, only IDENTITY's latest entry is fetched, with its inclusion
-    proof in a checkpoint signed by the log key (§8).
+    proof in a checkpoint signed by the server's log key.
 
     With a quorum of witnesses set for the server ('keyclient witness'), only the
     log as far as they cosigned it counts: newer entries are named on stderr as not
@@ -641,7 +694,8 @@ def _light_lookup(session: ServerSession, identity: str, as_json: bool) -> None:
         click.echo(f"  position:   {found.pos}, in the checkpoint of tree size "
                    f"{result.checkpoint.tree_size}, signed by {key_from}")
         click.echo(f"  log:        {_witnessed_text(result.witnessing)}")
-        click.echo(f"  msgcount:   {message.msgcount}")
+        if _verbose():
+            click.echo(f"  msgcount:   {message.msgcount}")
         click.echo(f"  valid:      {format_ms(message.not_before_ts)}"
                    f" .. {format_ms(message.not_after_ts)}")
         click.echo(f"  sigkey:     {b64encode(message.sigkey.pubkey)}")
@@ -659,7 +713,8 @@ def _print_keys(identity: str, result: LookupResult, status: str) -> None:
         "current": "current", "not yet valid": "NOT YET VALID: do not use these keys yet",
         "expired": "EXPIRED: do not use these keys"}[status])
     click.echo(f"  positions:  {', '.join(str(found.pos) for found in result.history)}")
-    click.echo(f"  msgcount:   {message.msgcount}")
+    if _verbose():
+        click.echo(f"  msgcount:   {message.msgcount}")
     click.echo(f"  valid:      {format_ms(message.not_before_ts)}"
                f" .. {format_ms(message.not_after_ts)}")
     click.echo(f"  sigkey:     {b64encode(message.sigkey.pubkey)}")
@@ -729,13 +784,30 @@ def tokens_list(home: Home, as_json: bool) -> None:
 
 
 def _keystore(home: Home) -> Keystore:
-    from .store.keystore import Keystore, passphrase_from_env_or_prompt
+    """The home's keystore, the passphrase asked (three tries) unless
+    ``$KEYCLIENT_PASSPHRASE`` gives it."""
+    from .store.keystore import PASSPHRASE_PROMPT, open_keystore
 
-    path = os.path.join(home.path, "keys")
-    new = not os.path.isdir(path) or not os.listdir(path)
-    keystore = Keystore(path, passphrase_from_env_or_prompt(click.prompt, confirm=new))
-    keystore.check_passphrase()
-    return keystore
+    def ask(confirm: bool) -> str:
+        # An empty answer comes back (default ""), for open_keystore to say why it
+        # is refused; click alone would ask again without a word.
+        return click.prompt(PASSPHRASE_PROMPT, hide_input=_can_hide_input(), default="",
+                            show_default=False, confirmation_prompt=confirm)
+
+    return open_keystore(os.path.join(home.path, "keys"), ask, _notice)
+
+
+def _can_hide_input() -> bool:
+    """Whether a hidden prompt can hide the input: without a controlling terminal
+    (a pipe, a service) Python's getpass warns (``GetPassWarning``) and reads with
+    echo anyway, so the prompt is a plain one (a pipe echoes nothing)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
 
 
 def _session(home: Home, server: str | None) -> ServerSession:
@@ -763,7 +835,7 @@ def _accounts(home: Home, server: str | None) -> Accounts:
 @click.pass_context
 def register_command(ctx: click.Context, identity: str, server: str | None,
                      escrow_out: str | None, yes: bool, discard_unfinished: bool) -> None:
-    """Register IDENTITY (§13): a new signing key, an escrow key on paper, paid with a
+    """Register IDENTITY: a new signing key, an escrow key on paper, paid with a
     token from the wallet, confirmed on the chain. The domain, reserved names and
     whether IDENTITY is free are checked before any key is made or paper printed;
     no key is kept unless the registration is sent."""
@@ -809,10 +881,30 @@ def _normalized_notice(typed: str, identity: str) -> bool:
 @click.pass_obj
 def update_command(home: Home, identity: str, server: str | None) -> None:
     """Give IDENTITY a new signing key, signed by the current one (also renews its
-    validity)."""
+    validity). The server deletes the old key's KeyInits with it: as many are published
+    again under the new key (one more token), or a warning says to publish some."""
+    from . import keyinits
+
     accounts = _accounts(home, server)
-    written = accounts.update(identity)
-    click.echo(f"updated {identity} (msgcount {written.msgcount}) at position {written.pos}")
+    updated = keyinits.update(accounts.session, accounts, identity)
+    written = updated.written
+    click.echo(f"updated {identity} at position {written.pos} with a new signing key"
+               + (f" (msgcount {written.msgcount})" if _verbose() else ""))
+    if updated.republished is not None:
+        published = updated.republished
+        click.echo(f"published {published.count} KeyInit(s) ({published.fallbacks} fallback)"
+                   f" under the new key in place of the {updated.had.stored} and "
+                   f"{updated.had.fallback} fallback of the old one, valid until "
+                   f"{format_ms(published.not_after_ts)}")
+    elif updated.not_republished is not None:
+        had = updated.had
+        click.secho(f"Warning: the server deleted the {had.stored + had.fallback} KeyInit(s)"
+                    f" of the old key and none could be published in their place "
+                    f"({updated.not_republished}): senders cannot reach {identity} until "
+                    f"'keyclient keyinit publish {identity}'", fg="yellow", err=True)
+    elif updated.had is None:
+        click.echo(f"note: any KeyInits of the old key were deleted with it: run 'keyclient "
+                   f"keyinit publish {identity}' if senders should reach {identity}", err=True)
 
 
 @main.command("recover")
@@ -832,8 +924,12 @@ def recover_command(home: Home, identity: str, escrow_file, server: str | None) 
         raise click.ClickException(f"the backup is for {backup_identity}, not {identity}")
     accounts = _accounts(home, server)
     written = accounts.recover(identity, escrow)
-    click.echo(f"recovered {identity} (msgcount {written.msgcount}) at position "
-               f"{written.pos} with a new signing key")
+    click.echo(f"recovered {identity} at position {written.pos} with a new signing key"
+               + (f" (msgcount {written.msgcount})" if _verbose() else ""))
+    # The lost key's KeyInits went with it (§9); without that key, how many there
+    # were cannot be asked.
+    click.echo(f"note: any KeyInits of the old key were deleted with it: run 'keyclient "
+               f"keyinit publish {identity}' if senders should reach {identity}", err=True)
 
 
 @main.group("keyinit", help="KeyInits: single-use session keys for senders.")
@@ -869,7 +965,8 @@ def keyinit_publish(home: Home, identity: str, count: int, fallback: bool, days:
 @click.pass_obj
 def keyinit_fetch(home: Home, identity: str, server: str | None) -> None:
     """As a sender: find IDENTITY on the chain, fetch one of its KeyInits, verify it
-    with IDENTITY's signing key and print the opened session anchor as JSON.
+    with IDENTITY's signing key and print as JSON the keys it holds for starting a
+    session with IDENTITY.
 
     Only repositories the keyserver vouches for are contacted, over https (http to
     loopback only); the others IDENTITY lists are skipped and named on stderr. As
@@ -957,7 +1054,8 @@ def evidence_command(home: Home, server: str | None, as_json: bool) -> None:
     """What this home keeps as proof that a server cheated: the server's own signed
     replies that break the protocol (times that decrease along the chain, a history
     that breaks the update rules), and checkpoints it signed that no honest log
-    signs together (a rewritten history, §8), oldest first."""
+    signs together (a rewritten history, or one a witness saw before the time the
+    server gave an entry in it), oldest first."""
     kept = [(name, *piece) for name, _ in _servers(home, server)
             for piece in home.evidence_pieces(name)]
     if as_json:

@@ -16,9 +16,9 @@ from typing import Callable
 
 import nacl.public
 
-from .accounts import CLOCK_MARGIN_MS, Accounts, key_name
+from .accounts import CLOCK_MARGIN_MS, Accounts, Written, key_name
 from .clock import now_ms
-from .protocol.errors import ClientError, NoKeyinit, ProtocolError, VerificationError
+from .protocol.errors import ClientError, NoKeyinit, NotFound, ProtocolError, VerificationError
 from .protocol.keyinit import (STATUS, SessionAnchor, Skipped, build_keyinit,
                                build_session_anchor, choose_repositories, keyinit_hash,
                                open_keyinit, sigkeyhash, sign_flush, sign_owner_request)
@@ -33,9 +33,24 @@ from .trust.keyring import check_server_signature
 @dataclass(frozen=True)
 class Published:
     count: int
-    fallback: bool
+    #: How many of the ``count`` are fallback KeyInits.
+    fallbacks: int
     not_after_ts: int
     repouri: str
+
+
+@dataclass(frozen=True)
+class Updated:
+    """An update (``Accounts.update``) and what became of the KeyInits of the replaced
+    signing key, which the server deletes with the update (§9)."""
+
+    written: Written
+    #: What the replaced key had on the server (None: the server would not say).
+    had: KeyInitStatus | None
+    #: The batch published under the new key in their place.
+    republished: Published | None = None
+    #: Why they were not replaced (no token, a refusal), to tell the user.
+    not_republished: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +86,38 @@ def publish(session: ServerSession, accounts: Accounts, identity: str, count: in
             fallback: bool = False, lifetime_ms: int | None = None) -> Published:
     """Make, upload and pay for ``count`` KeyInits of ``identity``, one of the
     user's ``accounts`` on the server of ``session`` (one batch)."""
+    return _publish(session, accounts, identity, [fallback] * count, lifetime_ms)
+
+
+def update(session: ServerSession, accounts: Accounts, identity: str) -> Updated:
+    """``Accounts.update`` that keeps senders able to reach ``identity``: the server
+    deletes the replaced key's KeyInits with the update (§9), so as many of each kind
+    are published under the new key, in one batch (one token; at most a batch's
+    worth, fallback ones first). Without a token for it, or refused, the update
+    stands and ``Updated.not_republished`` says why."""
+    try:
+        had: KeyInitStatus | None = status(session, accounts, identity)
+    except NotFound:
+        had = KeyInitStatus(0, 0, None)   # none ever published under this key
+    except ProtocolError:
+        had = None   # a repository without the status request: nothing known to copy
+    written = accounts.update(identity)
+    if had is None or not (had.stored or had.fallback):
+        return Updated(written, had)
+    room = session.limits.max_keyinits_per_request
+    fallbacks = min(had.fallback, room)
+    kinds = [True] * fallbacks + [False] * min(had.stored, room - fallbacks)
+    try:
+        return Updated(written, had, republished=_publish(session, accounts, identity, kinds))
+    except (ClientError, ProtocolError) as exc:
+        return Updated(written, had, not_republished=str(exc))
+
+
+def _publish(session: ServerSession, accounts: Accounts, identity: str, kinds: list[bool],
+             lifetime_ms: int | None = None) -> Published:
+    """One batch of KeyInits, a fallback one for each True of ``kinds``."""
     limits = session.limits
+    count = len(kinds)
     if not 1 <= count <= limits.max_keyinits_per_request:
         raise ClientError(f"{session.server} takes 1 to {limits.max_keyinits_per_request} "
                           "KeyInits per request")
@@ -90,7 +136,7 @@ def publish(session: ServerSession, accounts: Accounts, identity: str, count: in
     key_hash = sigkeyhash(bytes(sigkey.verify_key))
     first = session.home.reserve_msgcounts(session.server, key_hash, count, now)
     keyinits, names = [], []
-    for msgcount in range(first, first + count):
+    for msgcount, fallback in zip(range(first, first + count), kinds):
         private = nacl.public.PrivateKey.generate()
         names.append(key_name(identity, f"pf.{msgcount}"))
         keystore.put_private_key(names[-1], private)
@@ -107,7 +153,7 @@ def publish(session: ServerSession, accounts: Accounts, identity: str, count: in
             keystore.delete(name)
         raise
     _check_receipt(session, receipt, key_hash, keyinits)
-    return Published(count, fallback, not_after_ts, repouri)
+    return Published(count, sum(kinds), not_after_ts, repouri)
 
 
 def _check_receipt(session: ServerSession, receipt: KeyInitReceipt, key_hash: bytes,

@@ -7,7 +7,9 @@ in ``backup.json`` what the copy holds: the chain length and the largest checkpo
 tree size. ``restore`` makes a new instance folder from a backup; the size recorded
 in its ``published_size`` is the largest one known (the backup's, the target's
 previous file, the operator's ``--published-size``), so a restored instance whose
-chain is shorter than what the log published refuses to serve.
+chain is shorter than what the log published refuses to serve, unless the operator
+accepts the shorter log (``accept_shorter``: the decision is recorded in
+``published_shrinks`` and the instance's published size becomes its chain's length).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Holds:
     chain_length: int
     checkpoint_size: int
     published_size: int | None
+    #: The published size the operator gave up for this chain (``accept_shorter``).
+    shrunk_from: int | None = None
 
 
 def _skipped(database: str) -> set[str]:
@@ -123,9 +127,11 @@ def read_manifest(folder: str) -> dict:
         raise BackupRefused(f"{folder} is not a keyserver backup (no {MANIFEST})") from None
 
 
-def restore(backup_folder: str, instance: str, published_size: int | None = None) -> Holds:
+def restore(backup_folder: str, instance: str, published_size: int | None = None,
+            accept_shorter: bool = False) -> Holds:
     """Make a new instance in ``instance`` from ``backup_folder``; return what it holds,
-    with the published size it now records (the largest known)."""
+    with the published size it now records (the largest known; with ``accept_shorter``,
+    no more than the chain's length, the larger size given up in ``shrunk_from``)."""
     from .instance import INSTANCE_FILES
 
     manifest = read_manifest(backup_folder)
@@ -142,6 +148,9 @@ def restore(backup_folder: str, instance: str, published_size: int | None = None
     known = [n for n in (manifest.get("published_size"), size, previous, published_size)
              if n is not None]
     recorded = max(known) if known else None
+    shrunk_from = None
+    if accept_shorter and recorded is not None and recorded > length:
+        shrunk_from, recorded = recorded, length
 
     parent, name = os.path.split(os.path.abspath(instance))
     os.makedirs(parent, exist_ok=True)
@@ -155,6 +164,8 @@ def restore(backup_folder: str, instance: str, published_size: int | None = None
                 shutil.copytree(src, dst, symlinks=True)
             elif os.path.isfile(src):
                 shutil.copy2(src, dst)
+        if shrunk_from is not None:
+            published.record_shrink(staging, shrunk_from, length, os.path.abspath(backup_folder))
         if recorded is not None:
             published.record(staging, recorded)
         files.make_private(staging)
@@ -170,4 +181,4 @@ def restore(backup_folder: str, instance: str, published_size: int | None = None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Holds(length, size, recorded)
+    return Holds(length, size, recorded, shrunk_from)

@@ -7,13 +7,16 @@ Commands stay thin: parse options, call one function, echo.
 
 from __future__ import annotations
 
+import errno
 import functools
+import json
 import os
 import re
 import sqlite3
 import sys
 
 import click
+from click.core import ParameterSource
 from flask import Flask, current_app
 from flask.cli import ScriptInfo
 
@@ -21,15 +24,17 @@ from client.protocol.encoding import b64encode, b64url_encode, format_ms
 from client.protocol.errors import ChainError, ProtocolError
 from client.protocol.hashchain import open_entry
 from client.protocol.identity import server_identity
+from client.protocol.note import format_verifier_key
 from client.protocol.tokens import mint_token
 
 from . import create_app
 from .clock import now_ms
 from .config import ConfigError
 from .instance import LogShrunk
-from .http.context import key_file, policy, server_keys, sign, token_keyring
+from .http.context import key_file, policy, server_keys, sign, token_keyring, witness
 from .service import own, payment, tokenkeys
 from .storage import chain, db, keyinits, tree, vouchers
+from .storage import witness as witness_store
 from .storage.db import StorageUnavailable
 from .storage.tokens import all_keys, spent_count
 
@@ -53,13 +58,35 @@ def with_instance(command, serving: bool = False):
                   help="Instance folder (default: $KEYSERVER_INSTANCE).")
     @functools.wraps(command)
     def wrapper(instance_path, **kwargs):
-        info = click.get_current_context().find_object(ScriptInfo)
+        ctx = click.get_current_context()
+        info = ctx.find_object(ScriptInfo)
         app = (info.load_app() if info is not None
-               else _open_instance(instance_path, serving=serving))
+               else _chosen_instance(ctx, instance_path, serving))
         with app.app_context():
             return command(**kwargs)
 
     return wrapper
+
+
+def _chosen_instance(ctx: click.Context, instance_path: str | None, serving: bool) -> Flask:
+    """The instance named by ``--instance`` or ``$KEYSERVER_INSTANCE``, else the
+    repository's ``instance/`` folder if it holds one. Unless named on the command
+    line, which one is said on stderr: a command run from the wrong shell must not
+    quietly act on another instance."""
+    if instance_path is None:
+        app = create_app(instance_path=None, serving=serving)
+        if not os.path.exists(db.database_path(app)):
+            raise click.ClickException(
+                "which instance? Name it with --instance PATH or $KEYSERVER_INSTANCE (create"
+                " one with 'keyserver init')")
+        click.echo(f"keyserver: using the repository's instance {app.instance_path} (no "
+                   "--instance or $KEYSERVER_INSTANCE given)", err=True)
+        return app
+    app = _open_instance(instance_path, serving=serving)
+    if ctx.get_parameter_source("instance_path") is ParameterSource.ENVIRONMENT:
+        click.echo(f"keyserver: using the instance {app.instance_path} "
+                   "($KEYSERVER_INSTANCE)", err=True)
+    return app
 
 
 def with_serving_instance(command):
@@ -105,7 +132,8 @@ def init_command(instance_path: str, server_name: str, base_url: str, domains: t
         app = init_instance(instance_path, server_name, base_url, list(domains) or [server_name])
     except (InstanceExists, ValueError, ProtocolError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"Created keyserver instance for {server_name} in {app.instance_path}")
+    click.echo(f"Created keyserver instance for {app.config['KEYSERVER_NAME']} in "
+               f"{app.instance_path}")
 
 
 @main.command("run")
@@ -116,15 +144,30 @@ def init_command(instance_path: str, server_name: str, base_url: str, domains: t
 def run_command(host: str, port: int) -> None:
     """Serve the instance with Flask's threaded server (use gunicorn in production)."""
     import logging
+    import socket
+
+    from werkzeug.serving import make_server, select_address_family
 
     app = current_app._get_current_object()
+    # Bound before "Serving" is said: a busy port is an error, never a false announcement.
+    try:
+        listening = socket.create_server((host, port),
+                                         family=select_address_family(host, port))
+    except OSError as exc:
+        busy = " (is another server running there? choose another --port)" \
+            if exc.errno == errno.EADDRINUSE else ""
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: "
+            f"{os.strerror(exc.errno) if exc.errno else exc}{busy}") from None
+    with listening:
+        server = make_server(host, port, app, threaded=True, fd=listening.fileno())
     click.echo(f"Serving keyserver {app.config['KEYSERVER_NAME']} on http://{host}:{port}/ "
                f"(instance {app.instance_path})")
     sys.stdout.flush()
     # Werkzeug's request lines name the path (identities, sigkeyhashes): the app logs
     # each request itself, without it (http/observe.py).
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    server.serve_forever()
 
 
 @main.command("worker")
@@ -132,8 +175,10 @@ def run_command(host: str, port: int) -> None:
 @with_serving_instance
 def worker_command(once: bool) -> None:
     """Run the server's periodic duties: a checkpoint every CHECKPOINT_INTERVAL when
-    the chain grew; renewing its own UIDMessage and retiring expired token keys every
-    WORKER_INTERVAL. Safe to run twice by mistake."""
+    the chain grew, and the witnesses asked to cosign it; renewing its own UIDMessage
+    and retiring expired token keys every WORKER_INTERVAL. Safe to run twice by
+    mistake."""
+    import threading
     import time
 
     from .service import duties
@@ -147,6 +192,7 @@ def worker_command(once: bool) -> None:
                f"{tick / 1000:g} s, other duties every {daily / 1000:g} s")
     sys.stdout.flush()   # said before any work: a supervisor's log shows it started
     last_daily = None
+    cosigner: threading.Thread | None = None
     while True:
         now = now_ms()
         done = duties.checkpoint(db.get_db(), log_key, tick, now)
@@ -157,8 +203,24 @@ def worker_command(once: bool) -> None:
             click.echo(line)
         sys.stdout.flush()
         if once:
+            _cosign_round(app, now)
             return
+        # Witnesses are asked beside the loop: a slow one must not delay checkpoints.
+        if policy().cosigning.witnesses and (cosigner is None or not cosigner.is_alive()):
+            cosigner = threading.Thread(target=_cosign_round, args=(app, now), daemon=True)
+            cosigner.start()
         time.sleep(tick / 1000)
+
+
+def _cosign_round(app: Flask, now: int) -> None:
+    """Ask the witnesses to cosign the newest checkpoint (§8.1), in an app context of
+    its own (its own database connection)."""
+    from .service import duties
+
+    with app.app_context():
+        for line in duties.cosign(db.get_db(), policy(), now):
+            click.echo(line)
+    sys.stdout.flush()
 
 
 @click.group("keys", help="The server's signing keys (§11).")
@@ -264,13 +326,19 @@ def backup_command(dest: str, instance_path: str | None) -> None:
 @click.option("--published-size", type=click.IntRange(0), default=None,
               help="Largest tree size the lost instance published (from its published_size"
                    " file, its witnesses or monitors), if larger than the backup knew.")
-def restore_command(backup_folder: str, instance_path: str, published_size: int | None) -> None:
+@click.option("--accept-shorter-log", is_flag=True,
+              help="Serve the restored chain even if the log published a larger tree: the "
+                   "decision is recorded in published_shrinks, and clients, monitors and "
+                   "witnesses that saw the larger tree will report this log as forked.")
+def restore_command(backup_folder: str, instance_path: str, published_size: int | None,
+                    accept_shorter_log: bool) -> None:
     """Make a new instance folder from BACKUP, then verify its chain. It refuses to
-    serve when its chain is shorter than the largest tree size the log published."""
+    serve when its chain is shorter than the largest tree size the log published,
+    unless the operator accepts the shorter log (see README, Production, Backups)."""
     from .backup import BackupRefused, restore
 
     try:
-        holds = restore(backup_folder, instance_path, published_size)
+        holds = restore(backup_folder, instance_path, published_size, accept_shorter_log)
     except BackupRefused as exc:
         raise click.ClickException(str(exc)) from None
     app = _open_instance(instance_path)
@@ -278,12 +346,22 @@ def restore_command(backup_folder: str, instance_path: str, published_size: int 
         length = verify_instance(db.get_db(), policy().server_name)
     click.echo(f"restored {backup_folder} into {app.instance_path}: chain OK, {length} "
                "entries; Merkle tree OK")
-    if holds.published_size is not None and holds.published_size > length:
+    if holds.shrunk_from is not None:
+        click.echo(
+            f"warning: the log had published a tree of size {holds.shrunk_from}; this instance"
+            f" serves {length} entries in its place, as the operator accepted (recorded in "
+            "published_shrinks). The entries from position "
+            f"{length} on that clients saw are gone and new ones take their positions: "
+            "clients, monitors and witnesses that saw the larger tree will report this "
+            "server as having forked its log. Tell the users to register again.", err=True)
+    elif holds.published_size is not None and holds.published_size > length:
         raise click.ClickException(
             f"the log already published a tree of size {holds.published_size}, more than "
             f"the {length} entries restored: this instance refuses to serve (a published "
-            "log must never shrink). Restore a newer backup, or start a new log under a new"
-            " server name with 'keyserver init'")
+            "log must never shrink). Restore a newer backup; or restore this one again, "
+            "into a new folder, with --accept-shorter-log (clients that saw the larger "
+            "tree will report a fork); or start a new log under a new server name with "
+            "'keyserver init'")
 
 
 @chain_group.command("load")
@@ -413,14 +491,19 @@ def tokens_stats_command() -> None:
     database = db.get_db()
     now = now_ms()
     listed = set(own.current(database).token_keys)
+    issuing = tokenkeys.issuing_key(database, now)
     for key in all_keys(database):
         state = "valid" if now < key.not_after_ts else "expired"
         where = "listed on the chain" if key.key_id in listed else "not listed: not redeemed"
+        issues = ", ISSUING: vouchers and mint sign with it" \
+            if issuing is not None and key.key_id == issuing.key_id else ""
         click.echo(f"key {b64encode(key.key_id)}  {state} until {_iso(key.not_after_ts)}"
-                   f" ({where})")
+                   f" ({where}{issues})")
+    if issuing is None:
+        click.echo("no key issues tokens: run 'keyserver tokens rotate-key'")
     spent = spent_count(database)
-    outstanding = sum(v.remaining for v in vouchers.listing(database)
-                      if v.expires_ts is None or now < v.expires_ts)
+    outstanding = sum(v.remaining for v in vouchers.listing(database) if v.revoked_ts is None
+                      and (v.expires_ts is None or now < v.expires_ts))
     click.echo(f"issued via vouchers: {db.get_state(database, 'tokens_issued', 0)}")
     click.echo(f"minted: {db.get_state(database, 'tokens_minted', 0)}")
     click.echo(f"spent: {spent}")
@@ -439,17 +522,24 @@ def vouchers_group() -> None:
               help="How many vouchers.")
 @click.option("--expires", default="30d", show_default=True,
               help="Validity: 30d, 12h, ... or 'never'.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 @with_instance
-def vouchers_create_command(tokens: int, count: int, expires: str) -> None:
-    """Print new voucher codes (shown once: only their hashes are stored)."""
+def vouchers_create_command(tokens: int, count: int, expires: str, as_json: bool) -> None:
+    """Print new voucher codes, each with its label (the codes are shown once: only
+    their hashes are stored; 'vouchers list' and 'vouchers revoke' name a voucher by
+    its label)."""
     now = now_ms()
     expires_ts = None if expires == "never" else now + parse_duration(expires)
     database = db.get_db()
     with db.transaction(database):
-        codes = [vouchers.create(database, tokens, now, expires_ts) for _ in range(count)]
-    click.echo("\n".join(codes))
-    click.echo(f"{count} voucher(s) of {tokens} token(s), valid until {_iso(expires_ts)}",
-               err=True)
+        made = [vouchers.create(database, tokens, now, expires_ts) for _ in range(count)]
+    if as_json:
+        click.echo(json.dumps([{"code": v.code, "label": v.label, "tokens": tokens,
+                                "expires_ts": expires_ts} for v in made], indent=2))
+        return
+    click.echo("\n".join(f"{v.code}  {v.label}" for v in made))
+    click.echo(f"{count} voucher(s) of {tokens} token(s), valid until {_iso(expires_ts)}; "
+               "each line: the code to sell, then its label", err=True)
 
 
 @vouchers_group.command("list")
@@ -457,13 +547,91 @@ def vouchers_create_command(tokens: int, count: int, expires: str) -> None:
 def vouchers_list_command() -> None:
     """Vouchers by label, with use and expiry (codes are never shown again)."""
     now = now_ms()
-    for v in vouchers.listing(db.get_db()):
-        state = "expired" if v.expires_ts is not None and now >= v.expires_ts else "valid"
+    listed = vouchers.listing(db.get_db())
+    for v in listed:
+        state = (f"REVOKED {_iso(v.revoked_ts)}" if v.revoked_ts is not None else
+                 "expired" if v.expires_ts is not None and now >= v.expires_ts else "valid")
         click.echo(f"{v.label}  {v.tokens - v.remaining}/{v.tokens} used  {state}, "
                    f"expires {_iso(v.expires_ts)}, created {_iso(v.created_ts)}")
+    if not listed:
+        click.echo("no vouchers yet: 'keyserver vouchers create --tokens N' makes some")
 
 
-GROUPS = (chain_group, keyinits_group, keys_group, tiles_group, tokens_group, vouchers_group)
+@vouchers_group.command("revoke")
+@click.argument("label")
+@with_instance
+def vouchers_revoke_command(label: str) -> None:
+    """Make the voucher LABEL buy nothing more (a code sold by mistake, or leaked);
+    the tokens it already bought stay valid."""
+    database = db.get_db()
+    with db.transaction(database):
+        found = vouchers.revoke(database, label, now_ms())
+    if not found:
+        raise click.ClickException(f"no voucher labelled {label!r}: 'keyserver vouchers list'"
+                                   " shows the labels")
+    click.echo(f"revoked voucher {label}: it buys no more tokens")
+
+
+@click.group("witness", help="Witnessing (§8.1): other logs' checkpoints this server "
+             "cosigns, and the witnesses that cosign this log's.")
+def witness_group() -> None:
+    pass
+
+
+@witness_group.command("key")
+@with_instance
+def witness_key_command() -> None:
+    """Print the witness's name, then its verifier key: what a log's WITNESSES and
+    'keyclient witness add NAME KEY' take."""
+    vkey = witness().vkey
+    click.echo(vkey.name)
+    click.echo(format_verifier_key(vkey))
+
+
+@witness_group.command("list")
+@with_instance
+def witness_list_command() -> None:
+    """Every log this server witnesses (WITNESS_LOGS): its keys, the size it cosigned
+    last and when, and how many of its requests were kept as evidence."""
+    logs = policy().witness_logs
+    database = db.get_db()
+    held, evidence = witness_store.listing(database), witness_store.evidence_counts(database)
+    if not logs:
+        click.echo("this server witnesses no log: WITNESS_LOGS is empty")
+    for origin in sorted(set(logs) | set(held) | set(evidence)):
+        state = held.get(origin)
+        click.echo(origin if origin in logs else f"{origin}  (no longer in WITNESS_LOGS)")
+        for key in logs.get(origin, ()):
+            click.echo(f"  key {format_verifier_key(key)}")
+        click.echo("  cosigned: nothing yet" if state is None else
+                   f"  cosigned: size {state.tree_size}, {_iso(state.updated_ts)}")
+        click.echo(f"  evidence: {evidence.get(origin, 0)} request(s) kept")
+
+
+@witness_group.command("status")
+@with_instance
+def witness_status_command() -> None:
+    """The witnesses this log asks to cosign its checkpoints (WITNESSES), each with the
+    size it last cosigned, its last success, its failures and when it is asked next."""
+    from .storage.cosignatures import state
+
+    witnesses = policy().cosigning.witnesses
+    if not witnesses:
+        click.echo("no witnesses configured (WITNESSES is empty): checkpoints are not "
+                   "cosigned, and clients that require a quorum do not trust this log")
+        return
+    now = now_ms()
+    for name, asked in witnesses.items():
+        known = state(db.get_db(), name)
+        failing = (f"{known.failures} failure(s) in a row, last: {known.last_error}"
+                   if known.failures else "no failures")
+        due = "now" if known.next_attempt_ts <= now else _iso(known.next_attempt_ts)
+        click.echo(f"{name}  {asked.url}  cosigned size {known.cosigned_size}  last "
+                   f"success {_iso(known.last_success_ts)}  {failing}  next attempt {due}")
+
+
+GROUPS = (chain_group, keyinits_group, keys_group, tiles_group, tokens_group, vouchers_group,
+          witness_group)
 for _group in GROUPS:
     main.add_command(_group)
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 from client.protocol.errors import InvalidIdentity
 from client.protocol.identity import check_server_name, is_domain
+from client.protocol.note import ALG_COSIGNATURE, parse_verifier_key
 from client.protocol.urls import URLError, split_url
 
 from .service.payment import OPERATIONS
@@ -37,6 +38,7 @@ _COUNTS = {
     "OWN_RENEWAL_MARGIN": 0, "CHECKPOINT_INTERVAL": 1, "REQUEST_WAIT_BOUND": 100,
     "MIN_FREE_BYTES": 0, "DISK_CHECK_INTERVAL": 0, "NOTARY_MIN_REFETCH": 0,
     "NOTARY_FETCH_TIMEOUT": 1, "NOTARY_MAX_DOCUMENT_BYTES": 1024,
+    "WITNESS_TIMEOUT": 1, "WITNESS_RETRY_MIN": 1, "WITNESS_RETRY_MAX": 1,
 }
 
 
@@ -78,11 +80,15 @@ def check_config(config: dict[str, Any]) -> None:
     for key in ("KEYINIT_REPOSITORY_URIS", "ALLOWED_REPOURIS"):
         for uri in _strings(key, config[key]):
             _check_url(key, uri)
-    for key in ("DATABASE", "SIGNING_KEY_FILE"):
+    for key in ("DATABASE", "SIGNING_KEY_FILE", "WITNESS_KEY_FILE"):
         if not isinstance(config[key], str) or not config[key]:
             raise ConfigError(f"{key} must be a file name, not {config[key]!r}")
     _check_prices(config["TOKEN_PRICES"])
     _check_origins(config["NOTARY_ORIGINS"])
+    _check_witness_logs(config["WITNESS_LOGS"])
+    _check_witnesses(config["WITNESSES"])
+    if config["WITNESS_RETRY_MAX"] < config["WITNESS_RETRY_MIN"]:
+        raise ConfigError("WITNESS_RETRY_MAX must be at least WITNESS_RETRY_MIN")
 
 
 def _switch(key: str, value: Any) -> bool:
@@ -133,6 +139,37 @@ def _check_origins(origins: Any) -> None:
             raise ConfigError(f"NOTARY_ORIGINS: {exc}") from None
         if url is not None:
             _check_url(f"NOTARY_ORIGINS[{name!r}]", url)
+
+
+def _check_witnesses(witnesses: Any) -> None:
+    # §8.1: witness name -> {"url": submission prefix, "vkey": its cosignature key}.
+    if not isinstance(witnesses, Mapping):
+        raise ConfigError('WITNESSES must map witness names to {"url": ..., "vkey": ...},'
+                          f" not {witnesses!r}")
+    for name, witness in witnesses.items():
+        where = f"WITNESSES[{name!r}]"
+        if not isinstance(witness, Mapping) or sorted(witness) != ["url", "vkey"]:
+            raise ConfigError(f'{where} must be {{"url": ..., "vkey": ...}}, not {witness!r}')
+        _check_url(f"{where}.url", witness["url"])
+        vkey = parse_verifier_key(witness["vkey"], f"{where}.vkey", ConfigError,
+                                  ALG_COSIGNATURE)
+        if vkey.name != name:
+            raise ConfigError(f"{where}.vkey is the key of {vkey.name!r}, not of {name!r}")
+
+
+def _check_witness_logs(logs: Any) -> None:
+    # §8.1: origin -> the log's verifier keys (policy.from_config parses them again).
+    if not isinstance(logs, Mapping):
+        raise ConfigError("WITNESS_LOGS must map log origins to lists of verifier keys,"
+                          f" not {logs!r}")
+    for origin, keys in logs.items():
+        if not isinstance(origin, str) or not origin or "\n" in origin:
+            raise ConfigError(f"WITNESS_LOGS: {origin!r} is not a log origin (one line)")
+        if not isinstance(keys, (list, tuple)) or not keys:
+            raise ConfigError(f"WITNESS_LOGS[{origin!r}] must be a non-empty list of the"
+                              f" log's verifier keys, not {keys!r}")
+        for key in keys:
+            parse_verifier_key(key, f"WITNESS_LOGS[{origin!r}]", ConfigError)
 
 
 def _check_prices(prices: Any) -> None:

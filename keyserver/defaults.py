@@ -36,6 +36,9 @@ DATABASE = "keyserver.sqlite"
 SIGNING_KEY_FILE = "signing.key"
 #: The log key (§8): a separate, long-lived key for checkpoints, bound on the chain.
 LOG_KEY_FILE = "log.key"
+#: The witness key (§8.1): a separate Ed25519 key that cosigns other logs' checkpoints
+#: (made by ``init``; made when missing in an instance older than witnesses).
+WITNESS_KEY_FILE = "witness.key"
 #: SQLite ``synchronous`` level: FULL makes every commit durable (fsync).
 SQLITE_SYNCHRONOUS = "FULL"
 
@@ -83,6 +86,23 @@ NOTARY_MIN_REFETCH = 60 * 1000
 NOTARY_FETCH_TIMEOUT = 3 * 1000
 #: The largest key document accepted from an origin (a Matrix homeserver's is under 1 KiB).
 NOTARY_MAX_DOCUMENT_BYTES = 64 * 1024
+
+#: The witness (§8.1): the logs whose checkpoints this server cosigns at
+#: POST /witness/add-checkpoint, as origin -> list of the log's verifier keys in Go's note
+#: format (``<name>+<hex key_hash>+<b64(0x01 || pubkey)>``; a keyserver's is ``log_vkey``
+#: in its capabilities). Empty: the server witnesses nothing (the endpoint answers 404).
+WITNESS_LOGS: dict = {}
+#: The witnesses this log asks to cosign each new checkpoint (§8.1), as witness name ->
+#: {"url": its submission prefix (the request goes to <url>/add-checkpoint, e.g.
+#: "https://keys.example.net/witness"), "vkey": its verifier key
+#: "<name>+<hex key_id>+<b64(0x04 || pubkey)>", whose name is the witness's}.
+WITNESSES: dict = {}
+#: How long one request to a witness may take, in all.
+WITNESS_TIMEOUT = 5 * 1000
+#: After a witness failed, the next attempt waits WITNESS_RETRY_MIN, doubling with each
+#: failure in a row up to WITNESS_RETRY_MAX.
+WITNESS_RETRY_MIN = 10 * 1000
+WITNESS_RETRY_MAX = HOUR_MS
 
 MAX_UID_LIFETIME = 365 * DAY_MS
 RECLAIM_GRACE = 365 * DAY_MS

@@ -26,7 +26,7 @@ from .storage import chain, checkpoints, db, files, published, tree
 
 #: Files whose presence means an instance already lives in a folder.
 INSTANCE_FILES = ("config.py", defaults.DATABASE, defaults.SIGNING_KEY_FILE,
-                  defaults.LOG_KEY_FILE)
+                  defaults.LOG_KEY_FILE, defaults.WITNESS_KEY_FILE)
 
 
 class LogShrunk(Exception):
@@ -55,7 +55,11 @@ def init_instance(path: str, server_name: str, base_url: str, domains: list[str]
     name and renamed into place when complete. A folder that already exists (made
     by the operator, perhaps a mount point or in a parent we may not write) is
     built in place, and on failure loses whatever init added to it.
+
+    DNS names are not case-sensitive: the server name and domains are stored in
+    lowercase, the form the protocol uses (§2).
     """
+    server_name, domains = server_name.lower(), [domain.lower() for domain in domains]
     check_server_name(server_name)
     for domain in domains:
         if not is_domain(domain):
@@ -87,17 +91,18 @@ def check_published(app: Flask) -> None:
         head = chain.head(database)
         length = head.pos + 1 if head else 0
         if recorded is None:
-            newest = checkpoints.newest(database)
+            newest = checkpoints.newest_size(database)
             if newest is not None:
-                published.record(app.instance_path, newest.tree_size)
+                published.record(app.instance_path, newest)
             return
     if length < recorded:
         raise LogShrunk(
             f"refusing to serve {app.instance_path}: its chain holds {length} entries but "
             f"this log already published a tree of size {recorded} ({published.FILE}); "
             "serving it would shrink a published log. Restore a newer backup that holds "
-            f"at least {recorded} entries, or start a new log under a new server name "
-            "('keyserver init'); see README, Production, Backups")
+            f"at least {recorded} entries, or restore with --accept-shorter-log, or start "
+            "a new log under a new server name ('keyserver init'); see README, "
+            "Production, Backups")
 
 
 def apply_policy(app: Flask) -> None:
@@ -108,6 +113,10 @@ def apply_policy(app: Flask) -> None:
     path = db.database_path(app)
     if not os.path.exists(path):
         return   # init is making the instance
+    # §8.1: an instance made before witnesses gets its witness key now (once, however
+    # many workers start together).
+    signing.witness_key(signing.key_file_path(app.instance_path,
+                                              app.config["WITNESS_KEY_FILE"]))
     with contextlib.closing(db.connect(path, app.config["SQLITE_SYNCHRONOUS"], create=False,
                                        wait_s=app.config["REQUEST_WAIT_BOUND"] / 1000)
                             ) as database:
@@ -159,7 +168,8 @@ def _undone_on_failure(folder: str) -> Iterator[None]:
 
 
 def _build(folder: str, config: str) -> None:
-    """Write config, signing key, database, chain entry 0 and a token key into ``folder``.
+    """Write config, signing, log and witness keys, database, chain entry 0 and a token
+    key into ``folder``.
 
     The folder is made 0700 first, so nothing in it is reachable by others while it
     is built, and everything in it private at the end, whatever modes an existing
@@ -175,6 +185,7 @@ def _build(folder: str, config: str) -> None:
     log_key = nacl.signing.SigningKey.generate()
     signing.write_log_key(signing.key_file_path(app.instance_path, app.config["LOG_KEY_FILE"]),
                           log_key)
+    signing.witness_key(signing.key_file_path(app.instance_path, app.config["WITNESS_KEY_FILE"]))
     database = db.connect(db.database_path(app), app.config["SQLITE_SYNCHRONOUS"])
     policy = app.extensions[POLICY]
     log_vkey = own.log_verifier_key(policy.server_name, log_key)

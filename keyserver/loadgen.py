@@ -36,7 +36,10 @@ def synthetic_identity(prefix: str, number: int, domain: str) -> str:
             return f"{prefix}-{digits}@{domain}"
 
 
-def _build(args: tuple[str, str, int, int, bytes, int]) -> list[dict]:
+def build_registrations(args: tuple[str, str, int, int, bytes, int]) -> list[dict]:
+    """Signed create messages of the identities ``prefix-<number>@domain`` for ``count``
+    numbers from ``first``, naming ``lastentry``, valid from ``now``: one tuple, so that
+    a process pool can map it (``load``; the crash loop of tests/crashloop.py)."""
     prefix, domain, first, count, lastentry, now = args
     messages = []
     for number in range(first, first + count):
@@ -60,7 +63,7 @@ def load(database: db.Database, sign: Sign, count: int, domain: str, *, batch: i
         lastentry = chain.head(database).hash
         jobs = [(prefix, domain, first, min(batch, count - first), lastentry, now)
                 for first in range(0, count, batch)]
-        for messages in pool.imap(_build, jobs):
+        for messages in pool.imap(build_registrations, jobs):
             now = now_ms()
             parsed = [parse_uid_message(message) for message in messages]
             with db.transaction(database):

@@ -13,6 +13,8 @@ and prints figures to paste into docs/benchmarks.md.
     scripts/bench append --code DIR     CreateUID throughput, paired against another checkout
     scripts/bench proofs -n 1000000     proof latency on a tree of N entries, in-process
     scripts/bench slow                  probe answered within 1 s under 200 slow connections
+    scripts/bench crash --rounds 24     kill -9 during sustained writes: acknowledged writes lost
+    scripts/bench lock --hold 40        slowest answer while the write lock is held 40 s
 """
 
 from __future__ import annotations
@@ -1112,6 +1114,136 @@ def slow(connections: int, duration: int) -> None:
     click.echo("|---|---|---|---|")
     for title, fast, total, p99, _, _ in rows:
         click.echo(f"| {title} | {fast} / {total} | {fast / total:.1%} | {p99} |")
+
+
+@main.command()
+@click.option("--rounds", default=24, show_default=True, help="kill -9 rounds.")
+@click.option("--writers", default=8, show_default=True, help="Concurrent writers.")
+@click.option("--max-writes", default=400, show_default=True,
+              help="Each round kills after a random number of acknowledged writes, 1 to this.")
+@click.option("--seed", default=1, show_default=True, help="Seed of those numbers.")
+def crash(rounds: int, writers: int, max_writes: int, seed: int) -> None:
+    """kill -9 of gunicorn's master and workers (deploy/gunicorn.conf.py, 2 workers)
+    during sustained registrations, ROUNDS times on one instance, each at a random
+    moment; after each, the acknowledged writes missing and ``chain verify``."""
+    import random
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from crashloop import CrashLoop
+
+    rng = random.Random(seed)
+    totals = {"acknowledged": 0, "in_flight": 0, "lost": 0, "refused": 0, "unverified": 0}
+    with fresh_instance("crash") as instance:
+        loop = CrashLoop(BIN, instance, "bench.example", writers)
+        started = time.perf_counter()
+        for number in range(rounds):
+            done = loop.round(rng.randint(1, max_writes), instance.parent / f"gunicorn-{number}.log")
+            totals["acknowledged"] += done.acknowledged
+            totals["in_flight"] += done.in_flight
+            totals["lost"] = len(done.lost)   # every round checks all acknowledged so far
+            totals["refused"] += len(done.refused)
+            totals["unverified"] += not done.verified
+            click.echo(f"  round {number + 1}: {done.acknowledged} acknowledged, "
+                       f"{done.in_flight} in flight at the kill, {len(done.lost)} lost so far, "
+                       f"{len(done.refused)} refused; {done.verify_output}")
+        elapsed = time.perf_counter() - started
+    click.echo(f"crash: {rounds} rounds of kill -9 in {elapsed:.0f} s, {writers} writers: "
+               f"{totals['acknowledged']:,} acknowledged writes, {totals['lost']} lost, "
+               f"{totals['in_flight']} in flight at the kills, {totals['refused']} refused, "
+               f"chain verify failed after {totals['unverified']} rounds")
+
+
+@main.command()
+@click.option("--hold", default=40, show_default=True, help="Seconds the write lock is held.")
+@click.option("--writers", default=2, show_default=True, help="Clients writing meanwhile.")
+@click.option("--readers", default=4, show_default=True, help="Clients reading meanwhile.")
+def lock(hold: int, writers: int, readers: int) -> None:
+    """The database's write lock held from outside for HOLD seconds (the server's
+    default REQUEST_WAIT_BOUND, 10 s), while clients write (each retrying its one
+    registration at once after every 503) and read (GET /v1/hashchain/head, one after
+    the other) on new connections: how each was answered, and the slowest answer.
+    Against gunicorn with deploy/gunicorn.conf.py (gthread, 2 workers x 2 threads) and
+    with plain sync workers (-w 2)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from lockholder import write_lock_held
+    from slowclients import start_gunicorn, stop_group
+
+    from client.clock import now_ms
+    from client.protocol.encoding import b64decode
+    from keyserver.loadgen import build_registrations
+
+    rows = []
+    for title, deploy_config in (("deploy/gunicorn.conf.py, -w 2 (gthread x 2)", True),
+                                 ("-w 2 sync", False)):
+        with fresh_instance("lock") as instance:
+            port = free_port()
+            server = start_gunicorn(BIN, instance, port, deploy_config,
+                                    instance.parent / "gunicorn.log")
+            url = f"http://127.0.0.1:{port}"
+            try:
+                head = b64decode(requests.get(url + "/v1/hashchain/head").json()["entry"])
+                messages = build_registrations(("lock", "bench.example", 0, writers,
+                                                head[:32], now_ms()))
+                tokens = subprocess.run(
+                    [BIN / "keyserver", "tokens", "mint", "-n", str(writers), "--instance",
+                     instance], check=True, capture_output=True, text=True).stdout.split()
+                answers: list[tuple[str, str, float]] = []   # (kind, status, seconds)
+                stop = threading.Event()
+
+                def timed(kind: str, send) -> str:
+                    started = time.monotonic()
+                    try:
+                        status = str(send().status_code)
+                    except requests.RequestException as exc:
+                        status = type(exc).__name__
+                    answers.append((kind, status, time.monotonic() - started))
+                    return status
+
+                def write(number: int) -> None:
+                    message, token = messages[number], tokens[number]
+                    path = f"{url}/v1/users/{message['content']['identity']}"
+                    while not stop.is_set():
+                        if timed("write", lambda: requests.put(
+                                path, json={"uid_message": message}, timeout=60,
+                                headers={"Authorization": f'PrivateToken token="{token}"'}
+                                )) == "201":
+                            return
+
+                def read() -> None:
+                    while not stop.is_set():
+                        timed("read", lambda: requests.get(url + "/v1/hashchain/head",
+                                                           timeout=60))
+                        time.sleep(0.05)
+
+                clients = ([threading.Thread(target=write, args=(n,)) for n in range(writers)]
+                           + [threading.Thread(target=read) for _ in range(readers)])
+                with write_lock_held(instance):
+                    for thread in clients:
+                        thread.start()
+                    time.sleep(hold)
+                time.sleep(2)
+                stop.set()
+                for thread in clients:
+                    thread.join(70)
+            finally:
+                stop_group(server)
+        for kind in ("write", "read"):
+            mine = [(status, took) for k, status, took in answers if k == kind]
+            statuses: dict[str, int] = {}
+            for status, _ in mine:
+                statuses[status] = statuses.get(status, 0) + 1
+            slowest = max(took for _, took in mine)
+            over = sum(took > 1 for _, took in mine)
+            rows.append((title, kind, len(mine), statuses, over, slowest))
+            click.echo(f"  {title}: {len(mine)} {kind}s answered {statuses}, {over} after "
+                       f"more than 1 s, slowest {slowest:.2f} s")
+    click.echo(f"lock: write lock held {hold} s, REQUEST_WAIT_BOUND 10 s (default), "
+               f"{writers} writers, {readers} readers:")
+    click.echo("| server | requests | answers | answered after more than 1 s | slowest |")
+    click.echo("|---|---|---|---|---|")
+    for title, kind, count, statuses, over, slowest in rows:
+        answered = ", ".join(f"{n} x {status}" for status, n in sorted(statuses.items()))
+        click.echo(f"| {title} | {count} {kind}s | {answered} | {over} | {slowest:.2f} s |")
 
 
 if __name__ == "__main__":

@@ -138,14 +138,17 @@ class Demo:
         if fetched["identity"] != ALICE or not fetched["sessionanchor"]["pfkeys"]:
             raise StepFailed("the fetched KeyInit is not Alice's")
 
-        self.step("Alice rotates her signing key; Bob sees the update")
-        self.keyclient("alice", "update", ALICE, expect="msgcount 1")
-        self.keyclient("bob", "lookup", ALICE, expect="msgcount:   1")
+        self.step("Alice rotates her signing key, her 2 KeyInits left are published again "
+                  "under the new key; Bob sees the update")
+        self.keyclient("alice", "-v", "update", ALICE, expect="msgcount 1")
+        self.keyclient("alice", "keyinit", "status", ALICE,
+                       expect=f"{ALICE}: 2 KeyInit(s) and 0 fallback KeyInit(s) left")
+        self.keyclient("bob", "-v", "lookup", ALICE, expect="msgcount:   1")
 
         self.step("Alice recovers with the paper escrow key (as if her key was stolen)")
-        self.keyclient("alice", "recover", ALICE, "--escrow", paper, expect="msgcount 2")
-        self.keyclient("bob", "lookup", ALICE, expect="msgcount:   2")
-        self.keyclient("alice", "tokens", "list", expect=f"{SERVER}: 1 available, 4 spent")
+        self.keyclient("alice", "-v", "recover", ALICE, "--escrow", paper, expect="msgcount 2")
+        self.keyclient("bob", "-v", "lookup", ALICE, expect="msgcount:   2")
+        self.keyclient("alice", "tokens", "list", expect=f"{SERVER}: 0 available, 5 spent")
 
         self.step("The server goes down: Bob's lookup says so, and --offline uses what he "
                   "verified")

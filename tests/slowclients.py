@@ -1,5 +1,6 @@
-"""Slow clients against a server, and nginx started from deploy/nginx.conf: shared by
-tests/test_e2e_nginx.py and ``scripts/bench slow``.
+"""Slow clients against a server, nginx started from deploy/nginx.conf, and gunicorn
+started from deploy/gunicorn.conf.py in its own process group: shared by
+tests/test_e2e_nginx.py, tests/crashloop.py and ``scripts/bench slow``.
 
 Everything listens on 127.0.0.1; nginx runs as this user with ``-p <folder>`` (its pid
 file, logs, temporary files and cache inside the folder) and ``daemon off``, in its own
@@ -152,6 +153,31 @@ def gunicorn_command(bin_dir: Path, port: int, workers: int = 2,
               else ["--no-control-socket", "--timeout", "30"])
     return [str(bin_dir / "gunicorn"), *config, "-w", str(workers), "-b", f"127.0.0.1:{port}",
             "keyserver:create_app()"]
+
+
+def start_gunicorn(bin_dir: Path, instance: Path, port: int, deploy_config: bool, log: Path,
+                   trusted_proxies: bool = False) -> subprocess.Popen:
+    """gunicorn (``gunicorn_command``, two workers) serving ``instance`` in its own
+    process group, its output in ``log``; returned once both workers booted and one
+    answered. A start that fails stops the group."""
+    env = {**os.environ, "KEYSERVER_INSTANCE": str(instance)}
+    if trusted_proxies:
+        env["KEYSERVER_TRUSTED_PROXIES"] = '["127.0.0.1"]'
+    with open(log, "wb") as out:
+        process = subprocess.Popen(gunicorn_command(bin_dir, port, 2, deploy_config), env=env,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_listening(port, process, lambda: log.read_text(errors="replace"))
+        deadline = time.monotonic() + 30
+        while log.read_text(errors="replace").count("Booting worker") < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers did not boot: {log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        requests.get(f"http://127.0.0.1:{port}/v1/hashchain/head", timeout=10)
+    except BaseException:
+        stop_group(process)
+        raise
+    return process
 
 
 SLOW_KINDS = ("headers", "body", "idle")

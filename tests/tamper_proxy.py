@@ -279,6 +279,26 @@ def resign(reply: dict, signing_key: nacl.signing.SigningKey, key_id: str,
     return sign_json(unsigned, server_name, key_id, signing_key)
 
 
+def capabilities_changed(change: Callable[[dict], dict | None], signed_by=None,
+                         server_name: str = "example.org") -> Attack:
+    """An attack on the capabilities: the real ones passed through ``change`` (in
+    place, or returning the ones to serve), then, when ``signed_by`` (a signing key
+    with ``signing_key`` and ``key_id``) is given, signed again by that key as the
+    server: the server's own key when the attacker is the server itself."""
+    def attack(request: Request) -> Answer:
+        answer = request.forward()
+        if request.route != "/v1/capabilities":
+            return answer
+        capabilities = answer.json()
+        capabilities = change(capabilities) or capabilities
+        if signed_by is not None:
+            capabilities = resign(capabilities, signed_by.signing_key, signed_by.key_id,
+                                  server_name)
+        return Answer.of_json(capabilities)
+
+    return attack
+
+
 def reply_entry(reply: dict) -> bytes:
     return b64decode(reply["entry"]["hashchain_entry"])
 

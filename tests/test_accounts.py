@@ -28,7 +28,7 @@ def sigkey_b64(home):
 
 
 def looked_up(home):
-    result = keyclient(home, "lookup", ALICE)
+    result = keyclient(home, "--verbose", "lookup", ALICE)   # with the msgcount
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -42,9 +42,9 @@ def alice(app_server, tmp_path, cheap_keystore):  # noqa: F811
 
 def test_update_replaces_the_sigkey(alice):
     before = sigkey_b64(alice)
-    result = keyclient(alice, "update", ALICE)
+    result = keyclient(alice, "-v", "update", ALICE)
     assert result.exit_code == 0, result.output
-    assert "updated alice@example.org (msgcount 1) at position 2" in result.output
+    assert "updated alice@example.org at position 2 with a new signing key (msgcount 1)" in result.output
     after = sigkey_b64(alice)
     assert after != before
     output = looked_up(alice)
@@ -65,12 +65,14 @@ def test_a_refused_update_keeps_the_old_key(alice, app_server, tmp_path):
     keyclient(other, "tokens", "add", b64url_encode(token))
     assert keyclient(other, "register", "bob@example.org", "--yes").exit_code == 0
     result = keyclient(alice, "update", ALICE)
-    assert result.exit_code == 1 and "TOKEN_SPENT" in result.output
+    assert result.exit_code == 1 and "the server refused: " in result.output
+    assert "run the command again (it takes another token)" in result.output
+    assert "TOKEN_SPENT" not in result.output and "http" not in result.output
     assert sigkey_b64(alice) == before
     assert key_files(alice) == ["alice_at_example.org.sigkey.key"]     # no pending key left
     assert "msgcount:   0" in looked_up(alice)
     assert "1 available, 2 spent" in keyclient(alice, "tokens", "list").output
-    assert keyclient(alice, "update", ALICE).exit_code == 0              # the next token works
+    assert keyclient(alice, "-v", "update", ALICE).exit_code == 0              # the next token works
 
 
 def test_an_update_whose_outcome_is_unknown_is_settled_from_the_chain(alice, monkeypatch):
@@ -82,7 +84,7 @@ def test_an_update_whose_outcome_is_unknown_is_settled_from_the_chain(alice, mon
         raise TransportError("connection reset")
 
     monkeypatch.setattr(Accounts, "_confirm_on_chain", answer_lost)
-    result = keyclient(alice, "update", ALICE)
+    result = keyclient(alice, "-v", "update", ALICE)
     assert result.exit_code == 1 and "connection reset" in result.output
     assert key_files(alice) == ["alice_at_example.org.sigkey.key",
                                 "alice_at_example.org.sigkey.next.key"]
@@ -90,7 +92,7 @@ def test_an_update_whose_outcome_is_unknown_is_settled_from_the_chain(alice, mon
         "alice_at_example.org.sigkey.next")
     monkeypatch.setattr(Accounts, "_confirm_on_chain", original)
     # The server did accept it: the next command promotes the pending key and goes on.
-    result = keyclient(alice, "update", ALICE)
+    result = keyclient(alice, "-v", "update", ALICE)
     assert result.exit_code == 0, result.output
     assert "an earlier key change did reach the chain" in result.output
     assert "msgcount 2" in result.output
@@ -111,12 +113,12 @@ def test_a_5xx_after_the_write_committed_leaves_the_outcome_unknown(alice, monke
 
     with monkeypatch.context() as patch:
         patch.setattr(KeyserverAPI, "update_uid", gateway_error)
-        result = keyclient(alice, "update", ALICE)
+        result = keyclient(alice, "-v", "update", ALICE)
         assert result.exit_code == 1 and "502" in result.output
         assert key_files(alice) == ["alice_at_example.org.sigkey.key",
                                     "alice_at_example.org.sigkey.next.key"]
         assert "1 available, 1 spent, 1 unknown" in keyclient(alice, "tokens", "list").output
-    result = keyclient(alice, "update", ALICE)
+    result = keyclient(alice, "-v", "update", ALICE)
     assert result.exit_code == 0, result.output
     assert "an earlier key change did reach the chain" in result.output
     assert "msgcount 2" in result.output
@@ -149,13 +151,13 @@ def test_a_redirect_after_the_write_committed_leaves_the_outcome_unknown(alice, 
     nothing of whether the write happened, so the token becomes unknown and the new
     key stays pending until the chain settles it."""
     fetcher = redirecting(app_server, status)
-    result = keyclient(alice, "update", ALICE)
+    result = keyclient(alice, "-v", "update", ALICE)
     assert result.exit_code == 1 and f"alice@example.org: {status} " in result.output
     assert key_files(alice) == ["alice_at_example.org.sigkey.key",
                                 "alice_at_example.org.sigkey.next.key"]
     assert "1 available, 1 spent, 1 unknown" in keyclient(alice, "tokens", "list").output
     fetcher.attack = None
-    result = keyclient(alice, "update", ALICE)
+    result = keyclient(alice, "-v", "update", ALICE)
     assert result.exit_code == 0, result.output
     assert "an earlier key change did reach the chain" in result.output
     assert "msgcount 2" in result.output
@@ -172,9 +174,9 @@ def test_a_pending_key_the_chain_never_saw_is_dropped(alice, monkeypatch):
     before = sigkey_b64(alice)
     with monkeypatch.context() as patch:
         patch.setattr(Accounts, "_submit", never_sent)
-        assert keyclient(alice, "update", ALICE).exit_code == 1
+        assert keyclient(alice, "-v", "update", ALICE).exit_code == 1
         assert len(key_files(alice)) == 2
-    result = keyclient(alice, "update", ALICE)
+    result = keyclient(alice, "-v", "update", ALICE)
     assert result.exit_code == 0, result.output
     assert "msgcount 1" in result.output and "earlier key change" not in result.output
     assert key_files(alice) == ["alice_at_example.org.sigkey.key"]
@@ -185,15 +187,15 @@ def test_recover_with_the_paper_escrow_key(alice, tmp_path):
     paper = tmp_path / "escrow.txt"
     _, escrow = parse_paper_backup(paper.read_text())
     (alice / "keys" / "alice_at_example.org.sigkey.key").unlink()      # the sigkey is lost
-    lost = keyclient(alice, "update", ALICE)
+    lost = keyclient(alice, "-v", "update", ALICE)
     assert lost.exit_code == 1 and "keyclient recover" in lost.output
-    result = keyclient(alice, "recover", ALICE, "--escrow", str(paper))
+    result = keyclient(alice, "-v", "recover", ALICE, "--escrow", str(paper))
     assert result.exit_code == 0, result.output
-    assert "recovered alice@example.org (msgcount 1) at position 2" in result.output
+    assert "recovered alice@example.org at position 2 with a new signing key (msgcount 1)" in result.output
     output = looked_up(alice)
     assert f"sigkey:     {sigkey_b64(alice)}" in output
     assert f"sigescrow:  {b64encode(bytes(escrow.verify_key))}" in output   # kept
-    assert keyclient(alice, "update", ALICE).exit_code == 0             # the new key works
+    assert keyclient(alice, "-v", "update", ALICE).exit_code == 0             # the new key works
 
 
 def test_recover_refuses_a_wrong_backup(alice, tmp_path, app_server):
@@ -208,13 +210,13 @@ def test_recover_refuses_a_wrong_backup(alice, tmp_path, app_server):
     text = bob_paper.read_text().replace("bob@example.org", ALICE)
     forged = tmp_path / "forged.txt"
     forged.write_text(text)
-    result = keyclient(alice, "recover", ALICE, "--escrow", str(forged))
+    result = keyclient(alice, "-v", "recover", ALICE, "--escrow", str(forged))
     assert result.exit_code == 1 and "not the escrow key registered" in result.output
     assert "msgcount:   0" in looked_up(alice)
 
 
 def test_verify_rechecks_the_chain_and_our_replies(alice):
-    keyclient(alice, "update", ALICE)
+    keyclient(alice, "-v", "update", ALICE)
     result = keyclient(alice, "verify")
     assert result.exit_code == 0, result.output
     assert "example.org: 3 entries verified, 2 of your replies match the chain" in result.output

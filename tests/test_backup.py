@@ -1,5 +1,6 @@
 """``keyserver backup`` / ``restore`` and the guard against a shrunk published log."""
 
+import json
 import os
 import sqlite3
 import stat
@@ -92,7 +93,6 @@ def test_a_backup_during_sustained_writes_restores_every_acknowledged_write(inst
     for parent, folders, files in os.walk(backup):
         for name in files:
             assert stat.S_IMODE(os.stat(os.path.join(parent, name)).st_mode) == 0o600
-    import json
     manifest = json.loads((backup / "backup.json").read_text())
     assert manifest["checkpoint_size"] == 2
     assert manifest["chain_length"] >= 2 + len(before)
@@ -158,3 +158,64 @@ def test_a_restored_log_shorter_than_published_refuses_to_serve(instance, tmp_pa
     assert result.exit_code != 0 and "refuses to serve" in result.output
     with pytest.raises(LogShrunk):
         create_app(instance_path=str(again))
+
+
+def test_accepting_a_shorter_log_records_the_decision_and_serves(instance, tmp_path):
+    app = create_app({"TESTING": True}, instance_path=str(instance))
+    users = UserActions(app.test_client())
+    users.register("a@example.org")
+    assert run("backup", str(tmp_path / "b"), "--instance", str(instance)).exit_code == 0
+    users.register("b@example.org")
+    users.register("c@example.org")
+    assert make_checkpoint(app) == 4   # more than the backup holds (2)
+
+    refused = run("restore", str(tmp_path / "b"), "--instance", str(tmp_path / "refused"),
+                  "--published-size", "4")
+    assert refused.exit_code != 0 and "--accept-shorter-log" in refused.output
+
+    restored = tmp_path / "restored"
+    result = run("restore", str(tmp_path / "b"), "--instance", str(restored),
+                 "--published-size", "4", "--accept-shorter-log")
+    assert result.exit_code == 0, result.output
+    assert "chain OK, 2 entries" in result.stdout
+    assert "published a tree of size 4" in result.stderr
+    assert "report this server as having forked its log" in result.stderr
+    assert published.read(str(restored)) == 2
+    [decision] = [json.loads(line) for line in
+                  (restored / published.SHRINKS).read_text().splitlines()]
+    assert decision["published_size"] == 4 and decision["restored_length"] == 2
+    assert decision["restored_from"] == str(tmp_path / "b")
+    assert stat.S_IMODE(os.stat(restored / published.SHRINKS).st_mode) == 0o600
+    # It serves, and guards its new published size from there on.
+    served = create_app({"TESTING": True}, instance_path=str(restored))
+    UserActions(served.test_client()).register("again@example.org")
+    assert make_checkpoint(served) == 3 == published.read(str(restored))
+    # The record travels with its backups, and a second decision is appended to it.
+    assert run("backup", str(tmp_path / "b2"), "--instance", str(restored)).exit_code == 0
+    assert (tmp_path / "b2" / published.SHRINKS).exists()
+    result = run("restore", str(tmp_path / "b"), "--instance", str(tmp_path / "third"),
+                 "--published-size", "3", "--accept-shorter-log")
+    assert result.exit_code == 0, result.output
+    assert published.read(str(tmp_path / "third")) == 2
+    third = (tmp_path / "third" / published.SHRINKS).read_text().splitlines()
+    assert [json.loads(line)["published_size"] for line in third] == [3]   # b had none
+    result = run("restore", str(tmp_path / "b2"), "--instance", str(tmp_path / "fourth"),
+                 "--published-size", "9", "--accept-shorter-log")
+    assert result.exit_code == 0, result.output
+    decisions = [json.loads(line) for line in
+                 (tmp_path / "fourth" / published.SHRINKS).read_text().splitlines()]
+    assert [(d["published_size"], d["restored_length"]) for d in decisions] == [(4, 2), (9, 3)]
+
+
+def test_accepting_a_shorter_log_when_nothing_is_shorter_changes_nothing(instance, tmp_path):
+    app = create_app({"TESTING": True}, instance_path=str(instance))
+    UserActions(app.test_client()).register("a@example.org")
+    assert make_checkpoint(app) == 2
+    assert run("backup", str(tmp_path / "b"), "--instance", str(instance)).exit_code == 0
+    restored = tmp_path / "restored"
+    result = run("restore", str(tmp_path / "b"), "--instance", str(restored),
+                 "--accept-shorter-log")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert published.read(str(restored)) == 2
+    assert not (restored / published.SHRINKS).exists()

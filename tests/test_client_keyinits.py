@@ -96,7 +96,7 @@ def test_status_shows_the_owner_what_is_left(alice, bob):
 
 def test_status_needs_the_owner_and_published_keyinits(alice, bob):
     never = keyclient(alice, "keyinit", "status", ALICE)
-    assert never.exit_code == 1 and "NOT_FOUND" in never.output
+    assert never.exit_code == 1 and "the server refused: no KeyInits" in never.output
     keyclient(alice, "keyinit", "publish", ALICE, "-n", "1")
     stranger = keyclient(bob, "keyinit", "status", ALICE)
     assert stranger.exit_code == 1 and f"no signing key of {ALICE} on this machine" in \
@@ -110,12 +110,38 @@ def test_flush_deletes_them(alice, bob):
     assert NONE_LEFT in keyclient(bob, "keyinit", "fetch", ALICE).output
 
 
-def test_a_new_sigkey_retires_the_old_keyinits(alice, bob):
+def test_an_update_republishes_the_keyinits_under_the_new_key(alice, bob, app_server):
+    """The server deletes the KeyInits of a replaced sigkey with the update (§9):
+    as many of each kind are published under the new one, in one batch."""
     keyclient(alice, "keyinit", "publish", ALICE, "-n", "2")
-    assert keyclient(alice, "update", ALICE).exit_code == 0
+    keyclient(alice, "keyinit", "publish", ALICE, "-n", "1", "--fallback")
+    keyclient(alice, "tokens", "add", *[t.split('"')[1] for t in app_server.mint(1)])
+    result = keyclient(alice, "update", ALICE)
+    assert result.exit_code == 0, result.output
+    assert ("published 3 KeyInit(s) (1 fallback) under the new key in place of the 2 and 1 "
+            "fallback of the old one") in result.stdout
+    status = json.loads(keyclient(alice, "keyinit", "status", ALICE, "--json").stdout)
+    assert (status["stored"], status["fallback"]) == (2, 1)    # the old ones went
+    # One token for the update, one for the batch.
+    assert json.loads(keyclient(alice, "tokens", "list", "--json").stdout)[
+        "example.org"]["available"] == 0
+    # Each opened with the new sigkey from the chain.
+    assert [fetch(bob)["fallback"] for _ in range(3)] == [False, False, True]
+
+
+def test_an_update_without_a_token_for_the_keyinits_warns(alice, bob):
+    keyclient(alice, "keyinit", "publish", ALICE, "-n", "2")
+    with sqlite3.connect(alice / "wallet.sqlite") as conn:   # one token left: the update's
+        conn.execute("UPDATE tokens SET state = 'spent' WHERE rowid IN (SELECT rowid FROM"
+                     " tokens WHERE state = 'available' LIMIT 1)")
+    result = keyclient(alice, "update", ALICE)
+    assert result.exit_code == 0, result.output
+    assert f"updated {ALICE} at position 2 with a new signing key\n" in result.stdout
+    assert ("Warning: the server deleted the 2 KeyInit(s) of the old key and none could be "
+            "published in their place (no tokens for example.org left") in result.stderr
+    assert result.stderr.rstrip().endswith(
+        f"senders cannot reach {ALICE} until 'keyclient keyinit publish {ALICE}'")
     assert NONE_LEFT in keyclient(bob, "keyinit", "fetch", ALICE).output
-    assert keyclient(alice, "keyinit", "publish", ALICE, "-n", "1").exit_code == 0
-    assert fetch(bob)["identity"] == ALICE        # opened with the new sigkey from the chain
 
 
 def test_refused_uploads_keep_no_private_keys(alice, app_server, tmp_path):
@@ -128,7 +154,7 @@ def test_refused_uploads_keep_no_private_keys(alice, app_server, tmp_path):
     with sqlite3.connect(alice / "wallet.sqlite") as conn:   # a token the server spent
         conn.execute("UPDATE tokens SET state = 'available'")
     refused = keyclient(alice, "keyinit", "publish", ALICE, "-n", "2")
-    assert refused.exit_code == 1 and "TOKEN_SPENT" in refused.output
+    assert refused.exit_code == 1 and "(it takes another token)" in refused.output
     assert private_keys(alice) == {}
 
 
@@ -139,7 +165,7 @@ def test_a_redirected_upload_leaves_the_token_unknown(alice, app_server):
 
     fetcher = redirecting(app_server, 302)
     result = keyclient(alice, "keyinit", "publish", ALICE, "-n", "2")
-    assert result.exit_code == 1 and "/v1/keyinits: 302 " in result.output
+    assert result.exit_code == 1 and "/v1/keyinits answered HTTP 302: " in result.output
     assert "2 available, 1 spent, 1 unknown" in keyclient(alice, "tokens", "list").output
     assert fetcher.errors == []
 

@@ -15,7 +15,8 @@ from client.store.home import Home
 from client.trust.keydocs import KeyDocumentRefused, KeyNotValid
 from keyserver.service.signing import read_keys
 from simulator import FakeNotary, TamperFetcher
-from tamper_proxy import KEY_DOCUMENT, Answer, key_document_changed, replies_changed, resign
+from tamper_proxy import (KEY_DOCUMENT, capabilities_changed, key_document_changed,
+                          replies_changed, resign)
 from conftest import at, keyclient
 
 SERVER = "example.org"
@@ -43,17 +44,6 @@ def signed_by(key, pos=None):
         reply.clear()
         reply.update(signed)
     return replies_changed(change, pos)
-
-
-def capabilities_signed_by(key):
-    def attack(request):
-        answer = request.forward()
-        if request.route != "/v1/capabilities":
-            return answer
-        capabilities = answer.json()
-        capabilities["sigpubkeys"][key.key_id] = b64encode(key.pubkey)   # as in the overlap
-        return Answer.of_json(resign(capabilities, key.signing_key, key.key_id))
-    return attack
 
 
 def fetched_documents(tamper) -> int:
@@ -124,7 +114,8 @@ def test_capabilities_by_the_old_key_count_until_its_expired_ts(app_server, rota
     only up to when it was fetched: a later object makes the keyring ask again."""
     t0, home, _ = rotated
     old, _ = signing_keys(app_server)
-    tamper.attack = capabilities_signed_by(old)
+    tamper.attack = capabilities_changed(     # the old key listed, as in the overlap
+        lambda c: c["sigpubkeys"].update({old.key_id: b64encode(old.pubkey)}), signed_by=old)
     with at(t0 + HOUR - 1):                      # the last millisecond of the overlap
         before = fetched_documents(tamper)
         session(app_server, home, tamper).sync()

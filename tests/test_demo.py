@@ -13,7 +13,9 @@ def test_demo_runs_the_use_case_end_to_end():
                           timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     for step in ("registered alice@demo.test", "published 3 KeyInit(s)", '"pfkeys"',
-                 "recovered alice@demo.test (msgcount 2)", "DEMO OK"):
+                 "published 2 KeyInit(s) (0 fallback) under the new key",
+                 "recovered alice@demo.test at position 3 with a new signing key (msgcount 2)",
+                 "DEMO OK"):
         assert step in done.stdout, done.stdout
 
 

@@ -6,8 +6,6 @@ connections starve it. nginx missing is a failure, not a skip (.ci/run installs 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,34 +13,13 @@ from pathlib import Path
 import requests
 
 from conftest import init_live_instance
-from slowclients import (Nginx, SlowClients, gunicorn_command, group_pids, leftover_processes,
-                         nginx_binary, probe_once, stop_group, wait_listening)
+from slowclients import (Nginx, SlowClients, group_pids, leftover_processes, nginx_binary,
+                         probe_once, start_gunicorn, stop_group)
 from conftest import free_port
 
 BIN = Path(sys.executable).parent
 SLOW = 200
 PROBES = 3
-
-
-def start_gunicorn(instance: Path, port: int, deploy_config: bool, log: Path,
-                   trusted_proxies: bool = False) -> subprocess.Popen:
-    env = {**os.environ, "KEYSERVER_INSTANCE": str(instance)}
-    if trusted_proxies:
-        env["KEYSERVER_TRUSTED_PROXIES"] = '["127.0.0.1"]'
-    with open(log, "wb") as out:
-        process = subprocess.Popen(gunicorn_command(BIN, port, 2, deploy_config), env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_listening(port, process, lambda: log.read_text(errors="replace"))
-        deadline = time.monotonic() + 30
-        while log.read_text(errors="replace").count("Booting worker") < 2:
-            assert time.monotonic() < deadline, log.read_text(errors="replace")
-            time.sleep(0.05)
-        requests.get(f"http://127.0.0.1:{port}/v1/hashchain/head", timeout=10)
-    except BaseException:
-        stop_group(process)
-        raise
-    return process
 
 
 def test_nginx_is_installed():
@@ -55,7 +32,7 @@ def test_slow_clients_through_nginx_and_without(tmp_path):
     started: set[int] = set()
     gunicorn = nginx = None
     try:
-        gunicorn = start_gunicorn(instance, upstream, True, tmp_path / "gunicorn.log",
+        gunicorn = start_gunicorn(BIN, instance, upstream, True, tmp_path / "gunicorn.log",
                                   trusted_proxies=True)
         nginx = Nginx(tmp_path / "nginx", free_port(), upstream)
         started |= group_pids(gunicorn.pid) | group_pids(nginx.process.pid)
@@ -93,7 +70,7 @@ def test_slow_clients_through_nginx_and_without(tmp_path):
         # gunicorn's sync workers alone: the same connections hold both workers, so
         # the probe gets nothing within 2 s.
         direct = free_port()
-        gunicorn = start_gunicorn(instance, direct, False, tmp_path / "gunicorn-direct.log")
+        gunicorn = start_gunicorn(BIN, instance, direct, False, tmp_path / "gunicorn-direct.log")
         started |= group_pids(gunicorn.pid)
         with SlowClients(direct, SLOW) as slow:
             time.sleep(1.5)

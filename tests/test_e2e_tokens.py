@@ -15,7 +15,7 @@ def vouchers(server, tokens, count=1):
                                               "--count", str(count), "--instance",
                                               str(server.instance)),
                             check=True, capture_output=True, text=True)
-    return result.stdout.split()
+    return [line.split()[0] for line in result.stdout.splitlines()]   # code, then label
 
 
 def test_one_token_raced_by_30_clients_pays_once(live_server):

@@ -73,7 +73,7 @@ def test_tokens_add_buy_list(live_server, tmp_path):
     [voucher] = subprocess.run(
         keyserver_command("vouchers", "create", "--tokens", "5", "--instance",
                           str(live_server.instance)),
-        check=True, capture_output=True, text=True).stdout.split()
+        check=True, capture_output=True, text=True).stdout.split()[:1]   # code, then label
     refused = keyclient(home, "tokens", "buy", voucher, "-n", "3")
     assert refused.exit_code == 1 and "listed on the chain less than 24 hours ago" \
         in refused.output, refused.output     # §10.4: nobody could have seen it yet
@@ -83,7 +83,21 @@ def test_tokens_add_buy_list(live_server, tmp_path):
             result.output
         assert "example.org: 5 available" in keyclient(home, "tokens", "list").output
         refused = keyclient(home, "tokens", "buy", voucher, "-n", "3")
+        # Typed as the escrow paper allows: 0 for O, 1 for I, 8 for B, any case.
+        typo = voucher.replace("O", "0").replace("I", "1").replace("B", "8").lower()
+        result = keyclient(home, "tokens", "buy", typo, "-n", "1")
+        assert result.exit_code == 0 and "the voucher has 1 left" in result.output, \
+            result.output
+        unknown = keyclient(home, "tokens", "buy", "AAAA-BBBB")
+        verbose = keyclient(home, "--verbose", "tokens", "buy", "AAAA-BBBB")
     assert refused.exit_code == 1 and "2 tokens left" in refused.output
+    # Plain words and what to do; the request and errcode only with --verbose.
+    assert unknown.exit_code == 1 and unknown.output.splitlines()[-1] == (
+        "Error: the server refused: unknown voucher code — check the code (case, spaces, "
+        "dashes, 0 for O and 1 for I do not matter) and how many tokens you ask for (-n), or"
+        " ask whoever sold it")
+    assert verbose.output.splitlines()[-1].endswith(
+        f" [POST {live_server.url}/v1/tokens/issue: 403 VOUCHER_INVALID]")
     bad = keyclient(home, "tokens", "add", "not+base64url")
     assert bad.exit_code == 2 and "token" in bad.output
     assert (home / "wallet.sqlite").stat().st_mode & 0o777 == 0o600

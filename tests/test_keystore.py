@@ -14,7 +14,7 @@ from client.protocol.encoding import b64decode, b64encode
 from client.protocol.errors import ClientError
 from client.store.keystore import (DEFAULT_KDF, KdfParams, KeyExists, KeyNotFound, Keystore,
                                    KeystoreCorrupt, KeystoreError, WrongKeyType, WrongPassphrase,
-                                   passphrase_from_env_or_prompt)
+                                   open_keystore)
 from client.store.paper import BadBackup
 
 CHEAP = KdfParams.cheapest()
@@ -349,24 +349,86 @@ def test_kdf_params_out_of_range(ops, mem):
 
 # --- Passphrase ----------------------------------------------------------------------
 
-def test_passphrase_from_env(monkeypatch):
-    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "from the environment")
+def asked(*answers: str):
+    """An ``ask`` giving ``answers`` in turn, and the ``confirm`` of each call."""
+    calls: list[bool] = []
 
-    def prompt(*args, **kwargs):
-        raise AssertionError("must not prompt when the environment has the passphrase")
+    def ask(confirm: bool) -> str:
+        calls.append(confirm)
+        return answers[len(calls) - 1]
 
-    assert passphrase_from_env_or_prompt(prompt, confirm=True) == "from the environment"
+    return ask, calls
 
 
-@pytest.mark.parametrize("confirm", [True, False])
-def test_passphrase_from_prompt(monkeypatch, confirm):
+def test_passphrase_from_env_is_the_only_try(store, store_path, monkeypatch):
+    store.put_signing_key("k", nacl.signing.SigningKey(SEED))
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", CHEAP)
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", PASSPHRASE)
+    ask, calls = asked()
+    opened = open_keystore(store_path, ask, pytest.fail)
+    assert bytes(opened.get_signing_key("k")) == SEED and calls == []
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "wrong one")
+    with pytest.raises(WrongPassphrase, match=r"^\$KEYCLIENT_PASSPHRASE: wrong passphrase"):
+        open_keystore(store_path, ask, pytest.fail)
+    assert calls == []
+
+
+def test_three_tries_saying_why_each_was_refused(store, store_path, monkeypatch):
+    store.put_signing_key("k", nacl.signing.SigningKey(SEED))
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", CHEAP)
     monkeypatch.delenv("KEYCLIENT_PASSPHRASE", raising=False)
-    calls = []
+    told: list[str] = []
+    ask, calls = asked("", "wrong one", PASSPHRASE)
+    assert bytes(open_keystore(store_path, ask, told.append).get_signing_key("k")) == SEED
+    assert calls == [False] * 3     # an existing store: typed once each
+    assert told == ["the passphrase is empty: try again (2 tries left)",
+                    "wrong passphrase: try again (1 try left)"]
+    ask, calls = asked("x", "wrong one", "wrong two", PASSPHRASE)
+    with pytest.raises(WrongPassphrase, match=r"^wrong passphrase for the keystore .* "
+                                              r"\(3 tries\); nothing was changed"):
+        open_keystore(store_path, ask, told.append)
+    assert len(calls) == 3 and store.names() == ["k"]
 
-    def prompt(text, **kwargs):
-        calls.append((text, kwargs))
-        return "typed"
 
-    assert passphrase_from_env_or_prompt(prompt, confirm=confirm) == "typed"
-    assert calls == [("Keystore passphrase",
-                      {"hide_input": True, "confirmation_prompt": confirm})]
+def test_a_new_keystore_needs_a_long_enough_passphrase(store_path, monkeypatch):
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", CHEAP)
+    monkeypatch.delenv("KEYCLIENT_PASSPHRASE", raising=False)
+    told: list[str] = []
+    ask, calls = asked("1234567", "12345678")
+    opened = open_keystore(store_path, ask, told.append)
+    assert calls == [True, True]    # a new store: typed twice (click's confirmation)
+    assert told == ["a new keystore's passphrase needs at least 8 characters (it alone "
+                    "protects your keys on disk): try again (2 tries left)"]
+    opened.put_signing_key("k", nacl.signing.SigningKey(SEED))
+    # The store is no longer new: the length is not asked of it again (nor of stores
+    # made before the rule, whose passphrase may be shorter).
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "12345678")
+    assert open_keystore(store_path, pytest.fail, pytest.fail).names() == ["k"]
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", "short")
+    with pytest.raises(WrongPassphrase, match="at least 8 characters"):
+        open_keystore(str(os.path.dirname(store_path)) + "/fresh", pytest.fail, pytest.fail)
+
+
+def test_a_delete_stopped_halfway_leaves_no_zeros_under_the_name(store, store_path,
+                                                                 monkeypatch):
+    """A signal between zeroing and unlinking: the name is gone already (renamed
+    first), and the next ``open_keystore`` (under the home's lock) removes the rest."""
+    store.put_signing_key("k", nacl.signing.SigningKey(SEED))
+    store.put_signing_key("other", nacl.signing.SigningKey(bytes(32)))
+
+    def stopped(path):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "unlink", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            store.delete("k")
+    [leftover] = [name for name in os.listdir(store_path) if name.startswith(".")]
+    assert leftover.startswith(".k.") and leftover.endswith(".deleted.tmp")
+    assert store.names() == ["other"]
+    with open(os.path.join(store_path, leftover), "rb") as handle:
+        assert set(handle.read()) == {0}
+    monkeypatch.setattr(keystore, "DEFAULT_KDF", CHEAP)
+    monkeypatch.setenv("KEYCLIENT_PASSPHRASE", PASSPHRASE)
+    assert open_keystore(store_path, pytest.fail, pytest.fail).names() == ["other"]
+    assert sorted(os.listdir(store_path)) == ["other.key"]

@@ -23,7 +23,7 @@ from client.protocol.wire import parse_capabilities
 from conftest import (DAY_MS, TEST_TOKEN_KEY_LIFETIME, ServerUserActions, a_day_later, at,
                       keyclient, serve_in_process)
 from simulator import TamperFetcher
-from tamper_proxy import Answer, resign
+from tamper_proxy import capabilities_changed
 
 HOUR_MS = 3600 * 1000
 T0 = 1_800_000_000_000
@@ -282,17 +282,7 @@ def capabilities_resigned(server, change):
     from keyserver.http.context import current_key
 
     with server.app.app_context():
-        key = current_key()
-
-    def attack(request):
-        answer = request.forward()
-        if request.route != "/v1/capabilities":
-            return answer
-        capabilities = answer.json()
-        change(capabilities)
-        return Answer.of_json(resign(capabilities, key.signing_key, key.key_id))
-
-    return attack
+        return capabilities_changed(change, signed_by=current_key())
 
 
 @pytest.fixture

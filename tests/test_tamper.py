@@ -33,8 +33,8 @@ from client.clock import now_ms
 from client.protocol.hashchain import ENTRY_SIZE
 from client.store.home import Home
 from conftest import LiveServer, ServerUserActions, init_live_instance, keyserver_command
-from tamper_proxy import (JSON, MSGPACK, Answer, ChainView, TamperProxy, extend,
-                          fabricated_entry, link, relink, replies_changed, resign)
+from tamper_proxy import (JSON, MSGPACK, Answer, ChainView, TamperProxy, capabilities_changed,
+                          extend, fabricated_entry, link, relink, replies_changed, resign)
 
 SERVER = "example.org"
 HOUR_MS = 3600 * 1000
@@ -268,17 +268,6 @@ def resign_position(pos: int, signing_key, key_id: str, **changes):
         reply.update(signed)
 
     return replies_changed(change, pos)
-
-
-def capabilities_changed(rewrite):
-    """An attack: the real capabilities passed through ``rewrite``, which returns them."""
-    def attack(request):
-        answer = request.forward()
-        if request.route != "/v1/capabilities":
-            return answer
-        return Answer.of_json(rewrite(answer.json()))
-
-    return attack
 
 
 def impostor(name: str, change=lambda capabilities: None):
@@ -548,7 +537,8 @@ def test_a_redirected_registration_is_no_success(shared, proxy, tmp_path, cheap_
                       answer.body)
 
     proxy.attack = redirect
-    refused(keyclient(home, "register", identity, "--yes"), f"/v1/users/{identity}: 302 ")
+    refused(keyclient(home, "register", identity, "--yes"),
+            f"/v1/users/{identity} answered HTTP 302: ")
     proxy.attack = None
     assert identity not in own_identities(home)
     assert f"{SERVER}: 0 available, 1 unknown" in ok(keyclient(home, "tokens", "list"))

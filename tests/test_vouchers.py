@@ -1,5 +1,6 @@
 """Vouchers and blind issuance (§10.3), and unlinkability made visible."""
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -7,11 +8,11 @@ from pathlib import Path
 import gmpy2
 import pytest
 
-from client.protocol.encoding import b64decode, b64encode, b64url_encode, sha256
+from client.protocol.encoding import b64decode, b64encode, b64url_encode, sha256, typed_base32
 from client.protocol.tokens import (AUTHENTICATOR_LEN, SigningFailure, finalize_tokens,
                                     parse_spki, prepare_blinded_tokens, token_challenge)
 from conftest import DAY_MS, at, create_vouchers, issue, token_key
-from keyserver.storage import db, tokens, vouchers
+from keyserver.storage import db, tokens
 
 
 def remaining(app):
@@ -46,6 +47,53 @@ def test_codes_are_case_space_and_dash_tolerant(client, runner):
     assert issue(client, " " + code.lower() + " ", 1)[0].status_code == 200
     assert issue(client, code.replace("-", ""), 1)[0].status_code == 200
     assert issue(client, code.replace("-", " ").lower(), 1)[0].status_code == 200
+
+
+def test_codes_tolerate_the_typos_the_escrow_paper_does(app, client, runner):
+    """0 for O, 1 for I, 8 for B (digits base32 never uses), as ``store.paper`` reads
+    them; a voucher stored before this tolerance (its hash taken of the code without
+    the mapping) is found the same way, since its code holds none of those digits."""
+    [code] = create_vouchers(runner, 3)
+    typo = code.replace("O", "0").replace("I", "1").replace("B", "8")
+    assert issue(client, typo.lower(), 1)[0].status_code == 200
+    older = "OIBO-" * 7 + "OIBO"
+    with app.app_context():
+        database = db.get_db()
+        with db.transaction(database):
+            database.conn.execute(
+                "INSERT INTO vouchers (code_hash, label, tokens, remaining, created_ts,"
+                " expires_ts) VALUES (?, 'v-older', 2, 2, 0, NULL)",
+                (sha256("".join(older.upper().split()).replace("-", "").encode()),))
+    assert issue(client, older.replace("O", "0").replace("I", "1").replace("B", "8"),
+                 1)[0].status_code == 200
+    assert issue(client, older, 1)[0].status_code == 200
+    assert remaining(app) == [0, 2]   # the older first (created at 0)
+    response, _, _ = issue(client, code.replace("A", "4", 1) if "A" in code else "4" + code, 1)
+    assert response.json["errcode"] == "VOUCHER_INVALID"   # 4 is base32: not a look-alike
+
+
+def test_a_revoked_voucher_buys_nothing_more(app, client, runner):
+    result = runner.invoke(args=["vouchers", "create", "--tokens", "3", "--count", "2",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    made = json.loads(result.stdout)
+    assert [(v["tokens"], v["label"][:2]) for v in made] == [(3, "v-"), (3, "v-")]
+    assert issue(client, made[0]["code"], 1)[0].status_code == 200
+    result = runner.invoke(args=["vouchers", "revoke", made[0]["label"]])
+    assert result.exit_code == 0 and "buys no more tokens" in result.output
+    response, _, _ = issue(client, made[0]["code"], 1)
+    assert (response.status_code, response.json["errcode"]) == (403, "VOUCHER_INVALID")
+    assert "revoked" in response.json["error"]
+    assert issue(client, made[1]["code"], 1)[0].status_code == 200   # only that one
+    listing = runner.invoke(args=["vouchers", "list"]).output
+    [revoked] = [line for line in listing.splitlines() if line.startswith(made[0]["label"])]
+    assert "1/3 used  REVOKED" in revoked
+    assert "unredeemed on valid vouchers: 2" in runner.invoke(args=["tokens", "stats"]).output
+    again = runner.invoke(args=["vouchers", "revoke", made[0]["label"]])
+    assert again.exit_code == 0
+    unknown = runner.invoke(args=["vouchers", "revoke", "v-nothere"])
+    assert unknown.exit_code == 1 and "no voucher labelled 'v-nothere'" in unknown.output
+    assert remaining(app) == [2, 2]
 
 
 @pytest.mark.parametrize("code", ["", "AAAA-BBBB", "not a voucher"])
@@ -170,7 +218,7 @@ def test_database_keeps_only_the_hash_of_codes(app, instance, client, runner):
     assert {f.name for f in files} >= {"keyserver.sqlite", "keyserver.sqlite-wal"}
     stored = b"".join(f.read_bytes() for f in files)
     for code in codes:
-        normalized = vouchers._normalize(code)
+        normalized = typed_base32(code)
         assert normalized == code.upper().replace("-", "")
         assert sha256(normalized.encode()) in stored_hashes
         assert sha256(normalized.encode()) in stored

@@ -25,7 +25,7 @@ from client.protocol.wire import format_log_head, parse_log_head
 from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, UIDMessageReply,
                                   format_reply_bundle, parse_reply_bundle, reply_signing_bytes)
 from client.protocol.signedjson import signing_bytes
-from client.protocol.note import VerifierKey
+from client.protocol.note import ALG_COSIGNATURE, VerifierKey, format_verifier_key
 from conftest import mutate
 
 ENTRY = bytes(range(153))
@@ -106,8 +106,24 @@ def test_capabilities_round_trip():
 
 
 def test_capabilities_tolerate_later_members():
-    obj = {**capabilities_obj(), "witness": {"name": "x"}}
+    obj = {**capabilities_obj(), "later_member": {"name": "x"}}
     assert parse_capabilities(obj) == CAPABILITIES
+
+
+def test_capabilities_witness_is_optional_and_checked():
+    """§8.1: ``witness`` {name, vkey}, a cosignature key (type 0x04) of that name."""
+    assert CAPABILITIES.witness is None and "witness" not in capabilities_obj()
+    vkey = VerifierKey("example.org/witness", bytes(range(32)), ALG_COSIGNATURE)
+    witnessing = dataclasses.replace(CAPABILITIES, witness=vkey)
+    obj = format_capabilities(witnessing)
+    assert obj["witness"] == {"name": vkey.name, "vkey": format_verifier_key(vkey)}
+    assert parse_capabilities(obj) == witnessing
+    log_key = VerifierKey(vkey.name, vkey.pubkey)                   # type 0x01: a log's
+    for value in ({"name": vkey.name, "vkey": format_verifier_key(log_key)},
+                  {"name": "other.example/witness", "vkey": format_verifier_key(vkey)},
+                  {"name": vkey.name}, {"vkey": format_verifier_key(vkey)}, "x", None):
+        with pytest.raises(VerificationError, match="witness"):
+            parse_capabilities({**obj, "witness": value})
 
 
 def test_capabilities_checkpoint_and_tiles_url_are_optional():

@@ -128,9 +128,16 @@ def verify_checkpoint(note: Note, key: VerifierKey) -> Checkpoint:
     if note.checkpoint.origin != key.name:
         raise VerificationError(f"the checkpoint is for {note.checkpoint.origin!r}, not "
                                 f"{key.name!r}")
-    for signature in note.signatures:
-        if (signature.name, signature.key_hash) == (key.name, key.key_hash) \
-                and len(signature.signature) == 64 \
-                and verify_detached(key.pubkey, note.body, signature.signature):
-            return note.checkpoint
+    if signed_by(note, key):
+        return note.checkpoint
     raise VerificationError(f"the checkpoint carries no valid signature by {key.name}")
+
+
+def signed_by(note: Note, key: VerifierKey) -> bool:
+    """Whether one of the note's signature lines is ``key``'s valid signature of its
+    body; lines by other keys are ignored (C2SP signed-note), whatever their origin
+    (a witness trusts keys per origin, §8.1, whose names need not be the origin)."""
+    return any((signature.name, signature.key_hash) == (key.name, key.key_hash)
+               and len(signature.signature) == 64
+               and verify_detached(key.pubkey, note.body, signature.signature)
+               for signature in note.signatures)

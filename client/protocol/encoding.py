@@ -51,6 +51,17 @@ def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
+#: Digits that are not in base32 (RFC 4648), read as the letters they look like.
+_BASE32_LOOKALIKES = str.maketrans({"0": "O", "1": "I", "8": "B"})
+
+
+def typed_base32(text: str) -> str:
+    """Base32 as a person typed it from paper (an escrow backup, a voucher receipt):
+    case, spaces and dashes do not matter, and the digits 0, 1 and 8, which base32
+    never uses, are read as the letters O, I and B they are mistaken for."""
+    return re.sub(r"[\s-]", "", text).upper().translate(_BASE32_LOOKALIKES)
+
+
 def _decode(value: Any, alphabet: re.Pattern, decoder, encoder, what: str,
             length: int | None, allow_empty: bool, error: type) -> bytes:
     if not isinstance(value, str) or not alphabet.fullmatch(value) or len(value) % 4 == 1:

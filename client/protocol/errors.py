@@ -15,11 +15,15 @@ class ProtocolError(Exception):
 
     errcode = "BAD_REQUEST"
 
-    def __init__(self, message: str, *, status: int | None = None):
+    def __init__(self, message: str, *, status: int | None = None, request: str | None = None):
         super().__init__(message)
         self.message = message
-        #: HTTP status when the error came from a server's answer.
+        #: HTTP status when the error came from a server's answer; raised by the server,
+        #: the status to answer with when not the errcode's (§8.1's 403 and 422).
         self.status = status
+        #: The request it answered ("POST <url>"): a detail for whoever debugs, kept
+        #: out of the message a user reads.
+        self.request = request
 
     @property
     def refused(self) -> bool:

@@ -26,7 +26,7 @@ from .encoding import MAX_INT, b64decode, b64encode
 from .errors import InvalidIdentity, TransportError, VerificationError
 from .hashchain import ENTRY_SIZE, HASH_SIZE
 from .identity import check_server_name
-from .note import VerifierKey, format_verifier_key, parse_verifier_key
+from .note import ALG_COSIGNATURE, VerifierKey, format_verifier_key, parse_verifier_key
 from .signedjson import signing_bytes
 from .uidrules import Limits
 
@@ -443,6 +443,9 @@ class Capabilities:
     #: no ``tiles_url`` (an older one) sends neither: both are then None.
     checkpoint: str | None = None
     tiles_url: str | None = None
+    #: §8.1: on a server that witnesses other logs, its witness's verifier key (whose
+    #: name is the witness's name); else None.
+    witness: VerifierKey | None = None
     #: As parsed (the signature covers it); None for capabilities the server builds.
     raw: dict | None = field(default=None, compare=False, repr=False)
 
@@ -494,7 +497,25 @@ def format_capabilities(capabilities: Capabilities) -> dict:
         "ts": capabilities.ts,
         **({} if capabilities.tiles_url is None else
            {"checkpoint": capabilities.checkpoint, "tiles_url": capabilities.tiles_url}),
+        **({} if capabilities.witness is None else
+           {"witness": format_witness(capabilities.witness)}),
     }
+
+
+def format_witness(vkey: VerifierKey) -> dict:
+    """Capabilities' ``witness`` (§8.1): ``{"name", "vkey"}``."""
+    return {"name": vkey.name, "vkey": format_verifier_key(vkey)}
+
+
+def parse_witness(obj: Any, what: str = "malformed witness") -> VerifierKey:
+    """Capabilities' ``witness``: a cosignature verifier key (type 0x04) and its name."""
+    reader = _Reader(obj, what, VerificationError)
+    name = reader.str("name")
+    vkey = parse_verifier_key(reader.get("vkey"), f"{what}: vkey", VerificationError,
+                              alg=ALG_COSIGNATURE)
+    if vkey.name != name:
+        reader.fail("name", f"{name!r} is not the name of its vkey ({vkey.name!r})")
+    return vkey
 
 
 def parse_capabilities(obj: Any) -> Capabilities:
@@ -527,7 +548,9 @@ def parse_capabilities(obj: Any) -> Capabilities:
         reader.items("token_prices", price),
         parse_limits(reader.get("limits"), f"{prefix}: limits"),
         parse_verifier_key(reader.get("log_vkey"), f"{prefix}: log_vkey", VerificationError),
-        reader.int("ts"), *_tiles_members(reader), raw=obj)
+        reader.int("ts"), *_tiles_members(reader),
+        witness=(parse_witness(reader.get("witness"), f"{prefix}: witness")
+                 if "witness" in reader.obj else None), raw=obj)
 
 
 def _tiles_members(reader: _Reader) -> tuple[str | None, str | None]:

@@ -353,34 +353,92 @@ class Keystore:
     def get_private_key(self, name: str) -> nacl.public.PrivateKey:
         return nacl.public.PrivateKey(self._get(name, X25519))
 
+    def remove_leftovers(self) -> None:
+        """Remove the temporary files of a write or delete that was stopped halfway (a
+        signal, a crash), zeroed first like a deleted key. Only for a caller that
+        knows no other process writes the store now (the CLI holds the home's lock)."""
+        for entry in os.listdir(self.path):
+            if entry.startswith(".") and entry.endswith(".tmp"):
+                leftover = os.path.join(self.path, entry)
+                with contextlib.suppress(FileNotFoundError):
+                    fd = os.open(leftover, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+                    try:
+                        os.write(fd, b"\0" * os.fstat(fd).st_size)
+                    finally:
+                        os.close(fd)
+                    os.unlink(leftover)
+
     def delete(self, name: str) -> None:
         """Overwrite the file with zeros, then remove it. (On SSDs and copy-on-write
         file systems the old blocks may survive; the ciphertext still needs the
-        passphrase.) No passphrase check: whoever can write the folder can delete."""
+        passphrase.) No passphrase check: whoever can write the folder can delete.
+
+        The file is first renamed to a temporary name, in one step: a delete stopped
+        halfway (a signal) leaves the key or no key, never zeros under its name."""
         path = self._file(name)
+        doomed = os.path.join(self.path, f".{name}.{secrets.token_hex(4)}.deleted.tmp")
         try:
-            fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+            os.rename(path, doomed)
         except FileNotFoundError:
             raise KeyNotFound(f"no key named {name!r} in {self.path}") from None
+        fd = os.open(doomed, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
             os.write(fd, b"\0" * os.fstat(fd).st_size)
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.unlink(path)
+        os.unlink(doomed)
         _fsync_directory(self.path)
 
 
 # --- The passphrase ------------------------------------------------------------------
 
-def passphrase_from_env_or_prompt(prompt_fn: Callable[..., str], *, confirm: bool) -> str:
-    """``$KEYCLIENT_PASSPHRASE`` when set (scripts, tests), else ask through
-    ``prompt_fn`` with click.prompt's arguments: hidden input, typed twice when
-    ``confirm`` (a new store, where a typo would lock the keys away)."""
-    passphrase = os.environ.get(PASSPHRASE_ENV)
-    if passphrase is not None:
-        return passphrase
-    return prompt_fn(PASSPHRASE_PROMPT, hide_input=True, confirmation_prompt=confirm)
+#: A new keystore's passphrase is at least this long: it alone protects the keys on
+#: disk. (Stores made before keep theirs.)
+MIN_PASSPHRASE_LENGTH = 8
+#: Passphrases a person may type before the command gives up.
+PASSPHRASE_TRIES = 3
+
+
+def open_keystore(path: str, ask: Callable[[bool], str],
+                  tell: Callable[[str], None]) -> Keystore:
+    """The keystore in ``path`` with its passphrase checked before any use, and the
+    leftovers of a command stopped halfway removed (the caller holds the home's lock).
+
+    The passphrase is ``$KEYCLIENT_PASSPHRASE`` when set (scripts, tests: one try),
+    else ``ask(confirm)``'s answer, up to ``PASSPHRASE_TRIES`` times; ``confirm`` is
+    true for a new store, where a typo would lock the keys away. ``tell`` says why an
+    answer was not taken (empty, too short for a new store, wrong) before asking
+    again."""
+    new = not os.path.isdir(path) or not os.listdir(path)
+    from_env = os.environ.get(PASSPHRASE_ENV)
+    for tries_left in range(PASSPHRASE_TRIES - 1, -1, -1):
+        passphrase = from_env if from_env is not None else ask(new)
+        problem = _passphrase_problem(passphrase, new)
+        if problem is None:
+            keystore = Keystore(path, passphrase)
+            try:
+                keystore.check_passphrase()
+                keystore.remove_leftovers()
+                return keystore
+            except WrongPassphrase:
+                problem = "wrong passphrase"
+        if from_env is not None:
+            raise WrongPassphrase(f"${PASSPHRASE_ENV}: {problem} for the keystore {path}")
+        if tries_left:
+            tell(f"{problem}: try again ({tries_left} {'tries' if tries_left > 1 else 'try'}"
+                 " left)")
+    raise WrongPassphrase(f"{problem} for the keystore {path} ({PASSPHRASE_TRIES} tries); "
+                          "nothing was changed")
+
+
+def _passphrase_problem(passphrase: str, new: bool) -> str | None:
+    if not passphrase:
+        return "the passphrase is empty"
+    if new and len(passphrase) < MIN_PASSPHRASE_LENGTH:
+        return (f"a new keystore's passphrase needs at least {MIN_PASSPHRASE_LENGTH} "
+                "characters (it alone protects your keys on disk)")
+    return None
 
 
 def _fsync_directory(path: str) -> None:

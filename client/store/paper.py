@@ -11,7 +11,7 @@ import re
 
 import nacl.signing
 
-from ..protocol.encoding import b64encode
+from ..protocol.encoding import b64encode, typed_base32
 from ..protocol.errors import ClientError, InvalidIdentity
 from ..protocol.identity import normalize_identity, parse_identity
 
@@ -25,8 +25,6 @@ _BACKUP_LINE = re.compile(r"^\s*(\d+)\s*[:.)]\s*(.*)$")
 _BACKUP_PUBKEY = re.compile(r"^\s*public\s+key\b[^:]*:\s*(.*)$", re.IGNORECASE)
 _BACKUP_CHECK_LABEL = b"keyclient escrow backup v1"
 _BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-#: Digits that are not base32 are read as the letters they look like.
-_LOOKALIKES = str.maketrans({"0": "O", "1": "I", "8": "B"})
 _GROUP = 4
 _LINE_CHARS = 4 * _GROUP  # key characters per line
 _CHECK_CHARS = 4  # 20 bits per line: a typo slips through once in a million
@@ -76,7 +74,7 @@ def _backup_lines(text: str) -> dict[int, str]:
         number = int(match[1])
         if number in found:
             raise BadBackup(f"line {number} appears twice")
-        found[number] = re.sub(r"[\s-]", "", match[2]).upper().translate(_LOOKALIKES)
+        found[number] = typed_base32(match[2])
     return found
 
 

@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 NO_TOKENS = ("no tokens for {server} left: buy some with a voucher ('keyclient tokens buy') "
              "or add them ('keyclient tokens add')")
 UNLISTED = ("; {count} token(s) of yours are under keys that {server} no longer lists on its "
-            "chain, so it no longer redeems them (§10.4)")
+            "chain, so it no longer redeems them")
 
 
 class NoTokens(ClientError):

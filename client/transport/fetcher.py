@@ -159,10 +159,11 @@ def error_from_response(request: Request, response: Response) -> ProtocolError:
         body = json.loads(response.body[:MAX_ERROR_BYTES])
         errcode, message = body["errcode"], body["error"]
     except (ValueError, RecursionError, KeyError, TypeError):
-        errcode, message = "", response.body[:200].decode("utf-8", "replace")
+        errcode = ""
+        message = (f"{request.url} answered HTTP {response.status}: "
+                   + response.body[:200].decode("utf-8", "replace"))
     cls = BY_ERRCODE.get(errcode, ProtocolError)
-    error = cls(f"{request.method} {request.url}: {response.status} {errcode} {message}",
-                status=response.status)
+    error = cls(message, status=response.status, request=f"{request.method} {request.url}")
     if cls is ProtocolError:
         error.errcode = errcode or f"HTTP_{response.status}"
     return error

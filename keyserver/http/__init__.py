@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import Flask
 
 from . import (capabilities, context, errors, hashchain, health, keyinits, keys, notary,
-               observe, params, tiles, tokens, users)
+               observe, params, tiles, tokens, users, witness)
 
 
 def init_app(app: Flask) -> None:
@@ -18,5 +18,5 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     params.init_app(app)
     for blueprint in (capabilities.bp, hashchain.bp, users.bp, tokens.bp, keyinits.bp, keys.bp,
-                      health.bp, notary.bp, tiles.bp):
+                      health.bp, notary.bp, tiles.bp, witness.bp):
         app.register_blueprint(blueprint)

@@ -1,6 +1,6 @@
 """What the views need of the app and the request, in one place: the ``Policy`` built
-by ``create_app``, the request's one clock reading, the server's signing and token
-keys (loaded once per process), and the request's charge (§10.2).
+by ``create_app``, the request's one clock reading, the server's signing, token and
+witness keys (loaded once per process), and the request's charge (§10.2).
 
 Reading the clock once per request and passing ``now`` down makes every check of a
 request agree on the time, and lets freezegun tests hit exact boundaries (§4.2.1).
@@ -12,12 +12,15 @@ from dataclasses import dataclass
 
 from flask import current_app, g, request
 
+from client.protocol.cosignature import witness_name, witness_vkey
+
 from ..clock import now_ms
 from ..service import payment, serverkeys
 from ..service.payment import Charge
 from ..service.policy import Policy
-from ..service.signing import KeyFile, ServerKey, Sign, key_file_path, signer
+from ..service.signing import KeyFile, ServerKey, Sign, key_file_path, signer, witness_key
 from ..service.tokenkeys import TokenKeyring
+from ..service.witness import Witness
 from ..storage import signingkeys
 from ..storage.db import data_version, get_db
 from ..storage.signingkeys import KeyWindow
@@ -90,6 +93,18 @@ def current_key() -> ServerKey:
 def sign(obj: dict) -> dict:
     """Sign ``obj`` as this server with its current key."""
     return signer(policy().server_name, current_key())(obj)
+
+
+def witness() -> Witness:
+    """This server as a witness (§8.1): its name and key, read once per process."""
+    me = current_app.extensions.get("keyserver.witness")
+    if me is None:
+        key = witness_key(key_file_path(current_app.instance_path,
+                                        current_app.config["WITNESS_KEY_FILE"]))
+        me = current_app.extensions.setdefault(
+            "keyserver.witness", Witness(witness_vkey(witness_name(policy().server_name), key),
+                                         key))
+    return me
 
 
 def token_keyring() -> TokenKeyring:

@@ -54,7 +54,9 @@ def error_response(errcode: str, message: str, status: int) -> Response:
 
 def handle_protocol_error(exc: ProtocolError) -> Response:
     g.errcode = exc.errcode
-    response = error_response(exc.errcode, exc.message, STATUS[exc.errcode])
+    # An error raised with a status answers with it: C2SP tlog-witness (§8.1) fixes
+    # statuses (403, 422) that §12's errcodes do not give.
+    response = error_response(exc.errcode, exc.message, exc.status or STATUS[exc.errcode])
     if isinstance(exc, StorageUnavailable):
         # Nothing was written; the fault is logged once per episode (storage.db).
         response.headers["Retry-After"] = str(exc.retry_after_s)

@@ -89,7 +89,7 @@ def fetch_head() -> Response:
 
 
 def note_response(stored: StoredCheckpoint | None) -> Response:
-    """A stored checkpoint note as ``text/plain`` (§8), or 404."""
+    """A stored checkpoint note with its cosignatures as ``text/plain`` (§8), or 404."""
     if stored is None:
         raise NotFound("no such checkpoint")
     response = Response(stored.note, mimetype="text/plain")
@@ -112,8 +112,7 @@ def fetch_checkpoint() -> Response:
         return note_response(checkpoints.of_size(db, value))
     if asked[0] == "covering":
         return note_response(checkpoints.covering(db, value))
-    # No witness cosigns yet (§8.1): only a quorum of 0 is met, by the newest.
-    return note_response(checkpoints.newest(db) if value == 0 else None)
+    return note_response(checkpoints.with_quorum(db, value) if value else checkpoints.newest(db))
 
 
 @bp.get("/proof/inclusion")

@@ -47,8 +47,13 @@ def wants_msgpack() -> bool:
 
 
 def json_body(max_bytes: int) -> dict:
-    """The request body as a strict JSON object (§1), of at most ``max_bytes`` (the
-    endpoint's limit) or ``MAX_REQUEST_BYTES`` if that is lower; else 413.
+    """The request body as a strict JSON object (§1), within ``body_bytes``' limits."""
+    return parse_json_object(body_bytes(max_bytes))
+
+
+def body_bytes(max_bytes: int) -> bytes:
+    """The request body, of at most ``max_bytes`` (the endpoint's limit) or
+    ``MAX_REQUEST_BYTES`` if that is lower; else 413.
 
     Each endpoint bounds its body by the largest valid one, so that parsing what a
     request without a token sends costs little (docs/decisions.md). A declared
@@ -70,7 +75,7 @@ def json_body(max_bytes: int) -> dict:
         raise BadRequest(f"request body could not be read: {exc}") from None
     if len(body) > limit:
         raise TooLarge(f"request body over {limit} bytes")
-    return parse_json_object(body)
+    return body
 
 
 def limit_body() -> None:

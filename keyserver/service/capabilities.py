@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from client.protocol.note import VerifierKey
 from client.protocol.wire import Capabilities, Head, TokenKeyInfo, format_capabilities
 
 from ..storage import chain, checkpoints
@@ -26,9 +27,10 @@ METHODS = (
 
 
 def capabilities(db: Database, policy: Policy, server_keys: list[ServerKey], sign: Sign,
-                 now: int) -> dict:
-    """The signed capabilities at ``now``: the chain's head, the token keys valid now
-    and the newest checkpoint."""
+                 now: int, witness: VerifierKey) -> dict:
+    """The signed capabilities at ``now``: the chain's head, the token keys valid now,
+    the newest checkpoint and, when the server witnesses logs (``WITNESS_LOGS``), the
+    ``witness`` key that cosigns them (§8.1)."""
     head = chain.head(db)
     newest = checkpoints.newest(db)
     base = policy.base_url
@@ -42,4 +44,5 @@ def capabilities(db: Database, policy: Policy, server_keys: list[ServerKey], sig
                          for key in usable_keys(db, now)),
         token_prices=policy.token_prices, limits=policy.limits,
         log_vkey=own.current(db).log_vkey, ts=now,
-        checkpoint=None if newest is None else newest.note, tiles_url=policy.tiles_url)))
+        checkpoint=None if newest is None else newest.note, tiles_url=policy.tiles_url,
+        witness=witness if policy.witness_logs else None)))

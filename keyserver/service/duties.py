@@ -1,6 +1,6 @@
-"""The server's periodic duties (§8, §11.2), run by one background worker process
+"""The server's periodic duties (§8, §8.1, §11.2), run by one background worker process
 (``keyserver worker``), never in a request handler: signing checkpoints of the
-tree, renewing the server's own UIDMessage before it expires, and taking expired
+tree, asking witnesses to cosign them, renewing the server's own UIDMessage before it expires, and taking expired
 token keys off the chain's list.
 
 Every duty is idempotent and re-checks inside its write transaction, so two workers
@@ -14,7 +14,7 @@ from typing import Sequence
 import nacl.signing
 
 from ..storage.db import Database, transaction
-from . import checkpoints, own, tokenkeys
+from . import checkpoints, cosigning, own, tokenkeys
 from .policy import Policy
 from .signing import ServerKey
 
@@ -40,6 +40,18 @@ def checkpoint(db: Database, log_key: nacl.signing.SigningKey, interval_ms: int,
     """Sign a checkpoint if one is due (§8); what was done, in words for the log."""
     made = checkpoints.make(db, log_key, interval_ms, now)
     return [f"checkpoint of tree size {made.tree_size}"] if made else []
+
+
+def cosign(db: Database, policy: Policy, now: int) -> list[str]:
+    """Ask the due witnesses to cosign the newest checkpoint (§8.1); what they cosigned,
+    in words for the log (failures are logged once per episode by ``cosigning``)."""
+    done = []
+    for outcome in cosigning.ask_witnesses(db, policy.cosigning, now):
+        if outcome.reply.cosignature is not None:
+            again = f" again after {outcome.failures} failures" if outcome.failures else ""
+            done.append(f"checkpoint of tree size {outcome.tree_size} cosigned by "
+                        f"{outcome.witness}{again}")
+    return done
 
 
 def run(db: Database, policy: Policy, keys: Sequence[ServerKey], now: int) -> list[str]:

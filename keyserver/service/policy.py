@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from client.protocol.note import ALG_COSIGNATURE, VerifierKey, parse_verifier_key
 from client.protocol.uidrules import Limits
 
 
@@ -41,6 +42,28 @@ class NotaryPolicy:
 
 
 @dataclass(frozen=True)
+class Witness:
+    """A witness this log asks to cosign its checkpoints (§8.1)."""
+
+    #: Its submission prefix: the request goes to ``<url>/add-checkpoint``.
+    url: str
+    vkey: VerifierKey
+
+
+@dataclass(frozen=True)
+class CosigningPolicy:
+    """What the log consults when it asks its witnesses (§8.1)."""
+
+    #: witness name -> the witness.
+    witnesses: Mapping[str, Witness]
+    timeout_ms: int
+    #: The backoff after failures in a row: from ``retry_min_ms``, doubling, at most
+    #: ``retry_max_ms``.
+    retry_min_ms: int
+    retry_max_ms: int
+
+
+@dataclass(frozen=True)
 class Policy:
     """The configuration as the decisions and the capabilities (§12) see it."""
 
@@ -68,6 +91,9 @@ class Policy:
     #: §11.2: the own UIDMessage is renewed once less than this is left.
     own_renewal_margin_ms: int
     notary: NotaryPolicy
+    #: §8.1: the logs this server witnesses, origin -> the verifier keys of the log.
+    witness_logs: Mapping[str, tuple[VerifierKey, ...]]
+    cosigning: CosigningPolicy
 
 
 def from_config(config: Mapping[str, Any]) -> Policy:
@@ -107,6 +133,15 @@ def from_config(config: Mapping[str, Any]) -> Policy:
                               for name, base in config["NOTARY_ORIGINS"].items()}),
             config["NOTARY_MIN_REFETCH"], config["NOTARY_FETCH_TIMEOUT"],
             config["NOTARY_MAX_DOCUMENT_BYTES"]),
+        witness_logs=MappingProxyType({
+            origin: tuple(parse_verifier_key(key) for key in keys)
+            for origin, keys in config["WITNESS_LOGS"].items()}),
+        cosigning=CosigningPolicy(
+            MappingProxyType({name: Witness(witness["url"].rstrip("/"), parse_verifier_key(
+                witness["vkey"], alg=ALG_COSIGNATURE)) for name, witness
+                in config["WITNESSES"].items()}),
+            config["WITNESS_TIMEOUT"], config["WITNESS_RETRY_MIN"],
+            config["WITNESS_RETRY_MAX"]),
     )
 
 

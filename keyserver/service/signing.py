@@ -1,4 +1,5 @@
-"""The server's Ed25519 signing keys (§11), kept in ``<instance>/signing.key``.
+"""The server's Ed25519 signing keys (§11), kept in ``<instance>/signing.key``, and
+its log key (§8) and witness key (§8.1), each alone in a file of the same format.
 
 The file uses Synapse's format, one key a line: ``ed25519 <version> <b64 seed>``,
 written atomically with mode 0600. Which key signs is not the file's to say: the
@@ -23,7 +24,7 @@ import nacl.signing
 from client.protocol.encoding import b64decode, b64encode
 from client.protocol.signedjson import KEY_ID, sign_json
 
-from ..storage.files import write_secret
+from ..storage.files import fsync_directory, write_secret
 
 #: Signs a JSON object as this server (§11), adding it to the object's ``signatures``.
 Sign = Callable[[dict], dict]
@@ -95,9 +96,38 @@ def write_log_key(path: str, key: nacl.signing.SigningKey) -> None:
 
 
 def read_log_key(path: str) -> nacl.signing.SigningKey:
+    return _read_one(path, LOG_KEY_ID)
+
+
+#: The witness key (§8.1), the one key of its file too.
+WITNESS_KEY_ID = "ed25519:witness"
+
+
+def witness_key(path: str) -> nacl.signing.SigningKey:
+    """The witness key kept in ``path``, made first if the file is missing (by ``init``,
+    or in an instance made before witnesses). The new key is written to a private
+    file of this process's own, then linked into place: ``os.link`` never replaces a
+    file, so of the processes that start together (gunicorn's workers) one makes the
+    key and all of them read that one."""
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        write_secret(tmp, format_keys([ServerKey(WITNESS_KEY_ID,
+                                                 nacl.signing.SigningKey.generate())]).encode())
+        try:
+            os.link(tmp, path)
+            fsync_directory(os.path.dirname(os.path.abspath(path)))
+        except FileExistsError:
+            pass
+        finally:
+            os.remove(tmp)
+    return _read_one(path, WITNESS_KEY_ID)
+
+
+def _read_one(path: str, key_id: str) -> nacl.signing.SigningKey:
     keys = read_keys(path)
-    if len(keys) != 1 or keys[0].key_id != LOG_KEY_ID:
-        raise ValueError(f"{path} must hold exactly one key, 'ed25519 log <seed>'")
+    if len(keys) != 1 or keys[0].key_id != key_id:
+        raise ValueError(f"{path} must hold exactly one key, "
+                         f"'ed25519 {key_id.split(':', 1)[1]} <seed>'")
     return keys[0].signing_key
 
 

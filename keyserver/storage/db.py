@@ -119,6 +119,11 @@ CREATE TABLE IF NOT EXISTS vouchers (
     created_ts INTEGER NOT NULL,
     expires_ts INTEGER
 );
+-- A revoked voucher pays nothing more (its row in vouchers stays for the records).
+CREATE TABLE IF NOT EXISTS revoked_vouchers (
+    code_hash BLOB PRIMARY KEY REFERENCES vouchers (code_hash),
+    revoked_ts INTEGER NOT NULL
+) WITHOUT ROWID;
 -- sigkey/sigescrow hash -> identity: a key belongs to one identity only (§4).
 CREATE TABLE IF NOT EXISTS keyhashes (
     keyhash BLOB PRIMARY KEY,
@@ -165,6 +170,28 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     note TEXT NOT NULL,
     created_ts INTEGER NOT NULL
 );
+-- Witnesses' cosignatures of the checkpoints (§8.1), served appended to the note:
+-- one per checkpoint and witness, the signature line as the witness gave it (with its
+-- newline), and its timestamp (seconds, as cosignature/v1 carries it).
+CREATE TABLE IF NOT EXISTS cosignatures (
+    tree_size INTEGER NOT NULL REFERENCES checkpoints(tree_size),
+    witness TEXT NOT NULL,
+    line TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    PRIMARY KEY (tree_size, witness)
+) WITHOUT ROWID;
+-- Per configured witness, what the log knows of it: the size it last cosigned (or said
+-- it holds, in a 409), its last success, the failures in a row and the last one's
+-- error, and when it may be asked next (the backoff, and the claim that keeps two
+-- workers from asking it at once).
+CREATE TABLE IF NOT EXISTS witness_state (
+    witness TEXT PRIMARY KEY,
+    cosigned_size INTEGER NOT NULL DEFAULT 0,
+    last_success_ts INTEGER,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    next_attempt_ts INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS signing_keys (
     key_id TEXT PRIMARY KEY,
     pubkey BLOB NOT NULL UNIQUE,
@@ -187,6 +214,24 @@ CREATE TABLE IF NOT EXISTS notary_documents (
     key_ids TEXT,
     last_attempt_ts INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- The witness (§8.1): per log it follows, the checkpoint it cosigned last (whose size
+-- the next add-checkpoint's "old" must name), replaced in the transaction that checks
+-- "old", and evidence: requests the log signed that contradict it (a consistency proof
+-- that fails, another root for the size it holds), as received.
+CREATE TABLE IF NOT EXISTS witnessed_logs (
+    origin TEXT PRIMARY KEY,
+    tree_size INTEGER NOT NULL,
+    root_hash BLOB NOT NULL,
+    note TEXT NOT NULL,
+    updated_ts INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS witness_evidence (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL,
+    received_ts INTEGER NOT NULL,
+    request BLOB NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value

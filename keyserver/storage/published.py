@@ -6,17 +6,25 @@ of that, since a restored backup brings back an older database, so the worker
 writes the size of each checkpoint it makes to ``published_size`` in the instance
 folder, atomically and only ever upward, after the checkpoint commits. A server
 whose chain is shorter than that size refuses to serve (``instance.check_published``).
+
+The one way down is the operator's: ``keyserver restore --accept-shorter-log`` gives
+a restored instance the size of the chain it holds, and appends the decision to
+``published_shrinks`` (one JSON object a line, never rewritten, copied by backups), so
+that the instance keeps the record of every size it gave up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
+import time
 
 from .files import fsync_directory
 
 FILE = "published_size"
+SHRINKS = "published_shrinks"
 
 _guard = threading.Lock()
 
@@ -59,6 +67,21 @@ def record(folder: str, size: int) -> int:
             raise
         fsync_directory(folder)
         return size
+
+
+def record_shrink(folder: str, published_size: int, length: int, source: str) -> None:
+    """Append the operator's decision to serve a log of ``length`` entries although it
+    published a tree of ``published_size`` (restored from ``source``) to ``SHRINKS``,
+    fsynced before the caller records the lower size."""
+    line = json.dumps({"decided": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "published_size": published_size, "restored_length": length,
+                       "restored_from": source})
+    fd = os.open(os.path.join(folder, SHRINKS), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    fsync_directory(folder)
 
 
 def database_folder(conn) -> str | None:

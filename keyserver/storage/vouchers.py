@@ -11,7 +11,7 @@ import base64
 import secrets
 from dataclasses import dataclass
 
-from client.protocol.encoding import sha256
+from client.protocol.encoding import sha256, typed_base32
 from client.protocol.errors import VoucherInvalid
 
 from .db import Database
@@ -26,6 +26,15 @@ class Voucher:
     remaining: int
     created_ts: int
     expires_ts: int | None
+    revoked_ts: int | None = None
+
+
+@dataclass(frozen=True)
+class NewVoucher:
+    """A voucher just made: its code (shown once, never stored) and its label."""
+
+    code: str
+    label: str
 
 
 def new_code() -> str:
@@ -39,30 +48,36 @@ def new_label() -> str:
     return "v-" + secrets.token_hex(6)
 
 
-def _normalize(code: str) -> str:
-    """Case, spaces and dashes do not matter: a code is typed from a receipt."""
-    return "".join(code.upper().split()).replace("-", "")
+def _code_hash(code: str) -> bytes:
+    """A code is typed from a receipt: it tolerates what the escrow paper does (case,
+    spaces, dashes, 0 for O, 1 for I, 8 for B). Codes are base32, which has none of
+    those digits, so vouchers made before that tolerance keep their hashes."""
+    return sha256(typed_base32(code).encode())
 
 
-def create(db: Database, tokens: int, now: int, expires_ts: int | None) -> str:
-    """Store a new voucher (in the caller's transaction) and return its code."""
-    code = new_code()
+def create(db: Database, tokens: int, now: int, expires_ts: int | None) -> NewVoucher:
+    """Store a new voucher (in the caller's transaction)."""
+    made = NewVoucher(new_code(), new_label())
     db.conn.execute(
         "INSERT INTO vouchers (code_hash, label, tokens, remaining, created_ts, expires_ts)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (sha256(_normalize(code).encode()), new_label(), tokens, tokens, now, expires_ts))
-    return code
+        (_code_hash(made.code), made.label, tokens, tokens, now, expires_ts))
+    return made
 
 
 def available(db: Database, code: str, count: int, now: int) -> None:
     """Refuse (``VOUCHER_INVALID``) unless the voucher can pay ``count`` tokens now.
 
     A read before the costly signing; ``spend`` decides for real."""
-    row = db.conn.execute("SELECT remaining, expires_ts FROM vouchers WHERE code_hash = ?",
-                          (sha256(_normalize(code).encode()),)).fetchone()
+    row = db.conn.execute(
+        "SELECT remaining, expires_ts, revoked_ts FROM vouchers"
+        " LEFT JOIN revoked_vouchers USING (code_hash) WHERE code_hash = ?",
+        (_code_hash(code),)).fetchone()
     if row is None:
         raise VoucherInvalid("unknown voucher code")
-    remaining, expires_ts = row
+    remaining, expires_ts, revoked_ts = row
+    if revoked_ts is not None:
+        raise VoucherInvalid("this voucher was revoked by the server's operator")
     if expires_ts is not None and now >= expires_ts:
         raise VoucherInvalid("this voucher has expired")
     if remaining < count:
@@ -71,10 +86,12 @@ def available(db: Database, code: str, count: int, now: int) -> None:
 
 def spend(db: Database, code: str, count: int, now: int) -> int:
     """Take ``count`` tokens off the voucher atomically; return what remains."""
-    code_hash = sha256(_normalize(code).encode())
+    code_hash = _code_hash(code)
     changed = db.conn.execute(
         "UPDATE vouchers SET remaining = remaining - ? WHERE code_hash = ? AND remaining >= ?"
-        " AND (expires_ts IS NULL OR expires_ts > ?)", (count, code_hash, count, now)).rowcount
+        " AND (expires_ts IS NULL OR expires_ts > ?)"
+        " AND code_hash NOT IN (SELECT code_hash FROM revoked_vouchers)",
+        (count, code_hash, count, now)).rowcount
     if changed != 1:
         available(db, code, count, now)  # raises the precise reason
         raise VoucherInvalid("voucher refused")
@@ -82,7 +99,20 @@ def spend(db: Database, code: str, count: int, now: int) -> int:
                            (code_hash,)).fetchone()[0]
 
 
+def revoke(db: Database, label: str, now: int) -> bool:
+    """Make the voucher ``label`` pay nothing more (in the caller's transaction); its
+    row stays for the records. False when no voucher has that label; revoking twice
+    keeps the first time."""
+    row = db.conn.execute("SELECT code_hash FROM vouchers WHERE label = ?",
+                          (label,)).fetchone()
+    if row is None:
+        return False
+    db.conn.execute("INSERT OR IGNORE INTO revoked_vouchers (code_hash, revoked_ts)"
+                    " VALUES (?, ?)", (row[0], now))
+    return True
+
+
 def listing(db: Database) -> list[Voucher]:
     return [Voucher(*row) for row in db.conn.execute(
-        "SELECT label, tokens, remaining, created_ts, expires_ts FROM vouchers"
-        " ORDER BY created_ts, label")]
+        "SELECT label, tokens, remaining, created_ts, expires_ts, revoked_ts FROM vouchers"
+        " LEFT JOIN revoked_vouchers USING (code_hash) ORDER BY created_ts, label")]

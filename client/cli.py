@@ -1057,7 +1057,7 @@ def evidence_command(home: Home, server: str | None, as_json: bool) -> None:
     signs together (a rewritten history, or one a witness saw before the time the
     server gave an entry in it), oldest first."""
     kept = [(name, *piece) for name, _ in _servers(home, server)
-            for piece in home.evidence_pieces(name)]
+            for piece in home.evidence(name)]
     if as_json:
         click.echo(json.dumps([{"server": name, "recorded_ts": ts, "what": what,
                                 **({"replies": replies} if replies else {}),

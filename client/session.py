@@ -23,7 +23,7 @@ from .lookup import fetch_bundles, lookup, server_record
 from .monitor import check_own_identities
 from .notaries import check_server_keys
 from .protocol.encoding import b64encode, sha256
-from .protocol.errors import ChainError, ClientError, VerificationError
+from .protocol.errors import ChainError, ClientError, ProtocolError, VerificationError
 from .protocol.checkpoint import Checkpoint, Note, parse_note
 from .protocol.hashchain import ENTRY_SIZE, ZERO_HASH, verify_entries
 from .protocol.merkle import CompactTree
@@ -340,10 +340,14 @@ class ServerSession:
         self.progress("syncing the chain")
         expected = {pos: reply.entry.hashchain_entry
                     for _, pos, reply in self.home.own_replies(self.server)}
-        added = sync_chain(self.api, self.chain, progress=progress,
-                           expect={**expected, **(expect or {})}, search=self.search,
-                           index=[server_identity(self.server),
-                                  *self.home.monitored(self.server)])
+        try:
+            added = sync_chain(self.api, self.chain, progress=progress,
+                               expect={**expected, **(expect or {})}, search=self.search,
+                               index=[server_identity(self.server),
+                                      *self.home.monitored(self.server)])
+        except ChainError:
+            self._rewrite_evidence()
+            raise
         self.track_keys()
         self.corroborate_keys()
         check_capabilities(self.capabilities, self.server, self.keys, self.chain.length - 1,
@@ -371,6 +375,32 @@ class ServerSession:
                 check_root(note, self._local_root(checkpoint.tree_size))
             self._advance_checkpoint(note)
         return checkpoint
+
+    def _rewrite_evidence(self) -> None:
+        """After the server served a chain that contradicts the verified one: if its log
+        key also signed a checkpoint of that other history, that checkpoint and the one
+        verified here prove the rewrite: both are kept and ``HistoryRewritten`` raised.
+        The key is the one that verifies the checkpoint held here (the capabilities
+        name it; the chain cannot be consulted, it is what is contradicted). Any
+        other failure leaves the chain's own error to tell."""
+        held = self.home.checkpoint(self.server)
+        try:
+            log_vkey = self.capabilities.log_vkey
+            if held is None:
+                return
+            check_checkpoint(parse_note(held), log_vkey)
+            note = self.api.fetch_checkpoint()
+            if note is None:
+                return
+            check_checkpoint(note, log_vkey)
+            with self._evidence():   # two signed notes first: they prove it on their own
+                self._advance_checkpoint(note)
+                if note.checkpoint.tree_size <= self.chain.length:
+                    check_root(note, self._local_root(note.checkpoint.tree_size))
+        except ServerCheating:
+            raise
+        except (ClientError, ProtocolError):
+            return
 
     @property
     def witnessing(self) -> Witnessing | None:

@@ -119,7 +119,7 @@ def truncate(size):
 
 
 def evidence_of(log):
-    [(_, what, notes)] = log.home.evidence_notes(log.name)
+    [(_, what, _, notes)] = log.home.evidence(log.name)
     return what, notes
 
 
@@ -135,7 +135,7 @@ def test_sync_verifies_and_remembers_checkpoints(log):
     assert parse_note(log.home.checkpoint(log.name)).checkpoint.tree_size == 13
     assert ("GET", "/v1/hashchain/proof/consistency?first=6&second=13") in log.fetcher.seen
     assert log.home.merkle_tree(log.name)[0] == 13
-    assert log.home.evidence_notes(log.name) == []
+    assert log.home.evidence(log.name) == []
 
 
 def test_sync_before_any_checkpoint_remembers_none(log):
@@ -180,7 +180,7 @@ def test_a_forged_signature_is_no_checkpoint(log):
     log.fetcher.attack = attack
     with pytest.raises(VerificationError, match="no valid signature"):
         log.session().sync()
-    assert log.home.checkpoint(log.name) is None and log.home.evidence_notes(log.name) == []
+    assert log.home.checkpoint(log.name) is None and log.home.evidence(log.name) == []
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_a_takeover_dated_in_the_future_is_refused_with_the_evidence_kept(takeov
     assert "alice@example.org, message 1 (msgcount 0)" in result.output
     assert "already registered" in result.output
     assert "kept as evidence" in result.output and "keyclient evidence" in result.output
-    [(_, what, replies)] = Home(str(takeover)).evidence("example.org")
+    [(_, what, replies, _)] = Home(str(takeover)).evidence("example.org")
     assert "this server is cheating" in what and "already registered" in what
     assert [reply["entry"]["hashchain_pos"] for reply in replies] == [1, 2]
     assert replies[1]["entry"]["ts"] > now_ms() + YEAR_MS              # dated ahead

@@ -81,7 +81,7 @@ def test_a_forged_update_is_refused_with_the_evidence_kept(forged_update):
     assert "usersignature (by the previous sigkey) does not verify" in result.output
     assert "2 signed replies that prove it are kept as evidence in " \
         f"{forged_update / 'state.sqlite'}" in result.output
-    [(_, what, replies)] = Home(str(forged_update)).evidence("example.org")
+    [(_, what, replies, _)] = Home(str(forged_update)).evidence("example.org")
     assert "usersignature (by the previous sigkey) does not verify" in what
     assert [reply["entry"]["hashchain_pos"] for reply in replies] == [1, 2]
     listed = keyclient(forged_update, "evidence", "--server", "example.org")

@@ -65,7 +65,7 @@ def test_a_batch_of_runs_is_checked_against_what_is_held_around_each(tmp_path, b
     with pytest.raises(RepliesOutOfOrder) as error:
         session.hold([reply(pos, ts) for pos, ts in batch])
     assert [r.entry.hashchain_pos for r in error.value.replies] == list(caught)
-    [(_, _, kept)] = home.evidence("example.org")
+    [(_, _, kept, _)] = home.evidence("example.org")
     assert [r["entry"]["hashchain_pos"] for r in kept] == list(caught)
 
 
@@ -97,7 +97,7 @@ def test_keyclient_refuses_a_server_whose_times_decrease(backdating_server, app_
     assert "this server is cheating" in caught.output
     assert "position 2" in caught.output and "position 1" in caught.output
     state = Home(str(home))
-    [(_, what, replies)] = state.evidence("example.org")
+    [(_, what, replies, _)] = state.evidence("example.org")
     assert "this server is cheating" in what
     assert [r["entry"]["hashchain_pos"] for r in replies] == [1, 2]
     assert replies[0]["entry"]["ts"] - replies[1]["entry"]["ts"] == HOUR_MS

@@ -348,7 +348,7 @@ def test_an_entry_dated_after_its_cosignature_is_cheating(log, witnesses, bob_at
     assert cheating.exit_code == 1 and "this server is cheating: it dated the entry at " \
         "position 5" in cheating.output, cheating.output
     assert "1 signed replies and 1 checkpoints it signed" in cheating.output
-    [(_, what, [reply], [note])] = log.home.evidence_pieces(log.name)
+    [(_, what, [reply], [note])] = log.home.evidence(log.name)
     assert reply["entry"]["hashchain_pos"] == 5 and reply["entry"]["ts"] == log.bob_ts
     assert note == attack.notes[-1] and "more than 5 minutes after witness" in what
     listed = run(log, "evidence")

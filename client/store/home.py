@@ -449,13 +449,7 @@ class Home:
                 " server = ? AND replies = ? AND notes = ?)",
                 (server, now_ms, what, kept, kept_notes, server, kept, kept_notes))
 
-    def evidence(self, server: str) -> list[tuple[int, str, list[dict]]]:
-        """``(recorded_ts, what, replies)`` of every piece of evidence against ``server``."""
-        return [(ts, what, json.loads(replies)) for ts, what, replies in self.db.execute(
-            "SELECT recorded_ts, what, replies FROM evidence WHERE server = ? ORDER BY id",
-            (server,))]
-
-    def evidence_pieces(self, server: str) -> list[tuple[int, str, list[dict], list[str]]]:
+    def evidence(self, server: str) -> list[tuple[int, str, list[dict], list[str]]]:
         """``(recorded_ts, what, replies, notes)`` of every piece of evidence against
         ``server``, oldest first (a piece may hold signed replies, checkpoint notes or
         both: an entry dated after a witness's cosignature, §7.3)."""
@@ -463,13 +457,6 @@ class Home:
                 for ts, what, replies, notes in self.db.execute(
                     "SELECT recorded_ts, what, replies, notes FROM evidence WHERE server = ?"
                     " ORDER BY id", (server,))]
-
-    def evidence_notes(self, server: str) -> list[tuple[int, str, list[str]]]:
-        """``(recorded_ts, what, notes)`` of every piece of evidence against ``server``
-        made of checkpoint notes (§8: a log caught rewriting its history)."""
-        return [(ts, what, json.loads(notes)) for ts, what, notes in self.db.execute(
-            "SELECT recorded_ts, what, notes FROM evidence WHERE server = ? AND notes != '[]'"
-            " ORDER BY id", (server,))]
 
     # --- the log (§8) -----------------------------------------------------------------
 

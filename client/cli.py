@@ -653,6 +653,8 @@ def lookup_command(home: Home, identity: str, server: str | None, offline: bool,
             "not_yet_witnessed": list(trusted.unwitnessed), **witnessed})
     else:
         _print_keys(identity, result, status)
+        if trusted.witnessing is not None:   # the quorum this answer relied on
+            click.echo(f"  log:        {_witnessed_text(trusted.witnessing)}")
         new_owner = _announce_key_changes(session, result)
     if new_owner:
         raise SystemExit(EXIT_NEW_OWNER)

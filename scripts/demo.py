@@ -1,12 +1,15 @@
 """The use case of the spec (§13) end to end, with the real command-line tools.
 
-Starts a fresh keyserver on a free local port, has the operator sell a voucher
-(which a client refuses to use for a day: the token key is new on the chain, §10.4)
-and give tokens; then Alice (her own client home) registers, publishes KeyInits and
-checks her entry, and Bob (another home) finds her on the chain and fetches and
-opens one of her KeyInits; finally Alice rotates her key and recovers it with
-the paper escrow key, and Bob sees each change. Every step prints the command it
-runs and its output; the first failing step ends the demo with exit status 1.
+Starts a fresh keyserver on a free local port with its background worker, and a
+second keyserver that witnesses its log (the worker has each checkpoint cosigned)
+and notarizes its keys. The operator sells a voucher (which a client refuses to use
+for a day: the token key is new on the chain, §10.4) and gives tokens; then Alice
+(her own client home) registers, publishes KeyInits and checks her entry, and Bob
+(another home, trusting the second server as notary and witness) finds her on the
+witnessed chain and fetches and opens one of her KeyInits; finally Alice rotates her
+key and recovers it with the paper escrow key, and Bob sees each change. Every step
+prints the command it runs and its output; the first failing step ends the demo
+with exit status 1.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ports import free_port
 
 BIN = Path(sys.executable).parent
 SERVER = "demo.test"
+WITNESS_SERVER = "witness.test"
 ALICE = f"alice@{SERVER}"
 
 
@@ -40,9 +44,11 @@ class Demo:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.instance = workdir / "instance"
-        self.port = free_port()
+        self.witness_instance = workdir / "witness-instance"
+        self.port, self.witness_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server: subprocess.Popen | None = None
+        self.witness_url = f"http://127.0.0.1:{self.witness_port}"
+        self.processes: dict[str, subprocess.Popen] = {}
         self.env = {**os.environ, "KEYCLIENT_PASSPHRASE": "demo passphrase"}
 
     def step(self, title: str) -> None:
@@ -71,33 +77,81 @@ class Demo:
         return self.run(who, BIN / "keyclient", "--home", home, *args, expect=expect,
                         refused=refused)
 
-    def start_server(self) -> None:
-        self.step("The operator creates and starts a keyserver")
-        self.run("operator", BIN / "keyserver", "init", "--instance", self.instance,
-                 "--server-name", SERVER, "--url", self.url, "--domain", SERVER)
-        log = open(self.workdir / "server.log", "wb")
-        self.server = subprocess.Popen(
-            [BIN / "keyserver", "run", "--instance", self.instance, "--port", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(200):
+    def start(self, name: str, *args: str | Path, url: str | None = None) -> None:
+        """Start ``keyserver *args`` in the background (output in ``<name>.log``);
+        with ``url``, wait until it serves there."""
+        log = open(self.workdir / f"{name}.log", "wb")
+        process = self.processes[name] = subprocess.Popen(
+            [BIN / "keyserver", *args], stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(200 if url else 0):
             try:
-                urllib.request.urlopen(self.url + "/v1/hashchain/head", timeout=1).close()
-                click.echo(f"    serving on {self.url}")
+                urllib.request.urlopen(url + "/v1/hashchain/head", timeout=1).close()
+                click.echo(f"    {name} serving on {url}")
                 return
             except urllib.error.URLError:
-                if self.server.poll() is not None:
+                if process.poll() is not None:
                     break
                 time.sleep(0.05)
-        raise StepFailed(f"the server did not start (see {self.workdir / 'server.log'})")
+        if url:
+            raise StepFailed(f"{name} did not start (see {self.workdir / f'{name}.log'})")
 
-    def stop_server(self) -> None:
-        if self.server is not None:
-            self.server.terminate()
-            self.server.wait(10)
-            self.server = None
+    def stop(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is not None:
+            process.terminate()
+            process.wait(10)
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    def start_servers(self) -> None:
+        """The keyserver, and a second one (witness.test) that witnesses its log and
+        notarizes its keys; the keyserver's worker has the witness cosign each
+        checkpoint."""
+        keyserver = BIN / "keyserver"
+        self.step("The operators create two keyservers: demo.test, and witness.test, which"
+                  " witnesses demo.test's log (§8.1) and notarizes its keys (§11.4)")
+        self.run("operator", keyserver, "init", "--instance", self.instance,
+                 "--server-name", SERVER, "--url", self.url, "--domain", SERVER)
+        self.run("operator", keyserver, "init", "--instance", self.witness_instance,
+                 "--server-name", WITNESS_SERVER, "--url", self.witness_url)
+        self.witness_name, self.witness_key = self.run(
+            "operator", keyserver, "witness", "key", "--instance", self.witness_instance
+        ).split()
+        with open(self.instance / "config.py", "a") as config:
+            config.write(f"WITNESSES = {{{self.witness_name!r}: {{'url': "
+                         f"{self.witness_url + '/witness'!r}, 'vkey': {self.witness_key!r}}}}}\n"
+                         "CHECKPOINT_INTERVAL = 500\n")
+        self.start("demo.test", "run", "--instance", self.instance, "--port", str(self.port),
+                   url=self.url)
+        log_vkey = json.loads(urllib.request.urlopen(self.url + "/v1/capabilities").read()
+                              )["log_vkey"]
+        with open(self.witness_instance / "config.py", "a") as config:
+            config.write(f"WITNESS_LOGS = {{{f'{SERVER}/keyserver'!r}: [{log_vkey!r}]}}\n"
+                         f"NOTARY_ORIGINS = {{{SERVER!r}: {self.url!r}}}\n")
+        self.start("witness.test", "run", "--instance", self.witness_instance, "--port",
+                   str(self.witness_port), url=self.witness_url)
+        self.start("worker", "worker", "--instance", self.instance)
+
+    def wait_until_witnessed(self) -> None:
+        """Until the witness cosigned a checkpoint of the whole log (the worker asks it
+        every half second)."""
+        size = json.loads(urllib.request.urlopen(self.url + "/v1/hashchain/head").read()
+                          )["pos"] + 1
+        for _ in range(600):
+            try:
+                note = urllib.request.urlopen(
+                    self.url + "/v1/hashchain/checkpoint?quorum=1").read().decode()
+                if int(note.split("\n")[1]) >= size:
+                    return
+            except urllib.error.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise StepFailed("the witness did not cosign the log (see worker.log)")
 
     def scenario(self) -> None:
-        self.start_server()
+        self.start_servers()
         keyserver = [BIN / "keyserver"]
         paper = self.workdir / "alice-escrow.txt"
 
@@ -107,9 +161,20 @@ class Demo:
         voucher = next(word for line in out.splitlines() for word in line.split()
                        if word.count("-") >= 3)
 
+        self.step("Bob trusts witness.test: as a notary for the servers' keys, and as a "
+                  "witness of demo.test's log (the key its operator gave him)")
+        document = json.loads(urllib.request.urlopen(
+            self.witness_url + "/_matrix/key/v2/server").read())
+        [(key_id, key)] = document["verify_keys"].items()
+        self.keyclient("bob", "notary", "add", WITNESS_SERVER, self.witness_url, key_id,
+                       key["key"])
+        self.keyclient("bob", "server", "add", self.url, expect=f"added {SERVER}")
+        self.keyclient("bob", "witness", "add", self.witness_name, self.witness_key,
+                       expect="quorum 1 of 1")
+
         self.step("1. Alice and Bob download and verify the chain")
+        self.keyclient("alice", "server", "add", self.url, expect=f"added {SERVER}")
         for who in ("alice", "bob"):
-            self.keyclient(who, "server", "add", self.url, expect=f"added {SERVER}")
             self.keyclient(who, "sync", expect="verified")
 
         self.step("Alice tries to buy unlinkable tokens with the voucher: refused, since the "
@@ -132,8 +197,14 @@ class Demo:
         self.keyclient("alice", "lookup", ALICE, expect=f"{ALICE}: current")
         self.keyclient("alice", "verify", expect="1 of your replies match the chain")
 
-        self.step("4. Bob finds Alice on the chain and fetches one of her KeyInits")
-        self.keyclient("bob", "lookup", ALICE, expect=f"{ALICE}: current")
+        self.step("demo.test's worker has witness.test cosign its newest checkpoint")
+        self.wait_until_witnessed()
+        self.run("operator", *keyserver, "witness", "status", "--instance", self.instance,
+                 expect=self.witness_name)
+
+        self.step("4. Bob finds Alice on the chain, witnessed, and fetches one of her KeyInits")
+        self.keyclient("bob", "lookup", ALICE,
+                       expect=f"by {self.witness_name} (quorum 1)")
         fetched = json.loads(self.keyclient("bob", "keyinit", "fetch", ALICE))
         if fetched["identity"] != ALICE or not fetched["sessionanchor"]["pfkeys"]:
             raise StepFailed("the fetched KeyInit is not Alice's")
@@ -143,16 +214,18 @@ class Demo:
         self.keyclient("alice", "-v", "update", ALICE, expect="msgcount 1")
         self.keyclient("alice", "keyinit", "status", ALICE,
                        expect=f"{ALICE}: 2 KeyInit(s) and 0 fallback KeyInit(s) left")
+        self.wait_until_witnessed()
         self.keyclient("bob", "-v", "lookup", ALICE, expect="msgcount:   1")
 
         self.step("Alice recovers with the paper escrow key (as if her key was stolen)")
         self.keyclient("alice", "-v", "recover", ALICE, "--escrow", paper, expect="msgcount 2")
+        self.wait_until_witnessed()
         self.keyclient("bob", "-v", "lookup", ALICE, expect="msgcount:   2")
         self.keyclient("alice", "tokens", "list", expect=f"{SERVER}: 0 available, 5 spent")
 
         self.step("The server goes down: Bob's lookup says so, and --offline uses what he "
                   "verified")
-        self.stop_server()
+        self.stop("demo.test")
         self.keyclient("bob", "lookup", ALICE, expect="--offline", refused=True)
         self.keyclient("bob", "lookup", ALICE, "--offline", expect="last synced")
 
@@ -169,7 +242,7 @@ def main(keep: bool) -> None:
         click.secho(f"\nDEMO FAILED: {exc}", fg="red", bold=True)
         sys.exit(1)
     finally:
-        demo.stop_server()
+        demo.stop_all()
         if keep:
             click.echo(f"\nthe demo's files are in {workdir}")
         else:

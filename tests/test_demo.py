@@ -15,6 +15,8 @@ def test_demo_runs_the_use_case_end_to_end():
     for step in ("registered alice@demo.test", "published 3 KeyInit(s)", '"pfkeys"',
                  "published 2 KeyInit(s) (0 fallback) under the new key",
                  "recovered alice@demo.test at position 3 with a new signing key (msgcount 2)",
+                 "log:        witnessed up to size 2 by witness.test/witness (quorum 1)",
+                 "new signing key", "last synced",
                  "DEMO OK"):
         assert step in done.stdout, done.stdout
 

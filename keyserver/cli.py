@@ -192,7 +192,7 @@ def worker_command(once: bool) -> None:
                f"{tick / 1000:g} s, other duties every {daily / 1000:g} s")
     sys.stdout.flush()   # said before any work: a supervisor's log shows it started
     last_daily = None
-    cosigner: threading.Thread | None = None
+    cosigners: dict[str, threading.Thread] = {}
     while True:
         now = now_ms()
         done = duties.checkpoint(db.get_db(), log_key, tick, now)
@@ -205,20 +205,23 @@ def worker_command(once: bool) -> None:
         if once:
             _cosign_round(app, now)
             return
-        # Witnesses are asked beside the loop: a slow one must not delay checkpoints.
-        if policy().cosigning.witnesses and (cosigner is None or not cosigner.is_alive()):
-            cosigner = threading.Thread(target=_cosign_round, args=(app, now), daemon=True)
-            cosigner.start()
+        # Witnesses are asked beside the loop, each in a thread of its own: a slow one
+        # delays neither the checkpoints nor the other witnesses.
+        for name in policy().cosigning.witnesses:
+            if name not in cosigners or not cosigners[name].is_alive():
+                cosigners[name] = threading.Thread(target=_cosign_round,
+                                                   args=(app, now, [name]), daemon=True)
+                cosigners[name].start()
         time.sleep(tick / 1000)
 
 
-def _cosign_round(app: Flask, now: int) -> None:
-    """Ask the witnesses to cosign the newest checkpoint (§8.1), in an app context of
-    its own (its own database connection)."""
+def _cosign_round(app: Flask, now: int, witnesses: list[str] | None = None) -> None:
+    """Ask the witnesses (by default all) to cosign the newest checkpoint (§8.1), in an
+    app context of its own (its own database connection)."""
     from .service import duties
 
     with app.app_context():
-        for line in duties.cosign(db.get_db(), policy(), now):
+        for line in duties.cosign(db.get_db(), policy(), now, witnesses):
             click.echo(line)
     sys.stdout.flush()
 

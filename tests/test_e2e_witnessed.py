@@ -23,6 +23,7 @@ from conftest import (LiveServer, free_port, init_live_instance, keyclient, keys
                       registered_alice)
 from keyserver.service import own
 from keyserver.service.signing import read_log_key
+from scripted_witness import ScriptedWitness
 
 ORIGIN = "example.org/keyserver"
 WITNESSES = ("w1.test", "w2.test")
@@ -145,3 +146,37 @@ def test_a_quorum_of_two_real_witnesses_and_one_going_down(network, tmp_path, ch
     result, found = lookup(bob, "carol@example.org")
     assert result.exit_code == 0, result.output
     assert found["status"] == "current" and found["witnessed_size"] >= size
+
+
+def test_a_hanging_witness_holds_back_neither_checkpoints_nor_the_other_witness(tmp_path):
+    """The real worker loop, with one witness that never answers (within a timeout far
+    longer than the test) and one that does: the good one cosigns checkpoint after
+    checkpoint while the hanging one's first request is still open."""
+    log_path = tmp_path / "log"
+    init_live_instance(log_path)
+    log_vkey = own.log_verifier_key("example.org", read_log_key(str(log_path / "log.key")))
+    good, stuck = (ScriptedWitness(name, log_vkey) for name in ("good.test/witness",
+                                                               "stuck.test/witness"))
+    stuck.hang = True
+    with open(log_path / "config.py", "a") as config:
+        config.write(f"WITNESSES = {({w.name: w.config() for w in (good, stuck)})!r}\n"
+                     "CHECKPOINT_INTERVAL = 200\nWITNESS_TIMEOUT = 60000\n")
+    worker_log = open(tmp_path / "worker.log", "wb")
+    worker = subprocess.Popen(keyserver_command("worker", "--instance", str(log_path)),
+                              stdout=worker_log, stderr=subprocess.STDOUT)
+    try:
+        for grown in range(1, 4):
+            subprocess.run(keyserver_command("chain", "load", "-n", "1", "--instance",
+                                             str(log_path)), check=True, capture_output=True)
+            deadline = time.monotonic() + COSIGNED_WITHIN_S
+            while good.size < 1 + grown:       # entry 0 and ``grown`` loaded entries
+                assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+                time.sleep(0.05)
+        assert len(stuck.requests) == 1       # still waiting on its first answer
+        assert good.errors == [] and stuck.errors == []
+    finally:
+        worker.terminate()
+        worker.wait(10)
+        worker_log.close()
+        good.stop()
+        stuck.stop()

@@ -110,14 +110,16 @@ def backoff_ms(policy: CosigningPolicy, failures: int) -> int:
 
 
 def ask_witnesses(db: Database, policy: CosigningPolicy, now: int,
-                  post: Post = post_checkpoint) -> list[Outcome]:
-    """Ask every due witness that has not cosigned the newest checkpoint to cosign it;
-    store what they answer; return the outcomes (none: nothing was due)."""
+                  post: Post = post_checkpoint,
+                  names: Sequence[str] | None = None) -> list[Outcome]:
+    """Ask every due witness (of ``names``, by default all) that has not cosigned the
+    newest checkpoint to cosign it; store what they answer; return the outcomes
+    (none: nothing was due)."""
     newest = checkpoints.newest(db)
     if newest is None:
         return []
     size = newest.tree_size
-    due = [name for name in policy.witnesses
+    due = [name for name in (policy.witnesses if names is None else names)
            if not cosignatures.cosigned(db, size, name)
            and cosignatures.state(db, name).next_attempt_ts <= now]
     if not due:

@@ -42,11 +42,13 @@ def checkpoint(db: Database, log_key: nacl.signing.SigningKey, interval_ms: int,
     return [f"checkpoint of tree size {made.tree_size}"] if made else []
 
 
-def cosign(db: Database, policy: Policy, now: int) -> list[str]:
-    """Ask the due witnesses to cosign the newest checkpoint (§8.1); what they cosigned,
-    in words for the log (failures are logged once per episode by ``cosigning``)."""
+def cosign(db: Database, policy: Policy, now: int,
+           witnesses: Sequence[str] | None = None) -> list[str]:
+    """Ask the due witnesses (of ``witnesses``, by default all) to cosign the newest
+    checkpoint (§8.1); what they cosigned, in words for the log (failures are logged
+    once per episode by ``cosigning``)."""
     done = []
-    for outcome in cosigning.ask_witnesses(db, policy.cosigning, now):
+    for outcome in cosigning.ask_witnesses(db, policy.cosigning, now, names=witnesses):
         if outcome.reply.cosignature is not None:
             again = f" again after {outcome.failures} failures" if outcome.failures else ""
             done.append(f"checkpoint of tree size {outcome.tree_size} cosigned by "

@@ -176,12 +176,12 @@ def test_held_replies_around_a_range_are_what_can_contradict_it(tmp_path):
         check_ordered([reply_at(4, 501), *home.held_around("example.org", 4, 4)])
     assert [r.entry.hashchain_pos for r in caught.value.replies] == [4, 5]
     home.record_evidence("example.org", "why", [reply_at(3, 300), reply_at(4, 299)], 7)
-    [(ts, what, replies)] = home.evidence("example.org")
+    [(ts, what, replies, _)] = home.evidence("example.org")
     assert (ts, what, [r["entry"]["ts"] for r in replies]) == (7, "why", [300, 299])
     # Caught again, the same replies are kept once; other ones are new evidence.
     home.record_evidence("example.org", "why again", [reply_at(3, 300), reply_at(4, 299)], 8)
     home.record_evidence("example.org", "other", [reply_at(4, 299), reply_at(5, 1)], 9)
-    assert [(ts, what) for ts, what, _ in home.evidence("example.org")] == [(7, "why"),
+    assert [(ts, what) for ts, what, _, _ in home.evidence("example.org")] == [(7, "why"),
                                                                            (9, "other")]
 
 

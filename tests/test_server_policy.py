@@ -264,7 +264,7 @@ def test_a_grace_shortened_after_the_fact_is_not_applied(long_lived, tmp_path):
         result = keyclient(home, "lookup", "alice@example.org")
     assert result.exit_code == 1, result.output
     assert "this server is cheating" in result.output and "already registered" in result.output
-    [(_, what, replies)] = Home(str(home)).evidence("example.org")
+    [(_, what, replies, _)] = Home(str(home)).evidence("example.org")
     assert "already registered" in what and len(replies) == 2
 
 

@@ -637,3 +637,27 @@ def fail_after(monkeypatch, module, name: str, error: BaseException) -> None:
         raise error
 
     monkeypatch.setattr(module, name, run)
+
+
+def with_cosignatures(note, signatures):
+    """``note`` with ``signatures`` (cosignature lines) appended, those it already
+    carries kept once: a note as a log serves it once witnesses cosigned it."""
+    from client.protocol.checkpoint import Note
+
+    extra = tuple(s for s in signatures if s not in note.signatures)
+    return Note(note.checkpoint, note.body, note.signatures + extra)
+
+
+def cosigners(note, witnesses) -> dict:
+    """Witness name -> timestamp of each of ``witnesses`` (verifier keys) that validly
+    cosigned ``note``."""
+    from client.protocol.cosignature import check_cosignature
+    from client.protocol.errors import VerificationError
+
+    found = {}
+    for witness in witnesses:
+        try:
+            found[witness.name] = check_cosignature(note, witness)
+        except VerificationError:
+            continue
+    return found

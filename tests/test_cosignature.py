@@ -6,13 +6,13 @@ import nacl.signing
 import pytest
 
 from client.protocol.checkpoint import parse_note, parse_signature_lines
-from client.protocol.cosignature import (AddCheckpoint, add_cosignatures, check_cosignature,
-                                         cosign, cosigned_by, cosigned_message,
-                                         format_add_checkpoint, format_size,
+from client.protocol.cosignature import (AddCheckpoint, check_cosignature, cosign,
+                                         cosigned_message, format_add_checkpoint, format_size,
                                          parse_add_checkpoint, parse_size, witness_name,
                                          witness_vkey)
 from client.protocol.errors import BadRequest, VerificationError
 from client.protocol.note import ALG_COSIGNATURE, format_verifier_key, parse_verifier_key
+from conftest import cosigners, with_cosignatures
 
 
 def vector_witness(vectors):
@@ -29,7 +29,7 @@ def test_the_cosignature_vector(vectors):
     assert cosigned_message(note.body, vector["timestamp"]).decode() \
         == vector["signed_message"]
     assert cosign(note.body, vkey, key, vector["timestamp"]).line() == vector["line"]
-    cosigned = add_cosignatures(note, parse_signature_lines(vector["line"]))
+    cosigned = with_cosignatures(note, parse_signature_lines(vector["line"]))
     assert cosigned.text() == vector["cosigned_note"]
     assert check_cosignature(parse_note(vector["cosigned_note"]), vkey) == vector["timestamp"]
 
@@ -54,10 +54,10 @@ def test_a_cosignature_by_another_key_or_over_another_time_is_refused(vectors):
                          (vector["timestamp"] + 1).to_bytes(8, "big") + forged.signature[8:])
     note = parse_note(vectors["checkpoint"]["note"])
     with pytest.raises(VerificationError):
-        check_cosignature(add_cosignatures(note, [moved]), vkey)
+        check_cosignature(with_cosignatures(note, [moved]), vkey)
     # The log's own signature line is not a cosignature, whatever its name.
-    assert cosigned_by(note, [vkey, impostor]) == {}
-    assert cosigned_by(cosigned, [vkey, impostor]) == {vkey.name: vector["timestamp"]}
+    assert cosigners(note, [vkey, impostor]) == {}
+    assert cosigners(cosigned, [vkey, impostor]) == {vkey.name: vector["timestamp"]}
 
 
 def test_the_witness_name_of_a_keyserver():

@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from client.protocol.checkpoint import Note, parse_note, verify_checkpoint
-from client.protocol.cosignature import check_cosignature, cosigned_by
+from client.protocol.cosignature import check_cosignature
 from client.protocol.encoding import format_ms
 from client.protocol.note import ALG_COSIGNATURE, format_verifier_key, parse_verifier_key
-from conftest import AppServer, at, now_ms, run_together
+from conftest import AppServer, at, cosigners, now_ms, run_together
 from keyserver import create_app
 from keyserver.cli import main as keyserver_main
 from keyserver.config import ConfigError
@@ -135,7 +135,7 @@ def test_a_witness_that_holds_another_size_is_asked_again_from_it(log):
     assert w2.requests == [(0, 9), (6, 9)] and w1.requests == [(0, 6), (6, 9)]
     note = log.note("?quorum=2")
     assert note.checkpoint.tree_size == 9
-    assert set(cosigned_by(note, [w1.vkey, w2.vkey])) == {"w1", "w2"}
+    assert set(cosigners(note, [w1.vkey, w2.vkey])) == {"w1", "w2"}
     assert "cosigned size 9" in log.line_of("w2")
 
 
@@ -171,7 +171,7 @@ def test_a_failing_witness_backs_off_and_delays_nothing(log, caplog, how, error)
     # Before the backoff: the log makes checkpoints, the good witness cosigns them.
     log.worker(grow=2, after=RETRY_MIN - 1000)
     assert log.note().checkpoint.tree_size == 8
-    assert cosigned_by(log.note(), [good.vkey, bad.vkey]) == {"good": good.timestamp}
+    assert cosigners(log.note(), [good.vkey, bad.vkey]) == {"good": good.timestamp}
     assert "1 failure(s)" in log.line_of("bad") and len(bad.requests) == asked
     assert log.http.get("/v1/hashchain/head").status_code == 200
 
@@ -316,7 +316,7 @@ def test_a_keyserver_witness_cosigns_the_log(log, tmp_path):
         assert f"cosigned by {vkey.name}" in log.worker(grow=5)
         assert f"cosigned by {vkey.name}" in log.worker(grow=3)
         note = log.note("?quorum=1")
-        assert note.checkpoint.tree_size == 9 and vkey.name in cosigned_by(note, [vkey])
+        assert note.checkpoint.tree_size == 9 and vkey.name in cosigners(note, [vkey])
         assert "cosigned size 9" in log.line_of(vkey.name)
     finally:
         server.shutdown()

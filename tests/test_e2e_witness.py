@@ -16,11 +16,10 @@ import urllib.parse
 import requests
 
 from client.protocol.checkpoint import parse_signature_lines
-from client.protocol.cosignature import SIZE_CONTENT_TYPE, add_cosignatures, \
-    check_cosignature, parse_size
+from client.protocol.cosignature import SIZE_CONTENT_TYPE, check_cosignature, parse_size
 from client.protocol.wire import parse_capabilities
-from conftest import WORKERS, GunicornServer, init_live_instance, keyserver_command, \
-    run_together
+from conftest import (WORKERS, GunicornServer, init_live_instance, keyserver_command,
+                      run_together, with_cosignatures)
 from keyserver.service.signing import witness_key
 from test_witness import LOG, ORIGIN, ROUTE, witness_logs
 
@@ -89,7 +88,7 @@ def test_racing_add_checkpoints_never_roll_the_held_size_back(tmp_path):
     assert observed == sorted(observed), observed
     # Every cosignature, whichever worker made it, verifies with the one published key.
     for _, size, text in accepted:
-        note = add_cosignatures(LOG.note(size), parse_signature_lines(text))
+        note = with_cosignatures(LOG.note(size), parse_signature_lines(text))
         check_cosignature(note, vkey)
     assert len(served) == WORKERS
     # The workers that started together left one key file behind, the published key.

@@ -19,14 +19,14 @@ import nacl.signing
 import pytest
 
 from client.protocol.checkpoint import Note, parse_note
-from client.protocol.cosignature import add_cosignatures, cosign, witness_vkey
+from client.protocol.cosignature import cosign, witness_vkey
 from client.protocol.note import format_verifier_key
 from client.protocol.wire import ReplyEntry, format_uid_message_reply, parse_uid_message_reply
 from client.session import NotYetWitnessed
 from client.trust.evidence import EntryAfterCosignature
 from client.trust.witnesses import (COSIGNATURE_FUTURE_MS, COSIGNED_SLACK_MS, check_cosigners,
                                     check_entry_times)
-from conftest import ServerUserActions, at, keyclient, now_ms
+from conftest import ServerUserActions, at, keyclient, now_ms, with_cosignatures
 from tamper_proxy import Answer
 from test_checkpoints import ROUTE_CHECKPOINT, Log
 
@@ -60,7 +60,7 @@ class Cosigning:
                 or self.size is None:
             return request.forward()
         note = parse_note(request.forward(f"{ROUTE_CHECKPOINT}?tree_size={self.size}").body)
-        text = add_cosignatures(note, self.lines(note)).text()
+        text = with_cosignatures(note, self.lines(note)).text()
         self.notes.append(text)
         return Answer(200, {"Content-Type": "text/plain"}, text.encode())
 
@@ -290,11 +290,11 @@ def test_the_future_bound_at_its_boundary(log, witnesses, registered):
     note = parse_note(log.fetcher.send("GET", ROUTE_CHECKPOINT, {}, None).body)
     now = now_ms() // 1000 * 1000
     keys = [witnesses[A].vkey]
-    at_bound = add_cosignatures(note, [witnesses[A].cosign(
+    at_bound = with_cosignatures(note, [witnesses[A].cosign(
         note, (now + COSIGNATURE_FUTURE_MS) // 1000)])
     assert check_cosigners(at_bound, keys, now).cosigners == {
         A: (now + COSIGNATURE_FUTURE_MS) // 1000}
-    beyond = add_cosignatures(note, [witnesses[A].cosign(
+    beyond = with_cosignatures(note, [witnesses[A].cosign(
         note, (now + COSIGNATURE_FUTURE_MS) // 1000 + 1)])
     refused = check_cosigners(beyond, keys, now)
     assert refused.cosigners == {} and A in refused.refused[0]
@@ -308,7 +308,7 @@ def reply_at(pos: int, ts: int):
 def test_entry_times_against_the_cosignature_at_the_boundary(log, witnesses, registered):
     note = parse_note(log.fetcher.send("GET", ROUTE_CHECKPOINT, {}, None).body)   # size 6
     cosigned_s = now_ms() // 1000
-    cosigned = check_cosigners(add_cosignatures(note, [
+    cosigned = check_cosigners(with_cosignatures(note, [
         witnesses[A].cosign(note, cosigned_s), witnesses[B].cosign(note, cosigned_s + 60)]),
         [witnesses[A].vkey, witnesses[B].vkey], now_ms())
     bound = cosigned_s * 1000 + COSIGNED_SLACK_MS   # the earliest cosignature's
@@ -372,6 +372,6 @@ def test_one_key_under_two_names_counts_once(log, witnesses, registered):
     alias = Witness("alias.example/witness")
     alias.signing_key, alias.vkey = witnesses[A].signing_key, witness_vkey(
         alias.name, witnesses[A].signing_key)
-    both = add_cosignatures(note, [witnesses[A].cosign(note), alias.cosign(note)])
+    both = with_cosignatures(note, [witnesses[A].cosign(note), alias.cosign(note)])
     assert len(check_cosigners(both, [witnesses[A].vkey, alias.vkey], now_ms()).cosigners) == 1
     assert len(check_cosigners(both, [alias.vkey], now_ms()).cosigners) == 1

@@ -18,11 +18,11 @@ from click.testing import CliRunner
 
 from client.protocol.checkpoint import Checkpoint, Note, parse_note, parse_signature_lines, \
     sign_checkpoint, verify_checkpoint
-from client.protocol.cosignature import add_cosignatures, format_add_checkpoint
+from client.protocol.cosignature import format_add_checkpoint
 from client.protocol.merkle import MemoryTree, prove_consistency, tree_root
 from client.protocol.note import format_verifier_key
 from client.protocol.wire import parse_capabilities
-from conftest import ServerUserActions, init_instance, keyclient
+from conftest import ServerUserActions, init_instance, keyclient, with_cosignatures
 from keyserver import create_app
 from keyserver.cli import main as keyserver_main
 from keyserver.service import own
@@ -54,7 +54,7 @@ class Witness:
     def cosign(self, old: int, proof: list[bytes], note: Note) -> Note:
         answer = self.add(old, proof, note)
         assert answer.status_code == 200, answer.data
-        return add_cosignatures(note, parse_signature_lines(answer.get_data(as_text=True)))
+        return with_cosignatures(note, parse_signature_lines(answer.get_data(as_text=True)))
 
     def evidence(self) -> list[str]:
         with sqlite3.connect(self.path / "keyserver.sqlite") as conn:
@@ -169,7 +169,7 @@ def test_each_view_gets_one_witness_and_a_quorum_of_two_trusts_neither(split, tm
         # Each view served with the cosignatures the log has for it, and the other
         # view's (which do not verify over this one).
         other = two if note is one else one
-        served = add_cosignatures(note, other.signatures[1:])
+        served = with_cosignatures(note, other.signatures[1:])
         home = tmp_path / ("fresh-first" if view is first else "fresh-second")
         assert keyclient(home, "server", "add", log.server.url).exit_code == 0
         for witness in (a, b):

@@ -19,13 +19,13 @@ import pytest
 
 from client.protocol.checkpoint import Checkpoint, Note, Signature, parse_note, \
     parse_signature_lines, sign_checkpoint
-from client.protocol.cosignature import (SIZE_CONTENT_TYPE, add_cosignatures,
-                                         check_cosignature, format_add_checkpoint)
+from client.protocol.cosignature import (SIZE_CONTENT_TYPE, check_cosignature,
+                                         format_add_checkpoint)
 from client.protocol.errors import VerificationError
 from client.protocol.merkle import MemoryTree, prove_consistency, tree_root
 from client.protocol.note import ALG_COSIGNATURE, VerifierKey, format_verifier_key
 from client.protocol.wire import parse_capabilities
-from conftest import SERVER_NAME, at, now_ms, run_together
+from conftest import SERVER_NAME, at, now_ms, run_together, with_cosignatures
 from keyserver import create_app
 from keyserver.config import ConfigError
 from keyserver.service.signing import read_keys, witness_key
@@ -116,7 +116,7 @@ def test_a_first_checkpoint_is_cosigned_with_the_published_key(client, instance,
     t = now_ms()
     with at(t):
         signature = accepted(client, LOG.body(0, 5))
-    note = add_cosignatures(LOG.note(5), [signature])
+    note = with_cosignatures(LOG.note(5), [signature])
     published = witness_vkey_of(client)
     assert published.name == f"{SERVER_NAME}/witness" and published.alg == ALG_COSIGNATURE
     assert check_cosignature(note, published) == t // 1000
@@ -127,13 +127,13 @@ def test_a_first_checkpoint_is_cosigned_with_the_published_key(client, instance,
     assert held(instance) == {ORIGIN: 5}
     # The cosignature covers this checkpoint only.
     with pytest.raises(VerificationError):
-        check_cosignature(add_cosignatures(LOG.note(6), [signature]), published)
+        check_cosignature(with_cosignatures(LOG.note(6), [signature]), published)
 
 
 def test_a_checkpoint_extending_the_held_one_is_cosigned_with_a_proof(client, instance):
     accepted(client, LOG.body(0, 5))
     signature = accepted(client, LOG.body(5, 13))
-    check_cosignature(add_cosignatures(LOG.note(13), [signature]), witness_vkey_of(client))
+    check_cosignature(with_cosignatures(LOG.note(13), [signature]), witness_vkey_of(client))
     assert held(instance) == {ORIGIN: 13}
     # The same checkpoint again (old = size, same root, empty proof) is cosigned again.
     accepted(client, LOG.body(13, 13))

@@ -73,18 +73,6 @@ def check_cosignature(note: Note, witness: VerifierKey) -> int:
     raise VerificationError(f"the checkpoint carries no valid cosignature by {witness.name}")
 
 
-def cosigned_by(note: Note, witnesses: Iterable[VerifierKey]) -> dict[str, int]:
-    """Witness name -> cosignature timestamp, for each of ``witnesses`` that validly
-    cosigned the note; cosignatures by anyone else are ignored (C2SP)."""
-    valid = {}
-    for witness in witnesses:
-        try:
-            valid[witness.name] = check_cosignature(note, witness)
-        except VerificationError:
-            continue
-    return valid
-
-
 @dataclass(frozen=True)
 class AddCheckpoint:
     """An ``add-checkpoint`` request: the size the log believes the witness holds,
@@ -145,11 +133,4 @@ def parse_size(body: bytes) -> int:
     if not text.endswith("\n") or not _DECIMAL.fullmatch(text[:-1]):
         raise VerificationError("the witness's size answer is not a decimal line")
     return int(text[:-1])
-
-
-def add_cosignatures(note: Note, signatures: Iterable[Signature]) -> Note:
-    """The note with ``signatures`` appended (those it already carries kept once)."""
-    merged = list(note.signatures)
-    merged += [s for s in signatures if s not in merged]
-    return Note(note.checkpoint, note.body, tuple(merged))
 

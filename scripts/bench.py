@@ -12,6 +12,7 @@ and prints figures to paste into docs/benchmarks.md.
     scripts/bench keydoc                key document and cached notary query, wrk -c16
     scripts/bench append --code DIR     CreateUID throughput, paired against another checkout
     scripts/bench proofs -n 1000000     proof latency on a tree of N entries, in-process
+    scripts/bench light -n 1000000      lookup --light in the library against an N-entry log
     scripts/bench slow                  probe answered within 1 s under 200 slow connections
     scripts/bench crash --rounds 24     kill -9 during sustained writes: acknowledged writes lost
     scripts/bench lock --hold 40        slowest answer while the write lock is held 40 s
@@ -1099,6 +1100,105 @@ def proofs(entries: int, proofs: int, check_tree: bool) -> None:
         started = time.perf_counter()
         tree.verify_stored(database, entries)
         click.echo(f"  chain verify's tree check: {time.perf_counter() - started:.1f} s")
+
+
+def light_instance(n: int) -> tuple[Path, str]:
+    """An instance whose log holds ``n`` entries, all but two synthetic, and the
+    identity of its newest entry, a real registration; built once under .bench/.
+    ``keyserver init`` makes entry 0, then ``n - 2`` synthetic entries (random bytes,
+    as ``tree_database``'s) go into ``chain`` directly and the tree of all of them,
+    computed in memory, into ``tree_nodes``; ``keyserver chain load -n 1`` appends the
+    real one through the normal append path (its tree nodes too) and ``keyserver
+    worker --once`` signs a checkpoint of the whole log. Nothing in a light lookup
+    reads the synthetic entries but their tree hashes."""
+    from client.protocol.merkle import MemoryTree
+    from keyserver.storage import db
+
+    path = BENCH / f"light-{n}"
+    instance = path / "instance"
+    if not (path / "identity").exists():
+        click.echo(f"building a {n}-entry log in {path} (once; kept for later runs)")
+        started = time.perf_counter()
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        keyserver = [BIN / "keyserver"]
+        subprocess.run(keyserver + ["init", "--instance", instance, "--server-name",
+                                    "bench.example", "--url", "http://127.0.0.1"],
+                       check=True, capture_output=True, cwd=path)
+        database = db.connect(str(instance / "keyserver.sqlite"), "OFF", create=False)
+        tree = MemoryTree()
+        with db.transaction(database):
+            [(first, ts)] = database.conn.execute("SELECT entry, ts FROM chain").fetchall()
+            tree.append(first)
+            for start in range(1, n - 1, 100_000):
+                rows = []
+                for pos in range(start, min(n - 1, start + 100_000)):
+                    entry = os.urandom(32) + b"\x01" + os.urandom(120)
+                    tree.append(entry)
+                    rows.append((pos, entry, entry[:32], entry[33:41], ts))
+                database.conn.executemany(
+                    "INSERT INTO chain (pos, entry, hash, nonce, ts) VALUES (?, ?, ?, ?, ?)",
+                    rows)
+            database.conn.execute("DELETE FROM tree_nodes")
+            for level, hashes in enumerate(tree.levels):
+                database.conn.executemany(
+                    "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)",
+                    ((level, index, h) for index, h in enumerate(hashes)))
+        database.close()
+        for step in (["chain", "load", "-n", "1"], ["worker", "--once"]):
+            subprocess.run(keyserver + step + ["--instance", instance], check=True,
+                           capture_output=True, cwd=path)
+        with sqlite3.connect(instance / "keyserver.sqlite") as conn:
+            [(identity, pos)] = conn.execute(
+                "SELECT identity, pos FROM identities ORDER BY pos DESC LIMIT 1")
+            [(size,)] = conn.execute("SELECT max(tree_size) FROM checkpoints")
+        if (pos, size) != (n - 1, n):
+            raise click.ClickException(f"built {identity} at {pos} under a checkpoint of "
+                                       f"size {size}, not at {n - 1} of {n}")
+        (path / "identity").write_text(identity)
+        click.echo(f"built in {time.perf_counter() - started:.0f} s")
+    return instance, (path / "identity").read_text()
+
+
+@main.command()
+@click.option("-n", "entries", default=1_000_000, show_default=True, help="Log size.")
+@click.option("--runs", default=7, show_default=True)
+def light(entries: int, runs: int) -> None:
+    """``keyclient lookup --light`` through the library: ``ServerSession.light_lookup``
+    of the newest identity of an N-entry log (``light_instance``) over HTTP to
+    gunicorn ``-w 2``, in-process (no interpreter start), in a new home each run:
+    first contact (``add_server``: capabilities, key document) timed apart, then the
+    light lookup (lookup with its inclusion proof, checkpoint and reply checked, the
+    message opened), then a second one in the same home (a checkpoint now held)."""
+    from client.session import ServerSession, add_server
+    from client.store.home import Home
+
+    instance, identity = light_instance(entries)
+    results: dict[str, list[tuple[float, float]]] = {}
+    with gunicorn(instance, 2) as (url, _):
+        for _ in range(runs):
+            folder = Path(tempfile.mkdtemp(dir=BENCH, prefix="light-home-"))
+            try:
+                home = Home(str(folder))
+                for what, step in (
+                        ("first contact (add_server)", lambda: add_server(home, url)),
+                        ("light lookup", lambda: ServerSession(
+                            home, "bench.example", url).light_lookup(identity)),
+                        ("light lookup again, same home", lambda: ServerSession(
+                            home, "bench.example", url).light_lookup(identity))):
+                    started, cpu = time.perf_counter(), time.process_time()
+                    step()
+                    results.setdefault(what, []).append(
+                        (time.perf_counter() - started, time.process_time() - cpu))
+                home.db.close()
+            finally:
+                shutil.rmtree(folder)
+    click.echo(f"light lookup of {identity} at position {entries - 1} of {entries:,} "
+               f"(gunicorn -w 2), {runs} runs; load {os.getloadavg()[0]:.2f}:")
+    for what, times in results.items():
+        click.echo(f"  {what}: median {statistics.median(w for w, _ in times) * 1000:.1f} ms"
+                   f" (client CPU {statistics.median(c for _, c in times) * 1000:.1f} ms); runs "
+                   f"{', '.join(f'{w * 1000:.1f}' for w, _ in times)} ms")
 
 
 @main.command()

@@ -565,7 +565,7 @@ KEYDOC_PATHS = {"trivial Flask route (ceiling)": "/_bench/trivial",
                 "cached notary query": "/_matrix/key/v2/query/origin.example"}
 #: The setups ``keydoc`` compares unless told: deploy/'s (granian) and the gunicorn
 #: setup measured best before it (docs/benchmarks.md).
-KEYDOC_SERVERS = ("granian:2x2", "gunicorn:3x2")
+KEYDOC_SERVERS = ("granian:2x4", "gunicorn:3x2")
 
 
 @main.command()

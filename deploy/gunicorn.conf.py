@@ -1,10 +1,12 @@
-"""gunicorn's configuration for the keyserver (deploy/keyserver.service runs it):
+"""gunicorn's configuration for the keyserver, the alternative to granian
+(deploy/granian.env, which deploy/keyserver.service runs; its comment has the gunicorn
+line):
 
     gunicorn -c deploy/gunicorn.conf.py 'keyserver:create_app()'
 
 behind nginx (deploy/nginx.conf), which reads every request whole before it reaches a
-worker. Worker class and counts are those docs/benchmarks.md measured best on two cores
-("Key document and notary under load"): three gthread workers of two threads, with
+worker. Worker class and counts are those docs/benchmarks.md measured best for gunicorn on two
+cores ("Key document and notary under load"): three gthread workers of two threads, with
 keep-alive (1.3 to 3 times sync workers, which close every connection); gthread also
 keeps reads answered while writes wait for the lock. For more cores, scale workers
 with them (about one and a half per core) and measure with scripts/bench keydoc.

@@ -12,6 +12,7 @@ and prints figures to paste into docs/benchmarks.md.
     scripts/bench keydoc                key document and cached notary query, wrk -c16
     scripts/bench append --code DIR     CreateUID throughput, paired against another checkout
     scripts/bench proofs -n 1000000     proof latency on a tree of N entries, in-process
+    scripts/bench light -n 1000000      lookup --light in the library against an N-entry log
     scripts/bench slow                  probe answered within 1 s under 200 slow connections
     scripts/bench crash --rounds 24     kill -9 during sustained writes: acknowledged writes lost
     scripts/bench lock --hold 40        slowest answer while the write lock is held 40 s
@@ -88,11 +89,37 @@ def gunicorn(instance: Path, workers: int, threads: int = 1,
     ``code`` serves another checkout's keyserver (see ``code_env``); ``options`` are
     more gunicorn options; ``app`` another app (``scripts/bench_app.py``'s)."""
     port = free_port()
+    with serving(instance, port, config, code,
+                 [BIN / "gunicorn", "-w", str(workers), "--threads", str(threads), "-b",
+                  f"127.0.0.1:{port}", "--log-level", "warning", "--no-control-socket",
+                  *(options or []), app]) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def granian(instance: Path, workers: int, threads: int,
+            config: dict[str, str] | None = None, options: list[str] | None = None,
+            factory: str = "keyserver:create_app"):
+    """Serve ``instance`` with granian's WSGI interface (``deploy/keyserver.service``'s
+    server): ``workers`` processes of ``threads`` blocking threads each; ``factory``
+    names the app factory (``scripts/bench_app.py``'s, with ``--working-dir``)."""
+    port = free_port()
+    with serving(instance, port, config, None,
+                 [BIN / "granian", "--interface", "wsgi", "--workers", str(workers),
+                  "--blocking-threads", str(threads), "--host", "127.0.0.1", "--port",
+                  str(port), "--log-level", "warning", "--no-ws", *(options or []),
+                  "--factory", factory]) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serving(instance: Path, port: int, config: dict[str, str] | None, code: Path | None,
+            command: list) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run a server ``command`` listening on ``port`` for ``instance``, from the
+    instance's parent folder (outside every checkout); its URL and process, once it
+    answers."""
     env = {**code_env(code), "KEYSERVER_INSTANCE": str(instance), **(config or {})}
-    process = subprocess.Popen(
-        [BIN / "gunicorn", "-w", str(workers), "--threads", str(threads), "-b",
-         f"127.0.0.1:{port}", "--log-level", "warning", "--no-control-socket",
-         *(options or []), app], env=env, cwd=instance.parent)
+    process = subprocess.Popen(command, env=env, cwd=instance.parent)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -109,7 +136,7 @@ def gunicorn(instance: Path, workers: int, threads: int = 1,
 
 
 def worker_pids(master: int) -> list[str]:
-    """gunicorn's worker processes (the children of its master)."""
+    """A server's worker processes (the children of gunicorn's or granian's master)."""
     return Path(f"/proc/{master}/task/{master}/children").read_text().split()
 
 
@@ -536,6 +563,9 @@ def _refused_kinds(server_url: str, repouri: str, token: str) -> dict[str, Reque
 KEYDOC_PATHS = {"trivial Flask route (ceiling)": "/_bench/trivial",
                 "key document": "/_matrix/key/v2/server",
                 "cached notary query": "/_matrix/key/v2/query/origin.example"}
+#: The setups ``keydoc`` compares unless told: deploy/'s (granian) and the gunicorn
+#: setup measured best before it (docs/benchmarks.md).
+KEYDOC_SERVERS = ("granian:2x4", "gunicorn:3x2")
 
 
 @main.command()
@@ -543,54 +573,81 @@ KEYDOC_PATHS = {"trivial Flask route (ceiling)": "/_bench/trivial",
 @click.option("--connections", default=16, show_default=True,
               help="Concurrent keep-alive connections (wrk -c).")
 @click.option("--runs", default=5, show_default=True, help="Runs of each endpoint.")
-@click.option("--workers", default=3, show_default=True, help="gunicorn workers.")
-@click.option("--threads", default=2, show_default=True, help="Threads per gunicorn worker.")
-@click.option("--worker-class", default="gthread", show_default=True,
-              help="gunicorn worker class (sync, gthread); the defaults are the setup "
-                   "chosen in docs/benchmarks.md.")
-@click.option("--keep-alive", default=5, show_default=True,
-              help="gunicorn --keep-alive seconds (gthread only: sync workers close).")
-def keydoc(duration: int, connections: int, runs: int, workers: int, threads: int,
-           worker_class: str, keep_alive: int) -> None:
+@click.option("--server", "servers", multiple=True, default=KEYDOC_SERVERS,
+              show_default=True, help="A server setup, NAME:WORKERSxTHREADS with NAME "
+              "granian or gunicorn (gthread, keep-alive 5 s); several are compared in "
+              "paired runs, all serving at once and taking turns.")
+def keydoc(duration: int, connections: int, runs: int, servers: tuple[str, ...]) -> None:
     """Requests per second and p99 latency of GET /_matrix/key/v2/server and of a cached
     notary query (GET /_matrix/key/v2/query/<name>, a real Matrix-shaped document in
     the answer), against a trivial Flask route of the same app in the same server as
-    the ceiling: wrk with N keep-alive connections, gunicorn on 127.0.0.1. The
-    endpoints take turns, one wrk run each, so a slow period of the VM hits all."""
+    the ceiling: wrk with N keep-alive connections, each server on 127.0.0.1. The
+    endpoints and servers take turns, one wrk run each, so a slow period of the VM hits
+    all; the load average is printed with every run."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise click.ClickException("wrk is not installed: apt-get install -y wrk "
                                    "(Debian/Ubuntu), or see https://github.com/wg/wrk")
-    with fresh_instance("keydoc") as instance, _matrix_origin() as origin_url:
+    setups = [_server_setup(spec) for spec in servers]
+    with fresh_instance("keydoc") as instance, _matrix_origin() as origin_url, \
+            contextlib.ExitStack() as stack:
         config = {"KEYSERVER_NOTARY_ORIGINS": f'{{"origin.example": "{origin_url}"}}'}
-        options = ["--worker-class", worker_class, "--keep-alive", str(keep_alive),
-                   "--chdir", str(ROOT / "scripts")]
-        with gunicorn(instance, workers, threads, config, options=options,
-                      app="bench_app:create_app()") as (url, server):
+        urls = {}
+        for spec, (name, workers, threads) in zip(servers, setups):
+            if name == "gunicorn":
+                urls[spec] = stack.enter_context(gunicorn(
+                    instance, workers, threads, config, app="bench_app:create_app()",
+                    options=["--worker-class", "gthread", "--keep-alive", "5",
+                             "--chdir", str(ROOT / "scripts")]))
+            else:
+                urls[spec] = stack.enter_context(granian(
+                    instance, workers, threads, config, factory="bench_app:create_app",
+                    options=["--working-dir", str(ROOT / "scripts")]))
+        for url, _ in urls.values():
             answer = requests.get(url + KEYDOC_PATHS["cached notary query"], timeout=10).json()
             if len(answer["server_keys"]) != 1:
                 raise click.ClickException(f"the notary served no document: {answer}")
             for path in KEYDOC_PATHS.values():                      # warm every worker
                 _wrk(wrk, url + path, 1, connections)
-            results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in KEYDOC_PATHS}
-            for _ in range(runs):
-                for what, path in KEYDOC_PATHS.items():
+        results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        for run in range(runs):
+            for what, path in KEYDOC_PATHS.items():
+                for spec in servers if run % 2 == 0 else servers[::-1]:
+                    url, server = urls[spec]
                     cpu = worker_cpu_seconds(server.pid)
                     rate, p99, count = _wrk(wrk, url + path, duration, connections)
                     cpu = (worker_cpu_seconds(server.pid) - cpu) / count
-                    results[what].append((rate, p99, cpu))
-                    click.echo(f"  {what}: {rate:,.0f} req/s, p99 {p99:.2f} ms, "
-                               f"server CPU {cpu * 1e6:.0f} µs/request")
-    setup = (f"gunicorn -w {workers} --worker-class {worker_class} --threads {threads} "
-             f"--keep-alive {keep_alive}")
-    click.echo(f"keydoc: wrk -c{connections} -d{duration}s, {setup}, medians of {runs} runs:")
-    ceiling = statistics.median(rate for rate, _, _ in results["trivial Flask route (ceiling)"])
-    for what, figures in results.items():
-        rate = statistics.median(r for r, _, _ in figures)
-        click.echo(f"  {what}: {rate:,.0f} req/s ({rate / ceiling:.0%} of the ceiling), p99 "
-                   f"{statistics.median(p for _, p, _ in figures):.2f} ms, server CPU "
-                   f"{statistics.median(c for _, _, c in figures) * 1e6:.0f} µs/request "
-                   f"(runs: {', '.join(f'{r:,.0f}' for r, _, _ in figures)})")
+                    results.setdefault((spec, what), []).append((rate, p99, cpu))
+                    click.echo(f"  run {run + 1}, {spec}, {what}: {rate:,.0f} req/s, p99 "
+                               f"{p99:.2f} ms, server CPU {cpu * 1e6:.0f} µs/request; load "
+                               f"{os.getloadavg()[0]:.2f}")
+    click.echo(f"keydoc: wrk -t2 -c{connections} -d{duration}s, medians of {runs} runs:")
+    for spec in servers:
+        ceiling = results[spec, "trivial Flask route (ceiling)"]
+        for what in KEYDOC_PATHS:
+            figures = results[spec, what]
+            shares = [r / c for (r, _, _), (c, _, _) in zip(figures, ceiling)]
+            click.echo(f"  {spec}, {what}: {statistics.median(r for r, _, _ in figures):,.0f}"
+                       f" req/s ({statistics.median(shares):.0%} of the ceiling), p99 "
+                       f"{statistics.median(p for _, p, _ in figures):.2f} ms, server CPU "
+                       f"{statistics.median(c for _, _, c in figures) * 1e6:.0f} µs/request "
+                       f"(runs: {', '.join(f'{r:,.0f}' for r, _, _ in figures)})")
+    for spec in servers[1:]:
+        for what in KEYDOC_PATHS:
+            ratios = [a / b for (a, _, _), (b, _, _)
+                      in zip(results[servers[0], what], results[spec, what])]
+            click.echo(f"  {servers[0]} / {spec}, {what}: median of the paired runs "
+                       f"{statistics.median(ratios):.2f} ({', '.join(f'{r:.2f}' for r in ratios)})")
+
+
+def _server_setup(spec: str) -> tuple[str, int, int]:
+    """``NAME:WORKERSxTHREADS`` as (name, workers, threads)."""
+    name, _, size = spec.partition(":")
+    workers, _, threads = size.partition("x")
+    if name not in ("granian", "gunicorn") or not workers.isdigit() or not threads.isdigit():
+        raise click.BadParameter(f"{spec!r}: expected granian:WxT or gunicorn:WxT",
+                                 param_hint="--server")
+    return name, int(workers), int(threads)
 
 
 def _wrk(wrk: str, url: str, duration: int, connections: int) -> tuple[float, float, int]:
@@ -1043,6 +1100,105 @@ def proofs(entries: int, proofs: int, check_tree: bool) -> None:
         started = time.perf_counter()
         tree.verify_stored(database, entries)
         click.echo(f"  chain verify's tree check: {time.perf_counter() - started:.1f} s")
+
+
+def light_instance(n: int) -> tuple[Path, str]:
+    """An instance whose log holds ``n`` entries, all but two synthetic, and the
+    identity of its newest entry, a real registration; built once under .bench/.
+    ``keyserver init`` makes entry 0, then ``n - 2`` synthetic entries (random bytes,
+    as ``tree_database``'s) go into ``chain`` directly and the tree of all of them,
+    computed in memory, into ``tree_nodes``; ``keyserver chain load -n 1`` appends the
+    real one through the normal append path (its tree nodes too) and ``keyserver
+    worker --once`` signs a checkpoint of the whole log. Nothing in a light lookup
+    reads the synthetic entries but their tree hashes."""
+    from client.protocol.merkle import MemoryTree
+    from keyserver.storage import db
+
+    path = BENCH / f"light-{n}"
+    instance = path / "instance"
+    if not (path / "identity").exists():
+        click.echo(f"building a {n}-entry log in {path} (once; kept for later runs)")
+        started = time.perf_counter()
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        keyserver = [BIN / "keyserver"]
+        subprocess.run(keyserver + ["init", "--instance", instance, "--server-name",
+                                    "bench.example", "--url", "http://127.0.0.1"],
+                       check=True, capture_output=True, cwd=path)
+        database = db.connect(str(instance / "keyserver.sqlite"), "OFF", create=False)
+        tree = MemoryTree()
+        with db.transaction(database):
+            [(first, ts)] = database.conn.execute("SELECT entry, ts FROM chain").fetchall()
+            tree.append(first)
+            for start in range(1, n - 1, 100_000):
+                rows = []
+                for pos in range(start, min(n - 1, start + 100_000)):
+                    entry = os.urandom(32) + b"\x01" + os.urandom(120)
+                    tree.append(entry)
+                    rows.append((pos, entry, entry[:32], entry[33:41], ts))
+                database.conn.executemany(
+                    "INSERT INTO chain (pos, entry, hash, nonce, ts) VALUES (?, ?, ?, ?, ?)",
+                    rows)
+            database.conn.execute("DELETE FROM tree_nodes")
+            for level, hashes in enumerate(tree.levels):
+                database.conn.executemany(
+                    "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)",
+                    ((level, index, h) for index, h in enumerate(hashes)))
+        database.close()
+        for step in (["chain", "load", "-n", "1"], ["worker", "--once"]):
+            subprocess.run(keyserver + step + ["--instance", instance], check=True,
+                           capture_output=True, cwd=path)
+        with sqlite3.connect(instance / "keyserver.sqlite") as conn:
+            [(identity, pos)] = conn.execute(
+                "SELECT identity, pos FROM identities ORDER BY pos DESC LIMIT 1")
+            [(size,)] = conn.execute("SELECT max(tree_size) FROM checkpoints")
+        if (pos, size) != (n - 1, n):
+            raise click.ClickException(f"built {identity} at {pos} under a checkpoint of "
+                                       f"size {size}, not at {n - 1} of {n}")
+        (path / "identity").write_text(identity)
+        click.echo(f"built in {time.perf_counter() - started:.0f} s")
+    return instance, (path / "identity").read_text()
+
+
+@main.command()
+@click.option("-n", "entries", default=1_000_000, show_default=True, help="Log size.")
+@click.option("--runs", default=7, show_default=True)
+def light(entries: int, runs: int) -> None:
+    """``keyclient lookup --light`` through the library: ``ServerSession.light_lookup``
+    of the newest identity of an N-entry log (``light_instance``) over HTTP to
+    gunicorn ``-w 2``, in-process (no interpreter start), in a new home each run:
+    first contact (``add_server``: capabilities, key document) timed apart, then the
+    light lookup (lookup with its inclusion proof, checkpoint and reply checked, the
+    message opened), then a second one in the same home (a checkpoint now held)."""
+    from client.session import ServerSession, add_server
+    from client.store.home import Home
+
+    instance, identity = light_instance(entries)
+    results: dict[str, list[tuple[float, float]]] = {}
+    with gunicorn(instance, 2) as (url, _):
+        for _ in range(runs):
+            folder = Path(tempfile.mkdtemp(dir=BENCH, prefix="light-home-"))
+            try:
+                home = Home(str(folder))
+                for what, step in (
+                        ("first contact (add_server)", lambda: add_server(home, url)),
+                        ("light lookup", lambda: ServerSession(
+                            home, "bench.example", url).light_lookup(identity)),
+                        ("light lookup again, same home", lambda: ServerSession(
+                            home, "bench.example", url).light_lookup(identity))):
+                    started, cpu = time.perf_counter(), time.process_time()
+                    step()
+                    results.setdefault(what, []).append(
+                        (time.perf_counter() - started, time.process_time() - cpu))
+                home.db.close()
+            finally:
+                shutil.rmtree(folder)
+    click.echo(f"light lookup of {identity} at position {entries - 1} of {entries:,} "
+               f"(gunicorn -w 2), {runs} runs; load {os.getloadavg()[0]:.2f}:")
+    for what, times in results.items():
+        click.echo(f"  {what}: median {statistics.median(w for w, _ in times) * 1000:.1f} ms"
+                   f" (client CPU {statistics.median(c for _, c in times) * 1000:.1f} ms); runs "
+                   f"{', '.join(f'{w * 1000:.1f}' for w, _ in times)} ms")
 
 
 @main.command()

@@ -240,6 +240,38 @@ class GunicornServer(LiveServer):
                 if fields[:1] == ["access"] and fields[2:4] == [method, path]}
 
 
+#: The production server's settings (deploy/keyserver.service reads the same file).
+GRANIAN_ENV = Path(__file__).resolve().parent.parent / "deploy" / "granian.env"
+
+
+def granian_settings() -> dict[str, str]:
+    """deploy/granian.env's ``GRANIAN_*`` variables."""
+    lines = GRANIAN_ENV.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+class GranianServer(LiveServer):
+    """granian serving ``keyserver:create_app`` with deploy/granian.env's settings on a
+    free local port; ``threads`` replaces its blocking threads per worker."""
+
+    def __init__(self, instance: Path, port: int, threads: int | None = None):
+        self.threads = threads
+        super().__init__(instance, port)
+
+    def command(self) -> list[str]:
+        return [str(Path(sys.executable).parent / "granian"), "keyserver:create_app"]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **granian_settings(), "GRANIAN_PORT": str(self.port),
+                **({"GRANIAN_BLOCKING_THREADS": str(self.threads)} if self.threads else {}),
+                "KEYSERVER_INSTANCE": str(self.instance)}
+
+    def ready(self) -> bool:
+        """Answering means one worker is up; wait for all of them."""
+        workers = int(granian_settings()["GRANIAN_WORKERS"])
+        return self.output().count("Started worker") >= workers and super().ready()
+
+
 def init_live_instance(path: Path) -> int:
     """``keyserver init`` an instance at ``path`` for a server on a free local port;
     return the port."""

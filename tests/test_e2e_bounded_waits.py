@@ -10,7 +10,8 @@ import time
 import pytest
 import requests
 
-from conftest import GunicornServer, init_live_instance, registration, run_together
+from conftest import (GranianServer, GunicornServer, init_live_instance, registration,
+                      run_together)
 from keyserver.loadgen import synthetic_identity
 from lockholder import write_lock_held
 
@@ -19,17 +20,23 @@ WAVES = 2
 WRITES = READS = 6
 
 
-class BoundedServer(GunicornServer):
+class BoundedGunicorn(GunicornServer):
     def env(self):
         return {**super().env(), "KEYSERVER_REQUEST_WAIT_BOUND": str(BOUND_MS)}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+class BoundedGranian(GranianServer):
+    def env(self):
+        return {**super().env(), "KEYSERVER_REQUEST_WAIT_BOUND": str(BOUND_MS)}
+
+
+@pytest.fixture(scope="module", params=[BoundedGunicorn, BoundedGranian],
+                ids=["gunicorn", "granian"])
+def server(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("bounded") / "instance"
-    # gthread workers (2 x 8 threads), so that writes waiting for the lock leave
-    # threads for the reads.
-    with BoundedServer(path, init_live_instance(path), threads=8) as server:
+    # 2 workers x 8 threads (gunicorn's gthread, granian's blocking threads), so that
+    # writes waiting for the lock leave threads for the reads.
+    with request.param(path, init_live_instance(path), threads=8) as server:
         yield server
 
 

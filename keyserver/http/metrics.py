@@ -26,7 +26,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from ..storage import chain, keyinits, tokens
 from ..storage.db import WRITE_OBSERVER, disk_reserve, get_db, get_state
-from .observe import METRICS, _method
+from .observe import METRICS
 
 bp = Blueprint("metrics", __name__)
 
@@ -51,10 +51,20 @@ class Metrics:
         self.writes = Counter("keyserver_writes", "Write transactions of requests by "
                               "outcome: committed, refused (a rule said no), busy, space, io",
                               ["outcome"], registry=self.registry)
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, _method(method), str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        """Count a request (``method`` as ``observe._method`` gives it): the labelled
+        children are looked up once per endpoint, method and status (a few dozen in
+        all), since ``labels()`` checks and locks at every call."""
+        key = (endpoint, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children.setdefault(key, (
+                self.requests.labels(endpoint, method, str(status)),
+                self.latency.labels(endpoint)))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_write(self, outcome: str) -> None:
         self.writes.labels(outcome).inc()

@@ -23,7 +23,8 @@ from client.protocol.signedjson import KEY_ID
 
 from ..service import notary
 from ..service.notary import KeyRequest
-from ..service.serverkeys import signing_key
+from ..service.policy import Policy
+from ..service.serverkeys import signing_key_id
 from ..storage.db import data_version, get_db
 from ..storage.notary import CachedDocument
 from .context import answer_signer, key_file, key_windows, policy, request_now
@@ -94,16 +95,17 @@ def parse_query(body: dict) -> list[KeyRequest]:
 
 
 def _answer(requests: list[KeyRequest]) -> Response:
+    settings = policy()
     for request in requests:          # all refused before any origin is asked
-        notary.check_served(policy(), request.server_name)
+        notary.check_served(settings, request.server_name)
     now = request_now()
-    deadline = time.monotonic() + policy().notary.fetch_timeout_ms / 1000
+    deadline = time.monotonic() + settings.notary.fetch_timeout_ms / 1000
     parts = []
     for request in requests:
-        if request.server_name == policy().server_name:
+        if request.server_name == settings.server_name:
             parts.append(document_bytes(now))
             continue
-        cached = _document(request, now, deadline)
+        cached = _document(settings, request, now, deadline)
         if cached is not None:
             parts.append(_countersigned(cached))
     response = Response(b'{"server_keys":[' + b",".join(parts) + b"]}",
@@ -112,7 +114,8 @@ def _answer(requests: list[KeyRequest]) -> Response:
     return response
 
 
-def _document(request: KeyRequest, now: int, deadline: float) -> CachedDocument | None:
+def _document(settings: Policy, request: KeyRequest, now: int,
+              deadline: float) -> CachedDocument | None:
     """The document to serve: this process's copy of the cache row if the database has
     not changed since it was read and it is fresh, else ``notary.document``'s."""
     rows: dict[str, _Row] = current_app.extensions.setdefault("keyserver.notary_rows", {})
@@ -121,7 +124,7 @@ def _document(request: KeyRequest, now: int, deadline: float) -> CachedDocument 
     if known is not None and known.version == version and known.row is not None \
             and notary.fresh(known.row, request, now):
         return known.row
-    row = notary.document(get_db(), policy().notary, request, now, deadline, _fetcher())
+    row = notary.document(get_db(), settings.notary, request, now, deadline, _fetcher())
     rows[request.server_name] = _Row(version, row)
     return row
 
@@ -134,7 +137,7 @@ def _fetcher() -> notary.Fetch:
 def _countersigned(cached: CachedDocument) -> bytes:
     assert cached.document is not None
     signed: dict[str, _Signed] = current_app.extensions.setdefault("keyserver.notary_signed", {})
-    key_id = signing_key(key_windows(), key_file()).key_id
+    key_id = signing_key_id(key_windows(), key_file())
     entry = signed.get(cached.server_name)
     if entry is None or entry.document != cached.document or entry.key_id != key_id:
         document = notary.countersign(json.loads(cached.document), answer_signer())

@@ -93,7 +93,13 @@ def key_document(windows: Sequence[KeyWindow], keyfile: KeyFile, server_name: st
 
 def signing_key(windows: Sequence[KeyWindow], keyfile: KeyFile) -> ServerKey:
     """The key that signs at the time of ``windows``: the newest window's (§11.2)."""
-    return keyfile.get(windows[-1].key_id) if windows else list(keyfile.keys().values())[-1]
+    return keyfile.get(signing_key_id(windows, keyfile))
+
+
+def signing_key_id(windows: Sequence[KeyWindow], keyfile: KeyFile) -> str:
+    """The id of ``signing_key``, from the windows alone when there are any: what a
+    cached signature is checked against, without the key file's ``stat``."""
+    return windows[-1].key_id if windows else list(keyfile.keys())[-1]
 
 
 def next_change(windows: Sequence[KeyWindow], now: int) -> int | None:

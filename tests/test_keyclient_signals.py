@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LiveServer, init_live_instance, keyclient
-from test_keyclient_ux import finish, run_keyclient, started
+from test_keyclient_ux import finish, hung, run_keyclient, started
 
 #: Identities registered by the module, one per case (the server is shared).
 TOKENS = 40
@@ -73,13 +73,11 @@ def stopped_cleanly(process, signum: int, out: Output | None = None) -> str:
         try:
             status = process.wait(30)
         except subprocess.TimeoutExpired:
-            process.kill()
-            pytest.fail("keyclient hung")
-        finally:
-            out.thread.join(10)
-            for pipe in (process.stdin, process.stdout):
-                if pipe is not None:
-                    pipe.close()
+            hung(process)
+        out.thread.join(10)
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                pipe.close()
         err = process.stderr.read()
         process.stderr.close()
     assert "Traceback" not in err and "Exception" not in err, err

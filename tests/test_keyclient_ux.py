@@ -28,17 +28,30 @@ LONG_CHAIN = 12_000
 
 
 def run_keyclient(home, *args, **kwargs) -> subprocess.Popen:
+    """keyclient as a process; Python's fault handler on, so that a hung one can be
+    made to show where it hangs (``hung``)."""
+    env = {**kwargs.pop("env", os.environ), "PYTHONFAULTHANDLER": "1"}
     return subprocess.Popen([KEYCLIENT, "--home", str(home), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+
+
+def hung(process: subprocess.Popen) -> None:
+    """Fail with the stacks of every thread of a keyclient that did not end (SIGABRT
+    makes the fault handler print them to stderr), making sure it is gone."""
+    process.send_signal(signal.SIGABRT)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    pytest.fail(f"keyclient hung:\n{process.stderr.read()}")
 
 
 def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str, str]:
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        pytest.fail("keyclient hung")
+        hung(process)
     return process.returncode, out, err
 
 

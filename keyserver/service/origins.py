@@ -82,7 +82,9 @@ def ask(url: str, deadline: float, max_bytes: int, method: str = "GET",
     except OriginError:
         raise
     except Exception as exc:
-        if cut.is_set():
+        # The socket's own timeout and the timer both end at the deadline: whichever
+        # fires first, the answer took too long.
+        if cut.is_set() or isinstance(exc, TimeoutError):
             raise OriginError(f"{url}: took more than the time allowed") from None
         raise OriginError(f"{url}: {type(exc).__name__}: {exc}") from None
     finally:

@@ -58,6 +58,8 @@ def test_a_cosignature_by_another_key_or_over_another_time_is_refused(vectors):
     # The log's own signature line is not a cosignature, whatever its name.
     assert cosigned_by(note, [vkey, impostor]) == {}
     assert cosigned_by(cosigned, [vkey, impostor]) == {vkey.name: vector["timestamp"]}
+    # A witness that did not cosign does not hide the ones listed after it.
+    assert cosigned_by(cosigned, [impostor, vkey]) == {vkey.name: vector["timestamp"]}
 
 
 def test_the_witness_name_of_a_keyserver():
@@ -71,6 +73,10 @@ def test_an_add_checkpoint_body_round_trips(vectors):
     assert body.startswith(b"old 1\nAAAA")
     assert parse_add_checkpoint(body) == AddCheckpoint(1, tuple(proof), parse_note(note_text))
     assert parse_add_checkpoint(format_add_checkpoint(0, [], note_text)).proof == ()
+    # C2SP allows up to 63 proof lines (a proof between trees of up to 2^63 leaves).
+    longest = [bytes([i]) * 32 for i in range(63)]
+    assert parse_add_checkpoint(format_add_checkpoint(1, longest, note_text)).proof \
+        == tuple(longest)
 
 
 @pytest.mark.parametrize("body, message", [
@@ -92,7 +98,9 @@ def test_a_malformed_add_checkpoint_body_is_a_bad_request(vectors, body, message
 
 def test_size_answers():
     assert format_size(12) == b"12\n"
-    assert parse_size(b"12\n") == 12
-    for bad in (b"12", b"012\n", b"-1\n", b"x\n"):
+    for size in (0, 7, 12, 2**63):
+        assert parse_size(format_size(size)) == size
+    # Whatever bytes a witness answers, the log gets a VerificationError, not a crash.
+    for bad in (b"12", b"012\n", b"-1\n", b"x\n", b"1\xff\n", b"\xc2\xb2\n"):
         with pytest.raises(VerificationError):
             parse_size(bad)

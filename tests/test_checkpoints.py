@@ -5,6 +5,7 @@ lookups proven in a checkpoint's tree. A server that rewrites its history (one
 entry swapped, or the log truncated and grown again) is caught by a client that
 holds an older checkpoint, and both checkpoint notes are kept as evidence."""
 
+import nacl.signing
 import pytest
 from click.testing import CliRunner
 
@@ -13,6 +14,7 @@ from client.protocol.encoding import b64encode
 from client.protocol.errors import VerificationError
 from client.protocol.merkle import MemoryTree, prove_consistency, prove_inclusion, tree_root
 from client.protocol.note import parse_verifier_key
+from client.protocol.signedjson import sign_json
 from client.session import ServerSession, add_server
 from client.store.home import Home
 from client.trust.checkpoints import HistoryRewritten
@@ -219,6 +221,25 @@ def test_light_lookup_catches_a_rewritten_history(log, registered, forge):
         log.session().light_lookup("bob@example.org")
     assert not log.fetcher.errors
     assert evidence_of(log)[1] == [held, attack.notes[-1]]
+
+
+def test_light_lookup_without_a_chain_refuses_a_reply_no_listed_key_signed(log, registered):
+    stranger = nacl.signing.SigningKey.generate()
+
+    def attack(request):
+        answer = request.forward()
+        if request.route.startswith("/v1/users/"):
+            body = answer.json()
+            reply = body["uid_message_reply"]
+            del reply["signatures"]
+            body["uid_message_reply"] = sign_json(reply, log.name, "ed25519:x", stranger)
+            return Answer.of_json(body)
+        return answer
+    log.fetcher.attack = attack
+    # The user's only explanation (``keyclient lookup --light``).
+    with pytest.raises(VerificationError, match="^the reply for position 5 is not signed by a key"
+                                                " the server's capabilities list$"):
+        log.session().light_lookup("bob@example.org")
 
 
 def test_light_lookup_rejects_a_bad_inclusion_proof(log, registered):

@@ -21,7 +21,7 @@ from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedToke
                                   parse_head, parse_issued_tokens, parse_keyinit_receipt,
                                   parse_uid_message_reply)
 from client.protocol.wire import KeyInitStatus, format_keyinit_status, parse_keyinit_status
-from client.protocol.wire import format_log_head, parse_log_head
+from client.protocol.wire import format_log_head, parse_log_head, parse_user_lookup
 from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, UIDMessageReply,
                                   format_reply_bundle, parse_reply_bundle, reply_signing_bytes)
 from client.protocol.signedjson import signing_bytes
@@ -227,6 +227,16 @@ HEAD_REJECTS = {
                     "the server's head is malformed: entry: must encode 153 bytes, not 32"),
     "a-list": (lambda obj: [], "the server's head is malformed: head: not a JSON object"),
 }
+
+
+@pytest.mark.parametrize("obj, message", [
+    ([], "not a JSON object"), ({}, "leaf_proof: missing"),
+    ({"leaf_proof": None, "identity": 1}, "identity: must be a string"),
+])
+def test_a_malformed_lookup_answer_is_the_servers_fault(obj, message):
+    # What ``keyclient lookup --light`` shows: a VerificationError saying what is wrong.
+    with pytest.raises(VerificationError, match=f"^the lookup answer is malformed: {message}$"):
+        parse_user_lookup(obj)
 
 
 @pytest.mark.parametrize("how, error", HEAD_REJECTS.values(), ids=HEAD_REJECTS.keys())

@@ -206,6 +206,15 @@ def test_light_lookup_without_a_chain(log, registered):
     assert not any(path.startswith("/v1/hashchain?") for _, path in log.fetcher.seen)
 
 
+def test_light_lookup_of_an_entry_no_checkpoint_covers_yet_says_what_to_do(log, registered):
+    registered.register("carol@example.org")            # position 6, tree size 6
+    with pytest.raises(VerificationError, match="^no checkpoint covers position 6 yet: try "
+                                                "again later, or sync the whole chain$"):
+        log.session().light_lookup("carol@example.org")
+    log.checkpoint()
+    assert log.session().light_lookup("carol@example.org").found.pos == 6
+
+
 def test_light_lookup_after_a_sync_uses_the_chains_log_key(log, registered):
     log.session().sync()
     assert log.session().light_lookup("alice@example.org").log_key_from == "chain"
@@ -242,14 +251,31 @@ def test_light_lookup_without_a_chain_refuses_a_reply_no_listed_key_signed(log, 
         log.session().light_lookup("bob@example.org")
 
 
-def test_light_lookup_rejects_a_bad_inclusion_proof(log, registered):
+def bad_hash(proof):
+    proof["hashes"][0] = b64encode(bytes(32))
+
+
+def other_leaf(proof):
+    proof["leaf_index"] -= 1
+
+
+def other_tree(proof):
+    proof["tree_size"] -= 1
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (bad_hash, "is not in the tree"),
+    (other_leaf, "^the inclusion proof is for leaf 4 of tree size 6, not 5 of 6$"),
+    (other_tree, "^the inclusion proof is for leaf 5 of tree size 5, not 5 of 6$"),
+], ids=["bad-hash", "other-leaf", "other-tree"])
+def test_light_lookup_rejects_a_bad_inclusion_proof(log, registered, tamper, message):
     def attack(request):
         answer = request.forward()
         if request.route.startswith("/v1/users/"):
             body = answer.json()
-            body["leaf_proof"]["hashes"][0] = b64encode(bytes(32))
+            tamper(body["leaf_proof"])
             return Answer.of_json(body)
         return answer
     log.fetcher.attack = attack
-    with pytest.raises(VerificationError, match="is not in the tree"):
+    with pytest.raises(VerificationError, match=message):
         log.session().light_lookup("bob@example.org")

@@ -21,7 +21,7 @@ from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedToke
                                   parse_head, parse_issued_tokens, parse_keyinit_receipt,
                                   parse_uid_message_reply)
 from client.protocol.wire import KeyInitStatus, format_keyinit_status, parse_keyinit_status
-from client.protocol.wire import format_log_head, parse_log_head, parse_user_lookup
+from client.protocol.wire import LogHead, format_log_head, parse_log_head, parse_user_lookup
 from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, UIDMessageReply,
                                   format_reply_bundle, parse_reply_bundle, reply_signing_bytes)
 from client.protocol.signedjson import signing_bytes
@@ -227,6 +227,29 @@ HEAD_REJECTS = {
                     "the server's head is malformed: entry: must encode 153 bytes, not 32"),
     "a-list": (lambda obj: [], "the server's head is malformed: head: not a JSON object"),
 }
+
+
+def test_log_head_round_trip_with_and_without_a_checkpoint():
+    for log_head in (LogHead(Head(7, ENTRY, 99)),
+                     LogHead(Head(7, ENTRY, 99), 6, bytes(range(32)), "a note\n")):
+        assert parse_log_head(format_log_head(log_head)) == log_head
+
+
+def log_head(**members):
+    return {**format_log_head(LogHead(Head(7, ENTRY, 99), 6, bytes(32), "a note\n")),
+            **members}
+
+
+@pytest.mark.parametrize("obj, message", [
+    ([], "head: not a JSON object"),
+    (log_head(tree_size="6"), "tree_size: must be an integer in [0, 2^53-1]"),
+    (log_head(root_hash=b64encode(bytes(31))), "root_hash: must encode 32 bytes, not 31"),
+    (log_head(checkpoint=None), "checkpoint: must be a string"),
+])
+def test_a_malformed_log_head_is_the_servers_fault(obj, message):
+    with pytest.raises(VerificationError) as info:
+        parse_log_head(obj)
+    assert str(info.value) == f"the server's head is malformed: {message}"
 
 
 @pytest.mark.parametrize("obj, message", [

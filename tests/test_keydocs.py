@@ -6,6 +6,7 @@ import nacl.signing
 import pytest
 
 from client.keyring import FetchKeyResult, KeyFetcher, Keyring
+from client.protocol.encoding import b64encode
 from client.protocol.errors import ProtocolError, TransportError, VerificationError
 from client.protocol.keyquery import Notary, format_key_query, parse_notary_answer
 from client.protocol.serverkeys import format_key_document, parse_key_document, sign_key_document
@@ -142,6 +143,46 @@ def test_every_source_refused_for_a_stranger_key(home):
     keyring = Keyring(home, SERVER, [Source(bad), Source(bad)])
     with pytest.raises(KeyDocumentRefused):
         keyring.check_valid(PB, T, KEYS, False, "a reply")
+
+
+def member(**members):
+    return {**DURING.raw, **members}
+
+
+KEY = {"key": b64encode(PA)}
+#: Shape errors come before the signature check: each names the member (§11.1).
+MALFORMED_DOCUMENTS = {
+    "a-list": ([], "not a JSON object"),
+    "name-not-a-string": (member(server_name=1), "server_name: must be a string"),
+    "name-not-a-server-name": (member(server_name="Example.org"),
+                               "server_name 'Example.org' is not a server name"),
+    "no-current-key": (member(verify_keys={}), "verify_keys: 1 to 2 keys, not 0"),
+    "three-current-keys": (member(verify_keys={"ed25519:a": KEY, "ed25519:b": KEY,
+                                               "ed25519:c": KEY}),
+                           "verify_keys: 1 to 2 keys, not 3"),
+    "not-an-ed25519-id": (member(verify_keys={"rsa:a": KEY}),
+                          "verify_keys: must map ed25519 key ids"),
+    "key-not-an-object": (member(verify_keys={"ed25519:a": b64encode(PA)}),
+                          'verify_keys ed25519:a: expected {"key": base64}'),
+    "key-of-31-bytes": (member(verify_keys={"ed25519:a": {"key": b64encode(PA[:31])}}),
+                        "verify_keys ed25519:a: must encode 32 bytes, not 31"),
+    "old-not-a-map": (member(old_verify_keys=[]), "old_verify_keys: must map ed25519 key ids"),
+    "old-key-without-expiry": (member(old_verify_keys={"ed25519:o": KEY}),
+                               "old_verify_keys ed25519:o expired_ts: must be an integer in "
+                               "[0, 2^53-1]"),
+    "negative-validity": (member(valid_until_ts=-1),
+                          "valid_until_ts: must be an integer in [0, 2^53-1]"),
+    "validity-a-bool": (member(valid_until_ts=True),
+                        "valid_until_ts: must be an integer in [0, 2^53-1]"),
+}
+
+
+@pytest.mark.parametrize("obj, message", MALFORMED_DOCUMENTS.values(),
+                         ids=MALFORMED_DOCUMENTS.keys())
+def test_a_malformed_key_document_is_refused_naming_the_member(obj, message):
+    with pytest.raises(VerificationError) as refused:
+        parse_key_document(obj, SERVER)
+    assert str(refused.value) == f"malformed key document: {message}"
 
 
 NOTARY_KEY = nacl.signing.SigningKey(bytes([9]) * 32)

@@ -68,7 +68,10 @@ def _fail(what: str) -> VerificationError:
 def _key(value: Any, what: str) -> bytes:
     if not isinstance(value, dict) or not isinstance(value.get("key"), str):
         raise _fail(f"{what}: expected {{\"key\": base64}}")
-    return b64decode(value["key"], what, length=32, error=VerificationError)
+    try:
+        return b64decode(value["key"], what, length=32, error=VerificationError)
+    except VerificationError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _ms(value: Any, what: str) -> int:

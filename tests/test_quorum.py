@@ -309,11 +309,12 @@ def test_entry_times_against_the_cosignature_at_the_boundary(log, witnesses, reg
     note = parse_note(log.fetcher.send("GET", ROUTE_CHECKPOINT, {}, None).body)   # size 6
     cosigned_s = now_ms() // 1000
     cosigned = check_cosigners(add_cosignatures(note, [
-        witnesses[A].cosign(note, cosigned_s), witnesses[B].cosign(note, cosigned_s + 60)]),
+        witnesses[A].cosign(note, cosigned_s + 60), witnesses[B].cosign(note, cosigned_s)]),
         [witnesses[A].vkey, witnesses[B].vkey], now_ms())
     bound = cosigned_s * 1000 + COSIGNED_SLACK_MS   # the earliest cosignature's
     check_entry_times([reply_at(5, bound), reply_at(6, bound + 10**9)], cosigned)  # 6: outside
-    with pytest.raises(EntryAfterCosignature, match=f"witness {A} cosigned") as caught:
+    # The evidence names the witness whose cosignature bounds the time: the earliest.
+    with pytest.raises(EntryAfterCosignature, match=f"witness {B} cosigned") as caught:
         check_entry_times([reply_at(5, bound + 1)], cosigned)
     assert caught.value.notes == (cosigned.note.text(),)
     assert caught.value.replies[0].entry.ts == bound + 1

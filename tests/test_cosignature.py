@@ -5,7 +5,7 @@ strict parsing of ``add-checkpoint`` bodies and 409 size answers."""
 import nacl.signing
 import pytest
 
-from client.protocol.checkpoint import parse_note, parse_signature_lines
+from client.protocol.checkpoint import Signature, parse_note, parse_signature_lines
 from client.protocol.cosignature import (AddCheckpoint, add_cosignatures, check_cosignature,
                                          cosign, cosigned_by, cosigned_message,
                                          format_add_checkpoint, format_size,
@@ -60,6 +60,25 @@ def test_a_cosignature_by_another_key_or_over_another_time_is_refused(vectors):
     assert cosigned_by(cosigned, [vkey, impostor]) == {vkey.name: vector["timestamp"]}
     # A witness that did not cosign does not hide the ones listed after it.
     assert cosigned_by(cosigned, [impostor, vkey]) == {vkey.name: vector["timestamp"]}
+
+
+def test_cosignature_timestamps_are_unsigned_64_bit(vectors):
+    _, key, vkey = vector_witness(vectors)
+    note = parse_note(vectors["checkpoint"]["note"])
+    for timestamp in (0, 2**63, 2**64 - 1):
+        cosigned = add_cosignatures(note, [cosign(note.body, vkey, key, timestamp)])
+        assert check_cosignature(cosigned, vkey) == timestamp
+
+
+@pytest.mark.parametrize("length", [0, 4, 64, 73])
+def test_a_line_of_the_witness_key_but_not_72_bytes_is_no_cosignature(vectors, length):
+    # A hostile note may carry anything under the witness's name and key hash.
+    _, key, vkey = vector_witness(vectors)
+    note = parse_note(vectors["checkpoint"]["note"])
+    odd = add_cosignatures(note, [Signature(vkey.name, vkey.key_hash, bytes(length))])
+    with pytest.raises(VerificationError, match="no valid cosignature"):
+        check_cosignature(odd, vkey)
+    assert cosigned_by(odd, [vkey]) == {}
 
 
 def test_the_witness_name_of_a_keyserver():

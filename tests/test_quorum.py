@@ -298,6 +298,11 @@ def test_the_future_bound_at_its_boundary(log, witnesses, registered):
         note, (now + COSIGNATURE_FUTURE_MS) // 1000 + 1)])
     refused = check_cosigners(beyond, keys, now)
     assert refused.cosigners == {} and A in refused.refused[0]
+    assert refused.refused[0].endswith("more than 5 minutes in this client's future")
+    # A witness dating ahead hides no other witness listed after it.
+    both = add_cosignatures(beyond, [witnesses[B].cosign(note, now // 1000)])
+    assert check_cosigners(both, keys + [witnesses[B].vkey], now).cosigners == {
+        B: now // 1000}
 
 
 def reply_at(pos: int, ts: int):

@@ -21,7 +21,8 @@ from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedToke
                                   parse_head, parse_issued_tokens, parse_keyinit_receipt,
                                   parse_uid_message_reply)
 from client.protocol.wire import KeyInitStatus, format_keyinit_status, parse_keyinit_status
-from client.protocol.wire import LogHead, format_log_head, parse_log_head, parse_user_lookup
+from client.protocol.wire import (ConsistencyProof, LogHead, format_log_head, parse_consistency_proof,
+                                  parse_log_head, parse_user_lookup)
 from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, UIDMessageReply,
                                   format_reply_bundle, parse_reply_bundle, reply_signing_bytes)
 from client.protocol.signedjson import signing_bytes
@@ -227,6 +228,23 @@ HEAD_REJECTS = {
                     "the server's head is malformed: entry: must encode 153 bytes, not 32"),
     "a-list": (lambda obj: [], "the server's head is malformed: head: not a JSON object"),
 }
+
+
+PROOF = {"first": 1, "second": 2, "hashes": [b64encode(bytes(32))] * 2}
+
+
+@pytest.mark.parametrize("obj, message", [
+    ([], "not a JSON object"),
+    ({**PROOF, "hashes": "x"}, "hashes: must be a list"),
+    ({**PROOF, "hashes": [b64encode(bytes(32)), b64encode(bytes(31))]},
+     "hashes[1]: must encode 32 bytes, not 31"),
+    ({**PROOF, "hashes": [b64encode(bytes(32))] * 129}, "hashes: more than 128"),
+])
+def test_a_malformed_consistency_proof_is_the_servers_fault(obj, message):
+    with pytest.raises(VerificationError) as info:
+        parse_consistency_proof(obj)
+    assert str(info.value) == f"the consistency proof is malformed: {message}"
+    assert parse_consistency_proof(PROOF) == ConsistencyProof(1, 2, (bytes(32),) * 2)
 
 
 def test_log_head_round_trip_with_and_without_a_checkpoint():

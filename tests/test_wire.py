@@ -245,6 +245,8 @@ def test_a_malformed_consistency_proof_is_the_servers_fault(obj, message):
         parse_consistency_proof(obj)
     assert str(info.value) == f"the consistency proof is malformed: {message}"
     assert parse_consistency_proof(PROOF) == ConsistencyProof(1, 2, (bytes(32),) * 2)
+    longest = {**PROOF, "hashes": [b64encode(bytes(32))] * 128}    # two paths of 64
+    assert len(parse_consistency_proof(longest).hashes) == 128
 
 
 def test_log_head_round_trip_with_and_without_a_checkpoint():

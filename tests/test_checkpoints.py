@@ -226,10 +226,16 @@ def test_light_lookup_catches_a_rewritten_history(log, registered, forge):
     session.light_lookup("alice@example.org")
     held = log.home.checkpoint(log.name)
     attack = log.fetcher.attack = RewrittenLog(log, forge)
-    with pytest.raises(HistoryRewritten):
+    with pytest.raises(HistoryRewritten) as caught:
         log.session().light_lookup("bob@example.org")
     assert not log.fetcher.errors
     assert evidence_of(log)[1] == [held, attack.notes[-1]]
+    # What the user reads: which two checkpoints contradict each other, and why.
+    assert str(caught.value) == (
+        "this server is cheating: it rewrote the history of its log (§8): the checkpoint of"
+        " tree size 16 it signed now is not consistent with the one of tree size 6 it signed"
+        " before (the tree of size 16 does not extend the tree of size 6: the log was"
+        " rewritten)")
 
 
 def test_light_lookup_without_a_chain_refuses_a_reply_no_listed_key_signed(log, registered):

@@ -12,7 +12,7 @@ from client.protocol.checkpoint import (Checkpoint, format_checkpoint, parse_not
                                         verify_checkpoint)
 from client.protocol.encoding import sha256
 from client.protocol.errors import VerificationError
-from client.protocol.merkle import (MemoryTree, check_consistency, check_inclusion,
+from client.protocol.merkle import (CompactTree, MemoryTree, check_consistency, check_inclusion,
                                     leaf_hash, node_hash, prove_consistency,
                                     prove_inclusion, tree_root)
 from client.protocol.note import VerifierKey
@@ -41,6 +41,18 @@ def test_every_root_matches_the_definition():
     tree = MemoryTree(ENTRIES)
     for size in range(len(ENTRIES) + 1):
         assert tree_root(size, tree) == mth(ENTRIES[:size])
+
+
+def test_a_compact_tree_has_the_root_of_the_definition_at_every_size():
+    compact = CompactTree()
+    assert compact.root() == mth([]) == sha256(b"")        # RFC 9162: MTH({})
+    for size, entry in enumerate(ENTRIES, 1):
+        compact.append(entry)
+        assert compact.size == size and compact.root() == mth(ENTRIES[:size])
+        # What a client keeps: one hash per bit of the size, enough to go on from.
+        assert CompactTree(size, compact.hashes).root() == compact.root()
+    with pytest.raises(ValueError, match="a tree of size 3 has 2 subtree roots, not 1"):
+        CompactTree(3, compact.hashes[:1])
 
 
 def test_every_inclusion_proof_checks_and_a_wrong_one_does_not():

@@ -21,7 +21,8 @@ from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedToke
                                   parse_head, parse_issued_tokens, parse_keyinit_receipt,
                                   parse_uid_message_reply)
 from client.protocol.wire import KeyInitStatus, format_keyinit_status, parse_keyinit_status
-from client.protocol.wire import (ConsistencyProof, LogHead, format_log_head, parse_consistency_proof,
+from client.protocol.wire import (CHECKPOINT_BYTES, ConsistencyProof, LogHead, format_log_head,
+                                  parse_checkpoint_note, parse_consistency_proof,
                                   parse_log_head, parse_user_lookup)
 from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, UIDMessageReply,
                                   format_reply_bundle, parse_reply_bundle, reply_signing_bytes)
@@ -228,6 +229,17 @@ HEAD_REJECTS = {
                     "the server's head is malformed: entry: must encode 153 bytes, not 32"),
     "a-list": (lambda obj: [], "the server's head is malformed: head: not a JSON object"),
 }
+
+
+def test_a_checkpoint_note_of_16_kib_is_read_and_a_longer_one_refused(vectors):
+    note = vectors["checkpoint"]["note"].encode()
+    line = "\u2014 {} AAAAAAA=\n"     # a signature line: 4-byte key hash, 1 byte
+    filler = len(line.format("").encode())
+    longest = note + line.format("n" * (CHECKPOINT_BYTES - len(note) - filler)).encode()
+    assert len(longest) == CHECKPOINT_BYTES == 16 * 1024
+    assert len(parse_checkpoint_note(longest).signatures) == 2
+    with pytest.raises(VerificationError, match="the checkpoint is too long"):
+        parse_checkpoint_note(longest.replace(b" AAAAAAA=", b"n AAAAAAA="))
 
 
 PROOF = {"first": 1, "second": 2, "hashes": [b64encode(bytes(32))] * 2}

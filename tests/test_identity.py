@@ -78,3 +78,21 @@ def test_identities_and_server_names_at_the_length_limit():
         with pytest.raises(InvalidIdentity) as refused:
             check_server_name(name)
         assert str(refused.value) == f"server name {name!r} is too long"
+
+
+def test_a_refused_identity_says_which_part_is_wrong():
+    # The user's only explanation (keyclient prints it for a bad IDENTITY argument).
+    for text, reason in [
+        ("a..b@example.org", "'a..b@example.org': the part before @ must be 1-64 characters"
+         " of a-z, 2-9, '.' and '-', starting and ending with a letter or digit, without"
+         " '..'"),
+        ("alice@-example.org", "'alice@-example.org': '-example.org' is not a valid domain"
+         " name"),
+    ]:
+        with pytest.raises(InvalidIdentity) as refused:
+            normalize_identity(text)
+        assert str(refused.value) == reason
+    with pytest.raises(InvalidIdentity) as refused:
+        check_server_name("example.org:8080")
+    assert str(refused.value) == \
+        "'example.org:8080' is not a valid server name (lowercase DNS name, no port)"

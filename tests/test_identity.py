@@ -83,6 +83,8 @@ def test_identities_and_server_names_at_the_length_limit():
 def test_a_refused_identity_says_which_part_is_wrong():
     # The user's only explanation (keyclient prints it for a bad IDENTITY argument).
     for text, reason in [
+        ("\u00e5lice@example.org", "'\u00e5lice@example.org': identities are ASCII only"),
+        ("alice", "'alice': an identity is localpart@domain with exactly one @"),
         ("a..b@example.org", "'a..b@example.org': the part before @ must be 1-64 characters"
          " of a-z, 2-9, '.' and '-', starting and ending with a letter or digit, without"
          " '..'"),

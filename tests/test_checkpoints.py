@@ -5,6 +5,7 @@ lookups proven in a checkpoint's tree. A server that rewrites its history (one
 entry swapped, or the log truncated and grown again) is caught by a client that
 holds an older checkpoint, and both checkpoint notes are kept as evidence."""
 
+import nacl.signing
 import pytest
 from click.testing import CliRunner
 
@@ -13,6 +14,7 @@ from client.protocol.encoding import b64encode
 from client.protocol.errors import VerificationError
 from client.protocol.merkle import MemoryTree, prove_consistency, prove_inclusion, tree_root
 from client.protocol.note import parse_verifier_key
+from client.protocol.signedjson import sign_json
 from client.session import ServerSession, add_server
 from client.store.home import Home
 from client.trust.checkpoints import HistoryRewritten
@@ -204,6 +206,15 @@ def test_light_lookup_without_a_chain(log, registered):
     assert not any(path.startswith("/v1/hashchain?") for _, path in log.fetcher.seen)
 
 
+def test_light_lookup_of_an_entry_no_checkpoint_covers_yet_says_what_to_do(log, registered):
+    registered.register("carol@example.org")            # position 6, tree size 6
+    with pytest.raises(VerificationError, match="^no checkpoint covers position 6 yet: try "
+                                                "again later, or sync the whole chain$"):
+        log.session().light_lookup("carol@example.org")
+    log.checkpoint()
+    assert log.session().light_lookup("carol@example.org").found.pos == 6
+
+
 def test_light_lookup_after_a_sync_uses_the_chains_log_key(log, registered):
     log.session().sync()
     assert log.session().light_lookup("alice@example.org").log_key_from == "chain"
@@ -215,20 +226,62 @@ def test_light_lookup_catches_a_rewritten_history(log, registered, forge):
     session.light_lookup("alice@example.org")
     held = log.home.checkpoint(log.name)
     attack = log.fetcher.attack = RewrittenLog(log, forge)
-    with pytest.raises(HistoryRewritten):
+    with pytest.raises(HistoryRewritten) as caught:
         log.session().light_lookup("bob@example.org")
     assert not log.fetcher.errors
     assert evidence_of(log)[1] == [held, attack.notes[-1]]
+    # What the user reads: which two checkpoints contradict each other, and why.
+    assert str(caught.value) == (
+        "this server is cheating: it rewrote the history of its log (§8): the checkpoint of"
+        " tree size 16 it signed now is not consistent with the one of tree size 6 it signed"
+        " before (the tree of size 16 does not extend the tree of size 6: the log was"
+        " rewritten)")
 
 
-def test_light_lookup_rejects_a_bad_inclusion_proof(log, registered):
+def test_light_lookup_without_a_chain_refuses_a_reply_no_listed_key_signed(log, registered):
+    stranger = nacl.signing.SigningKey.generate()
+
     def attack(request):
         answer = request.forward()
         if request.route.startswith("/v1/users/"):
             body = answer.json()
-            body["leaf_proof"]["hashes"][0] = b64encode(bytes(32))
+            reply = body["uid_message_reply"]
+            del reply["signatures"]
+            body["uid_message_reply"] = sign_json(reply, log.name, "ed25519:x", stranger)
             return Answer.of_json(body)
         return answer
     log.fetcher.attack = attack
-    with pytest.raises(VerificationError, match="is not in the tree"):
+    # The user's only explanation (``keyclient lookup --light``).
+    with pytest.raises(VerificationError, match="^the reply for position 5 is not signed by a key"
+                                                " the server's capabilities list$"):
+        log.session().light_lookup("bob@example.org")
+
+
+def bad_hash(proof):
+    proof["hashes"][0] = b64encode(bytes(32))
+
+
+def other_leaf(proof):
+    proof["leaf_index"] -= 1
+
+
+def other_tree(proof):
+    proof["tree_size"] -= 1
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (bad_hash, "is not in the tree"),
+    (other_leaf, "^the inclusion proof is for leaf 4 of tree size 6, not 5 of 6$"),
+    (other_tree, "^the inclusion proof is for leaf 5 of tree size 5, not 5 of 6$"),
+], ids=["bad-hash", "other-leaf", "other-tree"])
+def test_light_lookup_rejects_a_bad_inclusion_proof(log, registered, tamper, message):
+    def attack(request):
+        answer = request.forward()
+        if request.route.startswith("/v1/users/"):
+            body = answer.json()
+            tamper(body["leaf_proof"])
+            return Answer.of_json(body)
+        return answer
+    log.fetcher.attack = attack
+    with pytest.raises(VerificationError, match=message):
         log.session().light_lookup("bob@example.org")

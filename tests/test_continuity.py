@@ -71,6 +71,19 @@ def test_a_message_shown_that_the_history_does_not_hold_compares_the_current_key
     assert has_new_owner([KeyChange(6, NEW_OWNER, third, "x")])
 
 
+def test_without_the_message_shown_the_current_one_is_announced_with_its_kind():
+    # alice's name expired and was taken again at 6 by someone else; a home whose chain
+    # was replaced remembers a message the history does not hold.
+    keys = [nacl.signing.SigningKey.generate() for _ in range(3)]
+    matches = [match(1, ALICE, sigkey=keys[0]),
+               match(4, ALICE, ts=T0 + 1, msgcount=1, sigkey=keys[1], previous=keys[0]),
+               match(6, ALICE, ts=T0 + 400 * DAY_MS, sigkey=keys[2])]
+    result = verify_history(ALICE, SERVER, matches, server_record(), ANY_TIME)
+    changes = changes_since(Shown(5, "0000 0000"), result)
+    assert changes == [KeyChange(6, NEW_OWNER, key_fingerprint(keys[2]), "0000 0000")]
+    assert has_new_owner(changes)
+
+
 # --- keyclient against the in-process server -----------------------------------------
 
 @pytest.fixture

@@ -5,7 +5,7 @@ strict parsing of ``add-checkpoint`` bodies and 409 size answers."""
 import nacl.signing
 import pytest
 
-from client.protocol.checkpoint import parse_note, parse_signature_lines
+from client.protocol.checkpoint import Signature, parse_note, parse_signature_lines
 from client.protocol.cosignature import (AddCheckpoint, check_cosignature, cosign,
                                          cosigned_message, format_add_checkpoint, format_size,
                                          parse_add_checkpoint, parse_size, witness_name,
@@ -58,6 +58,27 @@ def test_a_cosignature_by_another_key_or_over_another_time_is_refused(vectors):
     # The log's own signature line is not a cosignature, whatever its name.
     assert cosigners(note, [vkey, impostor]) == {}
     assert cosigners(cosigned, [vkey, impostor]) == {vkey.name: vector["timestamp"]}
+    # A witness that did not cosign does not hide the ones listed after it.
+    assert cosigners(cosigned, [impostor, vkey]) == {vkey.name: vector["timestamp"]}
+
+
+def test_cosignature_timestamps_are_unsigned_64_bit(vectors):
+    _, key, vkey = vector_witness(vectors)
+    note = parse_note(vectors["checkpoint"]["note"])
+    for timestamp in (0, 2**63, 2**64 - 1):
+        cosigned = with_cosignatures(note, [cosign(note.body, vkey, key, timestamp)])
+        assert check_cosignature(cosigned, vkey) == timestamp
+
+
+@pytest.mark.parametrize("length", [0, 4, 64, 73])
+def test_a_line_of_the_witness_key_but_not_72_bytes_is_no_cosignature(vectors, length):
+    # A hostile note may carry anything under the witness's name and key hash.
+    _, key, vkey = vector_witness(vectors)
+    note = parse_note(vectors["checkpoint"]["note"])
+    odd = with_cosignatures(note, [Signature(vkey.name, vkey.key_hash, bytes(length))])
+    with pytest.raises(VerificationError, match="no valid cosignature"):
+        check_cosignature(odd, vkey)
+    assert cosigners(odd, [vkey]) == {}
 
 
 def test_the_witness_name_of_a_keyserver():
@@ -71,6 +92,10 @@ def test_an_add_checkpoint_body_round_trips(vectors):
     assert body.startswith(b"old 1\nAAAA")
     assert parse_add_checkpoint(body) == AddCheckpoint(1, tuple(proof), parse_note(note_text))
     assert parse_add_checkpoint(format_add_checkpoint(0, [], note_text)).proof == ()
+    # C2SP allows up to 63 proof lines (a proof between trees of up to 2^63 leaves).
+    longest = [bytes([i]) * 32 for i in range(63)]
+    assert parse_add_checkpoint(format_add_checkpoint(1, longest, note_text)).proof \
+        == tuple(longest)
 
 
 @pytest.mark.parametrize("body, message", [
@@ -92,7 +117,9 @@ def test_a_malformed_add_checkpoint_body_is_a_bad_request(vectors, body, message
 
 def test_size_answers():
     assert format_size(12) == b"12\n"
-    assert parse_size(b"12\n") == 12
-    for bad in (b"12", b"012\n", b"-1\n", b"x\n"):
+    for size in (0, 7, 12, 2**63):
+        assert parse_size(format_size(size)) == size
+    # Whatever bytes a witness answers, the log gets a VerificationError, not a crash.
+    for bad in (b"12", b"012\n", b"-1\n", b"x\n", b"1\xff\n", b"\xc2\xb2\n"):
         with pytest.raises(VerificationError):
             parse_size(bad)

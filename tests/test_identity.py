@@ -59,3 +59,42 @@ def test_server_names(name):
 def test_bad_server_names(name):
     with pytest.raises(InvalidIdentity):
         check_server_name(name)
+
+
+DOMAIN_191 = ".".join(letter * 63 for letter in "abc")
+
+
+def test_identities_and_server_names_at_the_length_limit():
+    # §2: an identity is at most 254 characters, keyserver@<server name> included.
+    longest = "x" * 62 + "@" + DOMAIN_191
+    assert len(longest) == 254 and normalize_identity(longest) == longest
+    with pytest.raises(InvalidIdentity) as refused:
+        normalize_identity("x" + longest)
+    assert str(refused.value) == f"{'x' + longest!r}: longer than 254 characters"
+    server = DOMAIN_191 + "." + "d" * 52
+    assert len("keyserver@" + server) == 254
+    check_server_name(server)
+    for name in (server + "d", server + ".e" * 5):       # 245 and 254 characters
+        with pytest.raises(InvalidIdentity) as refused:
+            check_server_name(name)
+        assert str(refused.value) == f"server name {name!r} is too long"
+
+
+def test_a_refused_identity_says_which_part_is_wrong():
+    # The user's only explanation (keyclient prints it for a bad IDENTITY argument).
+    for text, reason in [
+        ("\u00e5lice@example.org", "'\u00e5lice@example.org': identities are ASCII only"),
+        ("alice", "'alice': an identity is localpart@domain with exactly one @"),
+        ("a..b@example.org", "'a..b@example.org': the part before @ must be 1-64 characters"
+         " of a-z, 2-9, '.' and '-', starting and ending with a letter or digit, without"
+         " '..'"),
+        ("alice@-example.org", "'alice@-example.org': '-example.org' is not a valid domain"
+         " name"),
+    ]:
+        with pytest.raises(InvalidIdentity) as refused:
+            normalize_identity(text)
+        assert str(refused.value) == reason
+    with pytest.raises(InvalidIdentity) as refused:
+        check_server_name("example.org:8080")
+    assert str(refused.value) == \
+        "'example.org:8080' is not a valid server name (lowercase DNS name, no port)"

@@ -61,7 +61,8 @@ def test_lookup(live_server, users_live, tmp_path):
     missing = keyclient(home, "lookup", "nobody@example.org")
     assert missing.exit_code == 1 and "not found on example.org" in missing.output
     bad = keyclient(home, "lookup", "not an identity")
-    assert bad.exit_code == 2 and "Invalid value for 'IDENTITY'" in bad.output
+    assert bad.exit_code == 2 and "Invalid value for 'IDENTITY': 'not an identity': an " \
+        "identity is localpart@domain with exactly one @" in bad.output     # says why
 
 
 def test_tokens_add_buy_list(live_server, tmp_path):

@@ -6,7 +6,8 @@ import nacl.signing
 import pytest
 
 from client.keyring import FetchKeyResult, KeyFetcher, Keyring
-from client.protocol.errors import TransportError, VerificationError
+from client.protocol.encoding import b64encode
+from client.protocol.errors import ProtocolError, TransportError, VerificationError
 from client.protocol.keyquery import Notary, format_key_query, parse_notary_answer
 from client.protocol.serverkeys import format_key_document, parse_key_document, sign_key_document
 from client.protocol.signedjson import sign_json
@@ -69,6 +70,29 @@ def test_disagreement_compares_every_key_not_which_are_current():
     assert "the server did not show ed25519:b" in disagreement(document([A]), DURING)
 
 
+def signed_document(keys):
+    """A self-signed document with ``keys`` (key id -> signing key) as its current keys,
+    whatever ids they carry elsewhere."""
+    raw = format_key_document(SERVER, {key_id: bytes(key.verify_key)
+                                       for key_id, key in keys.items()}, {}, T + 24 * HOUR)
+    return parse_key_document(sign_key_document(raw, SERVER, keys), SERVER)
+
+
+@pytest.mark.parametrize("notarized, why", [
+    (signed_document({"ed25519:s": STRANGER, "ed25519:t": A}),
+     "the notary does not know ed25519:a, ed25519:b; "
+     "the server did not show ed25519:s, ed25519:t"),
+    (signed_document({"ed25519:a": B, "ed25519:b": A}), "other keys under ed25519:a, ed25519:b"),
+    (signed_document({"ed25519:a": B, "ed25519:s": STRANGER}),
+     "the notary does not know ed25519:b; the server did not show ed25519:s; "
+     "other keys under ed25519:a"),
+])
+def test_disagreement_names_every_key_id_in_question(notarized, why):
+    # The user's only explanation of why the server is not trusted: a key id
+    # holding another key is as much a disagreement as a missing one.
+    assert disagreement(DURING, notarized) == why
+
+
 class Source(KeyFetcher):
     def __init__(self, result, source="fake"):
         self.result, self.source, self.asked = result, source, 0
@@ -121,8 +145,62 @@ def test_every_source_refused_for_a_stranger_key(home):
         keyring.check_valid(PB, T, KEYS, False, "a reply")
 
 
+def member(**members):
+    return {**DURING.raw, **members}
+
+
+KEY = {"key": b64encode(PA)}
+#: Shape errors come before the signature check: each names the member (§11.1).
+MALFORMED_DOCUMENTS = {
+    "a-list": ([], "not a JSON object"),
+    "name-not-a-string": (member(server_name=1), "server_name: must be a string"),
+    "name-not-a-server-name": (member(server_name="Example.org"),
+                               "server_name 'Example.org' is not a server name"),
+    "no-current-key": (member(verify_keys={}), "verify_keys: 1 to 2 keys, not 0"),
+    "three-current-keys": (member(verify_keys={"ed25519:a": KEY, "ed25519:b": KEY,
+                                               "ed25519:c": KEY}),
+                           "verify_keys: 1 to 2 keys, not 3"),
+    "not-an-ed25519-id": (member(verify_keys={"rsa:a": KEY}),
+                          "verify_keys: must map ed25519 key ids"),
+    "key-not-an-object": (member(verify_keys={"ed25519:a": b64encode(PA)}),
+                          'verify_keys ed25519:a: expected {"key": base64}'),
+    "key-of-31-bytes": (member(verify_keys={"ed25519:a": {"key": b64encode(PA[:31])}}),
+                        "verify_keys ed25519:a: must encode 32 bytes, not 31"),
+    "old-not-a-map": (member(old_verify_keys=[]), "old_verify_keys: must map ed25519 key ids"),
+    "old-key-without-expiry": (member(old_verify_keys={"ed25519:o": KEY}),
+                               "old_verify_keys ed25519:o expired_ts: must be an integer in "
+                               "[0, 2^53-1]"),
+    "negative-validity": (member(valid_until_ts=-1),
+                          "valid_until_ts: must be an integer in [0, 2^53-1]"),
+    "validity-a-bool": (member(valid_until_ts=True),
+                        "valid_until_ts: must be an integer in [0, 2^53-1]"),
+}
+
+
+@pytest.mark.parametrize("obj, message", MALFORMED_DOCUMENTS.values(),
+                         ids=MALFORMED_DOCUMENTS.keys())
+def test_a_malformed_key_document_is_refused_naming_the_member(obj, message):
+    with pytest.raises(VerificationError) as refused:
+        parse_key_document(obj, SERVER)
+    assert str(refused.value) == f"malformed key document: {message}"
+
+
 NOTARY_KEY = nacl.signing.SigningKey(bytes([9]) * 32)
 NOTARY = Notary("notary.org", "https://notary.org", "ed25519:n", bytes(NOTARY_KEY.verify_key))
+
+
+@pytest.mark.parametrize("name, key_id, pubkey, message", [
+    ("Notary.org", "ed25519:n", bytes(32),
+     "'Notary.org' is not a valid server name (lowercase DNS name, no port)"),
+    ("notary.org", "rsa:n", bytes(32), "'rsa:n' is not an ed25519 key id"),
+    ("notary.org", "ed25519:n", bytes(31), "a notary key is 32 bytes"),
+    ("notary.org", "ed25519:n", bytes(33), "a notary key is 32 bytes"),
+])
+def test_a_notary_is_refused_with_the_reason_keyclient_shows(name, key_id, pubkey, message):
+    # ``keyclient notary add`` prints this message as the only explanation.
+    with pytest.raises(ProtocolError) as refused:
+        Notary(name, "https://notary.org", key_id, pubkey)
+    assert str(refused.value) == message
 
 
 def test_a_notary_answer_counts_only_signed_by_the_notary():
@@ -135,5 +213,18 @@ def test_a_notary_answer_counts_only_signed_by_the_notary():
         parse_notary_answer({"server_keys": [forged]}, SERVER, NOTARY)
     with pytest.raises(VerificationError, match="server_keys"):
         parse_notary_answer({"server_keys": {}}, SERVER, NOTARY)
+
+
+@pytest.mark.parametrize("answer", [[], "server_keys", None, {"server_keys": [{}] * 17}])
+def test_a_notary_answer_of_the_wrong_shape_or_too_long_is_refused(answer):
+    with pytest.raises(VerificationError, match="at most 16 documents"):
+        parse_notary_answer(answer, SERVER, NOTARY)
+
+
+def test_a_notary_answer_of_sixteen_documents_is_read():
+    signed = sign_json(DURING.raw, "notary.org", "ed25519:n", NOTARY_KEY)
+    other = sign_json(document([A], name="other.org").raw, "notary.org", "ed25519:n", NOTARY_KEY)
+    assert parse_notary_answer({"server_keys": [other] * 15 + [signed]}, SERVER, NOTARY) \
+        == [DURING]
     assert format_key_query(SERVER, ["ed25519:a"], T) == {
         "server_keys": {SERVER: {"ed25519:a": {"minimum_valid_until_ts": T}}}}

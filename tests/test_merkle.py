@@ -8,10 +8,11 @@ import nacl.signing
 import pytest
 
 from client.protocol.checkpoint import (Checkpoint, format_checkpoint, parse_note,
-                                        sign_checkpoint, verify_checkpoint)
+                                        parse_signature_lines, sign_checkpoint,
+                                        verify_checkpoint)
 from client.protocol.encoding import sha256
 from client.protocol.errors import VerificationError
-from client.protocol.merkle import (MemoryTree, check_consistency, check_inclusion,
+from client.protocol.merkle import (CompactTree, MemoryTree, check_consistency, check_inclusion,
                                     leaf_hash, node_hash, prove_consistency,
                                     prove_inclusion, tree_root)
 from client.protocol.note import VerifierKey
@@ -40,6 +41,18 @@ def test_every_root_matches_the_definition():
     tree = MemoryTree(ENTRIES)
     for size in range(len(ENTRIES) + 1):
         assert tree_root(size, tree) == mth(ENTRIES[:size])
+
+
+def test_a_compact_tree_has_the_root_of_the_definition_at_every_size():
+    compact = CompactTree()
+    assert compact.root() == mth([]) == sha256(b"")        # RFC 9162: MTH({})
+    for size, entry in enumerate(ENTRIES, 1):
+        compact.append(entry)
+        assert compact.size == size and compact.root() == mth(ENTRIES[:size])
+        # What a client keeps: one hash per bit of the size, enough to go on from.
+        assert CompactTree(size, compact.hashes).root() == compact.root()
+    with pytest.raises(ValueError, match="a tree of size 3 has 2 subtree roots, not 1"):
+        CompactTree(3, compact.hashes[:1])
 
 
 def test_every_inclusion_proof_checks_and_a_wrong_one_does_not():
@@ -145,6 +158,38 @@ def test_a_bad_checkpoint_is_refused(vectors, change, error):
         bytes.fromhex(vector["seed"])).verify_key))
     with pytest.raises(VerificationError, match=error):
         verify_checkpoint(parse_note(change(vector["note"])), key)
+
+
+ROOT = "myINuRDGUDd7XpcfnZEOo9RK2EhgsF3FFYKdqNSs27U="
+SIGNED_BY = "\u2014 example.org/keyserver "
+
+
+@pytest.mark.parametrize("change, error", [
+    (lambda t: t.replace("example.org/keyserver\n2", "\n2", 1), "not <origin>, <size>"),
+    (lambda t: t.replace(ROOT, ROOT[:-4] + "2w=="), "root hash is not 32 bytes"),
+    (lambda t: t.replace(ROOT, ROOT[:-2] + "V="), "root hash is not canonical base64"),
+    (lambda t: t + "\n", "not a note signature line: ''"),
+    (lambda t: t.replace(SIGNED_BY, "\u2014  "), "not a note signature line"),
+    (lambda t: t.replace(SIGNED_BY, "\u2014 example.org /keyserver "),
+     "not a note signature line"),
+    (lambda t: t[:-1], "no signature block"),
+], ids=["empty-origin", "root-of-31-bytes", "root-not-canonical", "empty-line-after",
+        "empty-signer-name", "space-in-signer-name", "no-final-newline"])
+def test_a_note_off_the_signed_note_format_does_not_parse(vectors, change, error):
+    with pytest.raises(VerificationError, match=error):
+        parse_note(change(vectors["checkpoint"]["note"]))
+    with pytest.raises(VerificationError, match="not UTF-8"):
+        parse_note(vectors["checkpoint"]["note"].encode() + b"\xff\n")
+
+
+def test_signature_lines_hold_a_key_hash_and_at_least_one_byte():
+    shortest = parse_signature_lines("\u2014 w " + base64.b64encode(bytes(5)).decode() + "\n")
+    assert [(s.name, s.key_hash, s.signature) for s in shortest] == [("w", bytes(4), bytes(1))]
+    with pytest.raises(VerificationError, match="a note signature is too short"):
+        parse_signature_lines("\u2014 w " + base64.b64encode(bytes(4)).decode() + "\n")
+    # A witness's answer is signature lines alone (§8.1), each ending in a newline.
+    with pytest.raises(VerificationError, match="must end with a newline"):
+        parse_signature_lines("\u2014 w " + base64.b64encode(bytes(5)).decode())
 
 
 def test_a_checkpoint_by_another_key_is_refused(vectors):

@@ -298,6 +298,11 @@ def test_the_future_bound_at_its_boundary(log, witnesses, registered):
         note, (now + COSIGNATURE_FUTURE_MS) // 1000 + 1)])
     refused = check_cosigners(beyond, keys, now)
     assert refused.cosigners == {} and A in refused.refused[0]
+    assert refused.refused[0].endswith("more than 5 minutes in this client's future")
+    # A witness dating ahead hides no other witness listed after it.
+    both = with_cosignatures(beyond, [witnesses[B].cosign(note, now // 1000)])
+    assert check_cosigners(both, keys + [witnesses[B].vkey], now).cosigners == {
+        B: now // 1000}
 
 
 def reply_at(pos: int, ts: int):
@@ -309,11 +314,12 @@ def test_entry_times_against_the_cosignature_at_the_boundary(log, witnesses, reg
     note = parse_note(log.fetcher.send("GET", ROUTE_CHECKPOINT, {}, None).body)   # size 6
     cosigned_s = now_ms() // 1000
     cosigned = check_cosigners(with_cosignatures(note, [
-        witnesses[A].cosign(note, cosigned_s), witnesses[B].cosign(note, cosigned_s + 60)]),
+        witnesses[A].cosign(note, cosigned_s + 60), witnesses[B].cosign(note, cosigned_s)]),
         [witnesses[A].vkey, witnesses[B].vkey], now_ms())
     bound = cosigned_s * 1000 + COSIGNED_SLACK_MS   # the earliest cosignature's
     check_entry_times([reply_at(5, bound), reply_at(6, bound + 10**9)], cosigned)  # 6: outside
-    with pytest.raises(EntryAfterCosignature, match=f"witness {A} cosigned") as caught:
+    # The evidence names the witness whose cosignature bounds the time: the earliest.
+    with pytest.raises(EntryAfterCosignature, match=f"witness {B} cosigned") as caught:
         check_entry_times([reply_at(5, bound + 1)], cosigned)
     assert caught.value.notes == (cosigned.note.text(),)
     assert caught.value.replies[0].entry.ts == bound + 1

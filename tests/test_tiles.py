@@ -21,8 +21,9 @@ import pytest
 
 from client.protocol.errors import BadRequest, VerificationError
 from client.protocol.merkle import check_consistency, check_inclusion
-from client.protocol.tiles import (Tile, format_tile_path, parse_entry_bundle, parse_hash_tile,
-                                   parse_tile_path, tiles_for_size)
+from client.protocol.tiles import (Tile, format_entry_bundle, format_hash_tile, format_tile_path,
+                                   parse_entry_bundle, parse_hash_tile, parse_tile_path,
+                                   tiles_for_size)
 from keyserver.service import checkpoints as checkpoint_service
 from keyserver.service.signing import key_file_path, read_log_key
 from keyserver.storage import chain, db
@@ -220,6 +221,7 @@ PATHS = [
     ("/tile/0/000.p/256", 400), ("/tile/0/000.p/01", 400), ("/tile/0/000.p/", 400),
     ("/tile/0/000.p", 400), ("/tile/entries/000.p/1/2", 400), ("/tile/entries", 400),
     ("/tile/0/000/", 400), ("/tile/0/x999999999999999999999/000", 400),
+    ("/tile/0/x01/000", 400), ("/tile/0/1001/000", 400),
     ("/tile/0/x001/000", 404), ("/tile/63/000.p/1", 404), ("/tile/entries/000", 404),
 ]
 
@@ -241,6 +243,23 @@ def test_tile_paths_round_trip():
         assert parse_tile_path("/" + format_tile_path(tile)) == tile
     with pytest.raises(BadRequest):
         parse_tile_path("tile/0/x018/x446/x744/x073/x709/x551/616")    # 2^64
+
+
+def test_tile_contents_round_trip_and_cut_ones_are_refused():
+    hashes = [bytes([i]) * 32 for i in range(3)]
+    assert parse_hash_tile(format_hash_tile(hashes), Tile(0, 0, 3)) == hashes
+    with pytest.raises(VerificationError, match=r"^tile/0/000\.p/3: 64 bytes, not 3 hashes$"):
+        parse_hash_tile(format_hash_tile(hashes[:2]), Tile(0, 0, 3))
+    # C2SP entry bundles: entries of any length (up to 65535), the empty one included.
+    entries = [b"x", bytes(range(256)) * 2, b""]
+    bundle = Tile(None, 1000, 3)
+    data = format_entry_bundle(entries)
+    assert parse_entry_bundle(data, bundle) == entries
+    for cut, why in [(data + b"\x00", "cut inside a length"),
+                     (data[:-3], "cut inside an entry"),
+                     (format_entry_bundle(entries[:2]), "2 entries, not 3")]:
+        with pytest.raises(VerificationError, match=rf"^tile/entries/x001/000\.p/3: {why}$"):
+            parse_entry_bundle(cut, bundle)
 
 
 def test_tiles_for_large_sizes_have_the_levels_and_partials_of_go_tlog():

@@ -21,7 +21,9 @@ from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedToke
                                   parse_head, parse_issued_tokens, parse_keyinit_receipt,
                                   parse_uid_message_reply)
 from client.protocol.wire import KeyInitStatus, format_keyinit_status, parse_keyinit_status
-from client.protocol.wire import format_log_head, parse_log_head
+from client.protocol.wire import (CHECKPOINT_BYTES, ConsistencyProof, LogHead, format_log_head,
+                                  parse_checkpoint_note, parse_consistency_proof,
+                                  parse_log_head, parse_user_lookup)
 from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, UIDMessageReply,
                                   format_reply_bundle, parse_reply_bundle, reply_signing_bytes)
 from client.protocol.signedjson import signing_bytes
@@ -227,6 +229,69 @@ HEAD_REJECTS = {
                     "the server's head is malformed: entry: must encode 153 bytes, not 32"),
     "a-list": (lambda obj: [], "the server's head is malformed: head: not a JSON object"),
 }
+
+
+def test_a_checkpoint_note_of_16_kib_is_read_and_a_longer_one_refused(vectors):
+    note = vectors["checkpoint"]["note"].encode()
+    line = "\u2014 {} AAAAAAA=\n"     # a signature line: 4-byte key hash, 1 byte
+    filler = len(line.format("").encode())
+    longest = note + line.format("n" * (CHECKPOINT_BYTES - len(note) - filler)).encode()
+    assert len(longest) == CHECKPOINT_BYTES == 16 * 1024
+    assert len(parse_checkpoint_note(longest).signatures) == 2
+    with pytest.raises(VerificationError, match="the checkpoint is too long"):
+        parse_checkpoint_note(longest.replace(b" AAAAAAA=", b"n AAAAAAA="))
+
+
+PROOF = {"first": 1, "second": 2, "hashes": [b64encode(bytes(32))] * 2}
+
+
+@pytest.mark.parametrize("obj, message", [
+    ([], "not a JSON object"),
+    ({**PROOF, "hashes": "x"}, "hashes: must be a list"),
+    ({**PROOF, "hashes": [b64encode(bytes(32)), b64encode(bytes(31))]},
+     "hashes[1]: must encode 32 bytes, not 31"),
+    ({**PROOF, "hashes": [b64encode(bytes(32))] * 129}, "hashes: more than 128"),
+])
+def test_a_malformed_consistency_proof_is_the_servers_fault(obj, message):
+    with pytest.raises(VerificationError) as info:
+        parse_consistency_proof(obj)
+    assert str(info.value) == f"the consistency proof is malformed: {message}"
+    assert parse_consistency_proof(PROOF) == ConsistencyProof(1, 2, (bytes(32),) * 2)
+    longest = {**PROOF, "hashes": [b64encode(bytes(32))] * 128}    # two paths of 64
+    assert len(parse_consistency_proof(longest).hashes) == 128
+
+
+def test_log_head_round_trip_with_and_without_a_checkpoint():
+    for log_head in (LogHead(Head(7, ENTRY, 99)),
+                     LogHead(Head(7, ENTRY, 99), 6, bytes(range(32)), "a note\n")):
+        assert parse_log_head(format_log_head(log_head)) == log_head
+
+
+def log_head(**members):
+    return {**format_log_head(LogHead(Head(7, ENTRY, 99), 6, bytes(32), "a note\n")),
+            **members}
+
+
+@pytest.mark.parametrize("obj, message", [
+    ([], "head: not a JSON object"),
+    (log_head(tree_size="6"), "tree_size: must be an integer in [0, 2^53-1]"),
+    (log_head(root_hash=b64encode(bytes(31))), "root_hash: must encode 32 bytes, not 31"),
+    (log_head(checkpoint=None), "checkpoint: must be a string"),
+])
+def test_a_malformed_log_head_is_the_servers_fault(obj, message):
+    with pytest.raises(VerificationError) as info:
+        parse_log_head(obj)
+    assert str(info.value) == f"the server's head is malformed: {message}"
+
+
+@pytest.mark.parametrize("obj, message", [
+    ([], "not a JSON object"), ({}, "leaf_proof: missing"),
+    ({"leaf_proof": None, "identity": 1}, "identity: must be a string"),
+])
+def test_a_malformed_lookup_answer_is_the_servers_fault(obj, message):
+    # What ``keyclient lookup --light`` shows: a VerificationError saying what is wrong.
+    with pytest.raises(VerificationError, match=f"^the lookup answer is malformed: {message}$"):
+        parse_user_lookup(obj)
 
 
 @pytest.mark.parametrize("how, error", HEAD_REJECTS.values(), ids=HEAD_REJECTS.keys())

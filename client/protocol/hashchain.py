@@ -144,7 +144,7 @@ def k1_values(block: bytes) -> bytes:
                      for i in range(33, len(block), ENTRY_SIZE)])
 
 
-def search_identity(entries: Iterable[bytes], identity: str, start: int = 0,
+def search_identity(entries: Iterable[bytes], identity: str,
                     k1s: Iterable[bytes] | None = None) -> Iterator[tuple[int, bytes]]:
     """Yield ``(position, UIDHash)`` for every entry of ``identity`` (§7.3), in order.
 
@@ -154,7 +154,7 @@ def search_identity(entries: Iterable[bytes], identity: str, start: int = 0,
     sha = fast_sha256
     if k1s is None:
         k1s = (k1_values(entry) for entry in entries)
-    for pos, (entry, k1) in enumerate(zip(entries, k1s), start):
+    for pos, (entry, k1) in enumerate(zip(entries, k1s)):
         if sha(k1 + target).digest() == entry[41:73]:
             uid_hash = open_entry(entry, identity, k1)
             if uid_hash is not None:

@@ -33,20 +33,6 @@ class KeyDocument:
     valid_until_ts: int
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
-    def key_valid_at(self, pubkey: bytes, ts: int) -> bool | None:
-        """Whether this document vouches for ``pubkey`` signing at ``ts`` (§11.3): a
-        current key while ``ts <= valid_until_ts``, an old key while ``ts <
-        expired_ts``. None when the document does not tell (a current key and a
-        ``ts`` past ``valid_until_ts``: a newer document may), False when it
-        denies it (an old key expired at or before ``ts``, or a key it does not
-        name at a time it covers)."""
-        for old, expired_ts in self.old_verify_keys.values():
-            if old == pubkey:
-                return ts < expired_ts
-        if pubkey in self.verify_keys.values():
-            return True if ts <= self.valid_until_ts else None
-        return False if ts <= self.valid_until_ts else None
-
     @property
     def pubkeys(self) -> set[bytes]:
         """Every key the document names, current or old."""
@@ -82,7 +68,10 @@ def _fail(what: str) -> VerificationError:
 def _key(value: Any, what: str) -> bytes:
     if not isinstance(value, dict) or not isinstance(value.get("key"), str):
         raise _fail(f"{what}: expected {{\"key\": base64}}")
-    return b64decode(value["key"], what, length=32, error=VerificationError)
+    try:
+        return b64decode(value["key"], what, length=32, error=VerificationError)
+    except VerificationError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _ms(value: Any, what: str) -> int:

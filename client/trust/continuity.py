@@ -62,11 +62,10 @@ def changes_since(shown: Shown | None, result: LookupResult) -> list[KeyChange]:
         return []
     history = result.history
     at = [index for index, found in enumerate(history) if Shown.of(found) == shown]
-    if not at:
+    if not at:     # then the current message is not the one shown either
         latest = Shown.of(history[-1])
-        return [] if latest == shown else [
-            KeyChange(latest.pos, classify(history[-1].message), latest.fingerprint,
-                      shown.fingerprint)]
+        return [KeyChange(latest.pos, classify(history[-1].message), latest.fingerprint,
+                          shown.fingerprint)]
     changes = []
     previous = shown.fingerprint
     for found in history[at[0] + 1:]:

@@ -45,7 +45,6 @@ class BrokenHistory(ServerCheating):
             f"this server is cheating: it signed the history of {identity} (positions "
             f"{positions}), which breaks the rules it must check before appending (§4, "
             f"§7.3): {reason}", replies)
-        self.identity = identity
 
 
 class EntryAfterCosignature(ServerCheating):

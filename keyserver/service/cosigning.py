@@ -24,7 +24,7 @@ import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from client.protocol.checkpoint import Note, Signature, parse_note, parse_signature_lines
 from client.protocol.cosignature import (SIZE_CONTENT_TYPE, check_cosignature,

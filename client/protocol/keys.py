@@ -76,9 +76,9 @@ def parse_key_entry(obj: Any, what: str, function: str) -> KeyEntry:
     return KeyEntry(function, pubkey)
 
 
-def ed25519_entry(key: nacl.signing.SigningKey | nacl.signing.VerifyKey) -> KeyEntry:
-    verify_key = key.verify_key if isinstance(key, nacl.signing.SigningKey) else key
-    return KeyEntry(ED25519, bytes(verify_key))
+def ed25519_entry(key: nacl.signing.SigningKey) -> KeyEntry:
+    """The key entry (§3) that names a signing key's public half."""
+    return KeyEntry(ED25519, bytes(key.verify_key))
 
 
 def sign_detached(signing_key: nacl.signing.SigningKey, message: bytes) -> bytes:

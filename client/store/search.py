@@ -9,6 +9,7 @@ a later search only scans the entries that arrived since.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Iterable, Sequence
 
 from ..interrupts import signals_blocked, worker_init
@@ -140,10 +141,31 @@ class _Indexer:
             _stop(pool)
 
 
+#: Seconds a pool's workers get to end on SIGTERM before they are killed.
+STOP_GRACE_S = 5.0
+
+
 def _stop(pool) -> None:
-    """End a pool's processes and wait for them."""
-    pool.terminate()
-    pool.join()
+    """End a pool's processes and wait for them. A worker forked while another thread
+    of the command held a lock can hang before ``worker_init`` lets SIGTERM in: what
+    is left after ``STOP_GRACE_S``, or when an interrupt cuts the wait short, is
+    killed (SIGKILL cannot be blocked), so no worker outlives the command holding
+    its output open."""
+    import multiprocessing
+
+    def kill_left() -> None:
+        for child in multiprocessing.active_children():
+            child.kill()
+
+    timer = threading.Timer(STOP_GRACE_S, kill_left)
+    timer.daemon = True
+    timer.start()
+    try:
+        pool.terminate()
+        pool.join()
+    finally:
+        timer.cancel()
+        kill_left()
 
 
 def _index_block(block: bytes, first: int,

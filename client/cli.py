@@ -27,6 +27,7 @@ from .protocol.errors import ChainError, ClientError, ProtocolError, Unreachable
 from .protocol.identity import normalize_identity
 from .protocol.keyquery import Notary
 from .protocol.note import format_verifier_key
+from .protocol.uidmessage import UIDMessage
 from .session import ServerSession, Witnessing, add_server, witnessing
 from .store.home import Home, default_home
 from .store.lock import HomeLock
@@ -696,15 +697,7 @@ def _light_lookup(session: ServerSession, identity: str, as_json: bool) -> None:
         click.echo(f"  position:   {found.pos}, in the checkpoint of tree size "
                    f"{result.checkpoint.tree_size}, signed by {key_from}")
         click.echo(f"  log:        {_witnessed_text(result.witnessing)}")
-        if _verbose():
-            click.echo(f"  msgcount:   {message.msgcount}")
-        click.echo(f"  valid:      {format_ms(message.not_before_ts)}"
-                   f" .. {format_ms(message.not_after_ts)}")
-        click.echo(f"  sigkey:     {b64encode(message.sigkey.pubkey)}")
-        click.echo(f"  fingerprint: {fingerprint(message.sigkey.pubkey)}")
-        for key in message.pubkeys:
-            click.echo(f"  pubkey:     {b64encode(key.pubkey)} ({key.function})")
-        click.echo(f"  repouris:   {', '.join(message.repouris) or 'none'}")
+        _print_message(message, with_escrow=False)
     if not current:
         raise SystemExit(EXIT_NOT_CURRENT)
 
@@ -715,14 +708,20 @@ def _print_keys(identity: str, result: LookupResult, status: str) -> None:
         "current": "current", "not yet valid": "NOT YET VALID: do not use these keys yet",
         "expired": "EXPIRED: do not use these keys"}[status])
     click.echo(f"  positions:  {', '.join(str(found.pos) for found in result.history)}")
+    _print_message(message, with_escrow=True)
+
+
+def _print_message(message: UIDMessage, with_escrow: bool) -> None:
+    """A looked-up UIDMessage's keys, one per line (``msgcount`` with ``--verbose``)."""
     if _verbose():
         click.echo(f"  msgcount:   {message.msgcount}")
     click.echo(f"  valid:      {format_ms(message.not_before_ts)}"
                f" .. {format_ms(message.not_after_ts)}")
     click.echo(f"  sigkey:     {b64encode(message.sigkey.pubkey)}")
     click.echo(f"  fingerprint: {fingerprint(message.sigkey.pubkey)}")
-    escrow = b64encode(message.sigescrow.pubkey) if message.sigescrow else "none"
-    click.echo(f"  sigescrow:  {escrow}")
+    if with_escrow:
+        escrow = b64encode(message.sigescrow.pubkey) if message.sigescrow else "none"
+        click.echo(f"  sigescrow:  {escrow}")
     for key in message.pubkeys:
         click.echo(f"  pubkey:     {b64encode(key.pubkey)} ({key.function})")
     click.echo(f"  repouris:   {', '.join(message.repouris) or 'none'}")

@@ -124,14 +124,20 @@ def test_backup_and_restore_never_overwrite(instance, tmp_path):
     assert result.exit_code != 0 and "not a keyserver backup" in result.output
 
 
-def test_a_restored_log_shorter_than_published_refuses_to_serve(instance, tmp_path):
+def published_beyond_backup(instance, tmp_path) -> int:
+    """A backup in tmp_path/b holding 2 entries, then 2 more entries and a checkpoint:
+    the published tree size (4), more than the backup holds."""
     app = create_app({"TESTING": True}, instance_path=str(instance))
     users = UserActions(app.test_client())
     users.register("a@example.org")
     assert run("backup", str(tmp_path / "b"), "--instance", str(instance)).exit_code == 0
     users.register("b@example.org")
     users.register("c@example.org")
-    published_size = make_checkpoint(app)   # 4: more than the backup holds (2)
+    return make_checkpoint(app)
+
+
+def test_a_restored_log_shorter_than_published_refuses_to_serve(instance, tmp_path):
+    published_size = published_beyond_backup(instance, tmp_path)
     assert published_size == 4
 
     # The lost instance's published_size is known (kept, or from monitors).
@@ -161,13 +167,7 @@ def test_a_restored_log_shorter_than_published_refuses_to_serve(instance, tmp_pa
 
 
 def test_accepting_a_shorter_log_records_the_decision_and_serves(instance, tmp_path):
-    app = create_app({"TESTING": True}, instance_path=str(instance))
-    users = UserActions(app.test_client())
-    users.register("a@example.org")
-    assert run("backup", str(tmp_path / "b"), "--instance", str(instance)).exit_code == 0
-    users.register("b@example.org")
-    users.register("c@example.org")
-    assert make_checkpoint(app) == 4   # more than the backup holds (2)
+    assert published_beyond_backup(instance, tmp_path) == 4
 
     refused = run("restore", str(tmp_path / "b"), "--instance", str(tmp_path / "refused"),
                   "--published-size", "4")

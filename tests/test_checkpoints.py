@@ -185,8 +185,9 @@ def test_a_forged_signature_is_no_checkpoint(log):
     assert log.home.checkpoint(log.name) is None and log.home.evidence(log.name) == []
 
 
-@pytest.fixture
-def registered(log):
+def register_alice_and_bob(log):
+    """alice at position 1, 3 more entries, a checkpoint of size 5; bob at 5 and a
+    checkpoint of size 6."""
     from conftest import ServerUserActions
 
     users = ServerUserActions(log.server)
@@ -195,6 +196,11 @@ def registered(log):
     users.register("bob@example.org")
     log.checkpoint()
     return users
+
+
+@pytest.fixture
+def registered(log):
+    return register_alice_and_bob(log)
 
 
 def test_light_lookup_without_a_chain(log, registered):

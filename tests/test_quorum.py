@@ -28,7 +28,7 @@ from client.trust.witnesses import (COSIGNATURE_FUTURE_MS, COSIGNED_SLACK_MS, ch
                                     check_entry_times)
 from conftest import ServerUserActions, at, keyclient, now_ms, with_cosignatures
 from tamper_proxy import Answer
-from test_checkpoints import ROUTE_CHECKPOINT, Log
+from test_checkpoints import ROUTE_CHECKPOINT, Log, register_alice_and_bob
 
 
 class Witness:
@@ -93,14 +93,7 @@ def trust(log, witnesses, *names, quorum=None):
 
 @pytest.fixture
 def registered(log):
-    """alice at position 1, 3 more entries, a checkpoint of size 5; bob at 5 and a
-    checkpoint of size 6."""
-    users = ServerUserActions(log.server)
-    users.register("alice@example.org")
-    log.checkpoint(grow=3)
-    users.register("bob@example.org")
-    log.checkpoint()
-    return users
+    return register_alice_and_bob(log)
 
 
 # --- Configuration --------------------------------------------------------------------

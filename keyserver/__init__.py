@@ -58,6 +58,9 @@ def create_app(test_config: Mapping[str, Any] | None = None,
     if serving:
         check_published(app)
     apply_policy(app)
+    from .http.prepared import PreparedAnswers
+
+    app.wsgi_app = PreparedAnswers(app, app.wsgi_app)
     if app.config["TRUSTED_PROXIES"]:
         from .http.proxies import TrustedProxies, parse_networks
 

@@ -98,13 +98,14 @@ def gunicorn(instance: Path, workers: int, threads: int = 1,
 
 @contextlib.contextmanager
 def granian(instance: Path, workers: int, threads: int,
-            config: dict[str, str] | None = None, options: list[str] | None = None,
-            factory: str = "keyserver:create_app"):
+            config: dict[str, str] | None = None, code: Path | None = None,
+            options: list[str] | None = None, factory: str = "keyserver:create_app"):
     """Serve ``instance`` with granian's WSGI interface (``deploy/keyserver.service``'s
-    server): ``workers`` processes of ``threads`` blocking threads each; ``factory``
-    names the app factory (``scripts/bench_app.py``'s, with ``--working-dir``)."""
+    server): ``workers`` processes of ``threads`` blocking threads each; ``code`` as
+    for ``gunicorn``; ``factory`` names the app factory (``scripts/bench_app.py``'s,
+    with ``--working-dir``)."""
     port = free_port()
-    with serving(instance, port, config, None,
+    with serving(instance, port, config, code,
                  [BIN / "granian", "--interface", "wsgi", "--workers", str(workers),
                   "--blocking-threads", str(threads), "--host", "127.0.0.1", "--port",
                   str(port), "--log-level", "warning", "--no-ws", *(options or []),
@@ -573,11 +574,15 @@ KEYDOC_SERVERS = ("granian:2x4", "gunicorn:3x2")
 @click.option("--connections", default=16, show_default=True,
               help="Concurrent keep-alive connections (wrk -c).")
 @click.option("--runs", default=5, show_default=True, help="Runs of each endpoint.")
-@click.option("--server", "servers", multiple=True, default=KEYDOC_SERVERS,
+@click.option("--server", "specs", multiple=True, default=KEYDOC_SERVERS,
               show_default=True, help="A server setup, NAME:WORKERSxTHREADS with NAME "
               "granian or gunicorn (gthread, keep-alive 5 s); several are compared in "
               "paired runs, all serving at once and taking turns.")
-def keydoc(duration: int, connections: int, runs: int, servers: tuple[str, ...]) -> None:
+@click.option("--code", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Another checkout (a worktree of an earlier commit): each setup also "
+              "serves its keyserver, in the same paired runs.")
+def keydoc(duration: int, connections: int, runs: int, specs: tuple[str, ...],
+           code: Path | None) -> None:
     """Requests per second and p99 latency of GET /_matrix/key/v2/server and of a cached
     notary query (GET /_matrix/key/v2/query/<name>, a real Matrix-shaped document in
     the answer), against a trivial Flask route of the same app in the same server as
@@ -588,20 +593,26 @@ def keydoc(duration: int, connections: int, runs: int, servers: tuple[str, ...])
     if wrk is None:
         raise click.ClickException("wrk is not installed: apt-get install -y wrk "
                                    "(Debian/Ubuntu), or see https://github.com/wg/wrk")
-    setups = [_server_setup(spec) for spec in servers]
+    setups = {spec: (*_server_setup(spec), None) for spec in specs}
+    if code is not None:
+        setups.update({f"{spec} ({code.name})": (*_server_setup(spec), code.resolve())
+                       for spec in specs})
+    servers = tuple(setups)
     with fresh_instance("keydoc") as instance, _matrix_origin() as origin_url, \
             contextlib.ExitStack() as stack:
         config = {"KEYSERVER_NOTARY_ORIGINS": f'{{"origin.example": "{origin_url}"}}'}
         urls = {}
-        for spec, (name, workers, threads) in zip(servers, setups):
+        for spec, (name, workers, threads, checkout) in setups.items():
             if name == "gunicorn":
                 urls[spec] = stack.enter_context(gunicorn(
-                    instance, workers, threads, config, app="bench_app:create_app()",
+                    instance, workers, threads, config, checkout,
+                    app="bench_app:create_app()",
                     options=["--worker-class", "gthread", "--keep-alive", "5",
                              "--chdir", str(ROOT / "scripts")]))
             else:
                 urls[spec] = stack.enter_context(granian(
-                    instance, workers, threads, config, factory="bench_app:create_app",
+                    instance, workers, threads, config, checkout,
+                    factory="bench_app:create_app",
                     options=["--working-dir", str(ROOT / "scripts")]))
         for url, _ in urls.values():
             answer = requests.get(url + KEYDOC_PATHS["cached notary query"], timeout=10).json()

@@ -34,10 +34,16 @@ METRICS = "keyserver.metrics"
 _REQUEST_ID = re.compile(r"[0-9A-Fa-f-]{8,64}")
 
 
+def request_id(environ: dict) -> str:
+    """The request's id: the proxy's ``X-Request-Id`` when it can only be an id, else
+    a new one."""
+    incoming = environ.get("HTTP_X_REQUEST_ID", "")
+    return incoming if _REQUEST_ID.fullmatch(incoming) else os.urandom(8).hex()
+
+
 def start() -> None:
     """``before_request``: the request's id and start time."""
-    incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
-    g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else os.urandom(8).hex()
+    g.request_id = request_id(request.environ)
     g.started = time.perf_counter()
 
 
@@ -49,17 +55,24 @@ def finish(response: Response) -> Response:
     response.headers["X-Request-Id"] = rid
     seconds = now - getattr(state, "started", now)
     current = request._get_current_object()
-    endpoint = current.endpoint or "none"
-    method = _method(current.method)
-    metrics = current_app.extensions.get(METRICS)
+    record(current_app.extensions, rid, current.method, current.endpoint or "none",
+           response.status_code, getattr(state, "errcode", "-"), seconds)
+    return response
+
+
+def record(extensions: dict, rid: str, method: str, endpoint: str, status: int,
+           errcode: str, seconds: float) -> None:
+    """Count a request in the app's metrics (``extensions``: the app's) and log its
+    line; for the Flask views (``finish``) and the answers served before Flask
+    (``http.prepared``) alike."""
+    method = _method(method)
+    metrics = extensions.get(METRICS)
     if metrics is not None:
-        metrics.observe_request(endpoint, method, response.status_code, seconds)
+        metrics.observe_request(endpoint, method, status, seconds)
     if log.isEnabledFor(logging.INFO):
         log.handle(log.makeRecord(
             log.name, logging.INFO, __file__, 0, _LINE,
-            (rid, method, endpoint, response.status_code, getattr(state, "errcode", "-"),
-             seconds * 1000), None))
-    return response
+            (rid, method, endpoint, status, errcode, seconds * 1000), None))
 
 
 _LINE = "request id=%s method=%s endpoint=%s status=%d errcode=%s ms=%.1f"

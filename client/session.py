@@ -129,9 +129,12 @@ def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10
     older ``head_pos``. (A short chunk below its ``head_pos`` met an append between
     two reads of the server: the next request gets the rest.)
 
-    While a complete chunk is verified, the next one is already being fetched (the
-    network wait and the hashing overlap), so a long chain downloads at the speed of
-    verification."""
+    From the second complete chunk on, while a chunk is verified, the next one is
+    already being fetched (the network wait and the hashing overlap), so a long chain
+    downloads at the speed of verification. The fetching thread starts only after the
+    first chunk was yielded: the caller may fork then (``sync_chain``'s indexer), and a
+    process forked while another thread holds a lock (the import lock, a connection's)
+    can hang on it."""
     def fetch(start: int) -> Chunk:
         return api.fetch_hashchain(start, chunk_size, use_msgpack=use_msgpack)
 
@@ -141,11 +144,8 @@ def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10
         while True:
             chunk = pending.result() if pending is not None else fetch(state.length)
             pending = None
-            if len(chunk.entries) == chunk_size:
-                if executor is None:   # only a long download needs the thread
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    executor = ThreadPoolExecutor(1)
+            complete = len(chunk.entries) == chunk_size
+            if complete and executor is not None:
                 pending = executor.submit(fetch, state.length + chunk_size)
             entries = state.accept(chunk)
             if entries:
@@ -155,6 +155,11 @@ def download_chain(api: KeyserverAPI, state: ChainState, *, chunk_size: int = 10
             if not entries:
                 raise ChainError(f"the server names head {chunk.head_pos} but serves no "
                                  f"entry at {state.length}", position=state.length)
+            if complete and executor is None:   # only a long download needs the thread
+                from concurrent.futures import ThreadPoolExecutor
+
+                executor = ThreadPoolExecutor(1)
+                pending = executor.submit(fetch, state.length)
     finally:
         if executor is not None:
             # Not waiting: after a failure or an interrupt, a prefetch in flight ends

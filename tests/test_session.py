@@ -2,6 +2,8 @@
 chunk by chunk until the head, whatever the chunks' sizes; ``sync_chain`` persisted
 and continued, a tampered chain rejected whole."""
 
+import threading
+
 import msgpack
 import pytest
 
@@ -61,12 +63,38 @@ def test_an_empty_chunk_below_its_head_is_a_chain_error():
 
 
 def test_the_next_chunk_is_fetched_while_one_is_verified_and_dropped_on_failure():
-    chain = make_chain(25)
-    chain[3] = chain[3][:100] + bytes([chain[3][100] ^ 1]) + chain[3][101:]
+    chain = make_chain(35)
+    chain[13] = chain[13][:100] + bytes([chain[13][100] ^ 1]) + chain[13][101:]
     api = Chunks(chain, [])
-    with pytest.raises(ChainError, match="entry 3"):
+    with pytest.raises(ChainError, match="entry 13"):
         download(api, 10)
-    assert sorted(api.requests) == [0, 10]   # 10 was prefetched, then nothing more
+    # 10 was fetched after the first chunk was handed over, 20 while 10 was verified
+    # (unless the failure cancelled it first), then nothing more.
+    assert sorted(api.requests) in ([0, 10], [0, 10, 20])
+
+
+def test_no_thread_of_the_download_runs_when_the_indexer_forks(app_server, state, tmp_path,
+                                                               monkeypatch):
+    """A process forked while another thread holds a lock can hang on it: the
+    indexer's worker forks before the download starts its fetching thread."""
+    from client.store import search as search_module
+
+    app_server.load_chain(40)
+    chain = LocalChain(state, str(tmp_path / "c"), "example.org")
+    before = set(threading.enumerate())
+    at_fork = []
+    real = search_module._Indexer.__init__
+
+    def recording(self, identities):
+        at_fork.append(set(threading.enumerate()) - before)
+        real(self, identities)
+
+    monkeypatch.setattr(search_module._Indexer, "__init__", recording)
+    searches = search_module.ChainSearch(chain)
+    assert sync_chain(KeyserverAPI(app_server.url), chain, chunk_size=7, search=searches,
+                      index=["alice@example.org"]) == 41
+    assert at_fork == [set()]
+    assert searches.search("alice@example.org") == []
 
 
 def test_sync_persists_and_continues(app_server, state, tmp_path):

@@ -11,6 +11,7 @@ told so once per server key, plainly, and the command goes on.
 
 from __future__ import annotations
 
+import json
 from typing import Callable, Sequence
 
 from .protocol.errors import ClientError, ProtocolError, VerificationError
@@ -18,7 +19,7 @@ from .protocol.keyquery import Notary
 from .protocol.serverkeys import KeyDocument
 from .transport.fetcher import Fetcher
 from .transport.notary import NotaryAPI
-from .trust.keydocs import NotaryDisagreement, disagreement, document_keys, show_document
+from .trust.keydocs import NotaryDisagreement, disagreement, document_keys
 
 #: What the user is told when no notary can vouch for a server's keys.
 NO_NOTARY = ("no notary is configured: the keys of {server} are taken on the server's own "
@@ -52,6 +53,12 @@ def corroborate(server_name: str, own: KeyDocument, notaries: Sequence[Notary],
                 f"{server_name} showed this client:\n{show_document(own)}\n"
                 f"notary {notary.server_name} reports:\n{show_document(theirs)}")
     return len(notaries)
+
+
+def show_document(document: KeyDocument) -> str:
+    """A document as the user is shown it: its JSON as signed, indented, so that two
+    can be compared line by line."""
+    return json.dumps(document.raw, indent=2, sort_keys=True)
 
 
 def check_server_keys(home, server_name: str, document: KeyDocument, fetcher: Fetcher | None,

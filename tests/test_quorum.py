@@ -224,10 +224,14 @@ def forged_by_another_key(witnesses, note):
     return cosign(note.body, witnesses[B].vkey, impostor, now_ms() // 1000)
 
 
-def flipped(witnesses, note):
-    line = witnesses[B].cosign(note)
+def flip(line):
+    """A cosignature line with its signature's last bit flipped."""
     return type(line)(line.name, line.key_hash, line.signature[:-1] + bytes(
         [line.signature[-1] ^ 1]))
+
+
+def flipped(witnesses, note):
+    return flip(witnesses[B].cosign(note))
 
 
 def over_another_root(witnesses, note):
@@ -296,6 +300,23 @@ def test_the_future_bound_at_its_boundary(log, witnesses, registered):
     both = with_cosignatures(beyond, [witnesses[B].cosign(note, now // 1000)])
     assert check_cosigners(both, keys + [witnesses[B].vkey], now).cosigners == {
         B: now // 1000}
+
+
+def test_only_a_cosignature_that_fails_is_refused_and_it_hides_no_later_witness(
+        log, witnesses, registered):
+    """A trusted witness that has not cosigned (yet) is simply not counted; one whose
+    line is there but does not verify is named; neither keeps a witness listed after
+    it from counting."""
+    note = parse_note(log.fetcher.send("GET", ROUTE_CHECKPOINT, {}, None).body)
+    now = now_ms() // 1000 * 1000
+    keys = [witnesses[A].vkey, witnesses[B].vkey]
+    only_b = with_cosignatures(note, [witnesses[B].cosign(note, now // 1000)])
+    checked = check_cosigners(only_b, keys, now)
+    assert checked.cosigners == {B: now // 1000} and checked.refused == ()
+    a_broken = with_cosignatures(only_b, [flip(witnesses[A].cosign(note, now // 1000))])
+    checked = check_cosigners(a_broken, keys, now)
+    assert checked.cosigners == {B: now // 1000}
+    assert checked.refused == (f"the cosignature by {A} does not verify",)
 
 
 def reply_at(pos: int, ts: int):

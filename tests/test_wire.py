@@ -21,8 +21,9 @@ from client.protocol.wire import (MSGPACK, Capabilities, Chunk, Head, IssuedToke
                                   parse_head, parse_issued_tokens, parse_keyinit_receipt,
                                   parse_uid_message_reply)
 from client.protocol.wire import KeyInitStatus, format_keyinit_status, parse_keyinit_status
-from client.protocol.wire import (CHECKPOINT_BYTES, ConsistencyProof, LogHead, format_log_head,
-                                  parse_checkpoint_note, parse_consistency_proof,
+from client.protocol.wire import (CHECKPOINT_BYTES, ConsistencyProof, InclusionProof, LogHead,
+                                  format_log_head, parse_checkpoint_note,
+                                  parse_consistency_proof, parse_inclusion_proof,
                                   parse_log_head, parse_user_lookup)
 from client.protocol.wire import (BUNDLE_SIZE, ReplyBundle, UIDMessageReply,
                                   format_reply_bundle, parse_reply_bundle, reply_signing_bytes)
@@ -292,6 +293,29 @@ def test_a_malformed_lookup_answer_is_the_servers_fault(obj, message):
     # What ``keyclient lookup --light`` shows: a VerificationError saying what is wrong.
     with pytest.raises(VerificationError, match=f"^the lookup answer is malformed: {message}$"):
         parse_user_lookup(obj)
+
+
+INCLUSION = {"leaf_index": 3, "tree_size": 9, "hashes": [b64encode(bytes(32))] * 4}
+
+
+@pytest.mark.parametrize("obj, message", [
+    ([], "not a JSON object"),
+    ({**INCLUSION, "tree_size": -1}, "tree_size: must be an integer in [0, 2^53-1]"),
+    ({**INCLUSION, "hashes": [b64encode(bytes(31))]}, "hashes[0]: must encode 32 bytes, not 31"),
+])
+def test_a_malformed_inclusion_proof_is_the_servers_fault(obj, message):
+    """Alone (``/v1/hashchain/proof/inclusion``) or as a lookup's ``leaf_proof``, a
+    malformed proof is the server's fault, and the error says which proof."""
+    with pytest.raises(VerificationError) as info:
+        parse_inclusion_proof(obj)
+    assert str(info.value) == f"the inclusion proof is malformed: {message}"
+    lookup = {"identity": "alice@example.org", "uid_message_reply": reply_obj(),
+              "leaf_proof": obj, "head": log_head()}
+    with pytest.raises(VerificationError) as info:
+        parse_user_lookup(lookup)
+    assert str(info.value) == f"the lookup's leaf_proof is malformed: {message}"
+    assert parse_user_lookup({**lookup, "leaf_proof": INCLUSION}).leaf_proof == \
+        InclusionProof(3, 9, (bytes(32),) * 4)
 
 
 @pytest.mark.parametrize("how, error", HEAD_REJECTS.values(), ids=HEAD_REJECTS.keys())

@@ -17,7 +17,6 @@ module judges them.
 from __future__ import annotations
 
 import enum
-import json
 from typing import Iterable
 
 from ..protocol.encoding import b64encode
@@ -105,8 +104,3 @@ def disagreement(own: KeyDocument, notarized: KeyDocument) -> str | None:
     if changed:
         parts.append(f"other keys under {', '.join(changed)}")
     return "; ".join(parts)
-
-
-def show_document(document: KeyDocument) -> str:
-    """A document as the user is shown it: its JSON as signed, indented."""
-    return json.dumps(document.raw, indent=2, sort_keys=True)

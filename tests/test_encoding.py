@@ -83,6 +83,16 @@ def test_require_fields_names_missing_and_unknown():
         require_fields([], {"a"}, "obj")
 
 
-def test_format_ms_is_utc_to_the_second():
+def test_format_ms_is_utc_to_the_second(monkeypatch):
     assert format_ms(0) == "1970-01-01 00:00:00 UTC"
     assert format_ms(1_700_000_000_999) == "2023-11-14 22:13:20 UTC"
+    # Whatever the machine's time zone: a time it names as UTC is UTC.
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert format_ms(0) == "1970-01-01 00:00:00 UTC"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

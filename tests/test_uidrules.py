@@ -7,8 +7,8 @@ from client.protocol.errors import InvalidMessage, VerificationError
 from client.protocol.keys import ed25519_entry
 from client.protocol.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
                                update_uid_content)
-from client.protocol.uidrules import (Dated, Limits, check_repouris, is_current, is_held,
-                                      verify_sequence)
+from client.protocol.uidrules import (Dated, Limits, check_preferences, check_repouris,
+                                      is_current, is_held, verify_sequence)
 
 DAY = 24 * 3600 * 1000
 T0 = 1_800_000_000_000
@@ -142,3 +142,29 @@ def test_repouris_only_those_vouched_for():
         message, _ = update(first, key, T0, repouris=foreign)
         with pytest.raises(InvalidMessage, match="not KeyInit repositories of this server"):
             check_repouris(message, vouched)
+
+
+def preferring(forwardsec, mixaddress="", nymaddress=b""):
+    sigkey = nacl.signing.SigningKey.generate()
+    content = build_uid_content("alice@example.org", ed25519_entry(sigkey), msgcount=0,
+                                not_before_ts=T0, not_after_ts=T0 + DAY, lastentry=bytes(32),
+                                forwardsec=forwardsec, mixaddress=mixaddress,
+                                nymaddress=nymaddress)
+    return parse_uid_message(sign_uid_content(content, sigkey))
+
+
+def test_mix_and_nym_addresses_only_with_optional_forward_secrecy():
+    """§4: a mixaddress or nymaddress (either one) only with forwardsec "optional",
+    and a mixaddress only among the server's allowed ones."""
+    mix, nym = "mix.example.org", b"nym address"
+    allowed = [mix]
+    for forwardsec in ("strict", "mandatory"):
+        check_preferences(preferring(forwardsec), allowed)
+        for addresses in ({"mixaddress": mix}, {"nymaddress": nym},
+                          {"mixaddress": mix, "nymaddress": nym}):
+            with pytest.raises(InvalidMessage, match='must be "" unless'):
+                check_preferences(preferring(forwardsec, **addresses), allowed)
+    check_preferences(preferring("optional", mix, nym), allowed)
+    check_preferences(preferring("optional", nymaddress=nym), [])
+    with pytest.raises(InvalidMessage, match="is not allowed on this server"):
+        check_preferences(preferring("optional", "mix.example.net", nym), allowed)

@@ -379,6 +379,7 @@ def test_authorization_round_trip(token):
     f'PrivateToken token="{ENCODED}", extra="x, y"',
     f'PrivateToken other=1 ,token="{ENCODED}",,',
     f'PrivateToken ,token="{ENCODED}"',
+    f'PrivateToken token="{ENCODED[:5]}\\{ENCODED[5:]}"',     # a quoted-pair (RFC 9110)
 ])
 def test_parse_authorization_tolerates(header):
     assert "-" in ENCODED and "_" in ENCODED

@@ -9,7 +9,7 @@ from conftest import mutate
 
 from client.protocol.encoding import b64encode, canonical_json, sha256
 from client.protocol.errors import InvalidMessage
-from client.protocol.keys import ed25519_entry
+from client.protocol.keys import X25519, KeyEntry, ed25519_entry
 from client.protocol.uidmessage import (
     build_uid_content,
     encrypt_uid_message,
@@ -17,6 +17,7 @@ from client.protocol.uidmessage import (
     seal,
     sign_uid_content,
     uid_hash,
+    update_uid_content,
 )
 
 
@@ -142,3 +143,36 @@ def test_list_bounds_come_before_any_key_is_parsed(message, monkeypatch):
         with pytest.raises(InvalidMessage, match="at most"):
             parse_uid_message(mutate(message, path, [None] * 10_000))
     assert checked == []
+
+
+def x25519_entry():
+    return KeyEntry(X25519, bytes(nacl.signing.SigningKey.generate().to_curve25519_private_key()
+                                  .public_key))
+
+
+def test_an_update_carries_over_all_it_does_not_change(keys):
+    """``keyclient update`` changes the signing key and validity, and the encryption
+    keys only when given: the rest of the identity's message stays as it was."""
+    sigkey, escrow = keys
+    pubkeys = [x25519_entry()]
+    content = build_uid_content("alice@example.org", ed25519_entry(sigkey), msgcount=0,
+                                not_before_ts=1, not_after_ts=2, lastentry=bytes(32),
+                                sigescrow=ed25519_entry(escrow), pubkeys=pubkeys,
+                                repouris=["https://k.example"], forwardsec="optional",
+                                ciphersuites=["suite-a"], mixaddress="mix.example.org",
+                                nymaddress=b"nym")
+    previous = parse_uid_message(sign_uid_content(content, sigkey, escrow_key=escrow))
+    new = nacl.signing.SigningKey.generate()
+
+    def updated(**changes):
+        content = update_uid_content(previous, ed25519_entry(new), not_before_ts=3,
+                                     not_after_ts=4, lastentry=bytes(32), **changes)
+        return parse_uid_message(sign_uid_content(content, new, previous_sigkey=sigkey))
+
+    same = updated()
+    assert (same.msgcount, same.sigkey, same.not_before_ts) == (1, ed25519_entry(new), 3)
+    for field in ("identity", "sigescrow", "pubkeys", "repouris", "forwardsec",
+                  "ciphersuites", "mixaddress", "nymaddress"):
+        assert getattr(same, field) == getattr(previous, field), field
+    other = [x25519_entry()]
+    assert updated(pubkeys=other).pubkeys == tuple(other)

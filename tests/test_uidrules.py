@@ -1,14 +1,18 @@
 """The client's re-check of an identity's messages found on the chain (§7.3)."""
 
+import dataclasses
+
 import nacl.signing
 import pytest
 
-from client.protocol.errors import InvalidMessage, VerificationError
+from client.protocol.errors import (InvalidMessage, InvalidSignature, StaleLastentry,
+                                    VerificationError)
 from client.protocol.keys import ed25519_entry
 from client.protocol.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
                                update_uid_content)
-from client.protocol.uidrules import (Dated, Limits, check_preferences, check_repouris,
-                                      is_current, is_held, verify_sequence)
+from client.protocol.uidrules import (Dated, Latest, Limits, check_lastentry,
+                                      check_preferences, check_repouris, is_current, is_held,
+                                      signature_error, verify_sequence)
 
 DAY = 24 * 3600 * 1000
 T0 = 1_800_000_000_000
@@ -168,3 +172,30 @@ def test_mix_and_nym_addresses_only_with_optional_forward_secrecy():
     check_preferences(preferring("optional", nymaddress=nym), [])
     with pytest.raises(InvalidMessage, match="is not allowed on this server"):
         check_preferences(preferring("optional", "mix.example.net", nym), allowed)
+
+
+def test_lastentry_names_the_head_or_an_entry_whose_successor_is_recent():
+    """§7.4: the head always does; an older entry only while its successor was appended
+    at most LASTENTRY_MAX_AGE ago."""
+    now, max_age = T0, DAY
+    with pytest.raises(StaleLastentry, match="not the hash of any entry"):
+        check_lastentry(None, 9, None, now, max_age)
+    check_lastentry(9, 9, None, now, max_age)
+    check_lastentry(4, 9, now - max_age, now, max_age)
+    with pytest.raises(StaleLastentry, match=r"\(position 4\) is too old"):
+        check_lastentry(4, 9, now - max_age - 1, now, max_age)
+
+
+def test_the_signature_verdict_made_ahead_of_the_write_lock():
+    """What the server computes outside its lock (``signature_error``): a create's own
+    signatures, an update's against the identity's latest message, and no verdict for
+    an update of an identity it does not know (the state check refuses that)."""
+    first, key, _ = create(T0)
+    assert signature_error(first, None) is None
+    forged = dataclasses.replace(first, selfsignature=bytes(64))
+    assert isinstance(signature_error(forged, None), InvalidSignature)
+    good, _ = update(first, key, T0)
+    assert signature_error(good, Latest.of(first)) is None
+    assert signature_error(good, None) is None
+    stolen, _ = update(first, nacl.signing.SigningKey.generate(), T0)
+    assert isinstance(signature_error(stolen, Latest.of(first)), InvalidSignature)

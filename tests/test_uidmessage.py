@@ -176,3 +176,25 @@ def test_an_update_carries_over_all_it_does_not_change(keys):
         assert getattr(same, field) == getattr(previous, field), field
     other = [x25519_entry()]
     assert updated(pubkeys=other).pubkeys == tuple(other)
+
+
+def test_the_servers_update_keeps_its_policy_unless_given_a_new_one():
+    """keyserver@'s renewal (same policy) and a token-key rotation (a new one)."""
+    from client.protocol.note import VerifierKey
+    from client.protocol.uidmessage import ServerPreferences
+
+    sigkey = nacl.signing.SigningKey.generate()
+    policy = ServerPreferences(VerifierKey("example.org/keyserver", bytes(32)), (), 1000, 2000)
+    content = build_uid_content("keyserver@example.org", ed25519_entry(sigkey), msgcount=0,
+                                not_before_ts=1, not_after_ts=2, lastentry=bytes(32),
+                                server=policy)
+    previous = parse_uid_message(sign_uid_content(content, sigkey))
+
+    def updated(**changes):
+        return parse_uid_message(sign_uid_content(update_uid_content(
+            previous, ed25519_entry(sigkey), not_before_ts=3, not_after_ts=4,
+            lastentry=bytes(32), **changes), sigkey, previous_sigkey=sigkey))
+
+    assert updated().server == policy
+    rotated = ServerPreferences(policy.log_vkey, (bytes(32),), 1000, 2000)
+    assert updated(server=rotated).server == rotated

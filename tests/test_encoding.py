@@ -17,7 +17,8 @@ def test_canonical_json_refuses_floats_nan():
         canonical_json({"x": float("nan")})
 
 
-@pytest.mark.parametrize("data", [b"", b"a", b"ab", b"abc", bytes(range(256))])
+@pytest.mark.parametrize("data", [b"", b"a", b"ab", b"abc", bytes(range(256)),
+                                  b"\x00\x00\x17"])   # ends in "X": only "=" is stripped
 def test_base64_round_trip(data):
     assert b64decode(b64encode(data), allow_empty=True) == data
     assert b64url_decode(b64url_encode(data)) == data if data else True
@@ -51,6 +52,13 @@ def test_base64_exact_length_and_empty():
 def test_base64url_rejects_std_alphabet():
     with pytest.raises(BadRequest):
         b64url_decode("ab+/")
+
+
+def test_base64url_exact_length():
+    """A UIDIndex or sigkeyhash in a path is 32 bytes, or the request is refused."""
+    assert b64url_decode(b64url_encode(bytes(32)), "UIDIndex", length=32) == bytes(32)
+    with pytest.raises(BadRequest, match="UIDIndex: must encode 32 bytes, not 31"):
+        b64url_decode(b64url_encode(bytes(31)), "UIDIndex", length=32)
 
 
 def test_strict_json_accepts_object():

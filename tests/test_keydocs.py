@@ -45,6 +45,7 @@ AFTER = document([B], old=[(A, T + HOUR)])        # the overlap ended at T + 1 h
     (DURING, PB, T + 24 * HOUR, False, Verdict.VALID),           # valid_until_ts, inclusive
     (DURING, PB, T + 24 * HOUR + 1, False, Verdict.UNKNOWN),     # past it: refetch
     (DURING, PA, T - 1, True, Verdict.VALID),                    # the overlap, as fetched
+    (DURING, PA, T, True, Verdict.VALID),                        # dated at the fetch
     (DURING, PA, T + 1, True, Verdict.UNKNOWN),                  # later than the fetch
     (AFTER, PA, T + HOUR - 1, True, Verdict.VALID),              # before expired_ts
     (AFTER, PA, T + HOUR, True, Verdict.EXPIRED),                # from expired_ts on
@@ -52,7 +53,7 @@ AFTER = document([B], old=[(A, T + HOUR)])        # the overlap ended at T + 1 h
     (AFTER, PS, T, False, Verdict.UNKNOWN),                      # not named: maybe newer
     (None, PA, T, False, Verdict.UNKNOWN),
 ], ids=["current", "until-inclusive", "past-validity", "previous-before-fetch",
-        "previous-after-fetch", "old-before-expiry", "old-at-expiry", "expired-any-position",
+        "previous-at-fetch", "previous-after-fetch", "old-before-expiry", "old-at-expiry", "expired-any-position",
         "unnamed", "no-document"])
 def test_the_verdict_of_a_document(doc, pubkey, ts, previous, verdict):
     assert key_verdict(doc, T, pubkey, ts, previous) is verdict

@@ -45,7 +45,7 @@ class NotaryDisagreement(VerificationError):
 
 
 def key_verdict(document: KeyDocument | None, fetched_ts: int, pubkey: bytes, ts: int,
-                previous: bool = False) -> Verdict:
+                previous: bool) -> Verdict:
     """What ``document`` (fetched at the client's ``fetched_ts``) says of ``pubkey``
     signing at ``ts`` (§11.3): VALID in ``verify_keys`` while ``ts <=
     valid_until_ts``, or in ``old_verify_keys`` while ``ts < expired_ts``; EXPIRED

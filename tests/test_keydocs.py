@@ -189,6 +189,15 @@ def test_a_malformed_key_document_is_refused_naming_the_member(obj, message):
     assert str(refused.value) == f"malformed key document: {message}"
 
 
+def test_times_at_the_ends_of_their_range_are_read():
+    """0 and 2^53-1 are times like any other: a document valid until 0 (and a key that
+    expired at 0) parses, and is then simply not valid at any later ts."""
+    doc = document([A], old=[(STRANGER, 0)], valid_until_ts=0)
+    assert doc.valid_until_ts == 0 and doc.old_verify_keys["ed25519:s"] == (PS, 0)
+    assert key_verdict(doc, T, PS, T, False) is Verdict.EXPIRED
+    assert document([A], valid_until_ts=2 ** 53 - 1).valid_until_ts == 2 ** 53 - 1
+
+
 NOTARY_KEY = nacl.signing.SigningKey(bytes([9]) * 32)
 NOTARY = Notary("notary.org", "https://notary.org", "ed25519:n", bytes(NOTARY_KEY.verify_key))
 

@@ -198,6 +198,14 @@ def test_times_at_the_ends_of_their_range_are_read():
     assert document([A], valid_until_ts=2 ** 53 - 1).valid_until_ts == 2 ** 53 - 1
 
 
+def test_a_document_without_old_verify_keys_is_read():
+    """Matrix's key documents may leave out ``old_verify_keys``: none then."""
+    raw = {name: value for name, value in document([A]).raw.items()
+           if name not in ("old_verify_keys", "signatures")}
+    doc = parse_key_document(sign_key_document(raw, SERVER, {"ed25519:a": A}), SERVER)
+    assert doc.old_verify_keys == {} and doc.verify_keys == {"ed25519:a": PA}
+
+
 NOTARY_KEY = nacl.signing.SigningKey(bytes([9]) * 32)
 NOTARY = Notary("notary.org", "https://notary.org", "ed25519:n", bytes(NOTARY_KEY.verify_key))
 

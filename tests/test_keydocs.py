@@ -171,6 +171,8 @@ MALFORMED_DOCUMENTS = {
     "key-of-31-bytes": (member(verify_keys={"ed25519:a": {"key": b64encode(PA[:31])}}),
                         "verify_keys ed25519:a: must encode 32 bytes, not 31"),
     "old-not-a-map": (member(old_verify_keys=[]), "old_verify_keys: must map ed25519 key ids"),
+    "old-key-not-an-object": (member(old_verify_keys={"ed25519:o": b64encode(PA)}),
+                              'old_verify_keys ed25519:o: expected {"key": base64}'),
     "old-key-without-expiry": (member(old_verify_keys={"ed25519:o": KEY}),
                                "old_verify_keys ed25519:o expired_ts: must be an integer in "
                                "[0, 2^53-1]"),

@@ -106,6 +106,8 @@ def test_capabilities_round_trip():
     parsed = parse_capabilities(obj)
     assert parsed == CAPABILITIES and parsed.raw is obj
     assert format_capabilities(parsed) == {k: v for k, v in obj.items() if k != "signatures"}
+    dearest = {**obj, "token_prices": {"create_uid": 2 ** 53 - 1, "update_uid": 0}}
+    assert parse_capabilities(dearest).token_prices["create_uid"] == 2 ** 53 - 1
 
 
 def test_capabilities_tolerate_later_members():

@@ -389,6 +389,10 @@ CAPABILITY_REJECTS = {
     "no-keyinit-lifetime": (change(["limits", "max_keyinit_lifetime_ms"], KeyError),
                             "malformed capabilities: limits: max_keyinit_lifetime_ms: missing"),
     "no-ts": (change(["ts"], KeyError), "malformed capabilities: ts: missing"),
+    "log-vkey-not-a-key": (change(["log_vkey"], "x"), "malformed capabilities: log_vkey: "
+                           "expected <name>+<8 hex digits>+<base64 key>"),
+    "witness-not-an-object": (change(["witness"], "x"),
+                              "malformed capabilities: witness: not a JSON object"),
 }
 
 

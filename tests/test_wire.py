@@ -508,8 +508,10 @@ def test_malformed_bundles_are_refused(how, message):
         parse_reply_bundle(json.dumps(how(bundle_obj())).encode(), "application/json", 1)
 
 
-@pytest.mark.parametrize("body, content_type", [(b"{", "application/json"),
-                                                (b"\xc1", MSGPACK)])
+@pytest.mark.parametrize("body, content_type", [
+    (b"{", "application/json"), (b"\xc1", MSGPACK),
+    (msgpack.packb({1: "bundle"}), MSGPACK),     # a map key that is no string: not JSON's data
+])
 def test_undecodable_bundles_are_transport_errors(body, content_type):
     with pytest.raises(TransportError):
         parse_reply_bundle(body, content_type, 0)

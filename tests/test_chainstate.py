@@ -24,8 +24,10 @@ def test_chunks_advance_the_state():
     (Chunk(2, 0, CHAIN[2:]), "server head 0 is behind the verified chain of 2 entries"),
     (Chunk(2, 0, []), "server head 0 is behind the verified chain of 2 entries"),
     (Chunk(2, 3, CHAIN[2:]), "chunk claims head 3 before its own entries"),
+    (Chunk(2, 4, CHAIN[2:]), "chunk claims head 4 before its own entries"),
     (Chunk(2, 5, [CHAIN[3], *CHAIN[3:]]), "entry 2: hash does not link to entry 1"),
-], ids=["gap", "rollback", "rollback-of-one-entry", "head-before-entries", "bad-link"])
+], ids=["gap", "rollback", "rollback-of-one-entry", "head-before-entries",
+        "head-one-before-the-last-entry", "bad-link"])
 def test_a_chunk_that_does_not_continue_is_refused_whole(chunk, error):
     state = ChainState()
     state.accept(Chunk(0, 5, CHAIN[:2]))
@@ -49,6 +51,10 @@ def entry_at(pos):
 def test_expected_entries_must_be_the_chains():
     check_expected({1: CHAIN[1], 9: b"beyond the download"}, 0, 6, entry_at)
     check_expected({0: b"before the download"}, 1, 6, entry_at)
+    # The bounds: the first downloaded entry is compared, the first one after is not.
+    check_expected({6: b"not yet downloaded"}, 1, 6, entry_at)
+    with pytest.raises(VerificationError, match="another entry at position 1"):
+        check_expected({1: CHAIN[0]}, 1, 6, entry_at)
     with pytest.raises(VerificationError, match="another entry at position 4") as info:
         check_expected({4: CHAIN[3]}, 0, 6, entry_at)
     assert info.value.position == 4
@@ -57,6 +63,7 @@ def test_expected_entries_must_be_the_chains():
 def test_a_head_the_chain_covers_must_be_its_entry():
     check_head(Head(5, CHAIN[5], 1), 6, entry_at)
     check_head(Head(8, b"not yet downloaded", 1), 6, entry_at)
+    check_head(Head(6, b"the next entry", 1), 6, entry_at)       # one past the chain
     with pytest.raises(ChainError, match="head at position 3 is not the entry") as info:
         check_head(Head(3, CHAIN[2], 1), 6, entry_at)
     assert info.value.position == 3

@@ -54,6 +54,20 @@ def test_verify_rejects(case, key, tamper):
         verify_signed_json(obj, signer, key_id, bytes(key.verify_key))
 
 
+@pytest.mark.parametrize("signature, why", [
+    ("not base64!", "signature ed25519:a: not unpadded base64"),
+    (None, "signature ed25519:a: not unpadded base64"),
+    (b64encode(bytes(63)), "signature ed25519:a: must encode 64 bytes, not 63"),
+])
+def test_a_malformed_signature_is_an_invalid_signature_saying_why(case, key, signature, why):
+    """What a hostile server puts where a signature goes is refused as a bad signature,
+    never a crash, and the error says what is wrong with it."""
+    obj = copy.deepcopy(case["signed_object"])
+    obj["signatures"][case["signer"]][case["key_id"]] = signature
+    with pytest.raises(InvalidSignature, match=why):
+        verify_signed_json(obj, case["signer"], case["key_id"], bytes(key.verify_key))
+
+
 def test_wrong_key_rejected(case):
     other = nacl.signing.SigningKey.generate()
     with pytest.raises(InvalidSignature):

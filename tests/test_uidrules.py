@@ -5,14 +5,14 @@ import dataclasses
 import nacl.signing
 import pytest
 
-from client.protocol.errors import (InvalidMessage, InvalidSignature, StaleLastentry,
-                                    VerificationError)
+from client.protocol.errors import (InvalidMessage, InvalidSignature, InvalidValidity,
+                                    StaleLastentry, VerificationError)
 from client.protocol.keys import ed25519_entry
 from client.protocol.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
                                update_uid_content)
 from client.protocol.uidrules import (Dated, Latest, Limits, check_lastentry,
-                                      check_preferences, check_repouris, is_current, is_held,
-                                      signature_error, verify_sequence)
+                                      check_preferences, check_repouris, check_validity,
+                                      is_current, is_held, signature_error, verify_sequence)
 
 DAY = 24 * 3600 * 1000
 T0 = 1_800_000_000_000
@@ -199,3 +199,18 @@ def test_the_signature_verdict_made_ahead_of_the_write_lock():
     assert signature_error(good, None) is None
     stolen, _ = update(first, nacl.signing.SigningKey.generate(), T0)
     assert isinstance(signature_error(stolen, Latest.of(first)), InvalidSignature)
+
+
+def test_a_validity_must_not_be_empty():
+    """§4.1: not_before_ts < not_after_ts, strictly."""
+    sigkey = nacl.signing.SigningKey.generate()
+
+    def valid(not_before_ts, not_after_ts):
+        content = build_uid_content("alice@example.org", ed25519_entry(sigkey), msgcount=0,
+                                    not_before_ts=not_before_ts, not_after_ts=not_after_ts,
+                                    lastentry=bytes(32))
+        check_validity(parse_uid_message(sign_uid_content(content, sigkey)), T0, 365 * DAY)
+
+    valid(T0 + DAY - 1, T0 + DAY)
+    with pytest.raises(InvalidValidity, match="not_before_ts must be before not_after_ts"):
+        valid(T0 + DAY, T0 + DAY)

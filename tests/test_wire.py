@@ -339,6 +339,8 @@ CHUNK_REJECTS = {
                         "application/json", "hashchain chunk: first_pos is not a position"),
     "bad-base64": (json.dumps({"first_pos": 0, "head_pos": 1, "entries": ["a="]}).encode(),
                    "application/json", "entry: not unpadded base64"),
+    "key-no-string": (msgpack.packb({1: 0, "first_pos": 0, "head_pos": 0, "entries": []}),
+                      MSGPACK, "hashchain chunk is malformed: "),
 }
 
 
@@ -348,6 +350,11 @@ def test_malformed_chunks_are_transport_errors(body, content_type, error):
     with pytest.raises(TransportError) as info:
         parse_chunk(body, content_type)
     assert str(info.value).startswith(error)
+
+
+def test_a_chunk_of_the_empty_chain_has_its_head_at_minus_one():
+    body = json.dumps({"first_pos": 0, "head_pos": -1, "entries": []}).encode()
+    assert parse_chunk(body, "application/json") == Chunk(0, -1, [])
 
 
 def test_chunk_entries_of_a_wrong_length_are_left_to_the_chain_check():

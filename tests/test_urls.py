@@ -11,6 +11,11 @@ from client.protocol.urls import URLError, check_private_transport, is_loopback,
     ("http://ks.example:8080?q=1#frag", ("http", "ks.example", 8080, "/?q=1")),
     ("http://[::1]:9000/a", ("http", "::1", 9000, "/a")),
     ("http://[::1]/a", ("http", "::1", 80, "/a")),
+    # The first "://" and the first "/" or "?" end the scheme and the host, whatever
+    # the query holds: a repository URI carrying another URL.
+    ("https://ks.example/a?next=http://b.example/", ("https", "ks.example", 443,
+                                                      "/a?next=http://b.example/")),
+    ("https://ks.example?a?b", ("https", "ks.example", 443, "/?a?b")),
 ])
 def test_split_url(url, parts):
     assert split_url(url) == parts

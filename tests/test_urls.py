@@ -22,10 +22,18 @@ def test_split_url(url, parts):
 
 
 @pytest.mark.parametrize("url", ["ftp://ks.example/", "ks.example/v1", "http://u:p@ks.example/",
-                                 "http://ks.example:80a/", "http:///path", "http://:80/"])
+                                 "http://ks.example:80a/", "http:///path", "http://:80/",
+                                 "http://[::1]]:80/"])
 def test_split_url_refuses(url):
     with pytest.raises(URLError):
         split_url(url)
+
+
+def test_user_information_is_refused_with_or_without_a_password():
+    """A sender's client must not be pointed at ``user@host`` (what host is meant?)."""
+    for url in ("http://u:p@ks.example/", "https://user@ks.example/"):
+        with pytest.raises(URLError, match="user information in URLs is not supported"):
+            split_url(url)
 
 
 @pytest.mark.parametrize("host, loopback", [

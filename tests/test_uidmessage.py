@@ -198,3 +198,8 @@ def test_the_servers_update_keeps_its_policy_unless_given_a_new_one():
     assert updated().server == policy
     rotated = ServerPreferences(policy.log_vkey, (bytes(32),), 1000, 2000)
     assert updated(server=rotated).server == rotated
+    # The limits' bounds: no grace at all is a grace; a lifetime must be at least 1 ms.
+    shortest = ServerPreferences(policy.log_vkey, (), 0, 1)
+    assert updated(server=shortest).server == shortest
+    with pytest.raises(InvalidMessage, match="max_uid_lifetime_ms"):
+        updated(server=ServerPreferences(policy.log_vkey, (), 0, 0))

@@ -5,12 +5,13 @@ import dataclasses
 import nacl.signing
 import pytest
 
-from client.protocol.errors import (InvalidMessage, InvalidSignature, InvalidValidity,
+from client.protocol.errors import (DomainNotServed, InvalidIdentity, InvalidMessage,
+                                    InvalidSignature, InvalidValidity, ReservedIdentity,
                                     StaleLastentry, VerificationError)
 from client.protocol.keys import ed25519_entry
 from client.protocol.uidmessage import (build_uid_content, parse_uid_message, sign_uid_content,
                                update_uid_content)
-from client.protocol.uidrules import (Dated, Latest, Limits, check_lastentry,
+from client.protocol.uidrules import (Dated, Latest, Limits, check_identity, check_lastentry,
                                       check_preferences, check_repouris, check_validity,
                                       is_current, is_held, signature_error, verify_sequence)
 
@@ -214,3 +215,29 @@ def test_a_validity_must_not_be_empty():
     valid(T0 + DAY - 1, T0 + DAY)
     with pytest.raises(InvalidValidity, match="not_before_ts must be before not_after_ts"):
         valid(T0 + DAY, T0 + DAY)
+
+
+def test_only_the_server_itself_writes_its_reserved_identity():
+    """§2, §4.2.1: keyserver@ is reserved: the server's own message passes (whatever
+    its domains), anyone else's is refused, as is a domain it does not serve or a path
+    naming another identity."""
+    def message(identity):
+        sigkey = nacl.signing.SigningKey.generate()
+        content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=0,
+                                    not_before_ts=T0, not_after_ts=T0 + DAY,
+                                    lastentry=bytes(32))
+        return parse_uid_message(sign_uid_content(content, sigkey))
+
+    own = message("keyserver@example.org")
+    check_identity(own, "keyserver@example.org", ["example.net"], ["keyserver"],
+                   own_identity="keyserver@example.org")
+    with pytest.raises(ReservedIdentity, match="'keyserver' is reserved"):
+        check_identity(own, "keyserver@example.org", ["example.org"], ["keyserver"],
+                       own_identity="keyserver@example.net")
+    alice = message("alice@example.org")
+    check_identity(alice, "alice@example.org", ["example.org"], ["keyserver"],
+                   own_identity="keyserver@example.org")
+    with pytest.raises(DomainNotServed):
+        check_identity(alice, "alice@example.org", ["example.net"], ["keyserver"])
+    with pytest.raises(InvalidIdentity, match="the path names"):
+        check_identity(alice, "bob@example.org", ["example.org"], ["keyserver"])

@@ -317,6 +317,12 @@ def test_only_a_cosignature_that_fails_is_refused_and_it_hides_no_later_witness(
     checked = check_cosigners(a_broken, keys, now)
     assert checked.cosigners == {B: now // 1000}
     assert checked.refused == (f"the cosignature by {A} does not verify",)
+    # One key trusted under two names counts once, and hides no witness after it.
+    both = with_cosignatures(note, [witnesses[A].cosign(note, now // 1000),
+                                    witnesses[B].cosign(note, now // 1000)])
+    again = witness_vkey("a2.example/witness", witnesses[A].signing_key)
+    assert set(check_cosigners(both, [witnesses[A].vkey, again, witnesses[B].vkey],
+                               now).cosigners) == {A, B}
 
 
 def reply_at(pos: int, ts: int):

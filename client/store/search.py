@@ -85,8 +85,7 @@ class ChainSearch:
                     results = pool.map(_search_part, parts)
                 finally:
                     _stop(pool)
-                    # Dropped here, not by an interrupt's traceback at exit, when
-                    # Pool.__del__ would fail noisily on a closed pipe.
+                    _drop(pool)
                     del pool
             else:
                 results = [_search_part(parts[0])]
@@ -136,9 +135,10 @@ class _Indexer:
         return b"".join(k1 for k1, _ in parts), [match for _, found in parts for match in found]
 
     def close(self) -> None:
-        pool, self.pool = self.pool, None   # dropped now: see ``ChainSearch.search``
+        pool, self.pool = self.pool, None
         if pool is not None:
             _stop(pool)
+            _drop(pool)
 
 
 #: Seconds a pool's workers get to end on SIGTERM before they are killed.
@@ -166,6 +166,20 @@ def _stop(pool) -> None:
     finally:
         timer.cancel()
         kill_left()
+
+
+def _drop(pool) -> None:
+    """Free a stopped pool now, with the signals held back: freeing it runs its
+    processes' finalizers, which close their pipes, and a handler raising
+    ``Interrupted`` inside one would print a traceback ("Exception ignored in");
+    a signal that arrives meanwhile is delivered when the block ends. (Dropped here,
+    not by an interrupt's traceback at exit, when ``Pool.__del__`` would fail noisily
+    on a closed pipe.)"""
+    import gc
+
+    with signals_blocked():
+        pool._pool.clear()
+        gc.collect()
 
 
 def _index_block(block: bytes, first: int,

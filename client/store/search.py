@@ -85,7 +85,8 @@ class ChainSearch:
                     results = pool.map(_search_part, parts)
                 finally:
                     _stop(pool)
-                    _drop(pool)
+                    # Dropped here, not by an interrupt's traceback at exit, when
+                    # Pool.__del__ would fail noisily on a closed pipe.
                     del pool
             else:
                 results = [_search_part(parts[0])]
@@ -138,7 +139,6 @@ class _Indexer:
         pool, self.pool = self.pool, None
         if pool is not None:
             _stop(pool)
-            _drop(pool)
 
 
 #: Seconds a pool's workers get to end on SIGTERM before they are killed.
@@ -146,11 +146,15 @@ STOP_GRACE_S = 5.0
 
 
 def _stop(pool) -> None:
-    """End a pool's processes and wait for them. A worker forked while another thread
-    of the command held a lock can hang before ``worker_init`` lets SIGTERM in: what
-    is left after ``STOP_GRACE_S``, or when an interrupt cuts the wait short, is
-    killed (SIGKILL cannot be blocked), so no worker outlives the command holding
-    its output open."""
+    """End a pool's processes, wait for them, and free them. A worker forked while
+    another thread of the command held a lock can hang before ``worker_init`` lets
+    SIGTERM in: what is left after ``STOP_GRACE_S``, or when an interrupt cuts the
+    wait short, is killed (SIGKILL cannot be blocked), so no worker outlives the
+    command holding its output open. Freeing the processes runs their finalizers,
+    which close their pipes; it is done with the signals held back, since a handler
+    raising ``Interrupted`` inside a finalizer prints a traceback ("Exception ignored
+    in") instead of stopping the command (a signal that arrives meanwhile is
+    delivered after)."""
     import multiprocessing
 
     def kill_left() -> None:
@@ -166,20 +170,8 @@ def _stop(pool) -> None:
     finally:
         timer.cancel()
         kill_left()
-
-
-def _drop(pool) -> None:
-    """Free a stopped pool now, with the signals held back: freeing it runs its
-    processes' finalizers, which close their pipes, and a handler raising
-    ``Interrupted`` inside one would print a traceback ("Exception ignored in");
-    a signal that arrives meanwhile is delivered when the block ends. (Dropped here,
-    not by an interrupt's traceback at exit, when ``Pool.__del__`` would fail noisily
-    on a closed pipe.)"""
-    import gc
-
     with signals_blocked():
-        pool._pool.clear()
-        gc.collect()
+        pool._pool.clear()   # the pool's only references to its processes
 
 
 def _index_block(block: bytes, first: int,

@@ -45,8 +45,10 @@ def document_bytes(now: int) -> bytes:
     return cached.body
 
 
+#: The key document's headers besides its length, here and in ``http.prepared``.
+HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-cache"))
+
+
 @bp.get("/server")
 def key_document() -> Response:
-    response = Response(document_bytes(request_now()), mimetype="application/json")
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    return Response(document_bytes(request_now()), headers=HEADERS)

@@ -22,11 +22,11 @@ from flask import Flask
 
 from ..clock import now_ms
 from . import observe
-from .keys import document_bytes
+from .keys import HEADERS, bp, document_bytes, key_document
 
 #: The one path answered here, and the endpoint its requests are logged and counted as.
 PATH = "/_matrix/key/v2/server"
-ENDPOINT = "keys.key_document"
+ENDPOINT = f"{bp.name}.{key_document.__name__}"
 
 
 class PreparedAnswers:
@@ -46,9 +46,7 @@ class PreparedAnswers:
         except Exception:
             return self.wsgi_app(environ, start_response)
         rid = observe.request_id(environ)
-        start_response("200 OK", [("Content-Type", "application/json"),
-                                  ("Content-Length", str(len(body))),
-                                  ("Cache-Control", "no-cache"),
+        start_response("200 OK", [*HEADERS, ("Content-Length", str(len(body))),
                                   ("X-Request-Id", rid)])
         observe.record(self.app.extensions, rid, "GET", ENDPOINT, 200, "-",
                        time.perf_counter() - started)

@@ -150,6 +150,14 @@ def x25519_entry():
                                   .public_key))
 
 
+def updated(previous, old_key, new_key, **changes):
+    """``previous``'s next message, signed by ``new_key`` and, as the update's
+    usersignature, ``old_key``."""
+    content = update_uid_content(previous, ed25519_entry(new_key), not_before_ts=3,
+                                 not_after_ts=4, lastentry=bytes(32), **changes)
+    return parse_uid_message(sign_uid_content(content, new_key, previous_sigkey=old_key))
+
+
 def test_an_update_carries_over_all_it_does_not_change(keys):
     """``keyclient update`` changes the signing key and validity, and the encryption
     keys only when given: the rest of the identity's message stays as it was."""
@@ -163,19 +171,13 @@ def test_an_update_carries_over_all_it_does_not_change(keys):
                                 nymaddress=b"nym")
     previous = parse_uid_message(sign_uid_content(content, sigkey, escrow_key=escrow))
     new = nacl.signing.SigningKey.generate()
-
-    def updated(**changes):
-        content = update_uid_content(previous, ed25519_entry(new), not_before_ts=3,
-                                     not_after_ts=4, lastentry=bytes(32), **changes)
-        return parse_uid_message(sign_uid_content(content, new, previous_sigkey=sigkey))
-
-    same = updated()
+    same = updated(previous, sigkey, new)
     assert (same.msgcount, same.sigkey, same.not_before_ts) == (1, ed25519_entry(new), 3)
     for field in ("identity", "sigescrow", "pubkeys", "repouris", "forwardsec",
                   "ciphersuites", "mixaddress", "nymaddress"):
         assert getattr(same, field) == getattr(previous, field), field
     other = [x25519_entry()]
-    assert updated(pubkeys=other).pubkeys == tuple(other)
+    assert updated(previous, sigkey, new, pubkeys=other).pubkeys == tuple(other)
 
 
 def test_the_servers_update_keeps_its_policy_unless_given_a_new_one():
@@ -190,16 +192,14 @@ def test_the_servers_update_keeps_its_policy_unless_given_a_new_one():
                                 server=policy)
     previous = parse_uid_message(sign_uid_content(content, sigkey))
 
-    def updated(**changes):
-        return parse_uid_message(sign_uid_content(update_uid_content(
-            previous, ed25519_entry(sigkey), not_before_ts=3, not_after_ts=4,
-            lastentry=bytes(32), **changes), sigkey, previous_sigkey=sigkey))
+    def renewed(**changes):          # §11.2: the same sigkey
+        return updated(previous, sigkey, sigkey, **changes)
 
-    assert updated().server == policy
+    assert renewed().server == policy
     rotated = ServerPreferences(policy.log_vkey, (bytes(32),), 1000, 2000)
-    assert updated(server=rotated).server == rotated
+    assert renewed(server=rotated).server == rotated
     # The limits' bounds: no grace at all is a grace; a lifetime must be at least 1 ms.
     shortest = ServerPreferences(policy.log_vkey, (), 0, 1)
-    assert updated(server=shortest).server == shortest
+    assert renewed(server=shortest).server == shortest
     with pytest.raises(InvalidMessage, match="max_uid_lifetime_ms"):
-        updated(server=ServerPreferences(policy.log_vkey, (), 0, 0))
+        renewed(server=ServerPreferences(policy.log_vkey, (), 0, 0))

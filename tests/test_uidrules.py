@@ -149,13 +149,17 @@ def test_repouris_only_those_vouched_for():
             check_repouris(message, vouched)
 
 
-def preferring(forwardsec, mixaddress="", nymaddress=b""):
+def signed(identity="alice@example.org", not_before_ts=T0, not_after_ts=T0 + DAY, **fields):
+    """A self-signed msgcount-0 message of ``identity`` without escrow."""
     sigkey = nacl.signing.SigningKey.generate()
-    content = build_uid_content("alice@example.org", ed25519_entry(sigkey), msgcount=0,
-                                not_before_ts=T0, not_after_ts=T0 + DAY, lastentry=bytes(32),
-                                forwardsec=forwardsec, mixaddress=mixaddress,
-                                nymaddress=nymaddress)
+    content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=0,
+                                not_before_ts=not_before_ts, not_after_ts=not_after_ts,
+                                lastentry=bytes(32), **fields)
     return parse_uid_message(sign_uid_content(content, sigkey))
+
+
+def preferring(forwardsec, mixaddress="", nymaddress=b""):
+    return signed(forwardsec=forwardsec, mixaddress=mixaddress, nymaddress=nymaddress)
 
 
 def test_mix_and_nym_addresses_only_with_optional_forward_secrecy():
@@ -204,37 +208,22 @@ def test_the_signature_verdict_made_ahead_of_the_write_lock():
 
 def test_a_validity_must_not_be_empty():
     """§4.1: not_before_ts < not_after_ts, strictly."""
-    sigkey = nacl.signing.SigningKey.generate()
-
-    def valid(not_before_ts, not_after_ts):
-        content = build_uid_content("alice@example.org", ed25519_entry(sigkey), msgcount=0,
-                                    not_before_ts=not_before_ts, not_after_ts=not_after_ts,
-                                    lastentry=bytes(32))
-        check_validity(parse_uid_message(sign_uid_content(content, sigkey)), T0, 365 * DAY)
-
-    valid(T0 + DAY - 1, T0 + DAY)
+    check_validity(signed(not_before_ts=T0 + DAY - 1), T0, 365 * DAY)
     with pytest.raises(InvalidValidity, match="not_before_ts must be before not_after_ts"):
-        valid(T0 + DAY, T0 + DAY)
+        check_validity(signed(not_before_ts=T0 + DAY), T0, 365 * DAY)
 
 
 def test_only_the_server_itself_writes_its_reserved_identity():
     """§2, §4.2.1: keyserver@ is reserved: the server's own message passes (whatever
     its domains), anyone else's is refused, as is a domain it does not serve or a path
     naming another identity."""
-    def message(identity):
-        sigkey = nacl.signing.SigningKey.generate()
-        content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=0,
-                                    not_before_ts=T0, not_after_ts=T0 + DAY,
-                                    lastentry=bytes(32))
-        return parse_uid_message(sign_uid_content(content, sigkey))
-
-    own = message("keyserver@example.org")
+    own = signed("keyserver@example.org")
     check_identity(own, "keyserver@example.org", ["example.net"], ["keyserver"],
                    own_identity="keyserver@example.org")
     with pytest.raises(ReservedIdentity, match="'keyserver' is reserved"):
         check_identity(own, "keyserver@example.org", ["example.org"], ["keyserver"],
                        own_identity="keyserver@example.net")
-    alice = message("alice@example.org")
+    alice = signed()
     check_identity(alice, "alice@example.org", ["example.org"], ["keyserver"],
                    own_identity="keyserver@example.org")
     with pytest.raises(DomainNotServed):

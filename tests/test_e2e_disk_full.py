@@ -82,10 +82,12 @@ def test_a_full_tmpfs_is_503_until_space_is_freed_then_writes_go_on(small_disk, 
         head = requests.get(server.url + "/v1/hashchain/head", timeout=30)
         assert head.status_code == 200 and head.json()["pos"] == written
         assert requests.get(server.url + "/v1/hashchain?start=0", timeout=30).status_code == 200
-        # /readyz sees the reserve crossed; without a reserve it cannot see a full disk
-        # (a write's BEGIN IMMEDIATE, all it tries, needs no space).
+        # /readyz sees the reserve crossed, or without a reserve the disk full (a
+        # write's BEGIN IMMEDIATE, all it tries, needs no space: it asks for room).
         ready = requests.get(server.url + "/readyz", timeout=30)
-        assert ready.status_code == (503 if reserve else 200), ready.text
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["disk"] == ("below the free-space reserve (MIN_FREE_BYTES)"
+                                        if reserve else "disk full"), ready.text
         verified = subprocess.run(keyserver_command("chain", "verify", "--instance",
                                                     str(small_disk)),
                                   capture_output=True, text=True)

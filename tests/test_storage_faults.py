@@ -4,6 +4,7 @@ reserve, a busy database and the bounded write lock. Every write refused for the
 server recovers without a restart; reads go on meanwhile."""
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -197,6 +198,29 @@ def test_below_the_reserve_writes_are_refused_reads_go_on_and_freeing_space_reco
     statvfs.free = 65 * 2**20   # space freed
     assert client.get("/readyz").status_code == 200
     assert users.put("alice@example.org", message, token=token).status_code == 201
+
+
+@pytest.mark.parametrize("error,disk", [(errno.ENOSPC, "disk full"), (errno.EDQUOT, "disk full"),
+                                         (errno.EIO, "I/O error")])
+def test_without_a_reserve_readyz_asks_the_disk_for_room(instance, monkeypatch, error, disk):
+    """No reserve (``MIN_FREE_BYTES=0``): /readyz is not ready when the disk cannot
+    give a write's room, before any write meets it; nothing of the probe stays."""
+    app = make_app(instance, MIN_FREE_BYTES=0)
+    client = app.test_client()
+    assert client.get("/readyz").json["disk"] == "ok"
+    before = sorted(os.listdir(instance))
+    allocated = []
+
+    def fallocate(fd, offset, length):
+        allocated.append(length)
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(storage.os, "posix_fallocate", fallocate)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json["disk"] == disk
+    assert ready.json["database"] == ready.json["writes"] == "ok"
+    assert allocated == [2**20]
+    assert sorted(os.listdir(instance)) == before
 
 
 def test_free_space_is_measured_at_most_once_per_interval(instance, monkeypatch):

@@ -1,7 +1,8 @@
 """Health for load balancers and supervisors (not in the spec): ``GET /healthz`` says
 the process serves; ``GET /readyz`` says it can take writes now: the database
 answers, a write could start within a second, and the disk is above the
-``MIN_FREE_BYTES`` reserve. Not ready is 503 with what failed, in words (no figures)."""
+``MIN_FREE_BYTES`` reserve and has room for a write. Not ready is 503 with what
+failed, in words (no figures)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ bp = Blueprint("health", __name__)
 
 #: The longest /readyz waits for the write lock (a busy server is still ready).
 READY_WAIT_S = 1.0
+#: The room /readyz asks the disk for, beyond any reserve: a few of the largest writes
+#: (a request body is at most 256 KiB by default). Less is a full disk, even when no
+#: write has met it yet, and even without a reserve.
+READY_ROOM_BYTES = 2**20
 
 
 @bp.get("/healthz")
@@ -24,8 +29,15 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     checks = {"database": "ok", "writes": "ok", "disk": "ok"}
-    if disk_reserve().low():
+    reserve = disk_reserve()
+    if reserve.low():
         checks["disk"] = "below the free-space reserve (MIN_FREE_BYTES)"
+    else:
+        try:
+            if not reserve.has_room(READY_ROOM_BYTES):
+                checks["disk"] = "disk full"
+        except OSError:
+            checks["disk"] = "I/O error"
     step = "database"
     try:
         db = get_db()

@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -500,6 +501,22 @@ class DiskReserve:
 
     def low(self) -> bool:
         return self.min_free_bytes > 0 and self.free_bytes() < self.min_free_bytes
+
+    def has_room(self, size: int) -> bool:
+        """Whether ``size`` bytes can be allocated in the folder now: a nameless file
+        (gone when closed, whatever happens) given its blocks for real. Without a
+        reserve this is the only way to see a full disk before a write meets it:
+        ``BEGIN IMMEDIATE`` needs no space, and the bytes ``statvfs`` reports free
+        are not the bytes a write can have (SQLite's ENOSPC comes with some left).
+        Other I/O errors are raised."""
+        try:
+            with tempfile.TemporaryFile(dir=self.folder) as probe:
+                os.posix_fallocate(probe.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return False
+            raise
+        return True
 
     def check(self) -> None:
         """Refuse a write (``StorageUnavailable``, kind ``space``) below the reserve."""

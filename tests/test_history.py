@@ -19,7 +19,7 @@ from client.protocol.uidmessage import (build_uid_content, encrypt_uid_message, 
 from client.protocol.note import VerifierKey
 from client.protocol.uidmessage import ServerPreferences
 from client.protocol.wire import ReplyEntry, format_uid_message_reply, parse_uid_message_reply
-from client.trust.history import Match, verify_history, verify_server_keys
+from client.trust.history import Match, open_reply, verify_history, verify_server_keys
 
 SERVER = "example.org"
 OWN = "keyserver@example.org"
@@ -44,16 +44,17 @@ ANY_TIME = AnyTime()
 
 
 def match(pos, identity, *, ts=T0, sigkey=None, msgcount=0, previous=None,
-          server_key=SERVER_KEY, reply_pos=None, policy=POLICY):
+          server_key=SERVER_KEY, reply_pos=None, policy=POLICY, entry_for=None):
     """A chain entry of ``identity`` at ``pos`` and the server's signed reply for it
-    (``policy`` is the preferences.server of the server's own messages)."""
+    (``policy`` is the preferences.server of the server's own messages; ``entry_for``
+    files the message under another identity's entry)."""
     sigkey = sigkey or nacl.signing.SigningKey.generate()
     content = build_uid_content(identity, ed25519_entry(sigkey), msgcount=msgcount,
                                 not_before_ts=ts, not_after_ts=ts + DAY_MS, lastentry=ZERO_HASH,
                                 server=policy if identity == OWN else None)
     message = sign_uid_content(content, sigkey, previous_sigkey=previous)
     uid_hash, encrypted = encrypt_uid_message(message)
-    entry = format_entry(bytes(32), pos.to_bytes(8, "big"), identity, uid_hash)
+    entry = format_entry(bytes(32), pos.to_bytes(8, "big"), entry_for or identity, uid_hash)
     reply = format_uid_message_reply(ReplyEntry(encrypted, entry,
                                                 pos if reply_pos is None else reply_pos, ts))
     reply = parse_uid_message_reply(sign_json(reply, SERVER, "ed25519:a", server_key))
@@ -127,6 +128,20 @@ REJECTS = {
 def test_a_lying_history_is_refused(how, error):
     with pytest.raises(VerificationError, match=re.escape(error)):
         verify_history(ALICE, SERVER, [how(match(1, ALICE))], server_record(), ANY_TIME)
+
+
+@pytest.mark.parametrize("reply, error", [
+    (lambda: match(5, "bob@example.org").reply,
+     "the entry at position 5 is not one of alice@example.org"),
+    (lambda: match(5, "bob@example.org", entry_for=ALICE).reply,
+     "the message at position 5 is for bob@example.org"),
+], ids=["entry-of-another", "message-of-another"])
+def test_a_reply_taken_on_its_own_must_open_to_the_identity(reply, error):
+    """``lookup --light`` checks one reply without the chain (``open_reply``): what it
+    refuses names the position the server gave, for the user and as evidence."""
+    assert open_reply(ALICE, SERVER, match(5, ALICE).reply).pos == 5
+    with pytest.raises(VerificationError, match=re.escape(error)):
+        open_reply(ALICE, SERVER, reply())
 
 
 def test_a_server_key_that_signs_its_own_installation_needs_the_previous_key():

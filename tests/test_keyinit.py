@@ -2,6 +2,7 @@
 
 import copy
 import random
+import re
 
 import nacl.bindings
 import nacl.signing
@@ -72,6 +73,12 @@ def check(keyinits, **overrides):
     check_keyinit_batch([parse_keyinit(k) for k in keyinits], **args)
 
 
+def names(path: str) -> str:
+    """The start of an error that names the malformed field: exactly ``path``, then a
+    colon (the server sends this text as ``error``, the client prints it)."""
+    return "^" + re.escape(path) + ": "
+
+
 # --- format ----------------------------------------------------------------------
 
 def test_session_anchor_round_trip():
@@ -87,19 +94,22 @@ def test_build_session_anchor_needs_x25519_keys():
         build_session_anchor([SIGKEY])
 
 
-@pytest.mark.parametrize("change", [
-    lambda a: a.update(extra=""),
-    lambda a: a.pop("nymaddress"),
-    lambda a: a.update(pfkeys=[]),
-    lambda a: a.update(pfkeys=PFKEY.to_json()),
-    lambda a: a.update(pfkeys=[SIGKEY.to_json()]),
-    lambda a: a.update(mixaddress=None),
-    lambda a: a.update(nymaddress=1),
+@pytest.mark.parametrize("change,field", [
+    (lambda a: a.update(extra=""), "sessionanchor"),
+    (lambda a: a.pop("nymaddress"), "sessionanchor"),
+    (lambda a: a.update(pfkeys=[]), "sessionanchor.pfkeys"),
+    (lambda a: a.update(pfkeys=PFKEY.to_json()), "sessionanchor.pfkeys"),
+    (lambda a: a.update(pfkeys=[SIGKEY.to_json()]), "sessionanchor.pfkeys[0].function"),
+    (lambda a: a.update(pfkeys=[PFKEY.to_json(), {"function": X25519, "pubkey": ""}]),
+     "sessionanchor.pfkeys[1].pubkey"),
+    (lambda a: a.update(mixaddress=None), "sessionanchor.mixaddress"),
+    (lambda a: a.update(nymaddress=1), "sessionanchor.nymaddress"),
 ])
-def test_session_anchor_rejects(change):
+def test_session_anchor_rejects(change, field):
+    """Each malformed member is refused, and the error names it by its full path."""
     anchor = copy.deepcopy(ANCHOR)
     change(anchor)
-    with pytest.raises(InvalidMessage):
+    with pytest.raises(InvalidMessage, match=names(field)):
         parse_session_anchor(anchor)
 
 
@@ -139,52 +149,67 @@ def test_parse_round_trip():
     assert len(parsed.signature) == 64
 
 
-@pytest.mark.parametrize("path,value", [
-    (("extra",), 1),
-    (("signature",), KeyError),
-    (("contents", "extra"), 1),
-    (("contents", "repouri"), KeyError),
-    (("contents", "version"), "2"),
-    (("contents", "version"), 1),
-    (("contents", "msgcount"), -1),
-    (("contents", "msgcount"), 1.0),
-    (("contents", "msgcount"), True),
-    (("contents", "not_before_ts"), "1"),
-    (("contents", "not_after_ts"), 2**53),
-    (("contents", "fallback"), 0),
-    (("contents", "fallback"), "false"),
-    (("contents", "fallback"), None),
-    (("contents", "sigkeyhash"), b64encode(bytes(31))),
-    (("contents", "sigkeyhash"), b64encode(bytes(32)) + "="),
-    (("contents", "repouri"), None),
-    (("contents", "sessionanchor"), b64encode(bytes(39))),
-    (("contents", "sessionanchor"), ""),
-    (("contents", "sessionanchorhash"), b64encode(bytes(33))),
-    (("signature",), b64encode(bytes(63))),
-    (("signature",), ""),
+@pytest.mark.parametrize("path,value,field", [
+    (("extra",), 1, ""),
+    (("signature",), KeyError, ""),
+    (("contents",), [], ".contents"),
+    (("contents", "extra"), 1, ".contents"),
+    (("contents", "repouri"), KeyError, ".contents"),
+    (("contents", "version"), "2", ".contents.version"),
+    (("contents", "version"), 1, ".contents.version"),
+    (("contents", "msgcount"), -1, ".contents.msgcount"),
+    (("contents", "msgcount"), 1.0, ".contents.msgcount"),
+    (("contents", "msgcount"), True, ".contents.msgcount"),
+    (("contents", "not_before_ts"), "1", ".contents.not_before_ts"),
+    (("contents", "not_after_ts"), 2**53, ".contents.not_after_ts"),
+    (("contents", "fallback"), 0, ".contents.fallback"),
+    (("contents", "fallback"), "false", ".contents.fallback"),
+    (("contents", "fallback"), None, ".contents.fallback"),
+    (("contents", "sigkeyhash"), b64encode(bytes(31)), ".contents.sigkeyhash"),
+    (("contents", "sigkeyhash"), b64encode(bytes(32)) + "=", ".contents.sigkeyhash"),
+    (("contents", "repouri"), None, ".contents.repouri"),
+    (("contents", "sessionanchor"), b64encode(bytes(39)), ".contents.sessionanchor"),
+    (("contents", "sessionanchor"), "", ".contents.sessionanchor"),
+    (("contents", "sessionanchorhash"), b64encode(bytes(33)), ".contents.sessionanchorhash"),
+    (("contents", "sessionanchorhash"), "!", ".contents.sessionanchorhash"),
+    (("signature",), b64encode(bytes(63)), ".signature"),
+    (("signature",), "", ".signature"),
 ])
-def test_parse_rejects(path, value):
-    with pytest.raises(InvalidMessage):
-        parse_keyinit(mutate(make(), path, value))
-
-
-def test_parse_names_the_item():
-    with pytest.raises(InvalidMessage, match=r"keyinits\[3\]\.contents\.fallback"):
-        parse_keyinit(mutate(make(), ("contents", "fallback"), 1), "keyinits[3]")
+def test_parse_rejects(path, value, field):
+    """Each malformed member is refused, and the error names it by its full path: under
+    ``keyinit`` alone (what the sender's client prints), under ``keyinits[3]`` as the
+    fourth item of an add request (what the server answers)."""
+    keyinit = mutate(make(), path, value)
+    with pytest.raises(InvalidMessage, match=names("keyinit" + field)):
+        parse_keyinit(keyinit)
+    with pytest.raises(InvalidMessage, match=names("keyinits[3]" + field)):
+        parse_keyinit(keyinit, "keyinits[3]")
 
 
 def test_parse_add_request():
     sigkey, keyinits = parse_add_request({"sigkey": SIGKEY.to_json(),
                                           "keyinits": [make(1), make(2)]}, max_per_request=2)
     assert sigkey == SIGKEY and [k.msgcount for k in keyinits] == [1, 2]
-    for body in ({"sigkey": SIGKEY.to_json()},
-                 {"sigkey": PFKEY.to_json(), "keyinits": []},
-                 {"sigkey": SIGKEY.to_json(), "keyinits": {}}):
-        with pytest.raises(InvalidMessage):
-            parse_add_request(body, max_per_request=50)
-    with pytest.raises(InvalidMessage, match=r"keyinits\[1\]"):
-        parse_add_request({"sigkey": SIGKEY.to_json(), "keyinits": [make(1), {}]},
-                          max_per_request=50)
+
+
+@pytest.mark.parametrize("body,field", [
+    ([], "request"),
+    ({"sigkey": SIGKEY.to_json()}, "request"),
+    ({"sigkey": SIGKEY.to_json(), "keyinits": [make(1)], "extra": 1}, "request"),
+    ({"sigkey": {"function": "ed25519"}, "keyinits": [make(1)]}, "sigkey"),
+    ({"sigkey": PFKEY.to_json(), "keyinits": []}, "sigkey.function"),
+    ({"sigkey": {"function": "ed25519", "pubkey": "x"}, "keyinits": []}, "sigkey.pubkey"),
+    ({"sigkey": SIGKEY.to_json(), "keyinits": {}}, "keyinits"),
+    ({"sigkey": SIGKEY.to_json(), "keyinits": [make(1), {}]}, "keyinits[1]"),
+    ({"sigkey": SIGKEY.to_json(),
+      "keyinits": [make(1), mutate(make(2), ("contents", "msgcount"), "2")]},
+     "keyinits[1].contents.msgcount"),
+])
+def test_parse_add_request_rejects(body, field):
+    """The server's INVALID_MESSAGE answer to a malformed add request names the
+    malformed member by its full path, so that its sender can find it."""
+    with pytest.raises(InvalidMessage, match=names(field)):
+        parse_add_request(body, max_per_request=50)
 
 
 def test_parse_add_request_bounds_the_batch_before_parsing_items():
@@ -468,16 +493,21 @@ def test_a_status_request_is_not_a_flush_nor_the_other_way_round():
                             now_ms=NOW)
 
 
-@pytest.mark.parametrize("body", [
-    {"ts": NOW},
-    {"ts": NOW, "signature": "", "extra": 1},
-    {"ts": float(NOW), "signature": b64encode(bytes(64))},
-    {"ts": NOW, "signature": b64encode(bytes(63))},
-    [],
+@pytest.mark.parametrize("action", [FLUSH, STATUS])
+@pytest.mark.parametrize("body,field", [
+    ({"ts": NOW}, ""),
+    ({"ts": NOW, "signature": "", "extra": 1}, ""),
+    ({"ts": float(NOW), "signature": b64encode(bytes(64))}, ".ts"),
+    ({"ts": NOW, "signature": b64encode(bytes(63))}, ".signature"),
+    ({"ts": NOW, "signature": "not base64!"}, ".signature"),
+    ([], ""),
 ])
-def test_flush_shape(body):
-    with pytest.raises(InvalidMessage):
-        flush(body)
+def test_flush_shape(action, body, field):
+    """A malformed flush or status request is refused before its time and signature
+    are looked at, with an error naming the request and its malformed member."""
+    with pytest.raises(InvalidMessage, match=names(action + field)):
+        check_owner_request(action, body, sigkey_pubkey=SIGKEY.pubkey, repouri=REPO,
+                            sigkeyhash=SKH, now_ms=NOW)
 
 
 # --- opening ---------------------------------------------------------------------
@@ -514,15 +544,21 @@ def tampered_anchor():
     (make(), {"repouri": "https://elsewhere.example"}, "made for"),
     (tampered_anchor(), {}, "signature"),
     (reseal(make(), canonical_json(ANCHOR), sha256(b"other")), {}, "sessionanchorhash"),
-    (reseal(make(), b'{"mixaddress":"","nymaddress":""}'), {}, "malformed session anchor"),
+    (reseal(make(), b'{"mixaddress":"","nymaddress":""}'), {},
+     "malformed session anchor: sessionanchor: missing pfkeys"),
+    (reseal(make(), b'{"mixaddress":"","nymaddress":"","pfkeys":{}}'), {},
+     "malformed session anchor: sessionanchor.pfkeys: must be a non-empty list"),
     (reseal(make(), b'{"pfkeys":[],"mixaddress":"","nymaddress":""}'), {},
      "not canonical"),
     (reseal(make(), b"\xff"), {}, "malformed session anchor"),
-    (mutate(make(), ("contents", "fallback"), "no"), {}, "malformed KeyInit"),
+    (mutate(make(), ("contents", "fallback"), "no"), {},
+     "malformed KeyInit: keyinit.contents.fallback: must be true or false"),
 ])
 def test_open_rejects(keyinit, kwargs, message):
+    """What the sender's client prints when a fetched KeyInit fails, naming the
+    malformed field when it is one."""
     args = {"sigkey": SIGKEY, "now_ms": NOW, "repouri": REPO} | kwargs
-    with pytest.raises(VerificationError, match=message):
+    with pytest.raises(VerificationError, match=re.escape(message)):
         open_keyinit(keyinit, **args)
 
 

@@ -1,5 +1,7 @@
 """Key entries and libsodium's rules for weak keys (§1, §3)."""
 
+import re
+
 import nacl.bindings
 import nacl.public
 import nacl.signing
@@ -39,7 +41,7 @@ def test_small_order_blocklist_is_derived_from_the_curve():
 def test_small_order_ed25519_keys_rejected(encoded, sign_bit):
     key = encoded[:31] + bytes([encoded[31] | sign_bit])
     assert is_weak_key(ED25519, key)
-    with pytest.raises(InvalidMessage, match="not a valid ed25519"):
+    with pytest.raises(InvalidMessage, match=re.escape("sigkey.pubkey: not a valid ed25519")):
         parse_key_entry({"function": "ed25519", "pubkey": b64encode(key)}, "sigkey", ED25519)
 
 
@@ -63,13 +65,15 @@ def test_small_order_x25519_keys_rejected(key):
         parse_key_entry({"function": "x25519", "pubkey": b64encode(key)}, "pubkeys[0]", X25519)
 
 
-@pytest.mark.parametrize("obj", [
-    {"function": "x25519", "pubkey": "A" * 43},
-    {"function": "ed25519"},
-    {"function": "ed25519", "pubkey": "A" * 43, "extra": 1},
-    {"function": "ed25519", "pubkey": "AAAA"},
-    "ed25519",
+@pytest.mark.parametrize("obj, error", [
+    ({"function": "x25519", "pubkey": "A" * 43}, "content.sigkey.function: must be 'ed25519'"),
+    ({"function": "ed25519"}, "content.sigkey: missing pubkey"),
+    ({"function": "ed25519", "pubkey": "A" * 43, "extra": 1}, "content.sigkey: unknown extra"),
+    ({"function": "ed25519", "pubkey": "AAAA"},
+     "content.sigkey.pubkey: must encode 32 bytes, not 3"),
+    ("ed25519", "content.sigkey: must be a JSON object"),
 ])
-def test_malformed_entries(obj):
-    with pytest.raises(InvalidMessage):
-        parse_key_entry(obj, "sigkey", ED25519)
+def test_malformed_entries(obj, error):
+    """The error (the server's ``error`` text) names the member that is wrong."""
+    with pytest.raises(InvalidMessage, match=re.escape(error)):
+        parse_key_entry(obj, "content.sigkey", ED25519)

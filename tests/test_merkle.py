@@ -3,6 +3,7 @@ vectors, every inclusion and consistency proof of small trees checked against th
 RFC's recursive definitions, and each way a proof can lie."""
 
 import base64
+import re
 
 import nacl.signing
 import pytest
@@ -173,10 +174,16 @@ SIGNED_BY = "\u2014 example.org/keyserver "
     (lambda t: t.replace(SIGNED_BY, "\u2014 example.org /keyserver "),
      "not a note signature line"),
     (lambda t: t[:-1], "no signature block"),
+    (lambda t: t.replace("AAI=\n", "AAJ=\n"),
+     "the checkpoint's signature is not canonical base64"),
+    (lambda t: t.replace("AAI=\n", "AAI\n"), "the checkpoint's signature is not base64"),
 ], ids=["empty-origin", "root-of-31-bytes", "root-not-canonical", "empty-line-after",
-        "empty-signer-name", "space-in-signer-name", "no-final-newline"])
+        "empty-signer-name", "space-in-signer-name", "no-final-newline",
+        "signature-not-canonical", "signature-not-base64"])
 def test_a_note_off_the_signed_note_format_does_not_parse(vectors, change, error):
-    with pytest.raises(VerificationError, match=error):
+    """Each refusal says which part is off: the client shows it, and keeps it as
+    evidence of what the server served."""
+    with pytest.raises(VerificationError, match=re.escape(error)):
         parse_note(change(vectors["checkpoint"]["note"]))
     with pytest.raises(VerificationError, match="not UTF-8"):
         parse_note(vectors["checkpoint"]["note"].encode() + b"\xff\n")

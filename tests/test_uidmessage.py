@@ -10,7 +10,9 @@ from conftest import mutate
 from client.protocol.encoding import b64encode, canonical_json, sha256
 from client.protocol.errors import InvalidMessage
 from client.protocol.keys import X25519, KeyEntry, ed25519_entry
+from client.protocol.note import VerifierKey
 from client.protocol.uidmessage import (
+    ServerPreferences,
     build_uid_content,
     encrypt_uid_message,
     parse_uid_message,
@@ -53,6 +55,23 @@ def message(keys):
     return sign_uid_content(content, sigkey, escrow_key=escrow)
 
 
+@pytest.fixture
+def server_message(keys):
+    """A message with every member, the server's policy (§4) included, so that each
+    can be made malformed in turn; its signatures are not what is tested."""
+    sigkey, escrow = keys
+    policy = ServerPreferences(VerifierKey("example.org/keyserver", bytes(32)),
+                               (bytes(32),), 1000, 2000)
+    content = build_uid_content("keyserver@example.org", ed25519_entry(sigkey), msgcount=0,
+                                not_before_ts=1, not_after_ts=2, lastentry=bytes(32),
+                                sigescrow=ed25519_entry(escrow), pubkeys=[x25519_entry()],
+                                repouris=["https://k.example"], ciphersuites=["suite-a"],
+                                server=policy)
+    message = sign_uid_content(content, sigkey, escrow_key=escrow)
+    assert parse_uid_message(message).server == policy
+    return message
+
+
 def test_parse_round_trip(message, keys):
     parsed = parse_uid_message(message)
     assert parsed.identity == "alice@example.org"
@@ -63,39 +82,66 @@ def test_parse_round_trip(message, keys):
     assert parsed.content_bytes == canonical_json(message["content"])
 
 
-@pytest.mark.parametrize("path,value", [
-    (("extra",), 1),
-    (("content", "extra"), 1),
-    (("content", "chainlink"), KeyError),
-    (("selfsignature",), KeyError),
-    (("content", "version"), "2"),
-    (("content", "version"), 1),
-    (("content", "chainlink"), {}),
-    (("content", "msgcount"), -1),
-    (("content", "msgcount"), 1.0),
-    (("content", "msgcount"), True),
-    (("content", "not_after_ts"), 2**53),
-    (("content", "identity"), 5),
-    (("content", "pubkeys"), {}),
-    (("content", "pubkeys"), [{"function": "ed25519", "pubkey": "A" * 43}]),
-    (("content", "repouris"), [1]),
-    (("content", "preferences", "forwardsec"), "sometimes"),
-    (("content", "preferences", "extra"), 1),
-    (("content", "preferences", "ciphersuites"), "x"),
-    (("content", "lastentry"), b64encode(bytes(31))),
-    (("content", "lastentry"), ""),
-    (("content", "nymaddress"), "QR"),
-    (("content", "mixaddress"), None),
-    (("content", "sigkey", "function"), "x25519"),
-    (("content", "sigescrow"), ""),
-    (("selfsignature",), ""),
-    (("usersignature",), b64encode(bytes(63))),
-    (("escrowsignature",), None),
-    (("content",), []),
+_SERVER = ("content", "preferences", "server")
+
+
+@pytest.mark.parametrize("path,value,named", [
+    (("extra",), 1, "uid_message: unknown extra"),
+    (("selfsignature",), KeyError, "uid_message: missing selfsignature"),
+    (("content",), [], "content: must be a JSON object"),
+    (("content", "extra"), 1, "content: unknown extra"),
+    (("content", "chainlink"), KeyError, "content: missing chainlink"),
+    (("content", "version"), "2", "content.version:"),
+    (("content", "version"), 1, "content.version:"),
+    (("content", "chainlink"), {}, "content.chainlink:"),
+    (("content", "msgcount"), -1, "content.msgcount:"),
+    (("content", "msgcount"), 1.0, "content.msgcount:"),
+    (("content", "msgcount"), True, "content.msgcount:"),
+    (("content", "not_before_ts"), "1", "content.not_before_ts:"),
+    (("content", "not_after_ts"), 2**53, "content.not_after_ts:"),
+    (("content", "identity"), 5, "content.identity:"),
+    (("content", "pubkeys"), {}, "content.pubkeys:"),
+    (("content", "pubkeys"), [{"function": "ed25519", "pubkey": "A" * 43}],
+     "content.pubkeys[0].function:"),
+    (("content", "repouris"), "https://k.example", "content.repouris:"),
+    (("content", "repouris"), ["https://k.example", 1], "content.repouris[1]:"),
+    (("content", "preferences"), [], "content.preferences: must be a JSON object"),
+    (("content", "preferences", "forwardsec"), "sometimes", "content.preferences.forwardsec:"),
+    (("content", "preferences", "extra"), 1, "content.preferences: unknown extra"),
+    (("content", "preferences", "ciphersuites"), "x", "content.preferences.ciphersuites:"),
+    (("content", "preferences", "ciphersuites"), ["c", None],
+     "content.preferences.ciphersuites[1]:"),
+    (("content", "lastentry"), b64encode(bytes(31)), "content.lastentry:"),
+    (("content", "lastentry"), "", "content.lastentry:"),
+    (("content", "nymaddress"), "QR", "content.nymaddress:"),
+    (("content", "mixaddress"), None, "content.mixaddress:"),
+    (("content", "sigkey", "function"), "x25519", "content.sigkey.function:"),
+    (("content", "sigkey", "pubkey"), "A" * 42, "content.sigkey.pubkey:"),
+    (("content", "sigescrow"), "", "content.sigescrow: must be a JSON object"),
+    (("selfsignature",), "", "selfsignature:"),
+    (("usersignature",), b64encode(bytes(63)), "usersignature:"),
+    (("escrowsignature",), None, "escrowsignature:"),
+    (_SERVER, [], "content.preferences.server: must be a JSON object"),
+    (_SERVER + ("limits",), KeyError, "content.preferences.server: missing limits"),
+    (_SERVER + ("limits",), [], "content.preferences.server.limits: must be a JSON object"),
+    (_SERVER + ("limits", "reclaim_grace_ms"), -1,
+     "content.preferences.server.limits.reclaim_grace_ms:"),
+    (_SERVER + ("limits", "max_uid_lifetime_ms"), 0,
+     "content.preferences.server.limits.max_uid_lifetime_ms:"),
+    (_SERVER + ("token_keys",), "", "content.preferences.server.token_keys:"),
+    (_SERVER + ("token_keys",), [b64encode(bytes(32)), b64encode(bytes(31))],
+     "content.preferences.server.token_keys[1]:"),
+    (_SERVER + ("token_keys",), [b64encode(bytes(32))] * 2,
+     "content.preferences.server.token_keys: the keys must be distinct"),
+    (_SERVER + ("log_vkey",), "example.org+0", "content.preferences.server.log_vkey:"),
 ])
-def test_malformed_messages_rejected(message, path, value):
-    with pytest.raises(InvalidMessage):
-        parse_uid_message(mutate(message, path, value))
+def test_malformed_messages_rejected(server_message, path, value, named):
+    """A malformed message is refused naming the member at fault, by its path in the
+    message: the server answers INVALID_MESSAGE with this text, and it is all a
+    client's author (or a user of ``keyclient``) gets to find what to fix."""
+    with pytest.raises(InvalidMessage) as refused:
+        parse_uid_message(mutate(server_message, path, value))
+    assert str(refused.value).startswith(named)
 
 
 def test_sigkey_equal_to_sigescrow_rejected(message):
@@ -182,9 +228,6 @@ def test_an_update_carries_over_all_it_does_not_change(keys):
 
 def test_the_servers_update_keeps_its_policy_unless_given_a_new_one():
     """keyserver@'s renewal (same policy) and a token-key rotation (a new one)."""
-    from client.protocol.note import VerifierKey
-    from client.protocol.uidmessage import ServerPreferences
-
     sigkey = nacl.signing.SigningKey.generate()
     policy = ServerPreferences(VerifierKey("example.org/keyserver", bytes(32)), (), 1000, 2000)
     content = build_uid_content("keyserver@example.org", ed25519_entry(sigkey), msgcount=0,

@@ -194,16 +194,21 @@ def test_lastentry_names_the_head_or_an_entry_whose_successor_is_recent():
 def test_the_signature_verdict_made_ahead_of_the_write_lock():
     """What the server computes outside its lock (``signature_error``): a create's own
     signatures, an update's against the identity's latest message, and no verdict for
-    an update of an identity it does not know (the state check refuses that)."""
+    an update of an identity it does not know (the state check refuses that). The
+    verdict, the server's error text, names the signature that does not verify."""
     first, key, _ = create(T0)
     assert signature_error(first, None) is None
     forged = dataclasses.replace(first, selfsignature=bytes(64))
-    assert isinstance(signature_error(forged, None), InvalidSignature)
+    verdict = signature_error(forged, None)
+    assert isinstance(verdict, InvalidSignature)
+    assert str(verdict) == "selfsignature (by content.sigkey) does not verify"
     good, _ = update(first, key, T0)
     assert signature_error(good, Latest.of(first)) is None
     assert signature_error(good, None) is None
     stolen, _ = update(first, nacl.signing.SigningKey.generate(), T0)
-    assert isinstance(signature_error(stolen, Latest.of(first)), InvalidSignature)
+    verdict = signature_error(stolen, Latest.of(first))
+    assert isinstance(verdict, InvalidSignature)
+    assert str(verdict) == "usersignature (by the previous sigkey) does not verify"
 
 
 def test_a_validity_must_not_be_empty():

@@ -4,7 +4,6 @@ each malformed answer is refused with its exact error."""
 
 import dataclasses
 import json
-import re
 
 import msgpack
 import pytest
@@ -187,6 +186,7 @@ def change(path, value):
 REPLY_REJECTS = {
     "not-an-object": (lambda obj: [obj], "malformed reply: reply: not a JSON object"),
     "no-entry": (change(["entry"], KeyError), "malformed reply: entry: missing"),
+    "entry-a-list": (change(["entry"], []), "malformed reply: entry: not a JSON object"),
     "no-message": (change(["entry", "uid_message_encrypted"], KeyError),
                    "malformed reply: uid_message_encrypted: missing"),
     "short-message": (change(["entry", "uid_message_encrypted"], b64encode(bytes(71))),
@@ -412,6 +412,7 @@ def test_malformed_capabilities_are_refused(how, error):
 
 
 RECEIPT_REJECTS = {
+    "not-an-object": (lambda obj: [], "malformed KeyInit receipt: receipt: not a JSON object"),
     "short-sigkeyhash": (change(["sigkeyhash"], b64encode(bytes(31))),
                          "malformed KeyInit receipt: sigkeyhash: must encode 32 bytes, not 31"),
     "hashes-a-string": (change(["keyinit_hashes"], "x"),
@@ -430,6 +431,7 @@ def test_malformed_receipts_are_refused(how, error):
 
 
 ISSUANCE_REJECTS = {
+    "not-an-object": ([], "malformed token issuance answer: answer: not a JSON object"),
     "no-sigs": ({"remaining": 1}, "malformed token issuance answer: blind_sigs: missing"),
     "sigs-an-object": ({"blind_sigs": {}, "remaining": 1},
                        "malformed token issuance answer: blind_sigs: must be a list"),
@@ -455,14 +457,24 @@ def test_keyinit_status_round_trip(status):
     assert parse_keyinit_status(format_keyinit_status(status)) == status
 
 
-@pytest.mark.parametrize("obj", [
-    [], {"stored": 1, "fallback": 0}, {"stored": -1, "fallback": 0, "expires_first_ts": None},
-    {"stored": 1, "fallback": True, "expires_first_ts": None},
-    {"stored": 1, "fallback": 0, "expires_first_ts": "soon"},
-])
-def test_malformed_keyinit_status(obj):
-    with pytest.raises(TransportError, match="malformed KeyInit status answer"):
+STATUS_REJECTS = {
+    "not-an-object": ([], "answer: not a JSON object"),
+    "no-expiry": ({"stored": 1, "fallback": 0}, "expires_first_ts: missing"),
+    "negative-stored": ({"stored": -1, "fallback": 0, "expires_first_ts": None},
+                        "stored: must be an integer in [0, 2^53-1]"),
+    "fallback-a-bool": ({"stored": 1, "fallback": True, "expires_first_ts": None},
+                        "fallback: must be an integer in [0, 2^53-1]"),
+    "expiry-a-string": ({"stored": 1, "fallback": 0, "expires_first_ts": "soon"},
+                        "expires_first_ts: must be an integer in [0, 2^53-1]"),
+}
+
+
+@pytest.mark.parametrize("obj, message", STATUS_REJECTS.values(), ids=STATUS_REJECTS.keys())
+def test_malformed_keyinit_status(obj, message):
+    """An unsigned answer, so a transport error, naming the malformed member."""
+    with pytest.raises(TransportError) as info:
         parse_keyinit_status(obj)
+    assert str(info.value) == f"malformed KeyInit status answer: {message}"
 
 
 # --- Reply bundles (§5.1) -------------------------------------------------------------
@@ -495,24 +507,29 @@ def without(position: int):
 
 
 BUNDLE_REJECTS = {
-    "another bundle": (change(["bundle"], 2), "not the bundle asked for"),
-    "bundle not an integer": (change(["bundle"], "1"), "bundle: must be an integer"),
+    "not an object": (lambda obj: [obj], "answer: not a JSON object"),
+    "another bundle": (change(["bundle"], 2), "bundle: is 2, not the bundle asked for"),
+    "bundle not an integer": (change(["bundle"], "1"),
+                              "bundle: must be an integer in [0, 2^53-1]"),
     "no replies member": (change(["replies"], KeyError), "replies: missing"),
     "replies not a list": (change(["replies"], {}), "replies: must be a list"),
-    "no replies": (change(["replies"], []), "must hold 1 to 256 replies"),
+    "no replies": (change(["replies"], []), "replies: must hold 1 to 256 replies"),
     "a gap": (without(1), "replies[1]: is for position 258, not 257"),
     "not from the bundle's start": (without(0), "replies[0]: is for position 257, not 256"),
-    "a malformed reply": (change(["replies", 2, "entry", "ts"], -1), "replies[2]: ts"),
-    "a reply not an object": (change(["replies", 0], "x"), "replies[0]"),
+    "a malformed reply": (change(["replies", 2, "entry", "ts"], -1),
+                          "replies[2]: ts: must be an integer in [0, 2^53-1]"),
+    "a reply not an object": (change(["replies", 0], "x"), "replies[0]: reply: not a JSON object"),
     "more than a bundle": (lambda obj: bundle_obj(1, BUNDLE_SIZE + 1),
-                           "must hold 1 to 256 replies"),
+                           "replies: must hold 1 to 256 replies"),
 }
 
 
 @pytest.mark.parametrize("how, message", BUNDLE_REJECTS.values(), ids=BUNDLE_REJECTS.keys())
 def test_malformed_bundles_are_refused(how, message):
-    with pytest.raises(VerificationError, match=re.escape(message)):
+    """The error names the bundle asked for and the malformed member, down to the reply."""
+    with pytest.raises(VerificationError) as info:
         parse_reply_bundle(json.dumps(how(bundle_obj())).encode(), "application/json", 1)
+    assert str(info.value) == f"reply bundle 1 is malformed: {message}"
 
 
 @pytest.mark.parametrize("body, content_type", [
@@ -520,5 +537,5 @@ def test_malformed_bundles_are_refused(how, message):
     (msgpack.packb({1: "bundle"}), MSGPACK),     # a map key that is no string: not JSON's data
 ])
 def test_undecodable_bundles_are_transport_errors(body, content_type):
-    with pytest.raises(TransportError):
+    with pytest.raises(TransportError, match="^reply bundle 0 is malformed: "):
         parse_reply_bundle(body, content_type, 0)

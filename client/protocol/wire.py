@@ -460,9 +460,8 @@ def format_limits(limits: Limits) -> dict:
     return {name: getattr(limits, name) for name in LIMIT_FIELDS}
 
 
-def parse_limits(obj: Any, what: str = "malformed limits",
-                 error: type[Exception] = VerificationError) -> Limits:
-    reader = _Reader(obj, what, error)
+def parse_limits(obj: Any, what: str) -> Limits:
+    reader = _Reader(obj, what, VerificationError)
     return Limits(**{name: reader.int(name) for name in LIMIT_FIELDS})
 
 
@@ -471,7 +470,7 @@ def format_token_key(key: TokenKeyInfo) -> dict:
             "not_after_ts": key.not_after_ts}
 
 
-def parse_token_key(obj: Any, what: str = "malformed token key") -> TokenKeyInfo:
+def parse_token_key(obj: Any, what: str) -> TokenKeyInfo:
     reader = _Reader(obj, what, VerificationError)
     return TokenKeyInfo(reader.bytes("key_id", HASH_SIZE), reader.bytes("spki"),
                         reader.int("not_after_ts"))
@@ -507,7 +506,7 @@ def format_witness(vkey: VerifierKey) -> dict:
     return {"name": vkey.name, "vkey": format_verifier_key(vkey)}
 
 
-def parse_witness(obj: Any, what: str = "malformed witness") -> VerifierKey:
+def parse_witness(obj: Any, what: str) -> VerifierKey:
     """Capabilities' ``witness``: a cosignature verifier key (type 0x04) and its name."""
     reader = _Reader(obj, what, VerificationError)
     name = reader.str("name")

@@ -10,10 +10,18 @@ previous file, the operator's ``--published-size``), so a restored instance whos
 chain is shorter than what the log published refuses to serve, unless the operator
 accepts the shorter log (``accept_shorter``: the decision is recorded in
 ``published_shrinks`` and the instance's published size becomes its chain's length).
+
+A witness must never go back on what it cosigned (§8.1), and a restored one remembers
+only the backup's checkpoints, while its key may have cosigned larger trees since. So
+a backup leaves the witness key out, and a restore forgets the witnessed checkpoints
+and makes a new witness key: the restored witness starts afresh under a key that has
+signed nothing, and the logs and clients that trusted the old one are told to take
+the new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,6 +48,8 @@ class Holds:
     published_size: int | None
     #: The published size the operator gave up for this chain (``accept_shorter``).
     shrunk_from: int | None = None
+    #: How many logs' witnessed checkpoints the restore forgot (a new witness key).
+    witnessed_logs: int = 0
 
 
 def _skipped(database: str) -> set[str]:
@@ -60,8 +70,9 @@ def _holds(path: str) -> tuple[int, int]:
 
 
 def backup(instance: str, dest: str, database: str = defaults.DATABASE,
-           wait_s: float = 10.0) -> Holds:
-    """Copy the running instance in ``instance`` to the new folder ``dest``."""
+           wait_s: float = 10.0, witness_key_file: str = defaults.WITNESS_KEY_FILE) -> Holds:
+    """Copy the running instance in ``instance`` to the new folder ``dest``, all but
+    the witness key (a restore makes a new one)."""
     source_db = os.path.join(instance, database)
     if not os.path.exists(source_db):
         raise BackupRefused(f"no keyserver instance in {instance}")
@@ -88,7 +99,7 @@ def backup(instance: str, dest: str, database: str = defaults.DATABASE,
             source.close()
         # The other files after the database: keys made meanwhile are copied too, so
         # every key the copied database names is there.
-        skipped = _skipped(database) | {published.FILE}
+        skipped = _skipped(database) | {published.FILE, witness_key_file}
         for name in sorted(os.listdir(instance)):
             if name in skipped or name.endswith(".tmp"):
                 continue
@@ -104,6 +115,7 @@ def backup(instance: str, dest: str, database: str = defaults.DATABASE,
         with open(os.path.join(dest, MANIFEST), "w", encoding="utf-8") as handle:
             json.dump({"chain_length": length, "checkpoint_size": size,
                        "published_size": recorded, "database": database,
+                       "witness_key_file": witness_key_file,
                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                       handle, indent=1)
             handle.write("\n")
@@ -131,7 +143,8 @@ def restore(backup_folder: str, instance: str, published_size: int | None = None
             accept_shorter: bool = False) -> Holds:
     """Make a new instance in ``instance`` from ``backup_folder``; return what it holds,
     with the published size it now records (the largest known; with ``accept_shorter``,
-    no more than the chain's length, the larger size given up in ``shrunk_from``)."""
+    no more than the chain's length, the larger size given up in ``shrunk_from``).
+    The witness starts afresh: a new key, no witnessed checkpoints."""
     from .instance import INSTANCE_FILES
 
     manifest = read_manifest(backup_folder)
@@ -164,6 +177,8 @@ def restore(backup_folder: str, instance: str, published_size: int | None = None
                 shutil.copytree(src, dst, symlinks=True)
             elif os.path.isfile(src):
                 shutil.copy2(src, dst)
+        witnessed_logs = _new_witness(staging, database, manifest.get(
+            "witness_key_file", defaults.WITNESS_KEY_FILE))
         if shrunk_from is not None:
             published.record_shrink(staging, shrunk_from, length, os.path.abspath(backup_folder))
         if recorded is not None:
@@ -181,4 +196,25 @@ def restore(backup_folder: str, instance: str, published_size: int | None = None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Holds(length, size, recorded, shrunk_from)
+    return Holds(length, size, recorded, shrunk_from, witnessed_logs)
+
+
+def _new_witness(folder: str, database: str, key_file: str) -> int:
+    """Forget the witnessed checkpoints of the database in ``folder`` and make a new
+    witness key there (a backup made before backups left it out may hold the old
+    one); return how many logs were forgotten."""
+    from .service.signing import witness_key
+
+    conn = sqlite3.connect(os.path.join(folder, database))
+    try:
+        with conn:
+            forgotten = conn.execute("DELETE FROM witnessed_logs").rowcount \
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                                " AND name = 'witnessed_logs'").fetchone() else 0
+    finally:
+        conn.close()
+    path = os.path.join(folder, key_file)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    witness_key(path)
+    return forgotten

@@ -307,14 +307,15 @@ def verify_instance(database: db.Database, server_name: str) -> int:
               help="Instance folder (default: $KEYSERVER_INSTANCE).")
 def backup_command(dest: str, instance_path: str | None) -> None:
     """Copy the running instance to the new folder DEST: the database by SQLite's
-    online backup API (writers go on), then config and keys; DEST/backup.json
-    records the chain length and largest checkpoint it holds."""
+    online backup API (writers go on), then config and keys (not the witness key: a
+    restore makes a new one); DEST/backup.json records the chain length and largest
+    checkpoint it holds."""
     from .backup import BackupRefused, backup
 
     app = _open_instance(instance_path)
     try:
         holds = backup(app.instance_path, dest, app.config["DATABASE"],
-                       app.config["REQUEST_WAIT_BOUND"] / 1000)
+                       app.config["REQUEST_WAIT_BOUND"] / 1000, app.config["WITNESS_KEY_FILE"])
     except BackupRefused as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"backup of {app.instance_path} in {dest}: chain length {holds.chain_length}, "
@@ -347,8 +348,17 @@ def restore_command(backup_folder: str, instance_path: str, published_size: int 
     app = _open_instance(instance_path)
     with app.app_context():
         length = verify_instance(db.get_db(), policy().server_name)
+        vkey = format_verifier_key(witness().vkey)
     click.echo(f"restored {backup_folder} into {app.instance_path}: chain OK, {length} "
                "entries; Merkle tree OK")
+    click.echo(f"the witness has a new key, {vkey}: its memory went back to the backup's, "
+               "and under its old key it may have cosigned more since")
+    if holds.witnessed_logs:
+        click.echo(
+            f"warning: this instance witnessed {holds.witnessed_logs} log(s); it forgot their "
+            "checkpoints and cosigns only under the new key. Give the new key to those logs"
+            " (their WITNESSES) and to the clients that trust this witness ('keyclient "
+            "witness add'), and have them drop the old one.", err=True)
     if holds.shrunk_from is not None:
         click.echo(
             f"warning: the log had published a tree of size {holds.shrunk_from}; this instance"

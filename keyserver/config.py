@@ -11,6 +11,7 @@ found later it is a 500 on every request, or worse, quietly something else
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Callable, Mapping
 
 from client.protocol.errors import InvalidIdentity
@@ -81,8 +82,13 @@ def check_config(config: dict[str, Any]) -> None:
         for uri in _strings(key, config[key]):
             _check_url(key, uri)
     for key in ("DATABASE", "SIGNING_KEY_FILE", "WITNESS_KEY_FILE"):
-        if not isinstance(config[key], str) or not config[key]:
-            raise ConfigError(f"{key} must be a file name, not {config[key]!r}")
+        # A name in the instance folder: backups copy the folder, and a restore
+        # replaces the witness key by name (keyserver/backup.py).
+        value = config[key]
+        if not isinstance(value, str) or value in ("", ".", "..") \
+                or os.path.basename(value) != value:
+            raise ConfigError(f"{key} must be a file name in the instance folder, "
+                              f"not {value!r}")
     _check_prices(config["TOKEN_PRICES"])
     _check_origins(config["NOTARY_ORIGINS"])
     _check_witness_logs(config["WITNESS_LOGS"])

@@ -64,6 +64,9 @@ def test_lookup_can_be_turned_off_with_any_usual_word(instance, monkeypatch, val
     ("TOKEN_PRICES", '{"foo": 1}'),
     ("TOKEN_PRICES", '{"create_uid": 5, "update_uid": 1, "add_keyinit": 1}'),
     ("TOKEN_PRICES", '{"create_uid": -1, "update_uid": 1, "add_keyinit": 1}'),
+    ("WITNESS_KEY_FILE", "/etc/witness.key"),
+    ("SIGNING_KEY_FILE", "keys/signing.key"),
+    ("DATABASE", ".."),
 ])
 def test_a_bad_value_is_refused_naming_its_key(instance, monkeypatch, key, value):
     with pytest.raises(ConfigError, match=key):

@@ -277,6 +277,44 @@ def test_an_instance_without_a_witness_key_gets_exactly_one(instance):
     assert witness_vkey_of(app.test_client()).pubkey == bytes(witness_key(str(path)).verify_key)
 
 
+def test_a_restored_witness_forgets_and_cosigns_only_under_a_new_key(instance, client,
+                                                                      tmp_path):
+    """A witness must never go back on what it cosigned (§8.1): restored from a backup,
+    it remembers the backup's checkpoints while its old key may have cosigned larger
+    ones since. The backup holds no witness key; the restored witness has a new one,
+    no memory, and the operator is told whom to give the key."""
+    from click.testing import CliRunner
+
+    from keyserver.cli import main
+
+    old = witness_vkey_of(client)
+    accepted(client, LOG.body(0, 10))
+    result = CliRunner().invoke(main, ["backup", str(tmp_path / "b"), "--instance",
+                                       str(instance)])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "b" / "witness.key").exists()
+    accepted(client, LOG.body(10, 20))       # cosigned after the backup: lost with it
+    restored = tmp_path / "restored"
+    result = CliRunner().invoke(main, ["restore", str(tmp_path / "b"),
+                                      "--instance", str(restored)])
+    assert result.exit_code == 0, result.output
+    again = create_app({"TESTING": True, "WITNESS_LOGS": witness_logs(LOG)},
+                       instance_path=str(restored)).test_client()
+    new = witness_vkey_of(again)
+    assert new.name == old.name and new.pubkey != old.pubkey
+    assert f"the witness has a new key, {format_verifier_key(new)}" in result.stdout
+    assert "witnessed 1 log(s)" in result.stderr and "WITNESSES" in result.stderr
+    assert held(restored) == {}
+    # A fork of the tree the old key cosigned at 20: what the restored memory would
+    # have let through under the old key is signed only under the new one.
+    fork = Log(salt=b"fork")
+    signature = accepted(again, fork.body(0, 15))
+    note = with_cosignatures(fork.note(15), [signature])
+    check_cosignature(note, new)
+    with pytest.raises(VerificationError, match="no valid cosignature"):
+        check_cosignature(note, old)
+
+
 @pytest.mark.parametrize("logs, message", [
     ([], "must map log origins"),
     ({ORIGIN: []}, ORIGIN),

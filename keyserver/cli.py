@@ -226,7 +226,7 @@ def _cosign_round(app: Flask, now: int, witnesses: list[str] | None = None) -> N
     sys.stdout.flush()
 
 
-@click.group("keys", help="The server's signing keys (§11).")
+@click.group("keys", help="The server's signing keys, which sign its replies.")
 def keys_group() -> None:
     pass
 
@@ -278,7 +278,7 @@ def chain_group() -> None:
 def chain_verify_command() -> None:
     """Recompute every link of the stored chain and report the first bad position;
     check that entry 0 is this server's own (KEYSERVER_NAME); recompute the stored
-    Merkle tree from the entries and report its first bad node (§8)."""
+    Merkle tree from the entries and report its first bad node."""
     length = verify_instance(db.get_db(), policy().server_name)
     click.echo(f"chain OK: {length} entries; Merkle tree OK")
 
@@ -396,7 +396,7 @@ def chain_load_command(count: int, domain: str | None) -> None:
     click.echo(f"chain length now {length}")
 
 
-@click.group("tiles", help="The log as C2SP tlog-tiles (§8).")
+@click.group("tiles", help="The log as static tiles (C2SP tlog-tiles) for a CDN.")
 def tiles_group() -> None:
     pass
 
@@ -428,7 +428,8 @@ def keyinits_group() -> None:
 @keyinits_group.command("purge")
 @with_instance
 def keyinits_purge_command() -> None:
-    """Delete every expired KeyInit (requests purge only the sigkeyhash they touch)."""
+    """Delete every expired KeyInit of every identity (requests purge only those of
+    the identity they touch)."""
     database = db.get_db()
     with db.transaction(database):
         purged = keyinits.purge_expired(database, now_ms())
@@ -480,8 +481,8 @@ def tokens_mint_command(count: int) -> None:
 @with_instance
 def tokens_rotate_command() -> None:
     """Add a new issuing token key and list it on the chain with the newest previous
-    one (§10.4: clients buy only under a key listed for 24 hours; keys no longer
-    listed stop being redeemed)."""
+    one (clients buy only under a key listed for 24 hours; keys no longer listed
+    stop being redeemed)."""
     key = tokenkeys.rotate(db.get_db(), current_app.instance_path, policy(), server_keys(),
                            now_ms())
     click.echo(f"new token key {b64encode(key.key_id)} valid until {_iso(key.not_after_ts)};"
@@ -491,7 +492,7 @@ def tokens_rotate_command() -> None:
 @tokens_group.command("retire-expired")
 @with_instance
 def tokens_retire_command() -> None:
-    """Take expired token keys off the chain's list (§10.4)."""
+    """Take expired token keys off the chain's list of the keys the server redeems."""
     retired = tokenkeys.retire_expired(db.get_db(), policy(), server_keys(), now_ms())
     click.echo("expired token keys retired from the chain" if retired else
                "no listed token key has expired")
@@ -585,8 +586,8 @@ def vouchers_revoke_command(label: str) -> None:
     click.echo(f"revoked voucher {label}: it buys no more tokens")
 
 
-@click.group("witness", help="Witnessing (§8.1): other logs' checkpoints this server "
-             "cosigns, and the witnesses that cosign this log's.")
+@click.group("witness", help="Witnessing: other logs' checkpoints this server cosigns, "
+             "and the witnesses that cosign this log's.")
 def witness_group() -> None:
     pass
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 
+import click
 import flask
 import pytest
 from click.testing import CliRunner
@@ -91,3 +92,22 @@ def test_run_on_a_busy_port_fails_before_announcing(instance):
     assert result.output.strip() == (
         f"Error: cannot listen on 127.0.0.1:{port}: Address already in use (is another "
         "server running there? choose another --port)")
+
+
+def _help_texts(command: click.Command, path: list[str]):
+    yield " ".join(path), command.get_help(click.Context(command, info_name=" ".join(path)))
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from _help_texts(sub, path + [name])
+
+
+@pytest.mark.parametrize("name", ["keyserver", "keyclient"])
+def test_every_help_text_is_in_plain_words(name):
+    """Operators and users read the help, not the spec: no section references in any
+    command's help (the spec's terms stay in the docs and in evidence messages)."""
+    from client.cli import main as keyclient
+
+    root = {"keyserver": main, "keyclient": keyclient}[name]
+    texts = dict(_help_texts(root, [name]))
+    assert len(texts) > 20
+    assert [path for path, text in texts.items() if "§" in text] == []

@@ -154,7 +154,7 @@ def fetch_keyinit(write: Write, key_hash: bytes, address: str, now: int, rng: ra
 
     text = write(take)
     if text is None:
-        raise NoKeyinit("no current KeyInit for this sigkeyhash: use the identity's static "
+        raise NoKeyinit("no current KeyInit for this signing key: use the identity's static "
                         "keys if its preferences allow, or try again later")
     return text
 

@@ -19,6 +19,8 @@ READY_WAIT_S = 1.0
 #: (a request body is at most 256 KiB by default). Less is a full disk, even when no
 #: write has met it yet, and even without a reserve.
 READY_ROOM_BYTES = 2**20
+#: What a failed check says, by the kind of storage fault (``fault_kind``).
+FAULT_WORDS = {"busy": "busy", "space": "disk full", "io": "I/O error"}
 
 
 @bp.get("/healthz")
@@ -35,9 +37,9 @@ def readyz() -> Response:
     else:
         try:
             if not reserve.has_room(READY_ROOM_BYTES):
-                checks["disk"] = "disk full"
+                checks["disk"] = FAULT_WORDS["space"]
         except OSError:
-            checks["disk"] = "I/O error"
+            checks["disk"] = FAULT_WORDS["io"]
     step = "database"
     try:
         db = get_db()
@@ -48,7 +50,7 @@ def readyz() -> Response:
         kind = fault_kind(exc)
         if kind is None:
             raise
-        checks[step] = {"busy": "busy", "space": "disk full", "io": "I/O error"}[kind]
+        checks[step] = FAULT_WORDS[kind]
     ready = all(value == "ok" for value in checks.values())
     response = jsonify(ready=ready, **checks)
     response.status_code = 200 if ready else 503
